@@ -1,0 +1,425 @@
+//! The QUIC connection and one method per request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::sync::Mutex;
+use weir_proto::{
+    Position, ProducerStamp, PutRecord, PutResult, RecordBatch, Request, Response, Retention,
+    StreamDescription, decode_frame,
+};
+
+use crate::ClientError;
+use crate::producer::{Producer, ProducerConfig};
+
+/// Where the server is and how to trust it.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub server: SocketAddr,
+    /// The name the server's certificate must be valid for.
+    pub server_name: String,
+    /// PEM file with the certificate (or CA) to trust.
+    pub ca_cert: PathBuf,
+    /// Time allowed for one request, from sending it to its response.
+    pub request_timeout: Duration,
+    /// Largest response frame accepted.
+    pub frame_bytes_max: usize,
+}
+
+impl ClientConfig {
+    /// A server on this machine at the default address, trusting `ca_cert`.
+    pub fn local(ca_cert: impl Into<PathBuf>) -> Self {
+        Self::new(
+            weir_proto::DEFAULT_LISTEN_ADDR
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7720))),
+            ca_cert,
+        )
+    }
+
+    pub fn new(server: SocketAddr, ca_cert: impl Into<PathBuf>) -> Self {
+        Self {
+            server,
+            server_name: weir_proto::DEFAULT_SERVER_NAME.to_owned(),
+            ca_cert: ca_cert.into(),
+            request_timeout: Duration::from_secs(30),
+            frame_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    config: ClientConfig,
+    /// Re-established on the next call after the connection is lost.
+    connection: Mutex<Option<quinn::Connection>>,
+}
+
+/// A connection to one Weir server; cheap to clone, safe to share.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, ClientError> {
+    let certificate_error = |reason: String| ClientError::Certificate {
+        path: config.ca_cert.clone(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&config.ca_cert)
+        .map_err(|e| certificate_error(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| certificate_error(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| certificate_error(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![weir_proto::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    quic.transport_config(Arc::new(transport));
+    Ok(quic)
+}
+
+impl Client {
+    /// Connects (QUIC, TLS 1.3, ALPN `weir/1`) and checks the server answers.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let bind: SocketAddr = if config.server.is_ipv6() {
+            "[::]:0".parse()
+        } else {
+            "0.0.0.0:0".parse()
+        }
+        .map_err(|e: std::net::AddrParseError| ClientError::Config(e.to_string()))?;
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
+            addr: config.server.to_string(),
+            reason: e.to_string(),
+        })?;
+        endpoint.set_default_client_config(quic_client_config(&config)?);
+        let client = Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                config,
+                connection: Mutex::new(None),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    pub fn server(&self) -> SocketAddr {
+        self.inner.config.server
+    }
+
+    async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut slot = self.inner.connection.lock().await;
+        if let Some(connection) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(connection.clone());
+        }
+        let config = &self.inner.config;
+        let connect_error = |reason: String| ClientError::Connect {
+            addr: config.server.to_string(),
+            reason,
+        };
+        let connecting = self
+            .inner
+            .endpoint
+            .connect(config.server, &config.server_name)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let connection = tokio::time::timeout(config.request_timeout, connecting)
+            .await
+            .map_err(|_| connect_error("timed out".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn open(
+        &self,
+        frame: &[u8],
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let lost = |e: &dyn std::fmt::Display| ClientError::Connection(e.to_string());
+        let connection = self.connection().await?;
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
+        send.write_all(frame).await.map_err(|e| lost(&e))?;
+        send.finish().map_err(|e| lost(&e))?;
+        Ok((send, recv))
+    }
+
+    /// Sends an encoded request frame and returns the response; an error
+    /// response becomes [`ClientError::Server`].
+    pub async fn call_frame(&self, frame: &[u8]) -> Result<Response, ClientError> {
+        let exchange = async {
+            let (_send, mut recv) = self.open(frame).await?;
+            let mut buf = BytesMut::new();
+            read_response(&mut recv, &mut buf, self.inner.config.frame_bytes_max).await
+        };
+        match tokio::time::timeout(self.inner.config.request_timeout, exchange).await {
+            Ok(response) => response,
+            Err(_) => Err(ClientError::Connection(format!(
+                "no response within {:?}",
+                self.inner.config.request_timeout
+            ))),
+        }
+    }
+
+    /// Sends any request and returns its response.
+    pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
+        self.call_frame(&encode(request)).await
+    }
+
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        shards: u32,
+        retention: Retention,
+    ) -> Result<(), ClientError> {
+        let request = Request::CreateStream {
+            name: name.to_owned(),
+            shards,
+            retention,
+        };
+        expect_ok(self.call(&request).await?)
+    }
+
+    pub async fn delete_stream(&self, name: &str) -> Result<(), ClientError> {
+        expect_ok(
+            self.call(&Request::DeleteStream {
+                name: name.to_owned(),
+            })
+            .await?,
+        )
+    }
+
+    pub async fn list_streams(&self) -> Result<Vec<String>, ClientError> {
+        match self.call(&Request::ListStreams).await? {
+            Response::Streams(names) => Ok(names),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn describe_stream(&self, name: &str) -> Result<StreamDescription, ClientError> {
+        match self
+            .call(&Request::DescribeStream {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            Response::Stream(description) => Ok(description),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One `PutRecords` request, answered per record. Without a stamp a
+    /// retry may store records twice; [`Producer`] stamps its batches.
+    pub async fn put_records(
+        &self,
+        stream: &str,
+        producer: Option<ProducerStamp>,
+        records: Vec<PutRecord>,
+    ) -> Result<Vec<PutResult>, ClientError> {
+        let request = Request::PutRecords {
+            stream: stream.to_owned(),
+            producer,
+            records,
+        };
+        expect_put_results(self.call(&request).await?)
+    }
+
+    /// A batching, idempotent producer for `stream`.
+    pub fn producer(&self, stream: &str, config: ProducerConfig) -> Producer {
+        Producer::new(self.clone(), stream, config)
+    }
+
+    pub async fn get_records(
+        &self,
+        stream: &str,
+        shard: u32,
+        from: Position,
+        limit: u32,
+    ) -> Result<RecordBatch, ClientError> {
+        let request = Request::GetRecords {
+            stream: stream.to_owned(),
+            shard,
+            from,
+            limit,
+        };
+        match self.call(&request).await? {
+            Response::Records(batch) => Ok(batch),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A live feed of one shard from `from`. Records arrive as they are
+    /// committed; if the caller stops calling `next`, QUIC flow control
+    /// stalls the feed on the server, not the server itself.
+    pub async fn subscribe(
+        &self,
+        stream: &str,
+        shard: u32,
+        from: Position,
+    ) -> Result<Subscription, ClientError> {
+        let request = Request::Subscribe {
+            stream: stream.to_owned(),
+            shard,
+            from,
+        };
+        let (send, recv) = self.open(&encode(&request)).await?;
+        let mut subscription = Subscription {
+            _send: send,
+            recv,
+            buf: BytesMut::new(),
+            frame_bytes_max: self.inner.config.frame_bytes_max,
+            start_sequence: 0,
+        };
+        // The server confirms with an empty batch naming the start, so
+        // records committed after this returns are sure to be delivered.
+        let confirmation =
+            tokio::time::timeout(self.inner.config.request_timeout, subscription.next())
+                .await
+                .map_err(|_| ClientError::Connection("no subscription confirmation".into()))??;
+        subscription.start_sequence = confirmation.next_sequence;
+        Ok(subscription)
+    }
+
+    /// Stores `consumer`'s position in a shard on the server.
+    pub async fn commit_checkpoint(
+        &self,
+        consumer: &str,
+        stream: &str,
+        shard: u32,
+        sequence: u64,
+    ) -> Result<(), ClientError> {
+        let request = Request::CommitCheckpoint {
+            consumer: consumer.to_owned(),
+            stream: stream.to_owned(),
+            shard,
+            sequence,
+        };
+        expect_ok(self.call(&request).await?)
+    }
+
+    pub async fn checkpoint(
+        &self,
+        consumer: &str,
+        stream: &str,
+        shard: u32,
+    ) -> Result<Option<u64>, ClientError> {
+        let request = Request::GetCheckpoint {
+            consumer: consumer.to_owned(),
+            stream: stream.to_owned(),
+            shard,
+        };
+        match self.call(&request).await? {
+            Response::Checkpoint(sequence) => Ok(sequence),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        if let Some(connection) = self.inner.connection.lock().await.take() {
+            connection.close(0u32.into(), b"client closed");
+        }
+        self.inner.endpoint.wait_idle().await;
+    }
+}
+
+/// A live feed of records from one shard.
+pub struct Subscription {
+    _send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+    frame_bytes_max: usize,
+    start_sequence: u64,
+}
+
+impl Subscription {
+    /// The sequence number the feed started at.
+    pub fn start_sequence(&self) -> u64 {
+        self.start_sequence
+    }
+
+    /// The next batch of records; waits until there is one.
+    pub async fn next(&mut self) -> Result<RecordBatch, ClientError> {
+        match read_response(&mut self.recv, &mut self.buf, self.frame_bytes_max).await? {
+            Response::Records(batch) => Ok(batch),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+pub(crate) fn encode(request: &Request) -> Bytes {
+    let mut buf = BytesMut::new();
+    request.encode(&mut buf);
+    buf.freeze()
+}
+
+async fn read_response(
+    recv: &mut quinn::RecvStream,
+    buf: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> Result<Response, ClientError> {
+    loop {
+        if let Some(frame) =
+            decode_frame(buf, frame_bytes_max).map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
+            return match Response::decode(frame)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
+                Response::Error { code, message } => Err(ClientError::Server { code, message }),
+                response => Ok(response),
+            };
+        }
+        match recv.read_chunk(frame_bytes_max, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(ClientError::Connection(
+                    "the server ended the stream early".into(),
+                ));
+            }
+            Err(e) => return Err(ClientError::Connection(e.to_string())),
+        }
+    }
+}
+
+fn expect_ok(response: Response) -> Result<(), ClientError> {
+    match response {
+        Response::Ok => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn expect_put_results(response: Response) -> Result<Vec<PutResult>, ClientError> {
+    match response {
+        Response::PutResults(results) => Ok(results),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(response: &Response) -> ClientError {
+    let kind = match response {
+        Response::Ok => "Ok",
+        Response::Streams(_) => "Streams",
+        Response::Stream(_) => "Stream",
+        Response::PutResults(_) => "PutResults",
+        Response::Records(_) => "Records",
+        Response::Checkpoint(_) => "Checkpoint",
+        Response::Error { .. } => "Error",
+    };
+    ClientError::Protocol(format!("unexpected {kind} response for this request"))
+}

@@ -1,0 +1,440 @@
+//! `weir bench`: throughput and latency against an embedded server on a
+//! temporary directory, with the raw-storage baseline measured in the same
+//! run so results can be compared as ratios on a noisy machine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use weir_client::{Client, ClientConfig, Position, ProducerStamp, PutRecord, PutResult};
+use weir_proto::routing::shard_for_hash_key;
+
+use crate::config::{Durability, ServerConfig};
+use crate::server::Server;
+use crate::service::hash_key;
+use crate::storage::{AppendRecord, Storage};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable ingest: raw storage in-process, then the same over QUIC.
+    Produce(ProduceArgs),
+    /// Reads: GetRecords pages and subscriptions over QUIC.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ProduceArgs {
+    /// Records to send per measured phase.
+    #[arg(long, default_value_t = 200_000)]
+    records: usize,
+    /// Data bytes per record.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Records per PutRecords request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent producers (each with its own QUIC connection).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Requests each producer keeps in flight.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    /// Target records/s over QUIC (0 = as fast as possible); use it to
+    /// measure latency below saturation.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Skip the raw-storage baseline.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct ConsumeArgs {
+    #[arg(long, default_value_t = 200_000)]
+    records: usize,
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Records per GetRecords call.
+    #[arg(long, default_value_t = 10_000)]
+    limit: u32,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Produce(args) => produce(args).await,
+        BenchCommand::Consume(args) => consume(args).await,
+    }
+}
+
+struct Embedded {
+    server: Server,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn embedded(durability: Durability, batch: usize, size: usize) -> anyhow::Result<Embedded> {
+    let dir = tempfile::Builder::new().prefix("weir-bench").tempdir()?;
+    let mut config = ServerConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse()?;
+    config.storage.durability = durability;
+    config.limits.fit_batches(batch, size);
+    let server = Server::start(config).await?;
+    let mut client_config = ClientConfig::new(server.local_addr(), server.cert_path());
+    client_config.frame_bytes_max = usize::MAX;
+    let client = Client::connect(client_config).await?;
+    Ok(Embedded {
+        server,
+        client,
+        _dir: dir,
+    })
+}
+
+/// Pre-built batches: keys spread over many partition keys, random data.
+fn make_batches(records: usize, size: usize, batch: usize) -> Vec<Vec<PutRecord>> {
+    let data: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
+    let data = Bytes::from(data);
+    (0..records)
+        .map(|i| PutRecord {
+            partition_key: format!("user-{}", i % 100_003),
+            explicit_hash_key: None,
+            data: data.clone(),
+        })
+        .collect::<Vec<_>>()
+        .chunks(batch.max(1))
+        .map(<[PutRecord]>::to_vec)
+        .collect()
+}
+
+fn progress_bar(total: usize, label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>10} {bar:40} {pos}/{len} records {per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+struct Measured {
+    records: usize,
+    bytes: usize,
+    elapsed: Duration,
+    /// Per-request ack latency, microseconds.
+    latencies_us: Vec<u64>,
+}
+
+impl Measured {
+    fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn report(&mut self, label: &str) {
+        self.latencies_us.sort_unstable();
+        let pct = |p: f64| {
+            if self.latencies_us.is_empty() {
+                return 0.0;
+            }
+            let index =
+                ((self.latencies_us.len() as f64 * p) as usize).min(self.latencies_us.len() - 1);
+            self.latencies_us[index] as f64 / 1000.0
+        };
+        println!(
+            "{label:<10} {:>10.0} records/s  {:>8.1} MB/s  ack p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  ({} records in {:.2} s)",
+            self.records_per_sec(),
+            self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6,
+            pct(0.50),
+            pct(0.99),
+            pct(0.999),
+            self.records,
+            self.elapsed.as_secs_f64(),
+        );
+    }
+}
+
+async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    if args.records == 0 || args.batch == 0 || args.producers == 0 || args.in_flight == 0 {
+        bail!("--records, --batch, --producers and --in-flight must be positive");
+    }
+    let embedded = embedded(args.durability, args.batch, args.size).await?;
+    println!(
+        "weir bench produce: {} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards, {:?}{}",
+        args.records,
+        args.size,
+        args.batch,
+        args.producers,
+        args.in_flight,
+        args.shards,
+        args.durability,
+        if args.rate > 0 {
+            format!(", paced at {} records/s", args.rate)
+        } else {
+            String::new()
+        },
+    );
+    let batches = make_batches(args.records, args.size, args.batch);
+
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        embedded
+            .client
+            .create_stream("baseline", args.shards, Default::default())
+            .await?;
+        let mut measured = produce_raw(embedded.server.storage(), &batches, &args).await?;
+        measured.report("raw");
+        Some(measured.records_per_sec())
+    };
+
+    embedded
+        .client
+        .create_stream("bench", args.shards, Default::default())
+        .await?;
+    let mut measured = produce_quic(&embedded, batches, &args).await?;
+    measured.report("quic");
+    if let Some(baseline) = baseline {
+        println!(
+            "ratio      {:.2}x of the raw-storage baseline",
+            measured.records_per_sec() / baseline
+        );
+    }
+    embedded.client.close().await;
+    embedded.server.shutdown().await?;
+    Ok(())
+}
+
+/// The same appends straight into the storage layer: routing and group
+/// commit included, QUIC and the codec not.
+async fn produce_raw(
+    storage: &Arc<Storage>,
+    batches: &[Vec<PutRecord>],
+    args: &ProduceArgs,
+) -> anyhow::Result<Measured> {
+    let stream = storage.stream("baseline")?;
+    let routed: Vec<Vec<(usize, Vec<AppendRecord>)>> = batches
+        .iter()
+        .map(|batch| {
+            let mut per_shard: Vec<Vec<AppendRecord>> = vec![Vec::new(); args.shards as usize];
+            for record in batch {
+                let shard = shard_for_hash_key(hash_key(&record.partition_key), args.shards);
+                per_shard[shard as usize].push(AppendRecord {
+                    partition_key: record.partition_key.clone(),
+                    data: record.data.clone(),
+                });
+            }
+            per_shard
+                .into_iter()
+                .enumerate()
+                .filter(|(_, r)| !r.is_empty())
+                .collect()
+        })
+        .collect();
+    let bar = progress_bar(args.records, "raw");
+    let concurrency = args.producers * args.in_flight;
+    let queue = Arc::new(std::sync::Mutex::new(routed.into_iter()));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let queue = queue.clone();
+        let storage = storage.clone();
+        let stream = stream.clone();
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let Some(batch) = next else { break };
+                let appends = batch
+                    .into_iter()
+                    .map(|(shard, records)| (stream.shards[shard].clone(), records))
+                    .collect::<Vec<_>>();
+                let sent = Instant::now();
+                let mut count = 0u64;
+                for outcome in storage.append(None, appends).await {
+                    count += u64::from(outcome?.count);
+                }
+                latencies.push(sent.elapsed().as_micros() as u64);
+                bar.inc(count);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies_us = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        latencies_us.extend(result??);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(Measured {
+        records: args.records,
+        bytes: args.records * args.size,
+        elapsed,
+        latencies_us,
+    })
+}
+
+async fn produce_quic(
+    embedded: &Embedded,
+    batches: Vec<Vec<PutRecord>>,
+    args: &ProduceArgs,
+) -> anyhow::Result<Measured> {
+    let bar = progress_bar(args.records, "quic");
+    let mut clients = vec![embedded.client.clone()];
+    for _ in 1..args.producers {
+        let mut config =
+            ClientConfig::new(embedded.server.local_addr(), embedded.server.cert_path());
+        config.frame_bytes_max = usize::MAX;
+        clients.push(Client::connect(config).await?);
+    }
+    let batch_count = batches.len();
+    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter().enumerate()));
+    // With --rate, batch i may not be sent before start + i * interval.
+    let interval =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.batch as f64 / args.rate as f64));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (producer, client) in clients.iter().enumerate() {
+        for lane in 0..args.in_flight {
+            let queue = queue.clone();
+            let client = client.clone();
+            let bar = bar.clone();
+            tasks.spawn(async move {
+                let producer_id = (producer * 1000 + lane) as u64 + 1;
+                let mut latencies = Vec::new();
+                let mut batch_sequence = 0;
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                    let Some((index, records)) = next else { break };
+                    if let Some(interval) = interval {
+                        tokio::time::sleep_until((started + interval * index as u32).into()).await;
+                    }
+                    let stamp = ProducerStamp {
+                        producer_id,
+                        batch_sequence,
+                    };
+                    batch_sequence += 1;
+                    let count = records.len() as u64;
+                    let sent = Instant::now();
+                    let results = client.put_records("bench", Some(stamp), records).await?;
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                    if let Some(PutResult::Failed { code, message }) = results
+                        .iter()
+                        .find(|r| matches!(r, PutResult::Failed { .. }))
+                    {
+                        bail!("record failed: {code:?}: {message}");
+                    }
+                    bar.inc(count);
+                }
+                anyhow::Ok(latencies)
+            });
+        }
+    }
+    let mut latencies_us = Vec::with_capacity(batch_count);
+    while let Some(result) = tasks.join_next().await {
+        latencies_us.extend(result.context("producer task")??);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    for client in clients.iter().skip(1) {
+        client.close().await;
+    }
+    Ok(Measured {
+        records: args.records,
+        bytes: args.records * args.size,
+        elapsed,
+        latencies_us,
+    })
+}
+
+async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let embedded = embedded(Durability::Buffered, 1000, args.size).await?;
+    let client = &embedded.client;
+    client
+        .create_stream("bench", args.shards, Default::default())
+        .await?;
+    println!(
+        "weir bench consume: {} records of {} B in {} shards, GetRecords limit {}",
+        args.records, args.size, args.shards, args.limit
+    );
+    let producer = client.producer(
+        "bench",
+        weir_client::ProducerConfig {
+            batch_records_max: 1000,
+            batch_bytes_max: 8 << 20,
+            ..Default::default()
+        },
+    );
+    let data = Bytes::from(vec![b'x'; args.size]);
+    let load = progress_bar(args.records, "load");
+    for i in 0..args.records {
+        // Acks are not awaited one by one: flush below waits for them all.
+        drop(producer.send(format!("user-{i}"), data.clone()).await?);
+        load.inc(1);
+    }
+    producer.flush().await?;
+    load.finish_and_clear();
+
+    let started = Instant::now();
+    let mut records = 0usize;
+    let mut bytes = 0usize;
+    for shard in 0..args.shards {
+        let mut from = Position::TrimHorizon;
+        loop {
+            let batch = client.get_records("bench", shard, from, args.limit).await?;
+            records += batch.records.len();
+            bytes += batch.records.iter().map(|r| r.data.len()).sum::<usize>();
+            if batch.records_behind_tip == 0 {
+                break;
+            }
+            from = Position::AtSequence(batch.next_sequence);
+        }
+    }
+    let elapsed = started.elapsed();
+    if records != args.records {
+        bail!("read {records} records, expected {}", args.records);
+    }
+    println!(
+        "get        {:>10.0} records/s  {:>8.1} MB/s",
+        records as f64 / elapsed.as_secs_f64(),
+        bytes as f64 / elapsed.as_secs_f64() / 1e6
+    );
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in 0..args.shards {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let expected =
+                client.describe_stream("bench").await?.shards[shard as usize].records as usize;
+            let mut subscription = client
+                .subscribe("bench", shard, Position::TrimHorizon)
+                .await?;
+            let mut seen = 0;
+            while seen < expected {
+                seen += subscription.next().await?.records.len();
+            }
+            anyhow::Ok(seen)
+        });
+    }
+    let mut subscribed = 0;
+    while let Some(result) = tasks.join_next().await {
+        subscribed += result??;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "subscribe  {:>10.0} records/s  {:>8.1} MB/s",
+        subscribed as f64 / elapsed.as_secs_f64(),
+        (subscribed * args.size) as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    embedded.client.close().await;
+    embedded.server.shutdown().await?;
+    Ok(())
+}

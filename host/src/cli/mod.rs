@@ -1,0 +1,511 @@
+//! The `weir` command.
+
+mod bench;
+mod demo;
+mod parse;
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use weir_client::{Client, ClientConfig, Position, ProducerConfig, Record, Retention};
+
+use crate::config::{Durability, ServerConfig};
+use crate::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: QUIC ingest, durable shards, Wasm processors — one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (no config needed: data in ./weir-data, QUIC on 127.0.0.1:7720).
+    Serve(ServeArgs),
+    /// Start a server on a temporary directory, produce sample clicks and tail them.
+    Demo(demo::DemoArgs),
+    /// Create, list, describe and delete streams.
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// Put records: one from the command line, or one per line of a file.
+    Put(PutArgs),
+    /// Read records from one shard from a position.
+    Get(GetArgs),
+    /// Follow every shard of a stream live.
+    Tail(TailArgs),
+    /// Measure ingest and read throughput against an embedded server.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "./weir-data")]
+    data: PathBuf,
+    /// UDP address for QUIC.
+    #[arg(long, default_value = weir_proto::DEFAULT_LISTEN_ADDR)]
+    listen: SocketAddr,
+    /// PEM certificate chain (default: self-signed, generated in DATA/tls/).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// When an ack is sent: after fsync (default), or after the journal
+    /// write with a sync every --sync-interval-ms.
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    /// Journal sync interval in buffered mode.
+    #[arg(long, default_value_t = 50)]
+    sync_interval_ms: u64,
+}
+
+/// Where the server is and which certificate to trust.
+#[derive(Args, Clone)]
+pub struct ConnectArgs {
+    /// Server address (default: this machine's default port).
+    #[arg(long, env = "WEIR_SERVER", default_value = weir_proto::DEFAULT_LISTEN_ADDR)]
+    server: SocketAddr,
+    /// Certificate to trust (default: DATA/tls/cert.pem, the local server's).
+    #[arg(long, env = "WEIR_CA")]
+    ca: Option<PathBuf>,
+    /// The local server's data directory, to find its certificate.
+    #[arg(long = "data", env = "WEIR_DATA", default_value = "./weir-data")]
+    data_dir: PathBuf,
+    /// Name the server's certificate is valid for.
+    #[arg(long, default_value = weir_proto::DEFAULT_SERVER_NAME)]
+    server_name: String,
+}
+
+impl ConnectArgs {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let ca = self
+            .ca
+            .clone()
+            .unwrap_or_else(|| crate::tls::generated_cert_path(&self.data_dir));
+        if !ca.exists() {
+            bail!(
+                "no certificate at {}: start `weir serve` here first, or pass --ca FILE (and --server ADDR)",
+                ca.display()
+            );
+        }
+        let mut config = ClientConfig::new(self.server, ca);
+        config.server_name = self.server_name.clone();
+        Client::connect(config)
+            .await
+            .with_context(|| format!("is `weir serve` running at {}?", self.server))
+    }
+}
+
+#[derive(Subcommand)]
+enum StreamCommand {
+    /// Create a stream.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        /// Remove records older than this (e.g. 24h, 7d).
+        #[arg(long, value_parser = parse::duration_ms)]
+        retention_age: Option<u64>,
+        /// Keep at most this many record bytes (e.g. 10GiB).
+        #[arg(long, value_parser = parse::bytes)]
+        retention_bytes: Option<u64>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List streams.
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show a stream's shards: hash-key ranges, sequence numbers, sizes.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Delete a stream and all its records.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Args)]
+struct PutArgs {
+    stream: String,
+    /// The record's data (omit with --file).
+    data: Option<String>,
+    /// Partition key (with --file: the same key for every line).
+    #[arg(long)]
+    key: Option<String>,
+    /// One record per line of this file.
+    #[arg(long, conflicts_with = "data")]
+    file: Option<PathBuf>,
+    /// With --file: take each line's partition key from this JSON field.
+    #[arg(long, requires = "file", conflicts_with = "key")]
+    key_field: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    stream: String,
+    #[arg(long)]
+    shard: u32,
+    /// trim-horizon, latest, at:SEQ, after:SEQ, time:MILLIS.
+    #[arg(long, value_parser = parse::position, default_value = "trim-horizon")]
+    from: Position,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+struct TailArgs {
+    stream: String,
+    /// trim-horizon, latest, at:SEQ, after:SEQ, time:MILLIS.
+    #[arg(long, value_parser = parse::position, default_value = "latest")]
+    from: Position,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Runs the command line and maps errors to a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("weir: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("weir: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Stream(command) => stream(command).await,
+        Command::Put(args) => put(args).await,
+        Command::Get(args) => get(args).await,
+        Command::Tail(args) => tail(args).await,
+        Command::Bench(command) => bench::run(command).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(&args.data);
+    config.listen = args.listen;
+    config.tls_cert = args.tls_cert;
+    config.tls_key = args.tls_key;
+    config.storage.durability = args.durability;
+    config.storage.buffered_sync_interval_ms = args.sync_interval_ms;
+    let server = Server::start(config).await?;
+    // Tests and scripts read this line to find the port when --listen uses 0.
+    println!("listening on {}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    tracing::info!(
+        listen = %server.local_addr(),
+        data = %args.data.display(),
+        durability = ?args.durability,
+        "weir serving (QUIC, TLS 1.3, ALPN weir/1)"
+    );
+    if server.generated_cert() {
+        tracing::info!(
+            cert = %server.cert_path().display(),
+            "self-signed certificate; CLI verbs run here find it, remote clients pass --ca with a copy of it"
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing connections, committing queued writes");
+    server.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn stream(command: StreamCommand) -> anyhow::Result<()> {
+    match command {
+        StreamCommand::Create {
+            name,
+            shards,
+            retention_age,
+            retention_bytes,
+            connect,
+        } => {
+            let client = connect.connect().await?;
+            let retention = Retention {
+                age_ms: retention_age,
+                bytes: retention_bytes,
+            };
+            client.create_stream(&name, shards, retention).await?;
+            println!("created stream {name} with {shards} shard(s)");
+        }
+        StreamCommand::List { connect } => {
+            for name in connect.connect().await?.list_streams().await? {
+                println!("{name}");
+            }
+        }
+        StreamCommand::Describe { name, connect } => {
+            let description = connect.connect().await?.describe_stream(&name).await?;
+            let show = |value: Option<u64>, unit: &str| {
+                value.map_or("none".to_owned(), |v| format!("{v} {unit}"))
+            };
+            println!("stream     {}", description.name);
+            println!(
+                "retention  age: {}, bytes: {}",
+                show(description.retention.age_ms, "ms"),
+                show(description.retention.bytes, "B")
+            );
+            println!(
+                "{:>5}  {:>34}  {:>34}  {:>12}  {:>12}  {:>10}  {:>12}",
+                "shard",
+                "hash key start",
+                "hash key end",
+                "first seq",
+                "last seq",
+                "records",
+                "bytes"
+            );
+            for shard in description.shards {
+                let seq = |s: Option<u64>| s.map_or("-".to_owned(), |s| s.to_string());
+                println!(
+                    "{:>5}  {:>34}  {:>34}  {:>12}  {:>12}  {:>10}  {:>12}",
+                    shard.shard,
+                    format!("{:#x}", shard.hash_key_start),
+                    format!("{:#x}", shard.hash_key_end),
+                    seq(shard.first_sequence),
+                    seq(shard.last_sequence),
+                    shard.records,
+                    shard.bytes
+                );
+            }
+        }
+        StreamCommand::Delete { name, connect } => {
+            connect.connect().await?.delete_stream(&name).await?;
+            println!("deleted stream {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn put(args: PutArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    match (&args.data, &args.file) {
+        (Some(data), None) => {
+            let key = args.key.clone().context("--key is required with DATA")?;
+            let results = client
+                .put_records(
+                    &args.stream,
+                    None,
+                    vec![weir_client::PutRecord {
+                        partition_key: key,
+                        explicit_hash_key: None,
+                        data: data.clone().into_bytes().into(),
+                    }],
+                )
+                .await?;
+            match results.into_iter().next() {
+                Some(weir_client::PutResult::Stored { shard, sequence }) => {
+                    println!("shard {shard} sequence {sequence}");
+                }
+                Some(weir_client::PutResult::Failed { code, message }) => {
+                    bail!("{code:?}: {message}")
+                }
+                None => bail!("the server returned no result"),
+            }
+        }
+        (None, Some(file)) => put_file(&client, &args, file).await?,
+        _ => bail!("give DATA or --file FILE"),
+    }
+    client.close().await;
+    Ok(())
+}
+
+async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Result<()> {
+    let bytes_total = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    let progress = indicatif::ProgressBar::new(bytes_total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let producer = client.producer(&args.stream, ProducerConfig::default());
+    let mut acks = Vec::new();
+    let (mut stored, mut failed) = (0u64, 0u64);
+    for (number, line) in reader.lines().enumerate() {
+        let line =
+            line.with_context(|| format!("reading line {} of {}", number + 1, file.display()))?;
+        progress.inc(line.len() as u64 + 1);
+        if line.is_empty() {
+            continue;
+        }
+        let key = match (&args.key, &args.key_field) {
+            (Some(key), _) => key.clone(),
+            (None, Some(field)) => {
+                key_from_json(&line, field).with_context(|| format!("line {}", number + 1))?
+            }
+            (None, None) => bail!("give --key KEY or --key-field FIELD with --file"),
+        };
+        acks.push(producer.send(key, line.into_bytes()).await?);
+        // Collect answers as we go so memory stays bounded on big files.
+        if acks.len() >= 10_000 {
+            for ack in acks.drain(..) {
+                match ack.await {
+                    Ok(_) => stored += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+    }
+    producer.flush().await?;
+    for ack in acks {
+        match ack.await {
+            Ok(_) => stored += 1,
+            Err(error) => {
+                failed += 1;
+                progress.println(format!("record failed: {error}"));
+            }
+        }
+    }
+    progress.finish_with_message(format!("{stored} stored, {failed} failed"));
+    if failed > 0 {
+        bail!("{failed} records were not stored");
+    }
+    Ok(())
+}
+
+fn key_from_json(line: &str, field: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).context("not valid JSON (needed for --key-field)")?;
+    match value.get(field) {
+        Some(serde_json::Value::String(key)) => Ok(key.clone()),
+        Some(serde_json::Value::Null) | None => {
+            bail!("no field {field:?} to use as the partition key")
+        }
+        Some(other) => Ok(other.to_string()),
+    }
+}
+
+fn print_record(shard: Option<u32>, record: &Record) {
+    let data = String::from_utf8_lossy(&record.data);
+    match shard {
+        Some(shard) => println!(
+            "shard={shard} seq={} ts={} key={} {data}",
+            record.sequence, record.timestamp_ms, record.partition_key
+        ),
+        None => println!(
+            "seq={} ts={} key={} {data}",
+            record.sequence, record.timestamp_ms, record.partition_key
+        ),
+    }
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let batch = client
+        .get_records(&args.stream, args.shard, args.from, args.limit)
+        .await?;
+    for record in &batch.records {
+        print_record(None, record);
+    }
+    eprintln!(
+        "next position: at:{} ({} records, {} ms behind the tip)",
+        batch.next_sequence, batch.records_behind_tip, batch.millis_behind_tip
+    );
+    Ok(())
+}
+
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let description = client.describe_stream(&args.stream).await?;
+    let (lines, mut received) = tokio::sync::mpsc::channel::<anyhow::Result<(u32, Record)>>(1024);
+    for shard in description.shards {
+        let mut subscription = client
+            .subscribe(&args.stream, shard.shard, args.from)
+            .await?;
+        let lines = lines.clone();
+        tokio::spawn(async move {
+            loop {
+                match subscription.next().await {
+                    Ok(batch) => {
+                        for record in batch.records {
+                            if lines.send(Ok((shard.shard, record))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let _ = lines.send(Err(error.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(lines);
+    loop {
+        tokio::select! {
+            line = received.recv() => match line {
+                Some(Ok((shard, record))) => print_record(Some(shard), &record),
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Server settings. Every limit is a named value with its unit last; the
+//! defaults are what `weir serve` uses with no flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use weir_proto::defaults;
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Acked once fdatasync'd to stable storage (group commit: one sync
+    /// covers every request queued while the previous one ran).
+    Fsync,
+    /// Acked once written to the journal (in the OS page cache); the journal
+    /// is synced every `buffered_sync_interval_ms`, so a power cut may lose
+    /// that much. A process crash loses nothing.
+    Buffered,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    pub buffered_sync_interval_ms: u64,
+    /// fjall's block cache.
+    pub block_cache_bytes: u64,
+    /// Journal size before fjall flushes memtables so old journals can go.
+    pub journal_bytes_max: u64,
+    /// Record bytes one group commit may carry before it is cut.
+    pub group_commit_bytes_max: usize,
+    /// Commands waiting for the writer before senders wait (back-pressure).
+    pub writer_queue_commands_max: usize,
+    /// Recent batches remembered per producer and shard for deduplication.
+    pub producer_dedup_batches_max: usize,
+    pub retention_check_interval_ms: u64,
+    /// Records removed per retention commit, so appends are not stalled.
+    pub trim_chunk_records_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Fsync,
+            buffered_sync_interval_ms: 50,
+            block_cache_bytes: 8 * 1024 * 1024,
+            journal_bytes_max: 64 * 1024 * 1024,
+            group_commit_bytes_max: 16 * 1024 * 1024,
+            writer_queue_commands_max: 4096,
+            producer_dedup_batches_max: 64,
+            retention_check_interval_ms: 1_000,
+            trim_chunk_records_max: 10_000,
+        }
+    }
+}
+
+/// Limits the protocol layer enforces on every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub batch_records_max: usize,
+    pub record_bytes_max: usize,
+    /// Partition keys plus data of one `PutRecords`.
+    pub request_bytes_max: usize,
+    pub frame_bytes_max: usize,
+    pub stream_shards_max: u32,
+    /// Records one `GetRecords` may ask for.
+    pub get_records_max: u32,
+    /// Record bytes in one `GetRecords` answer or subscription frame.
+    pub read_batch_bytes_max: usize,
+    /// Records in one subscription frame.
+    pub subscribe_batch_records_max: usize,
+    /// How long a client may take to send its request after opening a stream.
+    pub request_read_timeout_ms: u64,
+    /// Concurrent requests (QUIC streams) per connection.
+    pub connection_streams_max: u32,
+    pub connection_idle_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            batch_records_max: defaults::BATCH_RECORDS_MAX,
+            record_bytes_max: defaults::RECORD_BYTES_MAX,
+            request_bytes_max: defaults::REQUEST_BYTES_MAX,
+            frame_bytes_max: defaults::FRAME_BYTES_MAX,
+            stream_shards_max: 256,
+            get_records_max: 10_000,
+            read_batch_bytes_max: 4 * 1024 * 1024,
+            subscribe_batch_records_max: 1_000,
+            request_read_timeout_ms: 10_000,
+            connection_streams_max: 256,
+            connection_idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Raises the batch limits to carry `records` records of `record_bytes`
+    /// (benchmarks use batches larger than the Kinesis defaults).
+    pub fn fit_batches(&mut self, records: usize, record_bytes: usize) {
+        self.batch_records_max = self.batch_records_max.max(records);
+        self.record_bytes_max = self.record_bytes_max.max(record_bytes);
+        let request_bytes = records * (record_bytes + defaults::PARTITION_KEY_CHARS_MAX);
+        self.request_bytes_max = self.request_bytes_max.max(request_bytes);
+        self.frame_bytes_max = self
+            .frame_bytes_max
+            .max(request_bytes + records * 512 + 64 * 1024);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The operator's certificate chain and key (PEM); without them Weir
+    /// generates a self-signed pair in `{data_dir}/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub storage: StorageConfig,
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: weir_proto::DEFAULT_LISTEN_ADDR
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7720))),
+            data_dir: data_dir.into(),
+            tls_cert: None,
+            tls_key: None,
+            storage: StorageConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}

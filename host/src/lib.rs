@@ -1,0 +1,24 @@
+//! Weir: a single-binary streaming appliance.
+//!
+//! Producers put records over QUIC; Weir stores them durably in ordered
+//! shards and serves reads and live subscriptions. Module map:
+//!
+//! - [`config`]: every setting and limit, with defaults.
+//! - [`storage`]: fjall keyspaces, the single group-committing writer,
+//!   retention. The only module that imports fjall.
+//! - [`service`]: request handling and validation, transport-agnostic.
+//! - [`transport`]: the QUIC endpoint; the only module that imports quinn.
+//! - [`tls`]: certificates (self-signed on first start) and rustls setup.
+//! - [`server`]: wires the above together; start and graceful shutdown.
+//! - [`cli`]: the `weir` command (serve, stream, put, get, tail, bench, demo).
+
+pub mod cli;
+pub mod config;
+pub mod server;
+pub mod service;
+pub mod storage;
+pub mod tls;
+pub mod transport;
+
+pub use config::{Durability, Limits, ServerConfig, StorageConfig};
+pub use server::Server;

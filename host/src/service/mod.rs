@@ -1,0 +1,176 @@
+//! Request handling, independent of the transport: a decoded [`Request`] in,
+//! a [`Reply`] out. One file per family of requests.
+//!
+//! Validation happens here, before storage sees anything: names, counts,
+//! sizes and positions are checked against [`Limits`], and every failure is
+//! a typed [`RequestError`] that the transport turns into an error frame.
+
+mod checkpoint;
+mod put;
+mod read;
+mod streams;
+
+use std::sync::Arc;
+
+use weir_proto::{ErrorCode, Request, Response};
+
+use crate::config::Limits;
+use crate::storage::{Storage, StorageError};
+
+pub use put::hash_key;
+pub use read::Subscription;
+
+/// What a request is answered with.
+pub enum Reply {
+    /// One response frame, then the stream is finished.
+    Response(Response),
+    /// Response frames for as long as the client keeps the stream open.
+    Subscription(Subscription),
+}
+
+/// Why a request failed: a wire code and a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RequestError> for Response {
+    fn from(error: RequestError) -> Self {
+        Response::Error {
+            code: error.code,
+            message: error.message,
+        }
+    }
+}
+
+impl From<StorageError> for RequestError {
+    fn from(error: StorageError) -> Self {
+        let code = match &error {
+            StorageError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
+            StorageError::StreamExists { .. } => ErrorCode::StreamExists,
+            StorageError::ShardNotFound { .. } => ErrorCode::ShardNotFound,
+            StorageError::PositionTrimmed { .. } => ErrorCode::PositionTrimmed,
+            StorageError::PositionBeyondTip { .. } => ErrorCode::InvalidPosition,
+            StorageError::StaleProducerBatch { .. } => ErrorCode::StaleProducerBatch,
+            StorageError::WriterStopped => ErrorCode::ShuttingDown,
+            StorageError::Corrupt { .. }
+            | StorageError::Engine(_)
+            | StorageError::CommitFailed { .. } => ErrorCode::StorageFailure,
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
+/// Shared by every connection: the store and the limits.
+pub struct Service {
+    pub storage: Arc<Storage>,
+    pub limits: Limits,
+}
+
+impl Service {
+    pub fn new(storage: Arc<Storage>, limits: Limits) -> Self {
+        Self { storage, limits }
+    }
+
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Reply {
+        let result = match request {
+            Request::CreateStream {
+                name,
+                shards,
+                retention,
+            } => streams::create(self, &name, shards, retention).await,
+            Request::DeleteStream { name } => streams::delete(self, &name).await,
+            Request::ListStreams => Ok(Response::Streams(self.storage.list_streams())),
+            Request::DescribeStream { name } => streams::describe(self, &name),
+            Request::PutRecords {
+                stream,
+                producer,
+                records,
+            } => put::put_records(self, &stream, producer, records).await,
+            Request::GetRecords {
+                stream,
+                shard,
+                from,
+                limit,
+            } => read::get_records(self, &stream, shard, from, limit).await,
+            Request::Subscribe {
+                stream,
+                shard,
+                from,
+            } => {
+                return match read::subscribe(self, &stream, shard, from).await {
+                    Ok(subscription) => Reply::Subscription(subscription),
+                    Err(error) => Reply::Response(error.into()),
+                };
+            }
+            Request::CommitCheckpoint {
+                consumer,
+                stream,
+                shard,
+                sequence,
+            } => checkpoint::commit(self, &consumer, &stream, shard, sequence).await,
+            Request::GetCheckpoint {
+                consumer,
+                stream,
+                shard,
+            } => checkpoint::get(self, &consumer, &stream, shard).await,
+        };
+        Reply::Response(result.unwrap_or_else(Response::from))
+    }
+}
+
+/// Stream and consumer names: 1–128 characters of `[A-Za-z0-9_.-]`.
+pub fn validate_name(kind: &str, name: &str, code: ErrorCode) -> Result<(), RequestError> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if name.is_empty() || name.len() > weir_proto::defaults::NAME_CHARS_MAX || !valid_chars {
+        return Err(RequestError::new(
+            code,
+            format!(
+                "invalid {kind} name {name:?}: use 1-{} characters of A-Z a-z 0-9 _ - .",
+                weir_proto::defaults::NAME_CHARS_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs blocking storage work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RequestError> + Send + 'static,
+) -> Result<T, RequestError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RequestError::new(ErrorCode::Internal, format!("storage task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["clicks", "a", "A-b_c.9", &"x".repeat(128)] {
+            assert!(
+                validate_name("stream", good, ErrorCode::InvalidStreamName).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["", "has space", "slash/", "ünï", &"x".repeat(129)] {
+            let error = validate_name("stream", bad, ErrorCode::InvalidStreamName).expect_err(bad);
+            assert_eq!(error.code, ErrorCode::InvalidStreamName);
+        }
+    }
+}

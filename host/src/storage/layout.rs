@@ -1,0 +1,346 @@
+//! How Weir's data is laid out in fjall: keyspace names, keys and values.
+//!
+//! - `meta`: `stream/{name}` → [`StreamMeta`]; `shard/{stream id}/{shard}` →
+//!   [`ShardState`] (rewritten in every commit that touches the shard).
+//! - `s{stream id}_{shard}`: one keyspace per shard; key = big-endian
+//!   sequence number (so keys sort in sequence order), value = record.
+//! - `producers`: `{stream id}{shard}{producer id}` → [`DedupWindow`].
+//! - `checkpoints`: `{stream name}\0{shard}\0{consumer}` → sequence number.
+//!
+//! Every value starts with a format byte so the layout can evolve.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use weir_proto::{Record, Retention};
+
+use super::StorageError;
+
+const FORMAT_V1: u8 = 1;
+
+pub const META_KEYSPACE: &str = "meta";
+pub const PRODUCERS_KEYSPACE: &str = "producers";
+pub const CHECKPOINTS_KEYSPACE: &str = "checkpoints";
+
+pub fn shard_keyspace_name(stream_id: u64, shard: u32) -> String {
+    format!("s{stream_id}_{shard}")
+}
+
+pub fn stream_meta_key(name: &str) -> String {
+    format!("stream/{name}")
+}
+
+pub const STREAM_META_PREFIX: &str = "stream/";
+
+pub fn shard_state_key(stream_id: u64, shard: u32) -> String {
+    format!("shard/{stream_id}/{shard}")
+}
+
+pub fn sequence_key(sequence: u64) -> [u8; 8] {
+    sequence.to_be_bytes()
+}
+
+pub fn producer_key(stream_id: u64, shard: u32, producer_id: u64) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..8].copy_from_slice(&stream_id.to_be_bytes());
+    key[8..12].copy_from_slice(&shard.to_be_bytes());
+    key[12..].copy_from_slice(&producer_id.to_be_bytes());
+    key
+}
+
+pub fn checkpoint_key(stream: &str, shard: u32, consumer: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + consumer.len() + 6);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&shard.to_be_bytes());
+    key.push(0);
+    key.extend_from_slice(consumer.as_bytes());
+    key
+}
+
+fn corrupt(what: &'static str) -> StorageError {
+    StorageError::Corrupt { what }
+}
+
+fn check_format(value: &mut &[u8], what: &'static str) -> Result<(), StorageError> {
+    if value.remaining() < 1 || value.get_u8() != FORMAT_V1 {
+        return Err(corrupt(what));
+    }
+    Ok(())
+}
+
+/// Bytes of a stored record value before its partition key.
+pub const RECORD_HEADER_BYTES: usize = 1 + 8 + 2;
+
+/// Encodes a record value: format, arrival time, partition key, data.
+pub fn encode_record(buf: &mut BytesMut, timestamp_ms: u64, partition_key: &str, data: &[u8]) {
+    buf.reserve(RECORD_HEADER_BYTES + partition_key.len() + data.len());
+    buf.put_u8(FORMAT_V1);
+    buf.put_u64_le(timestamp_ms);
+    buf.put_u16_le(partition_key.len() as u16);
+    buf.put_slice(partition_key.as_bytes());
+    buf.put_slice(data);
+}
+
+/// The arrival time of a stored record, without decoding the rest.
+pub fn record_timestamp(value: &[u8]) -> Result<u64, StorageError> {
+    let mut value = value;
+    check_format(&mut value, "record header")?;
+    if value.remaining() < 8 {
+        return Err(corrupt("record header"));
+    }
+    Ok(value.get_u64_le())
+}
+
+/// Decodes a stored record; the data is a slice of `value`, not a copy.
+pub fn decode_record(sequence: u64, value: Bytes) -> Result<Record, StorageError> {
+    let mut header = &value[..];
+    check_format(&mut header, "record header")?;
+    if header.remaining() < 10 {
+        return Err(corrupt("record header"));
+    }
+    let timestamp_ms = header.get_u64_le();
+    let key_len = usize::from(header.get_u16_le());
+    if header.remaining() < key_len {
+        return Err(corrupt("record partition key"));
+    }
+    let partition_key = std::str::from_utf8(&header[..key_len])
+        .map_err(|_| corrupt("record partition key"))?
+        .to_owned();
+    let data = value.slice(RECORD_HEADER_BYTES + key_len..);
+    Ok(Record {
+        sequence,
+        timestamp_ms,
+        partition_key,
+        data,
+    })
+}
+
+/// What a stream is, as stored under `stream/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMeta {
+    /// Unique for the life of the data directory, so a re-created stream of
+    /// the same name never sees its predecessor's keyspaces.
+    pub id: u64,
+    pub shard_count: u32,
+    pub retention: Retention,
+}
+
+fn put_optional_u64(buf: &mut BytesMut, value: Option<u64>) {
+    buf.put_u64_le(value.map_or(u64::MAX, |v| v));
+}
+
+fn get_optional_u64(value: &mut &[u8]) -> Option<u64> {
+    Some(value.get_u64_le()).filter(|v| *v != u64::MAX)
+}
+
+impl StreamMeta {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = BytesMut::with_capacity(29);
+        buf.put_u8(FORMAT_V1);
+        buf.put_u64_le(self.id);
+        buf.put_u32_le(self.shard_count);
+        put_optional_u64(&mut buf, self.retention.age_ms);
+        put_optional_u64(&mut buf, self.retention.bytes);
+        buf.to_vec()
+    }
+
+    pub fn decode(mut value: &[u8]) -> Result<Self, StorageError> {
+        check_format(&mut value, "stream metadata")?;
+        if value.remaining() != 28 {
+            return Err(corrupt("stream metadata"));
+        }
+        Ok(Self {
+            id: value.get_u64_le(),
+            shard_count: value.get_u32_le(),
+            retention: Retention {
+                age_ms: get_optional_u64(&mut value),
+                bytes: get_optional_u64(&mut value),
+            },
+        })
+    }
+}
+
+/// A shard's bookkeeping, committed atomically with every change to it, so
+/// a restart needs no scan of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardState {
+    /// The oldest sequence number not removed by retention.
+    pub first_sequence: u64,
+    /// The sequence number the next appended record gets.
+    pub next_sequence: u64,
+    /// Records stored (between first and next).
+    pub records: u64,
+    /// Stored record bytes (partition keys and data).
+    pub bytes: u64,
+    /// Arrival time of the newest record; timestamps never go backwards.
+    pub last_timestamp_ms: u64,
+}
+
+impl ShardState {
+    pub fn encode(&self) -> [u8; 41] {
+        let mut buf = [0u8; 41];
+        let mut out = &mut buf[..];
+        out.put_u8(FORMAT_V1);
+        out.put_u64_le(self.first_sequence);
+        out.put_u64_le(self.next_sequence);
+        out.put_u64_le(self.records);
+        out.put_u64_le(self.bytes);
+        out.put_u64_le(self.last_timestamp_ms);
+        buf
+    }
+
+    pub fn decode(mut value: &[u8]) -> Result<Self, StorageError> {
+        check_format(&mut value, "shard state")?;
+        if value.remaining() != 40 {
+            return Err(corrupt("shard state"));
+        }
+        Ok(Self {
+            first_sequence: value.get_u64_le(),
+            next_sequence: value.get_u64_le(),
+            records: value.get_u64_le(),
+            bytes: value.get_u64_le(),
+            last_timestamp_ms: value.get_u64_le(),
+        })
+    }
+}
+
+/// One producer batch's slice in one shard: which sequence numbers it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupEntry {
+    pub batch_sequence: u64,
+    pub first_sequence: u64,
+    pub count: u32,
+}
+
+/// The most recent batches of one producer in one shard, so a retry of any
+/// of them is answered with the sequence numbers it was first given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DedupWindow {
+    pub entries: Vec<DedupEntry>,
+}
+
+impl DedupWindow {
+    pub fn find(&self, batch_sequence: u64) -> Option<DedupEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.batch_sequence == batch_sequence)
+            .copied()
+    }
+
+    /// Whether `batch_sequence` is older than everything a full window
+    /// remembers: such a batch can be neither answered nor safely appended.
+    pub fn is_too_old(&self, batch_sequence: u64, window_batches_max: usize) -> bool {
+        self.entries.len() >= window_batches_max
+            && self
+                .entries
+                .iter()
+                .all(|e| e.batch_sequence > batch_sequence)
+    }
+
+    pub fn remember(&mut self, entry: DedupEntry, window_batches_max: usize) {
+        let oldest = self
+            .entries
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.batch_sequence)
+            .map(|(i, _)| i);
+        if let Some(oldest) = oldest.filter(|_| self.entries.len() >= window_batches_max) {
+            self.entries.swap_remove(oldest);
+        }
+        self.entries.push(entry);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = BytesMut::with_capacity(1 + self.entries.len() * 20);
+        buf.put_u8(FORMAT_V1);
+        for entry in &self.entries {
+            buf.put_u64_le(entry.batch_sequence);
+            buf.put_u64_le(entry.first_sequence);
+            buf.put_u32_le(entry.count);
+        }
+        buf.to_vec()
+    }
+
+    pub fn decode(mut value: &[u8]) -> Result<Self, StorageError> {
+        check_format(&mut value, "producer dedup window")?;
+        if !value.remaining().is_multiple_of(20) {
+            return Err(corrupt("producer dedup window"));
+        }
+        let mut entries = Vec::with_capacity(value.remaining() / 20);
+        while value.has_remaining() {
+            entries.push(DedupEntry {
+                batch_sequence: value.get_u64_le(),
+                first_sequence: value.get_u64_le(),
+                count: value.get_u32_le(),
+            });
+        }
+        Ok(Self { entries })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let mut buf = BytesMut::new();
+        encode_record(&mut buf, 1234, "user-7", b"payload");
+        let value = buf.freeze();
+        assert_eq!(record_timestamp(&value).expect("valid"), 1234);
+        let record = decode_record(9, value).expect("valid");
+        assert_eq!(record.sequence, 9);
+        assert_eq!(record.partition_key, "user-7");
+        assert_eq!(&record.data[..], b"payload");
+
+        let meta = StreamMeta {
+            id: 3,
+            shard_count: 4,
+            retention: Retention {
+                age_ms: Some(60_000),
+                bytes: None,
+            },
+        };
+        assert_eq!(StreamMeta::decode(&meta.encode()).expect("valid"), meta);
+
+        let state = ShardState {
+            first_sequence: 1,
+            next_sequence: 10,
+            records: 9,
+            bytes: 900,
+            last_timestamp_ms: 77,
+        };
+        assert_eq!(ShardState::decode(&state.encode()).expect("valid"), state);
+    }
+
+    #[test]
+    fn corrupt_values_are_errors() {
+        assert!(decode_record(0, Bytes::from_static(&[1, 0, 0])).is_err());
+        assert!(decode_record(0, Bytes::from_static(&[2; 20])).is_err());
+        assert!(StreamMeta::decode(&[1, 2, 3]).is_err());
+        assert!(DedupWindow::decode(&[1, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn dedup_window_keeps_the_newest_batches() {
+        let mut window = DedupWindow::default();
+        for batch in 0..5 {
+            window.remember(
+                DedupEntry {
+                    batch_sequence: batch,
+                    first_sequence: batch * 10,
+                    count: 10,
+                },
+                3,
+            );
+        }
+        assert_eq!(window.entries.len(), 3);
+        assert!(window.find(1).is_none());
+        assert_eq!(window.find(4).map(|e| e.first_sequence), Some(40));
+        assert!(window.is_too_old(1, 3));
+        assert!(!window.is_too_old(5, 3));
+        assert_eq!(
+            DedupWindow::decode(&window.encode()).expect("valid"),
+            window
+        );
+    }
+}

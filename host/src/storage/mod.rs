@@ -1,0 +1,664 @@
+//! Durable, ordered shards on fjall. The only module that imports fjall.
+//!
+//! - Reads (`read`, `describe_stream`, checkpoints) go straight to fjall from
+//!   the caller's thread; callers on async tasks use `spawn_blocking`.
+//! - Every mutation goes through the single writer thread ([`writer`]), which
+//!   assigns sequence numbers and group-commits: one fjall batch, one fsync,
+//!   for everything queued while the previous commit ran.
+//! - [`retention`] trims old records in the background, in bounded chunks
+//!   that the writer interleaves with appends.
+//!
+//! Invariants: a shard's sequence numbers are dense between `first_sequence`
+//! and `next_sequence` and never reused, even after retention removes every
+//! record; records, dedup state and shard state change in one atomic batch.
+
+mod layout;
+mod retention;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::{mpsc, oneshot, watch};
+use weir_proto::routing::shard_hash_range;
+use weir_proto::{
+    Position, ProducerStamp, RecordBatch, Retention, ShardDescription, StreamDescription,
+};
+
+use crate::config::{Durability, StorageConfig};
+use layout::{ShardState, StreamMeta};
+use writer::Command;
+
+pub use writer::{AppendOutcome, AppendRecord};
+
+/// Everything that can go wrong at the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No stream with this name exists.
+    #[error("stream {name:?} does not exist")]
+    StreamNotFound { name: String },
+    /// A stream with this name already exists.
+    #[error("stream {name:?} already exists")]
+    StreamExists { name: String },
+    /// The stream has fewer shards than the id asked for.
+    #[error("stream {stream:?} has no shard {shard} (it has {shard_count})")]
+    ShardNotFound {
+        stream: String,
+        shard: u32,
+        shard_count: u32,
+    },
+    /// Retention removed the records at the requested position.
+    #[error(
+        "sequence {requested} was removed by retention; shard {shard} now begins at sequence {first_sequence}"
+    )]
+    PositionTrimmed {
+        shard: u32,
+        requested: u64,
+        first_sequence: u64,
+    },
+    /// The requested position is past the newest record.
+    #[error(
+        "sequence {requested} is beyond the tip of shard {shard} (the next record gets {next_sequence})"
+    )]
+    PositionBeyondTip {
+        shard: u32,
+        requested: u64,
+        next_sequence: u64,
+    },
+    /// A producer retried a batch older than the dedup window remembers.
+    #[error(
+        "batch {batch_sequence} of producer {producer_id} is older than the last {window} batches remembered for deduplication; it cannot be retried safely"
+    )]
+    StaleProducerBatch {
+        producer_id: u64,
+        batch_sequence: u64,
+        window: usize,
+    },
+    /// A stored value did not decode: the data directory is damaged.
+    #[error("stored {what} is corrupt; the data directory may be damaged")]
+    Corrupt { what: &'static str },
+    /// fjall reported an error (I/O, disk full, poisoned after a failed fsync).
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    /// The group commit carrying this request failed; nothing of it was stored.
+    #[error("commit failed, nothing of this request was stored: {message}")]
+    CommitFailed { message: String },
+    /// The writer thread has stopped (shutdown, or a fatal storage error).
+    #[error("the storage writer has stopped (server shutting down)")]
+    WriterStopped,
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One shard: its keyspace, its published state and a tip to wait on.
+pub struct Shard {
+    pub stream_id: u64,
+    pub stream_name: String,
+    pub index: u32,
+    pub hash_key_range: (u128, u128),
+    keyspace: Keyspace,
+    /// Shared with the owning [`Stream`]: set when the stream is deleted.
+    stream_deleted: Arc<AtomicBool>,
+    /// Published by the writer after each commit; readers copy it.
+    state: Mutex<ShardState>,
+    /// `next_sequence` after the latest commit, for subscribers to wait on.
+    tip: watch::Sender<u64>,
+}
+
+impl Shard {
+    fn state(&self) -> ShardState {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes whenever records are committed to this shard.
+    pub fn watch_tip(&self) -> watch::Receiver<u64> {
+        self.tip.subscribe()
+    }
+}
+
+/// A stream and its shards, shared by everyone holding it.
+pub struct Stream {
+    pub id: u64,
+    pub name: String,
+    pub retention: Retention,
+    pub shards: Vec<Arc<Shard>>,
+    deleted: Arc<AtomicBool>,
+}
+
+impl Stream {
+    pub fn shard(&self, index: u32) -> Result<&Arc<Shard>> {
+        self.shards
+            .get(index as usize)
+            .ok_or_else(|| StorageError::ShardNotFound {
+                stream: self.name.clone(),
+                shard: index,
+                shard_count: self.shards.len() as u32,
+            })
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+}
+
+/// The durable store: streams, shards, producer dedup state, checkpoints.
+pub struct Storage {
+    db: Database,
+    meta: Keyspace,
+    checkpoints: Keyspace,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serialises stream creation and deletion.
+    admin: Mutex<()>,
+    writer: mpsc::Sender<Command>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    stop_background: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    config: StorageConfig,
+}
+
+const NEXT_STREAM_ID_KEY: &str = "next_stream_id";
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Storage {
+    /// Opens (or creates) the store in `dir` and starts the writer, the
+    /// retention task and, in buffered mode, the periodic sync.
+    pub fn open(dir: &Path, config: StorageConfig) -> Result<Arc<Self>> {
+        let db = Database::builder(dir)
+            .cache_size(config.block_cache_bytes)
+            .max_journaling_size(config.journal_bytes_max)
+            .open()?;
+        let meta = db.keyspace(layout::META_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let producers = db.keyspace(layout::PRODUCERS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let checkpoints =
+            db.keyspace(layout::CHECKPOINTS_KEYSPACE, KeyspaceCreateOptions::default)?;
+
+        let mut streams = BTreeMap::new();
+        for entry in meta.prefix(layout::STREAM_META_PREFIX) {
+            let (key, value) = entry.into_inner()?;
+            let name = std::str::from_utf8(&key[layout::STREAM_META_PREFIX.len()..])
+                .map_err(|_| StorageError::Corrupt {
+                    what: "stream name",
+                })?
+                .to_owned();
+            let stream_meta = StreamMeta::decode(&value)?;
+            let stream = open_stream(&db, &meta, &name, &stream_meta)?;
+            streams.insert(name, Arc::new(stream));
+        }
+
+        let (writer_tx, writer_rx) = mpsc::channel(config.writer_queue_commands_max);
+        let durability = match config.durability {
+            Durability::Fsync => Some(PersistMode::SyncData),
+            Durability::Buffered => None,
+        };
+        let writer_thread = writer::Writer::new(
+            db.clone(),
+            meta.clone(),
+            producers,
+            checkpoints.clone(),
+            durability,
+            config.clone(),
+        )
+        .spawn(writer_rx)
+        .map_err(|e| StorageError::Engine(e.into()))?;
+
+        let storage = Arc::new(Self {
+            db,
+            meta,
+            checkpoints,
+            streams: RwLock::new(streams),
+            admin: Mutex::new(()),
+            writer: writer_tx,
+            background: Mutex::new(vec![writer_thread]),
+            stop_background: Mutex::new(None),
+            config,
+        });
+        storage.start_background()?;
+        Ok(storage)
+    }
+
+    fn start_background(self: &Arc<Self>) -> Result<()> {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let storage = Arc::downgrade(self);
+        let interval = Duration::from_millis(self.config.retention_check_interval_ms);
+        let sync_interval = match self.config.durability {
+            Durability::Buffered => {
+                Some(Duration::from_millis(self.config.buffered_sync_interval_ms))
+            }
+            Durability::Fsync => None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("weir-storage-bg".into())
+            .spawn(move || {
+                let tick = sync_interval.map_or(interval, |s| s.min(interval));
+                let mut last_retention = std::time::Instant::now();
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(tick)
+                {
+                    let Some(storage) = storage.upgrade() else {
+                        return;
+                    };
+                    if sync_interval.is_some()
+                        && let Err(error) = storage.db.persist(PersistMode::SyncData)
+                    {
+                        tracing::error!(%error, "periodic sync of the journal failed");
+                    }
+                    if last_retention.elapsed() >= interval {
+                        last_retention = std::time::Instant::now();
+                        retention::enforce(&storage);
+                    }
+                }
+            })
+            .map_err(|e| StorageError::Engine(e.into()))?;
+        self.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+        *self
+            .stop_background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(stop_tx);
+        Ok(())
+    }
+
+    /// Stops the background tasks and the writer (after it commits what is
+    /// queued) and syncs the journal.
+    pub fn shutdown(&self) -> Result<()> {
+        self.stop_background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let _ = self.writer.try_send(Command::Stop);
+        let handles =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
+            let _ = handle.join();
+        }
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StorageError::StreamNotFound {
+                name: name.to_owned(),
+            })
+    }
+
+    fn all_streams(&self) -> Vec<Arc<Stream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn list_streams(&self) -> Vec<String> {
+        self.streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a stream with `shard_count` shards splitting the hash-key
+    /// space evenly. Validation of names and counts is the caller's job.
+    pub fn create_stream(&self, name: &str, shard_count: u32, retention: Retention) -> Result<()> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stream(name).is_ok() {
+            return Err(StorageError::StreamExists {
+                name: name.to_owned(),
+            });
+        }
+        let id = match self.meta.get(NEXT_STREAM_ID_KEY)? {
+            Some(value) => {
+                u64::from_le_bytes(value[..].try_into().map_err(|_| StorageError::Corrupt {
+                    what: "stream id counter",
+                })?)
+            }
+            None => 1,
+        };
+        let stream_meta = StreamMeta {
+            id,
+            shard_count,
+            retention,
+        };
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&self.meta, NEXT_STREAM_ID_KEY, (id + 1).to_le_bytes());
+        batch.insert(
+            &self.meta,
+            layout::stream_meta_key(name),
+            stream_meta.encode(),
+        );
+        for shard in 0..shard_count {
+            let state = ShardState::default();
+            batch.insert(
+                &self.meta,
+                layout::shard_state_key(id, shard),
+                state.encode(),
+            );
+        }
+        batch.commit()?;
+        let stream = open_stream(&self.db, &self.meta, name, &stream_meta)?;
+        self.streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Arc::new(stream));
+        Ok(())
+    }
+
+    /// Deletes a stream, its records, dedup state and checkpoints.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        let stream = {
+            let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+            let stream = self
+                .streams
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name)
+                .ok_or_else(|| StorageError::StreamNotFound {
+                    name: name.to_owned(),
+                })?;
+            stream.deleted.store(true, Ordering::Release);
+            stream
+        };
+        self.send(|reply| Command::DropStream { stream, reply })
+            .await
+    }
+
+    pub fn describe_stream(&self, name: &str) -> Result<StreamDescription> {
+        let stream = self.stream(name)?;
+        let shards = stream
+            .shards
+            .iter()
+            .map(|shard| {
+                let state = shard.state();
+                let has_records = state.first_sequence < state.next_sequence;
+                ShardDescription {
+                    shard: shard.index,
+                    hash_key_start: shard.hash_key_range.0,
+                    hash_key_end: shard.hash_key_range.1,
+                    first_sequence: has_records.then_some(state.first_sequence),
+                    last_sequence: has_records.then(|| state.next_sequence - 1),
+                    records: state.records,
+                    bytes: state.bytes,
+                }
+            })
+            .collect();
+        Ok(StreamDescription {
+            name: stream.name.clone(),
+            retention: stream.retention,
+            shards,
+        })
+    }
+
+    async fn send<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (reply, response) = oneshot::channel();
+        self.writer
+            .send(command(reply))
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
+        response.await.map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Appends records to shards, durably (as the durability mode promises)
+    /// before returning; one outcome per shard, in order. All shards' records
+    /// are queued before any is awaited, so they share a group commit. With a
+    /// producer stamp, a batch seen before is not appended again: its outcome
+    /// repeats the sequence numbers it got the first time.
+    pub async fn append(
+        &self,
+        producer: Option<ProducerStamp>,
+        appends: Vec<(Arc<Shard>, Vec<AppendRecord>)>,
+    ) -> Vec<Result<AppendOutcome>> {
+        let mut pending = Vec::with_capacity(appends.len());
+        for (shard, records) in appends {
+            let (reply, response) = oneshot::channel();
+            let job = writer::AppendJob {
+                shard,
+                producer,
+                records,
+                reply,
+            };
+            let queued = self.writer.send(Command::Append(job)).await.is_ok();
+            pending.push(queued.then_some(response));
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for response in pending {
+            outcomes.push(match response {
+                Some(response) => response.await.unwrap_or(Err(StorageError::WriterStopped)),
+                None => Err(StorageError::WriterStopped),
+            });
+        }
+        outcomes
+    }
+
+    /// Stores a named consumer's checkpoint in a shard.
+    pub async fn commit_checkpoint(
+        &self,
+        consumer: &str,
+        shard: &Shard,
+        sequence: u64,
+    ) -> Result<()> {
+        let key = layout::checkpoint_key(&shard.stream_name, shard.index, consumer);
+        self.send(|reply| Command::Checkpoint {
+            key,
+            sequence,
+            reply,
+        })
+        .await
+    }
+
+    pub fn checkpoint(&self, consumer: &str, shard: &Shard) -> Result<Option<u64>> {
+        let key = layout::checkpoint_key(&shard.stream_name, shard.index, consumer);
+        self.checkpoints
+            .get(key)?
+            .map(|value| {
+                value[..]
+                    .try_into()
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| StorageError::Corrupt { what: "checkpoint" })
+            })
+            .transpose()
+    }
+
+    /// Resolves a position to the first sequence number to read.
+    pub fn resolve(&self, shard: &Shard, from: Position) -> Result<u64> {
+        let state = shard.state();
+        let requested = match from {
+            Position::TrimHorizon => return Ok(state.first_sequence),
+            Position::Latest => return Ok(state.next_sequence),
+            Position::AtTimestamp(ms) => return self.sequence_at_time(shard, &state, ms),
+            Position::AtSequence(seq) => seq,
+            Position::AfterSequence(seq) => seq.saturating_add(1),
+        };
+        if requested < state.first_sequence {
+            return Err(StorageError::PositionTrimmed {
+                shard: shard.index,
+                requested,
+                first_sequence: state.first_sequence,
+            });
+        }
+        if requested > state.next_sequence {
+            return Err(StorageError::PositionBeyondTip {
+                shard: shard.index,
+                requested,
+                next_sequence: state.next_sequence,
+            });
+        }
+        Ok(requested)
+    }
+
+    /// Binary search over arrival times, which never decrease within a shard.
+    fn sequence_at_time(&self, shard: &Shard, state: &ShardState, ms: u64) -> Result<u64> {
+        let (mut low, mut high) = (state.first_sequence, state.next_sequence);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let timestamp = match shard.keyspace.get(layout::sequence_key(mid))? {
+                Some(value) => layout::record_timestamp(&value)?,
+                // Trimmed while we searched: it was older than anything left.
+                None => 0,
+            };
+            if timestamp < ms {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
+    }
+
+    /// Reads up to `limit` records (and about `bytes_max` bytes) starting at
+    /// sequence `start`, which [`Storage::resolve`] produced.
+    pub fn read(
+        &self,
+        shard: &Shard,
+        start: u64,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<RecordBatch> {
+        let state = shard.state();
+        if start < state.first_sequence {
+            return Err(StorageError::PositionTrimmed {
+                shard: shard.index,
+                requested: start,
+                first_sequence: state.first_sequence,
+            });
+        }
+        let end = state.next_sequence;
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        if start < end && limit > 0 {
+            let range = layout::sequence_key(start)..layout::sequence_key(end);
+            for entry in shard.keyspace.range(range) {
+                let (key, value) = entry.into_inner()?;
+                let sequence = u64::from_be_bytes(
+                    key[..]
+                        .try_into()
+                        .map_err(|_| StorageError::Corrupt { what: "record key" })?,
+                );
+                let record = layout::decode_record(sequence, Bytes::from(value))?;
+                bytes += record.data.len() + record.partition_key.len();
+                records.push(record);
+                if records.len() >= limit || bytes >= bytes_max {
+                    break;
+                }
+            }
+        }
+        let next_sequence = records
+            .last()
+            .map_or(start.max(state.first_sequence), |r| r.sequence + 1);
+        let millis_behind_tip = match records.last() {
+            Some(last) if next_sequence < end => {
+                state.last_timestamp_ms.saturating_sub(last.timestamp_ms)
+            }
+            _ => 0,
+        };
+        Ok(RecordBatch {
+            records,
+            next_sequence,
+            records_behind_tip: end.saturating_sub(next_sequence),
+            millis_behind_tip,
+        })
+    }
+
+    /// Asks the writer to remove records below `until` in `shard`.
+    fn trim_blocking(&self, shard: Arc<Shard>, until: u64, removed_bytes: u64) -> Result<()> {
+        let (reply, response) = oneshot::channel();
+        self.writer
+            .blocking_send(Command::Trim {
+                shard,
+                until,
+                removed_bytes,
+                reply,
+            })
+            .map_err(|_| StorageError::WriterStopped)?;
+        response
+            .blocking_recv()
+            .map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Bytes the data directory uses on disk, as fjall accounts them.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        Ok(self.db.disk_space()?)
+    }
+}
+
+fn open_stream(
+    db: &Database,
+    meta: &Keyspace,
+    name: &str,
+    stream_meta: &StreamMeta,
+) -> Result<Stream> {
+    let deleted = Arc::new(AtomicBool::new(false));
+    let mut shards = Vec::with_capacity(stream_meta.shard_count as usize);
+    for index in 0..stream_meta.shard_count {
+        let keyspace = db.keyspace(
+            &layout::shard_keyspace_name(stream_meta.id, index),
+            KeyspaceCreateOptions::default,
+        )?;
+        let mut state = match meta.get(layout::shard_state_key(stream_meta.id, index))? {
+            Some(value) => ShardState::decode(&value)?,
+            None => ShardState::default(),
+        };
+        // The state is committed with the records, so they agree; the check
+        // costs one seek and guards the never-reuse-a-sequence invariant.
+        if let Some(last) = keyspace.last_key_value() {
+            let key = last.key()?;
+            let last_sequence = u64::from_be_bytes(
+                key[..]
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt { what: "record key" })?,
+            );
+            if last_sequence >= state.next_sequence {
+                return Err(StorageError::Corrupt {
+                    what: "shard state (behind its records)",
+                });
+            }
+        }
+        let (tip, _) = watch::channel(state.next_sequence);
+        state.first_sequence = state.first_sequence.min(state.next_sequence);
+        shards.push(Arc::new(Shard {
+            stream_id: stream_meta.id,
+            stream_name: name.to_owned(),
+            index,
+            hash_key_range: shard_hash_range(index, stream_meta.shard_count),
+            keyspace,
+            stream_deleted: deleted.clone(),
+            state: Mutex::new(state),
+            tip,
+        }));
+    }
+    Ok(Stream {
+        id: stream_meta.id,
+        name: name.to_owned(),
+        retention: stream_meta.retention,
+        shards,
+        deleted,
+    })
+}

@@ -1,0 +1,395 @@
+//! The single writer thread: sequence numbers and group commit.
+//!
+//! It takes the first queued command, then everything else already queued
+//! (up to `group_commit_bytes_max`), applies it all to one fjall batch and
+//! commits it with one sync. Only after the commit does it publish the new
+//! shard states to readers and answer the waiting requests — so an ack, a
+//! subscriber's wake-up and a reader's view never run ahead of the disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::{Bytes, BytesMut};
+use fjall::{Database, Keyspace, PersistMode};
+use tokio::sync::{mpsc, oneshot};
+use weir_proto::ProducerStamp;
+
+use super::layout::{self, DedupEntry, DedupWindow, ShardState};
+use super::{Result, Shard, StorageError, Stream, now_ms};
+use crate::config::StorageConfig;
+
+/// A record on its way into a shard.
+#[derive(Debug, Clone)]
+pub struct AppendRecord {
+    pub partition_key: String,
+    pub data: Bytes,
+}
+
+/// Where an append's records landed: `count` consecutive sequence numbers
+/// from `first_sequence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub first_sequence: u64,
+    pub count: u32,
+    /// The batch had been stored before; nothing was appended this time.
+    pub duplicate: bool,
+}
+
+pub(super) struct AppendJob {
+    pub shard: Arc<Shard>,
+    pub producer: Option<ProducerStamp>,
+    pub records: Vec<AppendRecord>,
+    pub reply: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+pub(super) enum Command {
+    Append(AppendJob),
+    Trim {
+        shard: Arc<Shard>,
+        until: u64,
+        removed_bytes: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Checkpoint {
+        key: Vec<u8>,
+        sequence: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    DropStream {
+        stream: Arc<Stream>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Stop,
+}
+
+impl Command {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Self::Append(job) => job
+                .records
+                .iter()
+                .map(|r| r.data.len() + r.partition_key.len())
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// A reply to send once the batch it depends on has committed.
+enum Reply {
+    Append(oneshot::Sender<Result<AppendOutcome>>, AppendOutcome),
+    Unit(oneshot::Sender<Result<()>>),
+}
+
+pub(super) struct Writer {
+    db: Database,
+    meta: Keyspace,
+    producers: Keyspace,
+    checkpoints: Keyspace,
+    durability: Option<PersistMode>,
+    config: StorageConfig,
+    /// Dedup windows read so far, keyed by (stream id, shard, producer id).
+    dedup: HashMap<(u64, u32, u64), DedupWindow>,
+}
+
+/// What one group commit is building.
+struct Group {
+    batch: fjall::OwnedWriteBatch,
+    /// New state per touched shard, published after the commit.
+    shards: HashMap<(u64, u32), (Arc<Shard>, ShardState)>,
+    replies: Vec<Reply>,
+    values: BytesMut,
+}
+
+impl Writer {
+    pub fn new(
+        db: Database,
+        meta: Keyspace,
+        producers: Keyspace,
+        checkpoints: Keyspace,
+        durability: Option<PersistMode>,
+        config: StorageConfig,
+    ) -> Self {
+        Self {
+            db,
+            meta,
+            producers,
+            checkpoints,
+            durability,
+            config,
+            dedup: HashMap::new(),
+        }
+    }
+
+    pub fn spawn(self, commands: mpsc::Receiver<Command>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("weir-writer".into())
+            .spawn(move || self.run(commands))
+    }
+
+    fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(first) = commands.blocking_recv() {
+            let mut group = self.new_group();
+            let mut queued_bytes = 0;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                queued_bytes += command.payload_bytes();
+                match command {
+                    Command::Stop => {
+                        self.commit(group);
+                        return;
+                    }
+                    Command::DropStream { stream, reply } => {
+                        // Commit what came before, so the drop is ordered
+                        // after every append already accepted.
+                        self.commit(group);
+                        group = self.new_group();
+                        let _ = reply.send(self.drop_stream(&stream));
+                    }
+                    command => self.apply(&mut group, command),
+                }
+                if queued_bytes < self.config.group_commit_bytes_max {
+                    next = commands.try_recv().ok();
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn new_group(&self) -> Group {
+        Group {
+            batch: self.db.batch().durability(self.durability),
+            shards: HashMap::new(),
+            replies: Vec::new(),
+            values: BytesMut::new(),
+        }
+    }
+
+    fn staged_state<'a>(
+        shards: &'a mut HashMap<(u64, u32), (Arc<Shard>, ShardState)>,
+        shard: &Arc<Shard>,
+    ) -> &'a mut ShardState {
+        &mut shards
+            .entry((shard.stream_id, shard.index))
+            .or_insert_with(|| (shard.clone(), shard.state()))
+            .1
+    }
+
+    fn apply(&mut self, group: &mut Group, command: Command) {
+        match command {
+            Command::Append(job) => match self.append(group, &job) {
+                Ok(outcome) => group.replies.push(Reply::Append(job.reply, outcome)),
+                Err(error) => {
+                    let _ = job.reply.send(Err(error));
+                }
+            },
+            Command::Trim {
+                shard,
+                until,
+                removed_bytes,
+                reply,
+            } => {
+                let state = Self::staged_state(&mut group.shards, &shard);
+                let until = until.min(state.next_sequence);
+                for sequence in state.first_sequence..until {
+                    // Each key was written once, so a weak tombstone suffices
+                    // and vanishes with the value at compaction.
+                    group
+                        .batch
+                        .remove_weak(&shard.keyspace, layout::sequence_key(sequence));
+                }
+                let removed_records = until.saturating_sub(state.first_sequence);
+                state.records = state.records.saturating_sub(removed_records);
+                state.bytes = state.bytes.saturating_sub(removed_bytes);
+                state.first_sequence = state.first_sequence.max(until);
+                group.replies.push(Reply::Unit(reply));
+            }
+            Command::Checkpoint {
+                key,
+                sequence,
+                reply,
+            } => {
+                group
+                    .batch
+                    .insert(&self.checkpoints, key, sequence.to_le_bytes());
+                group.replies.push(Reply::Unit(reply));
+            }
+            Command::DropStream { .. } | Command::Stop => unreachable!("handled by run"),
+        }
+    }
+
+    fn append(&mut self, group: &mut Group, job: &AppendJob) -> Result<AppendOutcome> {
+        let shard = &job.shard;
+        if shard.stream_is_deleted() {
+            return Err(StorageError::StreamNotFound {
+                name: shard.stream_name.clone(),
+            });
+        }
+        let count = job.records.len() as u32;
+        let window_max = self.config.producer_dedup_batches_max;
+        if let Some(stamp) = job.producer {
+            let window = self.dedup_window(shard, stamp.producer_id)?;
+            if let Some(entry) = window.find(stamp.batch_sequence) {
+                return Ok(AppendOutcome {
+                    first_sequence: entry.first_sequence,
+                    count: entry.count,
+                    duplicate: true,
+                });
+            }
+            if window.is_too_old(stamp.batch_sequence, window_max) {
+                return Err(StorageError::StaleProducerBatch {
+                    producer_id: stamp.producer_id,
+                    batch_sequence: stamp.batch_sequence,
+                    window: window_max,
+                });
+            }
+        }
+
+        let state = Self::staged_state(&mut group.shards, shard);
+        let first_sequence = state.next_sequence;
+        let timestamp_ms = now_ms().max(state.last_timestamp_ms);
+        for (offset, record) in job.records.iter().enumerate() {
+            layout::encode_record(
+                &mut group.values,
+                timestamp_ms,
+                &record.partition_key,
+                &record.data,
+            );
+            let value = group.values.split().freeze();
+            group.batch.insert(
+                &shard.keyspace,
+                layout::sequence_key(first_sequence + offset as u64),
+                value,
+            );
+            state.bytes += (record.partition_key.len() + record.data.len()) as u64;
+        }
+        state.next_sequence += u64::from(count);
+        state.records += u64::from(count);
+        state.last_timestamp_ms = timestamp_ms;
+
+        if let Some(stamp) = job.producer {
+            let entry = DedupEntry {
+                batch_sequence: stamp.batch_sequence,
+                first_sequence,
+                count,
+            };
+            let window = self.dedup_window(shard, stamp.producer_id)?;
+            window.remember(entry, window_max);
+            let encoded = window.encode();
+            group.batch.insert(
+                &self.producers,
+                layout::producer_key(shard.stream_id, shard.index, stamp.producer_id),
+                encoded,
+            );
+        }
+        Ok(AppendOutcome {
+            first_sequence,
+            count,
+            duplicate: false,
+        })
+    }
+
+    fn dedup_window(&mut self, shard: &Shard, producer_id: u64) -> Result<&mut DedupWindow> {
+        let cache_key = (shard.stream_id, shard.index, producer_id);
+        if !self.dedup.contains_key(&cache_key) {
+            let stored = self.producers.get(layout::producer_key(
+                shard.stream_id,
+                shard.index,
+                producer_id,
+            ))?;
+            let window = match stored {
+                Some(value) => DedupWindow::decode(&value)?,
+                None => DedupWindow::default(),
+            };
+            self.dedup.insert(cache_key, window);
+        }
+        Ok(self.dedup.entry(cache_key).or_default())
+    }
+
+    fn commit(&mut self, mut group: Group) {
+        if group.replies.is_empty() {
+            return;
+        }
+        for (shard, state) in group.shards.values() {
+            group.batch.insert(
+                &self.meta,
+                layout::shard_state_key(shard.stream_id, shard.index),
+                state.encode(),
+            );
+        }
+        match group.batch.commit() {
+            Ok(()) => {
+                for (shard, state) in group.shards.into_values() {
+                    shard.publish(state);
+                }
+                for reply in group.replies {
+                    match reply {
+                        Reply::Append(reply, outcome) => {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                        Reply::Unit(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "group commit failed; the batch's requests get an error");
+                // The cached dedup windows may now claim batches that never
+                // reached the disk: forget them and re-read on demand.
+                self.dedup.clear();
+                let message = error.to_string();
+                for reply in group.replies {
+                    let error = || StorageError::CommitFailed {
+                        message: message.clone(),
+                    };
+                    match reply {
+                        Reply::Append(reply, _) => {
+                            let _ = reply.send(Err(error()));
+                        }
+                        Reply::Unit(reply) => {
+                            let _ = reply.send(Err(error()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_stream(&mut self, stream: &Stream) -> Result<()> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(&self.meta, layout::stream_meta_key(&stream.name));
+        for shard in &stream.shards {
+            batch.remove(&self.meta, layout::shard_state_key(stream.id, shard.index));
+            let prefix = layout::producer_key(stream.id, shard.index, 0);
+            for entry in self.producers.prefix(&prefix[..12]) {
+                batch.remove(&self.producers, entry.key()?);
+            }
+        }
+        let mut checkpoint_prefix = stream.name.as_bytes().to_vec();
+        checkpoint_prefix.push(0);
+        for entry in self.checkpoints.prefix(&checkpoint_prefix) {
+            batch.remove(&self.checkpoints, entry.key()?);
+        }
+        batch.commit()?;
+        self.dedup
+            .retain(|(stream_id, _, _), _| *stream_id != stream.id);
+        for shard in &stream.shards {
+            self.db.delete_keyspace(shard.keyspace.clone())?;
+        }
+        Ok(())
+    }
+}
+
+impl Shard {
+    fn stream_is_deleted(&self) -> bool {
+        self.stream_deleted
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn publish(&self, state: ShardState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.tip.send_replace(state.next_sequence);
+    }
+}

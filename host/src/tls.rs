@@ -1,0 +1,135 @@
+//! TLS material: the operator's certificate, or a self-signed one generated
+//! on first start and kept in the data directory so local CLI verbs find it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Where the generated certificate lives inside a data directory; the CLI
+/// looks here when no `--ca` is given.
+pub fn generated_cert_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("cert.pem")
+}
+
+fn generated_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("key.pem")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no usable PEM {what}: {reason}")]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("generating the self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The certificate chain and key the server presents, and the file a client
+/// should trust (the generated certificate, or the operator's chain).
+pub struct ServerIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub cert_path: PathBuf,
+    pub generated: bool,
+}
+
+pub fn load_or_generate(
+    data_dir: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<ServerIdentity, TlsError> {
+    let (cert_path, key_path, generated) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert.to_owned(), key.to_owned(), false),
+        _ => {
+            let cert_path = generated_cert_path(data_dir);
+            let key_path = generated_key_path(data_dir);
+            if !cert_path.exists() || !key_path.exists() {
+                generate(&cert_path, &key_path)?;
+            }
+            (cert_path, key_path, true)
+        }
+    };
+    let chain = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.clone(),
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Pem {
+        path: key_path.clone(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    Ok(ServerIdentity {
+        chain,
+        key,
+        cert_path,
+        generated,
+    })
+}
+
+fn generate(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    let dir = cert_path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(cert_path, certified.cert.pem()).map_err(|source| TlsError::Write {
+        path: cert_path.to_owned(),
+        source,
+    })
+}
+
+/// Writes a file readable only by its owner.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let error = |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(contents).map_err(error)
+}
+
+/// A rustls server configuration: TLS 1.3 only, ALPN `weir/1`.
+pub fn server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)?;
+    config.alpn_protocols = vec![weir_proto::ALPN.to_vec()];
+    Ok(config)
+}

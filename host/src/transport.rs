@@ -1,0 +1,216 @@
+//! The QUIC side of the server: the only module that imports quinn.
+//!
+//! Each request arrives on its own bidirectional stream, so requests to
+//! different shards never wait behind one another. A stream carries one
+//! request frame; the answer is one response frame (or, for a subscription,
+//! one frame per batch until the client stops reading).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::watch;
+use weir_proto::{DecodeError, ErrorCode, Frame, Request, Response, decode_frame};
+
+use crate::service::{Reply, Service, Subscription};
+use crate::tls::ServerIdentity;
+
+/// Application close codes sent with CONNECTION_CLOSE.
+pub mod close_code {
+    pub const SHUTDOWN: u32 = 0;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("QUIC TLS configuration: {0}")]
+    QuicTls(String),
+}
+
+/// Binds the QUIC endpoint.
+pub fn bind(
+    addr: SocketAddr,
+    identity: ServerIdentity,
+    limits: &crate::config::Limits,
+) -> Result<quinn::Endpoint, TransportError> {
+    let tls = crate::tls::server_config(identity)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TransportError::QuicTls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.connection_streams_max.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .max_idle_timeout(
+            quinn::IdleTimeout::try_from(Duration::from_millis(limits.connection_idle_timeout_ms))
+                .ok(),
+        );
+    config.transport_config(Arc::new(transport));
+    quinn::Endpoint::server(config, addr).map_err(|source| TransportError::Bind { addr, source })
+}
+
+/// Accepts connections until `shutdown` turns true, then closes them all.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    service: Arc<Service>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                tokio::spawn(handle_connection(incoming, service.clone()));
+            }
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    endpoint.close(close_code::SHUTDOWN.into(), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::debug!(%error, "handshake failed");
+            return;
+        }
+    };
+    let peer = connection.remote_address();
+    tracing::debug!(%peer, "connection accepted");
+    loop {
+        match connection.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(handle_stream(send, recv, service.clone()));
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "connection ended");
+                return;
+            }
+        }
+    }
+}
+
+enum ReadOutcome {
+    Frame(Frame),
+    Decode(DecodeError),
+    EndedEarly,
+    TimedOut,
+    Reset,
+}
+
+async fn read_request(recv: &mut quinn::RecvStream, service: &Service) -> ReadOutcome {
+    let frame_bytes_max = service.limits.frame_bytes_max;
+    let timeout = Duration::from_millis(service.limits.request_read_timeout_ms);
+    let mut buf = BytesMut::new();
+    let read = async {
+        loop {
+            match decode_frame(&mut buf, frame_bytes_max) {
+                Ok(Some(frame)) => return ReadOutcome::Frame(frame),
+                Ok(None) => {}
+                Err(error) => return ReadOutcome::Decode(error),
+            }
+            match recv.read_chunk(frame_bytes_max, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return ReadOutcome::EndedEarly,
+                Err(_) => return ReadOutcome::Reset,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(ReadOutcome::TimedOut)
+}
+
+async fn handle_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    service: Arc<Service>,
+) {
+    let request = match read_request(&mut recv, &service).await {
+        ReadOutcome::Frame(frame) => Request::decode(frame).map_err(|error| {
+            let code = match error {
+                DecodeError::UnknownKind { .. } => ErrorCode::UnexpectedMessage,
+                _ => ErrorCode::MalformedFrame,
+            };
+            Response::error(code, error.to_string())
+        }),
+        ReadOutcome::Decode(error) => {
+            let code = match error {
+                DecodeError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+                _ => ErrorCode::MalformedFrame,
+            };
+            Err(Response::error(code, error.to_string()))
+        }
+        ReadOutcome::EndedEarly => Err(Response::error(
+            ErrorCode::MalformedFrame,
+            "the stream ended before a complete request frame",
+        )),
+        ReadOutcome::TimedOut => Err(Response::error(
+            ErrorCode::RequestTimeout,
+            format!(
+                "no complete request within {} ms (request_read_timeout_ms)",
+                service.limits.request_read_timeout_ms
+            ),
+        )),
+        ReadOutcome::Reset => return,
+    };
+    // The request is in hand: stop the peer from sending more on this stream.
+    let _ = recv.stop(0u32.into());
+    let reply = match request {
+        Ok(request) => service.handle(request).await,
+        Err(response) => Reply::Response(response),
+    };
+    let mut buf = BytesMut::new();
+    match reply {
+        Reply::Response(response) => {
+            response.encode(&mut buf);
+            if send.write_all(&buf).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Reply::Subscription(mut subscription) => {
+            // Confirm first, so the client knows where the feed starts
+            // before it produces anything it expects to see.
+            Response::Records(subscription.confirmation()).encode(&mut buf);
+            if send.write_all(&buf).await.is_err() {
+                return;
+            }
+            stream_batches(&mut send, &mut subscription, &mut buf).await;
+        }
+    }
+}
+
+/// Writes batches until the client stops the stream or an error ends it.
+async fn stream_batches(
+    send: &mut quinn::SendStream,
+    subscription: &mut Subscription,
+    buf: &mut BytesMut,
+) {
+    loop {
+        let batch = tokio::select! {
+            batch = subscription.next_batch() => batch,
+            _ = send.stopped() => return,
+        };
+        let (response, last) = match batch {
+            Ok(batch) => (Response::Records(batch), false),
+            Err(error) => (Response::from(error), true),
+        };
+        buf.clear();
+        response.encode(buf);
+        if send.write_all(buf).await.is_err() {
+            return;
+        }
+        if last {
+            let _ = send.finish();
+            return;
+        }
+    }
+}

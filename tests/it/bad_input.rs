@@ -1,0 +1,277 @@
+//! Bad input gets a clear, typed error; nothing acked is lost; other
+//! clients keep being served.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_client::{ErrorCode, Position, PutRecord, PutResult};
+use weir_proto::{Request, Response};
+
+use crate::support::{TestServer, raw_connection, raw_exchange, read_all, read_raw_response};
+
+fn record(key: &str, bytes: usize) -> PutRecord {
+    PutRecord {
+        partition_key: key.to_owned(),
+        explicit_hash_key: None,
+        data: Bytes::from(vec![7u8; bytes]),
+    }
+}
+
+fn failed_code(result: &PutResult) -> Option<ErrorCode> {
+    match result {
+        PutResult::Failed { code, .. } => Some(*code),
+        PutResult::Stored { .. } => None,
+    }
+}
+
+/// Stores `count` good records and returns how many the stream holds.
+async fn baseline(test: &TestServer, count: usize) -> usize {
+    test.client
+        .create_stream("s", 2, Default::default())
+        .await
+        .expect("create");
+    let records = (0..count).map(|i| record(&format!("k{i}"), 100)).collect();
+    let results = test
+        .client
+        .put_records("s", None, records)
+        .await
+        .expect("put");
+    assert!(results.iter().all(|r| failed_code(r).is_none()));
+    count
+}
+
+async fn assert_all_there(test: &TestServer, expected: usize) {
+    let stored: usize = read_all(&test.client, "s")
+        .await
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(stored, expected, "acked records lost");
+}
+
+#[tokio::test]
+async fn bad_records_fail_alone_and_their_neighbours_are_stored() {
+    let test = TestServer::start().await;
+    let stored = baseline(&test, 10).await;
+    let records = vec![
+        record("ok-1", 10),
+        record("too-big", 1024 * 1024 + 1),
+        record("", 10),
+        record(&"k".repeat(257), 10),
+        record(&"é".repeat(256), 10),
+        record("ok-2", 1024 * 1024),
+    ];
+    let results = test
+        .client
+        .put_records("s", None, records)
+        .await
+        .expect("put");
+    let codes: Vec<_> = results.iter().map(failed_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            None,
+            Some(ErrorCode::RecordTooLarge),
+            Some(ErrorCode::InvalidPartitionKey),
+            Some(ErrorCode::InvalidPartitionKey),
+            None,
+            None
+        ]
+    );
+    if let PutResult::Failed { message, .. } = &results[1] {
+        assert!(
+            message.contains("record_bytes_max"),
+            "message names the limit: {message}"
+        );
+    }
+    assert_all_there(&test, stored + 3).await;
+}
+
+#[tokio::test]
+async fn oversized_batches_and_requests_are_refused_whole() {
+    let test = TestServer::start().await;
+    let stored = baseline(&test, 10).await;
+    let too_many = (0..501).map(|i| record(&format!("k{i}"), 1)).collect();
+    let error = test
+        .client
+        .put_records("s", None, too_many)
+        .await
+        .expect_err("501 records");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidBatchSize));
+    assert!(error.to_string().contains("batch_records_max"), "{error}");
+
+    let empty = test
+        .client
+        .put_records("s", None, Vec::new())
+        .await
+        .expect_err("0 records");
+    assert_eq!(empty.code(), Some(ErrorCode::InvalidBatchSize));
+
+    let mut big: Vec<_> = (0..5)
+        .map(|i| record(&format!("k{i}"), 1024 * 1024))
+        .collect();
+    big.push(record("extra", 100 * 1024));
+    let error = test
+        .client
+        .put_records("s", None, big)
+        .await
+        .expect_err("over 5 MiB");
+    assert_eq!(error.code(), Some(ErrorCode::RequestTooLarge));
+    assert_all_there(&test, stored).await;
+}
+
+#[tokio::test]
+async fn unknown_streams_shards_and_positions_are_typed_errors() {
+    let test = TestServer::start().await;
+    baseline(&test, 5).await;
+    let client = &test.client;
+    let error = client
+        .put_records("nope", None, vec![record("k", 1)])
+        .await
+        .expect_err("unknown");
+    assert_eq!(error.code(), Some(ErrorCode::StreamNotFound));
+    let error = client
+        .get_records("nope", 0, Position::TrimHorizon, 10)
+        .await
+        .expect_err("unknown");
+    assert_eq!(error.code(), Some(ErrorCode::StreamNotFound));
+    let error = client
+        .get_records("s", 9, Position::TrimHorizon, 10)
+        .await
+        .expect_err("shard");
+    assert_eq!(error.code(), Some(ErrorCode::ShardNotFound));
+    let error = client
+        .get_records("s", 0, Position::AtSequence(1_000), 10)
+        .await
+        .expect_err("beyond tip");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidPosition));
+    let error = client
+        .get_records("s", 0, Position::TrimHorizon, 0)
+        .await
+        .expect_err("limit 0");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidArgument));
+    let error = client
+        .create_stream("s", 1, Default::default())
+        .await
+        .expect_err("exists");
+    assert_eq!(error.code(), Some(ErrorCode::StreamExists));
+    let error = client
+        .create_stream("bad/name", 1, Default::default())
+        .await
+        .expect_err("name");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidStreamName));
+    let error = client
+        .create_stream("zero", 0, Default::default())
+        .await
+        .expect_err("shards");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidShardCount));
+    let error = client.delete_stream("nope").await.expect_err("unknown");
+    assert_eq!(error.code(), Some(ErrorCode::StreamNotFound));
+    assert_all_there(&test, 5).await;
+}
+
+#[tokio::test]
+async fn garbage_on_a_quic_stream_gets_an_error_and_the_server_carries_on() {
+    let test = TestServer::start().await;
+    let stored = baseline(&test, 10).await;
+    let raw = raw_connection(test.server.local_addr(), test.server.cert_path()).await;
+
+    let random: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+    let cases: Vec<(&str, Vec<u8>, &[ErrorCode])> = vec![
+        (
+            "random bytes",
+            random,
+            &[
+                ErrorCode::FrameTooLarge,
+                ErrorCode::MalformedFrame,
+                ErrorCode::UnexpectedMessage,
+            ],
+        ),
+        (
+            "truncated frame",
+            vec![100, 0, 0, 0, 0x10, 1, 2],
+            &[ErrorCode::MalformedFrame],
+        ),
+        (
+            "empty frame",
+            vec![0, 0, 0, 0],
+            &[ErrorCode::MalformedFrame],
+        ),
+        (
+            "unknown kind",
+            vec![1, 0, 0, 0, 0x7e],
+            &[ErrorCode::UnexpectedMessage],
+        ),
+        (
+            "huge length",
+            vec![0xff, 0xff, 0xff, 0x7f, 0x10],
+            &[ErrorCode::FrameTooLarge],
+        ),
+        (
+            "trailing bytes",
+            vec![2, 0, 0, 0, 0x03, 0xaa],
+            &[ErrorCode::MalformedFrame],
+        ),
+        (
+            "lying count",
+            vec![
+                12, 0, 0, 0, 0x10, 1, 0, b's', 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0,
+            ],
+            &[ErrorCode::MalformedFrame],
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        match raw_exchange(&raw, &bytes).await {
+            Response::Error { code, message } => {
+                assert!(expected.contains(&code), "{name}: got {code:?} ({message})");
+                assert!(!message.is_empty(), "{name}: the error says what is wrong");
+            }
+            other => panic!("{name}: expected an error, got {other:?}"),
+        }
+    }
+    // The same connection still works for a valid request.
+    let mut buf = bytes::BytesMut::new();
+    Request::ListStreams.encode(&mut buf);
+    assert_eq!(
+        raw_exchange(&raw, &buf).await,
+        Response::Streams(vec!["s".into()])
+    );
+    assert_all_there(&test, stored).await;
+}
+
+#[tokio::test]
+async fn streams_that_never_send_time_out_without_hurting_others() {
+    let test = TestServer::start_with(|config| config.limits.request_read_timeout_ms = 300).await;
+    let stored = baseline(&test, 10).await;
+    let raw = raw_connection(test.server.local_addr(), test.server.cert_path()).await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        let (mut send, recv) = raw.open_bi().await.expect("open");
+        // Two bytes of a length prefix, then nothing, ever.
+        send.write_all(&[5, 0]).await.expect("write");
+        silent.push((send, recv));
+    }
+    // Meanwhile a well-behaved client is served at once.
+    let other = test.new_client().await;
+    let started = std::time::Instant::now();
+    let results = other
+        .put_records("s", None, vec![record("k", 10)])
+        .await
+        .expect("served");
+    assert!(failed_code(&results[0]).is_none());
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "other clients are not held up"
+    );
+
+    for (_send, mut recv) in silent {
+        match read_raw_response(&mut recv).await {
+            Response::Error { code, message } => {
+                assert_eq!(code, ErrorCode::RequestTimeout);
+                assert!(message.contains("request_read_timeout_ms"), "{message}");
+            }
+            other => panic!("expected a timeout error, got {other:?}"),
+        }
+    }
+    assert_all_there(&test, stored + 1).await;
+}

@@ -1,0 +1,110 @@
+//! The `weir` command against a running server: stream admin, put, get.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::ServerProcess;
+
+fn weir(data: &Path, server: &ServerProcess, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .args(args)
+        .env("WEIR_SERVER", server.addr.to_string())
+        .env("WEIR_DATA", data)
+        .env("WEIR_LOG", "warn")
+        .output()
+        .expect("run weir");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_verbs_find_the_local_certificate_and_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let server = ServerProcess::spawn(data, &[]);
+
+    let (ok, out, err) = weir(
+        data,
+        &server,
+        &[
+            "stream",
+            "create",
+            "clicks",
+            "--shards",
+            "2",
+            "--retention-age",
+            "24h",
+        ],
+    );
+    assert!(ok, "create failed: {err}");
+    assert!(out.contains("created stream clicks"));
+    let (_, out, _) = weir(data, &server, &["stream", "list"]);
+    assert_eq!(out.trim(), "clicks");
+
+    let (ok, out, err) = weir(
+        data,
+        &server,
+        &["put", "clicks", "--key", "user-1", "hello"],
+    );
+    assert!(ok, "put failed: {err}");
+    assert!(out.starts_with("shard "), "{out}");
+
+    let file = data.join("clicks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"user\":\"a\",\"n\":1}\n{\"user\":\"b\",\"n\":2}\n{\"user\":\"c\",\"n\":3}\n",
+    )
+    .expect("write");
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &[
+            "put",
+            "clicks",
+            "--file",
+            file.to_str().expect("path"),
+            "--key-field",
+            "user",
+        ],
+    );
+    assert!(ok, "put --file failed: {err}");
+
+    let (ok, out, _) = weir(data, &server, &["stream", "describe", "clicks"]);
+    assert!(ok);
+    assert!(out.contains("86400000 ms"), "{out}");
+    let mut got = String::new();
+    for shard in ["0", "1"] {
+        let (ok, out, err) = weir(
+            data,
+            &server,
+            &["get", "clicks", "--shard", shard, "--from", "trim-horizon"],
+        );
+        assert!(ok, "get failed: {err}");
+        got.push_str(&out);
+    }
+    for expected in [
+        "key=user-1 hello",
+        "key=a {\"user\":\"a\",\"n\":1}",
+        "key=c {\"user\":\"c\",\"n\":3}",
+    ] {
+        assert!(got.contains(expected), "missing {expected:?} in {got}");
+    }
+
+    let (ok, _, err) = weir(data, &server, &["get", "nope", "--shard", "0"]);
+    assert!(!ok);
+    assert!(err.contains("StreamNotFound"), "{err}");
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &["get", "clicks", "--shard", "0", "--from", "soon"],
+    );
+    assert!(!ok);
+    assert!(err.contains("invalid position"), "{err}");
+    let (ok, _, _) = weir(data, &server, &["stream", "delete", "clicks"]);
+    assert!(ok);
+    let (_, out, _) = weir(data, &server, &["stream", "list"]);
+    assert_eq!(out.trim(), "");
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server on 127.0.0.1:0, real QUIC, real fjall.
+
+mod bad_input;
+mod checkpoints;
+mod cli;
+mod crash;
+mod ingest;
+mod retention;
+mod subscribe;
+mod support;

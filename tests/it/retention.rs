@@ -1,0 +1,122 @@
+//! Retention by age and by bytes removes old records and keeps new ones.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_client::{ErrorCode, Position, PutRecord, Retention};
+
+use crate::support::{TestServer, eventually, read_all};
+
+fn records(prefix: &str, count: usize, bytes: usize) -> Vec<PutRecord> {
+    (0..count)
+        .map(|i| PutRecord {
+            partition_key: format!("{prefix}{i}"),
+            explicit_hash_key: None,
+            data: Bytes::from(format!("{prefix}{i}:{}", "x".repeat(bytes))),
+        })
+        .collect()
+}
+
+async fn fast_retention() -> TestServer {
+    TestServer::start_with(|config| config.storage.retention_check_interval_ms = 100).await
+}
+
+#[tokio::test]
+async fn retention_by_age_removes_old_records_and_keeps_new_ones() {
+    let test = fast_retention().await;
+    let client = &test.client;
+    let retention = Retention {
+        age_ms: Some(1_000),
+        bytes: None,
+    };
+    client
+        .create_stream("aged", 1, retention)
+        .await
+        .expect("create");
+    client
+        .put_records("aged", None, records("old", 100, 100))
+        .await
+        .expect("put old");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    client
+        .put_records("aged", None, records("new", 10, 100))
+        .await
+        .expect("put new");
+
+    let trimmed = eventually(Duration::from_secs(5), || async {
+        client
+            .describe_stream("aged")
+            .await
+            .expect("describe")
+            .shards[0]
+            .first_sequence
+            == Some(100)
+    })
+    .await;
+    assert!(trimmed, "old records were not removed");
+    let left = &read_all(client, "aged").await[&0];
+    assert_eq!(left.len(), 10);
+    assert!(
+        left.iter().all(|r| r.partition_key.starts_with("new")),
+        "a new record was removed"
+    );
+
+    let error = client
+        .get_records("aged", 0, Position::AtSequence(5), 10)
+        .await
+        .expect_err("trimmed position");
+    assert_eq!(error.code(), Some(ErrorCode::PositionTrimmed));
+    assert!(
+        error.to_string().contains("now begins at sequence 100"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn retention_by_bytes_keeps_the_newest_records_within_budget() {
+    let test = fast_retention().await;
+    let client = &test.client;
+    let retention = Retention {
+        age_ms: None,
+        bytes: Some(20_000),
+    };
+    client
+        .create_stream("sized", 2, retention)
+        .await
+        .expect("create");
+    for round in 0..10 {
+        client
+            .put_records("sized", None, records(&format!("r{round}-"), 20, 1_000))
+            .await
+            .expect("put");
+    }
+    let within_budget = eventually(Duration::from_secs(5), || async {
+        let description = client.describe_stream("sized").await.expect("describe");
+        description.shards.iter().all(|s| s.bytes <= 10_000)
+    })
+    .await;
+    assert!(
+        within_budget,
+        "shards still over their share of the byte budget"
+    );
+
+    let all = read_all(client, "sized").await;
+    let left: usize = all.values().map(Vec::len).sum();
+    assert!(
+        left >= 10,
+        "retention removed more than needed: {left} left"
+    );
+    for records in all.values() {
+        // What remains of each shard is its newest records: the last round.
+        let newest = records.last().expect("a shard kept something");
+        assert!(
+            newest.partition_key.starts_with("r9-"),
+            "newest record removed"
+        );
+    }
+    // Writes still work after trimming, and continue the sequence.
+    client
+        .put_records("sized", None, records("after", 5, 10))
+        .await
+        .expect("put after trim");
+}

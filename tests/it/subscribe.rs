@@ -1,0 +1,116 @@
+//! Subscriptions deliver records committed after they start, in order, and
+//! a subscriber that stops reading slows no one.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_client::{Position, PutRecord};
+
+use crate::support::TestServer;
+
+fn records(from: usize, count: usize, bytes: usize) -> Vec<PutRecord> {
+    (from..from + count)
+        .map(|i| PutRecord {
+            partition_key: "one-key".into(),
+            explicit_hash_key: None,
+            data: Bytes::from(format!("{i}:{}", "d".repeat(bytes))),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn subscribe_delivers_new_records_in_order() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("live", 1, Default::default())
+        .await
+        .expect("create");
+    client
+        .put_records("live", None, records(0, 5, 10))
+        .await
+        .expect("before");
+
+    let mut subscription = client
+        .subscribe("live", 0, Position::Latest)
+        .await
+        .expect("subscribe");
+    let producer_client = test.new_client().await;
+    let producer = tokio::spawn(async move {
+        for round in 0..20 {
+            producer_client
+                .put_records("live", None, records(5 + round * 10, 10, 10))
+                .await
+                .expect("put");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut next_index = 5;
+    let mut last_sequence = None;
+    while next_index < 205 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+            .await
+            .expect("records arrive")
+            .expect("batch");
+        for record in batch.records {
+            let index: usize = String::from_utf8_lossy(&record.data)
+                .split(':')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .expect("index");
+            assert_eq!(index, next_index, "records out of order or missing");
+            assert!(last_sequence < Some(record.sequence));
+            last_sequence = Some(record.sequence);
+            next_index += 1;
+        }
+    }
+    producer.await.expect("producer");
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_does_not_slow_producers() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("busy", 1, Default::default())
+        .await
+        .expect("create");
+
+    // Subscribers that read one batch and then stop reading.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut subscription = client
+            .subscribe("busy", 0, Position::TrimHorizon)
+            .await
+            .expect("subscribe");
+        client
+            .put_records("busy", None, records(0, 1, 10))
+            .await
+            .expect("put");
+        subscription.next().await.expect("first batch");
+        stalled.push(subscription);
+    }
+
+    // 40 MB flows past them: far more than any flow-control window.
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for round in 0..100 {
+        let sent = Instant::now();
+        client
+            .put_records("busy", None, records(round * 100, 100, 4_000))
+            .await
+            .expect("put");
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "producing took {:?} with stalled subscribers",
+        started.elapsed()
+    );
+    assert!(p50 < Duration::from_millis(200), "median put took {p50:?}");
+    // The stalled subscribers can still catch up afterwards.
+    let batch = stalled[0].next().await.expect("resume");
+    assert!(!batch.records.is_empty());
+}

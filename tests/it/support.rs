@@ -1,0 +1,196 @@
+//! Starting real servers for tests: in this process (most tests) or as a
+//! child process (tests that SIGKILL it). Both listen on 127.0.0.1:0.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use weir::{Server, ServerConfig};
+use weir_client::{Client, ClientConfig, Position, Record};
+
+/// A server in this process on a fresh temporary directory.
+pub struct TestServer {
+    pub server: Server,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the defaults changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = ServerConfig::new(dir.path());
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        configure(&mut config);
+        let server = Server::start(config).await.expect("server starts");
+        let client = connect(server.local_addr(), server.cert_path()).await;
+        Self {
+            server,
+            client,
+            _dir: dir,
+        }
+    }
+
+    pub async fn new_client(&self) -> Client {
+        connect(self.server.local_addr(), self.server.cert_path()).await
+    }
+}
+
+pub async fn connect(addr: SocketAddr, cert: &Path) -> Client {
+    let mut config = ClientConfig::new(addr, cert);
+    config.request_timeout = Duration::from_secs(20);
+    Client::connect(config).await.expect("client connects")
+}
+
+/// The `weir` binary as a child process, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn spawn(data: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn_on(data, "127.0.0.1:0", extra_args)
+    }
+
+    /// Starts `weir serve` on `listen` and waits for its "listening on" line.
+    pub fn spawn_on(data: &Path, listen: &str, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+            .args(["serve", "--listen", listen, "--data"])
+            .arg(data)
+            .args(extra_args)
+            .env("WEIR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn weir serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from weir serve: {line:?}"))
+            .parse()
+            .expect("address");
+        Self {
+            child,
+            addr,
+            cert: weir::tls::generated_cert_path(data),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for weir serve")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every record of every shard, read with GetRecords from the trim horizon.
+pub async fn read_all(client: &Client, stream: &str) -> HashMap<u32, Vec<Record>> {
+    let description = client.describe_stream(stream).await.expect("describe");
+    let mut all = HashMap::new();
+    for shard in description.shards {
+        let mut records = Vec::new();
+        let mut from = Position::TrimHorizon;
+        loop {
+            let batch = client
+                .get_records(stream, shard.shard, from, 10_000)
+                .await
+                .expect("get records");
+            records.extend(batch.records);
+            if batch.records_behind_tip == 0 {
+                break;
+            }
+            from = Position::AtSequence(batch.next_sequence);
+        }
+        all.insert(shard.shard, records);
+    }
+    all
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A bare QUIC connection speaking `weir/1`, for sending bytes the client
+/// library would never send.
+pub async fn raw_connection(addr: SocketAddr, cert: &Path) -> quinn::Connection {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert).expect("cert file") {
+        roots.add(cert.expect("cert")).expect("add cert");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![weir_proto::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    endpoint
+        .connect(addr, weir_proto::DEFAULT_SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+/// Sends raw bytes on a new stream, finishes it, and decodes the answer.
+pub async fn raw_exchange(connection: &quinn::Connection, bytes: &[u8]) -> weir_proto::Response {
+    let (mut send, mut recv) = connection.open_bi().await.expect("open stream");
+    send.write_all(bytes).await.expect("write");
+    let _ = send.finish();
+    read_raw_response(&mut recv).await
+}
+
+pub async fn read_raw_response(recv: &mut quinn::RecvStream) -> weir_proto::Response {
+    let answer = recv.read_to_end(64 << 20).await.expect("read answer");
+    let mut buf = bytes::BytesMut::from(&answer[..]);
+    let frame = weir_proto::decode_frame(&mut buf, usize::MAX)
+        .expect("valid frame")
+        .expect("complete frame");
+    weir_proto::Response::decode(frame).expect("decodable response")
+}
