@@ -150,19 +150,22 @@ impl Client {
 
     async fn open(
         &self,
-        frame: &[u8],
+        frame: &[Bytes],
     ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
         let lost = |e: &dyn std::fmt::Display| ClientError::Connection(e.to_string());
         let connection = self.connection().await?;
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
-        send.write_all(frame).await.map_err(|e| lost(&e))?;
+        // Bytes chunks are handed to quinn without copying.
+        send.write_all_chunks(&mut frame.to_vec())
+            .await
+            .map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
         Ok((send, recv))
     }
 
-    /// Sends an encoded request frame and returns the response; an error
-    /// response becomes [`ClientError::Server`].
-    pub async fn call_frame(&self, frame: &[u8]) -> Result<Response, ClientError> {
+    /// Sends an encoded request frame (see [`Request::encode_chunks`]) and
+    /// returns the response; an error response becomes [`ClientError::Server`].
+    pub async fn call_frame(&self, frame: &[Bytes]) -> Result<Response, ClientError> {
         let exchange = async {
             let (_send, mut recv) = self.open(frame).await?;
             let mut buf = BytesMut::new();
@@ -363,10 +366,8 @@ impl Subscription {
     }
 }
 
-pub(crate) fn encode(request: &Request) -> Bytes {
-    let mut buf = BytesMut::new();
-    request.encode(&mut buf);
-    buf.freeze()
+pub(crate) fn encode(request: &Request) -> Vec<Bytes> {
+    request.encode_chunks()
 }
 
 async fn read_response(

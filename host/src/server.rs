@@ -118,3 +118,84 @@ impl Server {
             .unwrap_or(Err(StorageError::WriterStopped))
     }
 }
+
+/// A server running on its own thread with its own single-threaded runtime,
+/// as `weir serve` runs it: for the benchmark and the demo, so the client
+/// side of the same process does not share the server's thread.
+pub struct ServerThread {
+    local_addr: SocketAddr,
+    cert_path: PathBuf,
+    storage: Arc<Storage>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+}
+
+impl ServerThread {
+    pub fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("weir-server".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StorageError::Engine(e.into()))?;
+                runtime.block_on(async move {
+                    let server = match Server::start(config).await {
+                        Ok(server) => server,
+                        Err(error) => {
+                            let _ = started_tx.send(Err(error));
+                            return Ok(());
+                        }
+                    };
+                    let info = (
+                        server.local_addr(),
+                        server.cert_path().to_owned(),
+                        server.storage().clone(),
+                    );
+                    let _ = started_tx.send(Ok(info));
+                    let _ = stop_rx.await;
+                    server.shutdown().await
+                })
+            })
+            .map_err(|source| ServerError::DataDir {
+                dir: PathBuf::from("(server thread)"),
+                source,
+            })?;
+        let (local_addr, cert_path, storage) =
+            started_rx.recv().map_err(|_| ServerError::Storage {
+                dir: PathBuf::from("(server thread)"),
+                source: StorageError::WriterStopped,
+            })??;
+        Ok(Self {
+            local_addr,
+            cert_path,
+            storage,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn cert_path(&self) -> &std::path::Path {
+        &self.cert_path
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// Shuts the server down gracefully and waits for its thread.
+    pub fn shutdown(mut self) -> Result<(), StorageError> {
+        self.stop.take().map(|stop| stop.send(()));
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(StorageError::WriterStopped),
+            None => Ok(()),
+        }
+    }
+}

@@ -12,7 +12,7 @@ use weir_client::{Client, ClientConfig, Position, ProducerStamp, PutRecord, PutR
 use weir_proto::routing::shard_for_hash_key;
 
 use crate::config::{Durability, ServerConfig};
-use crate::server::Server;
+use crate::server::ServerThread;
 use crate::service::hash_key;
 use crate::storage::{AppendRecord, Storage};
 
@@ -75,7 +75,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 struct Embedded {
-    server: Server,
+    server: ServerThread,
     client: Client,
     _dir: tempfile::TempDir,
 }
@@ -86,7 +86,7 @@ async fn embedded(durability: Durability, batch: usize, size: usize) -> anyhow::
     config.listen = "127.0.0.1:0".parse()?;
     config.storage.durability = durability;
     config.limits.fit_batches(batch, size);
-    let server = Server::start(config).await?;
+    let server = ServerThread::start(config)?;
     let mut client_config = ClientConfig::new(server.local_addr(), server.cert_path());
     client_config.frame_bytes_max = usize::MAX;
     let client = Client::connect(client_config).await?;
@@ -95,6 +95,15 @@ async fn embedded(durability: Durability, batch: usize, size: usize) -> anyhow::
         client,
         _dir: dir,
     })
+}
+
+impl Embedded {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.client.close().await;
+        let server = self.server;
+        tokio::task::spawn_blocking(move || server.shutdown()).await??;
+        Ok(())
+    }
 }
 
 /// Pre-built batches: keys spread over many partition keys, random data.
@@ -164,7 +173,6 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     if args.records == 0 || args.batch == 0 || args.producers == 0 || args.in_flight == 0 {
         bail!("--records, --batch, --producers and --in-flight must be positive");
     }
-    let embedded = embedded(args.durability, args.batch, args.size).await?;
     println!(
         "weir bench produce: {} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards, {:?}{}",
         args.records,
@@ -182,18 +190,23 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     );
     let batches = make_batches(args.records, args.size, args.batch);
 
+    // Each phase gets a fresh data directory, so one phase's background
+    // compaction does not slow the next.
     let baseline = if args.no_baseline {
         None
     } else {
+        let embedded = embedded(args.durability, args.batch, args.size).await?;
         embedded
             .client
             .create_stream("baseline", args.shards, Default::default())
             .await?;
         let mut measured = produce_raw(embedded.server.storage(), &batches, &args).await?;
         measured.report("raw");
+        embedded.stop().await?;
         Some(measured.records_per_sec())
     };
 
+    let embedded = embedded(args.durability, args.batch, args.size).await?;
     embedded
         .client
         .create_stream("bench", args.shards, Default::default())
@@ -206,9 +219,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             measured.records_per_sec() / baseline
         );
     }
-    embedded.client.close().await;
-    embedded.server.shutdown().await?;
-    Ok(())
+    embedded.stop().await
 }
 
 /// The same appends straight into the storage layer: routing and group
@@ -434,7 +445,5 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         subscribed as f64 / elapsed.as_secs_f64(),
         (subscribed * args.size) as f64 / elapsed.as_secs_f64() / 1e6
     );
-    embedded.client.close().await;
-    embedded.server.shutdown().await?;
-    Ok(())
+    embedded.stop().await
 }
