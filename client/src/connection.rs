@@ -105,10 +105,15 @@ impl Client {
             "0.0.0.0:0".parse()
         }
         .map_err(|e: std::net::AddrParseError| ClientError::Config(e.to_string()))?;
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
+        let bind_error = |e: std::io::Error| ClientError::Connect {
             addr: config.server.to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        let socket = crate::udp_socket(bind, crate::UDP_SOCKET_BUFFER_BYTES).map_err(bind_error)?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let mut endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+                .map_err(bind_error)?;
         endpoint.set_default_client_config(quic_client_config(&config)?);
         let client = Self {
             inner: Arc::new(Inner {
@@ -150,22 +155,23 @@ impl Client {
 
     async fn open(
         &self,
-        frame: &[Bytes],
+        frame: &Bytes,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
         let lost = |e: &dyn std::fmt::Display| ClientError::Connection(e.to_string());
         let connection = self.connection().await?;
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
-        // Bytes chunks are handed to quinn without copying.
-        send.write_all_chunks(&mut frame.to_vec())
+        // Handed to quinn as one chunk, without copying: a frame is encoded
+        // once (one copy of the records) and sent as is, even when retried.
+        send.write_all_chunks(&mut [frame.clone()])
             .await
             .map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
         Ok((send, recv))
     }
 
-    /// Sends an encoded request frame (see [`Request::encode_chunks`]) and
-    /// returns the response; an error response becomes [`ClientError::Server`].
-    pub async fn call_frame(&self, frame: &[Bytes]) -> Result<Response, ClientError> {
+    /// Sends an encoded request frame and returns the response; an error
+    /// response becomes [`ClientError::Server`].
+    pub async fn call_frame(&self, frame: &Bytes) -> Result<Response, ClientError> {
         let exchange = async {
             let (_send, mut recv) = self.open(frame).await?;
             let mut buf = BytesMut::new();
@@ -366,8 +372,10 @@ impl Subscription {
     }
 }
 
-pub(crate) fn encode(request: &Request) -> Vec<Bytes> {
-    request.encode_chunks()
+pub(crate) fn encode(request: &Request) -> Bytes {
+    let mut buf = BytesMut::new();
+    request.encode(&mut buf);
+    buf.freeze()
 }
 
 async fn read_response(

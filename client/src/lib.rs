@@ -29,7 +29,27 @@ pub use weir_proto::{
     ShardDescription, StreamDescription,
 };
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// Socket buffers for QUIC's UDP socket: the OS default (~208 KiB) drops
+/// packets at a few hundred MB/s on loopback, and every drop costs a
+/// congestion-window cut. Linux caps the size at `net.core.rmem_max`.
+pub const UDP_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A UDP socket bound to `addr` with `buffer_bytes` send and receive buffers
+/// (best effort: a smaller OS limit is not an error), for `quinn::Endpoint::new`.
+pub fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
 
 /// Everything a client call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]

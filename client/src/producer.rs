@@ -259,7 +259,7 @@ impl Batcher {
 /// Sends one stamped batch until every record has a final answer.
 async fn send_with_retries(
     client: &Client,
-    frame: &[Bytes],
+    frame: &Bytes,
     records: usize,
     retries_max: u32,
     backoff: Duration,

@@ -53,7 +53,17 @@ pub fn bind(
                 .ok(),
         );
     config.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(config, addr).map_err(|source| TransportError::Bind { addr, source })
+    let bind_error = |source| TransportError::Bind { addr, source };
+    let socket =
+        weir_client::udp_socket(addr, weir_client::UDP_SOCKET_BUFFER_BYTES).map_err(bind_error)?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    )
+    .map_err(bind_error)
 }
 
 /// Accepts connections until `shutdown` turns true, then closes them all.

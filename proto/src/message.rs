@@ -217,10 +217,6 @@ mod kind {
     pub const ERROR: u8 = 0xFF;
 }
 
-/// Record data smaller than this is copied into a chunked frame; larger
-/// data is referenced (see [`Request::encode_chunks`]).
-const BLOB_COPY_BYTES_MAX: usize = 256;
-
 /// Smallest encoding of a `PutRecord` (empty key, no hash key, empty data),
 /// used to reject impossible element counts before allocating.
 const PUT_RECORD_BYTES_MIN: usize = 2 + 1 + 4;
@@ -332,64 +328,6 @@ impl Request {
                 b.put_u32_le(*shard);
             }),
         }
-    }
-
-    /// Encodes this request as one frame split into chunks, in which record
-    /// data of `BLOB_COPY_BYTES_MAX` bytes or more is referenced rather than
-    /// copied: a producer sends megabytes per request without copying them.
-    /// The concatenated chunks equal what [`Request::encode`] writes.
-    pub fn encode_chunks(&self) -> Vec<Bytes> {
-        let Self::PutRecords {
-            stream,
-            producer,
-            records,
-        } = self
-        else {
-            let mut buf = BytesMut::new();
-            self.encode(&mut buf);
-            return vec![buf.freeze()];
-        };
-        let body_len = 1
-            + 2
-            + stream.len()
-            + 1
-            + producer.map_or(0, |_| 16)
-            + 4
-            + records
-                .iter()
-                .map(|r| {
-                    2 + r.partition_key.len()
-                        + 1
-                        + r.explicit_hash_key.map_or(0, |_| 16)
-                        + 4
-                        + r.data.len()
-                })
-                .sum::<usize>();
-        let mut chunks = Vec::new();
-        let mut head = BytesMut::with_capacity(64 + records.len() * 32);
-        head.put_u32_le(body_len as u32);
-        head.put_u8(kind::PUT_RECORDS);
-        put_string(&mut head, stream);
-        put_option(&mut head, *producer, |b, p| {
-            b.put_u64_le(p.producer_id);
-            b.put_u64_le(p.batch_sequence);
-        });
-        head.put_u32_le(records.len() as u32);
-        for record in records {
-            put_string(&mut head, &record.partition_key);
-            put_option(&mut head, record.explicit_hash_key, |b, h| b.put_u128_le(h));
-            head.put_u32_le(record.data.len() as u32);
-            if record.data.len() >= BLOB_COPY_BYTES_MAX {
-                chunks.push(head.split().freeze());
-                chunks.push(record.data.clone());
-            } else {
-                head.put_slice(&record.data);
-            }
-        }
-        if !head.is_empty() {
-            chunks.push(head.freeze());
-        }
-        chunks
     }
 
     /// Decodes a request frame. Record data is sliced from the frame, not copied.
@@ -708,35 +646,6 @@ mod tests {
                 from: position,
             });
         }
-    }
-
-    #[test]
-    fn chunked_encoding_equals_the_plain_one() {
-        let request = Request::PutRecords {
-            stream: "clicks".into(),
-            producer: Some(ProducerStamp {
-                producer_id: 1,
-                batch_sequence: 2,
-            }),
-            records: (0..20)
-                .map(|i| PutRecord {
-                    partition_key: format!("key-{i}"),
-                    explicit_hash_key: (i % 3 == 0).then_some(i as u128),
-                    data: Bytes::from(vec![i as u8; i * 61]),
-                })
-                .collect(),
-        };
-        let mut plain = BytesMut::new();
-        request.encode(&mut plain);
-        let chunks = request.encode_chunks();
-        assert!(chunks.len() > 1, "large data is referenced, not copied");
-        assert_eq!(chunks.concat(), plain.to_vec());
-        let mut other = BytesMut::new();
-        Request::ListStreams.encode(&mut other);
-        assert_eq!(
-            Request::ListStreams.encode_chunks().concat(),
-            other.to_vec()
-        );
     }
 
     #[test]
