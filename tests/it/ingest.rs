@@ -156,3 +156,41 @@ async fn a_retried_batch_is_not_stored_twice() {
         "two distinct batches of 50, the retry added nothing"
     );
 }
+
+#[tokio::test]
+async fn buffered_mode_acks_and_keeps_records_across_a_clean_restart() {
+    let test =
+        TestServer::start_with(|config| config.storage.durability = weir::Durability::Buffered)
+            .await;
+    test.client
+        .create_stream("fast", 2, Default::default())
+        .await
+        .expect("create");
+    let records: Vec<PutRecord> = (0..300)
+        .map(|i| PutRecord {
+            partition_key: format!("k{i}"),
+            explicit_hash_key: None,
+            data: record_data(i),
+        })
+        .collect();
+    let results = test
+        .client
+        .put_records("fast", None, records)
+        .await
+        .expect("put");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, PutResult::Stored { .. }))
+    );
+
+    let dir = test.data_dir().to_owned();
+    test.client.close().await;
+    test.server.shutdown().await.expect("clean shutdown");
+    let mut config = weir::ServerConfig::new(&dir);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let server = weir::Server::start(config).await.expect("restart");
+    let client = crate::support::connect(server.local_addr(), server.cert_path()).await;
+    let stored: usize = read_all(&client, "fast").await.values().map(Vec::len).sum();
+    assert_eq!(stored, 300);
+}

@@ -15,7 +15,7 @@ use weir_client::{Client, ClientConfig, Position, Record};
 pub struct TestServer {
     pub server: Server,
     pub client: Client,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -34,8 +34,12 @@ impl TestServer {
         Self {
             server,
             client,
-            _dir: dir,
+            dir,
         }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub async fn new_client(&self) -> Client {
