@@ -16,6 +16,7 @@ use weir_proto::{
 
 use crate::ClientError;
 use crate::producer::{Producer, ProducerConfig};
+use weir_proto::admin::{AdminRequest, AdminResponse, PluginInfo};
 
 /// Where the server is and how to trust it.
 #[derive(Debug, Clone)]
@@ -339,6 +340,31 @@ impl Client {
         }
     }
 
+    /// Uploads a Wasm component as plugin `name`; the server validates,
+    /// stores and compiles it.
+    pub async fn add_plugin(
+        &self,
+        name: &str,
+        component: Bytes,
+    ) -> Result<PluginInfo, ClientError> {
+        let request = Request::AddPlugin {
+            name: name.to_owned(),
+            component,
+        };
+        match self.call(&request).await? {
+            Response::Admin(AdminResponse::Plugin(info)) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a control-plane request (plugins, processors, state).
+    pub async fn admin(&self, request: AdminRequest) -> Result<AdminResponse, ClientError> {
+        match self.call(&Request::Admin(request)).await? {
+            Response::Admin(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Closes the connection politely.
     pub async fn close(&self) {
         if let Some(connection) = self.inner.connection.lock().await.take() {
@@ -428,6 +454,7 @@ fn unexpected(response: &Response) -> ClientError {
         Response::PutResults(_) => "PutResults",
         Response::Records(_) => "Records",
         Response::Checkpoint(_) => "Checkpoint",
+        Response::Admin(_) => "Admin",
         Response::Error { .. } => "Error",
     };
     ClientError::Protocol(format!("unexpected {kind} response for this request"))

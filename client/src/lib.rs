@@ -24,6 +24,7 @@ mod producer;
 
 pub use connection::{Client, ClientConfig, Subscription};
 pub use producer::{Ack, Producer, ProducerConfig};
+pub use weir_proto::admin;
 pub use weir_proto::{
     ErrorCode, Position, ProducerStamp, PutRecord, PutResult, Record, RecordBatch, Retention,
     ShardDescription, StreamDescription,

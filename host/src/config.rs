@@ -107,6 +107,46 @@ impl Limits {
     }
 }
 
+/// Limits and defaults for plugins and processors.
+#[derive(Debug, Clone)]
+pub struct ProcessingConfig {
+    /// Size of an uploaded component.
+    pub plugin_bytes_max: usize,
+    /// Default fuel a processor may burn per second (its token bucket's rate).
+    pub processor_fuel_per_sec: u64,
+    /// Default fuel one call may burn before it is stopped.
+    pub processor_fuel_per_batch_max: u64,
+    /// Default linear-memory limit of one plugin instance.
+    pub plugin_memory_bytes_max: u64,
+    /// Wall-clock limit of one call (an epoch deadline).
+    pub plugin_call_timeout_ms: u64,
+    /// Records per call.
+    pub processor_batch_records_max: usize,
+    /// Record bytes per call.
+    pub processor_batch_bytes_max: usize,
+    /// An idle shard's plugin gets a `tick` this often (for time windows).
+    pub processor_idle_tick_ms: u64,
+    pub state_key_bytes_max: usize,
+    pub state_value_bytes_max: usize,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        Self {
+            plugin_bytes_max: 16 * 1024 * 1024,
+            processor_fuel_per_sec: 2_000_000_000,
+            processor_fuel_per_batch_max: 500_000_000,
+            plugin_memory_bytes_max: 64 * 1024 * 1024,
+            plugin_call_timeout_ms: 2_000,
+            processor_batch_records_max: 1_000,
+            processor_batch_bytes_max: 4 * 1024 * 1024,
+            processor_idle_tick_ms: 1_000,
+            state_key_bytes_max: 1024,
+            state_value_bytes_max: 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -117,6 +157,7 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     pub storage: StorageConfig,
     pub limits: Limits,
+    pub processing: ProcessingConfig,
 }
 
 impl ServerConfig {
@@ -130,6 +171,7 @@ impl ServerConfig {
             tls_key: None,
             storage: StorageConfig::default(),
             limits: Limits::default(),
+            processing: ProcessingConfig::default(),
         }
     }
 }

@@ -8,12 +8,16 @@
 //!   retention. The only module that imports fjall.
 //! - [`service`]: request handling and validation, transport-agnostic.
 //! - [`transport`]: the QUIC endpoint; the only module that imports quinn.
+//! - [`plugin`]: the Wasm runtime (wasmtime); the only module that imports it.
+//! - [`processor`]: processors: one in-order worker per source shard.
 //! - [`tls`]: certificates (self-signed on first start) and rustls setup.
 //! - [`server`]: wires the above together; start and graceful shutdown.
 //! - [`cli`]: the `weir` command (serve, stream, put, get, tail, bench, demo).
 
 pub mod cli;
 pub mod config;
+pub mod plugin;
+pub mod processor;
 pub mod server;
 pub mod service;
 pub mod storage;

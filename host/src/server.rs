@@ -9,6 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
+use crate::plugin::{PluginError, PluginRuntime};
+use crate::processor::Processors;
 use crate::service::Service;
 use crate::storage::{Storage, StorageError};
 use crate::transport::{self, TransportError};
@@ -19,6 +21,8 @@ pub enum ServerError {
     Storage { dir: PathBuf, source: StorageError },
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("starting the plugin runtime: {0}")]
+    Plugins(PluginError),
     #[error("creating data directory {dir}: {source}")]
     DataDir {
         dir: PathBuf,
@@ -31,6 +35,7 @@ pub struct Server {
     cert_path: PathBuf,
     generated_cert: bool,
     storage: Arc<Storage>,
+    processors: Arc<Processors>,
     shutdown: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
 }
@@ -77,7 +82,21 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let service = Arc::new(Service::new(storage.clone(), config.limits));
+        let runtime =
+            Arc::new(PluginRuntime::new(dir.join("compiled")).map_err(ServerError::Plugins)?);
+        let processors = Processors::start(
+            storage.clone(),
+            runtime,
+            config.processing.clone(),
+            &config.limits,
+        )
+        .await
+        .map_err(|e| ServerError::Plugins(PluginError::Host(e.to_string())))?;
+        let service = Arc::new(Service::new(
+            storage.clone(),
+            processors.clone(),
+            config.limits,
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept_loop = tokio::spawn(transport::serve(endpoint, service, shutdown_rx));
         Ok(Self {
@@ -85,6 +104,7 @@ impl Server {
             cert_path,
             generated_cert,
             storage,
+            processors,
             shutdown,
             accept_loop,
         })
@@ -112,6 +132,7 @@ impl Server {
     pub async fn shutdown(self) -> Result<(), StorageError> {
         let _ = self.shutdown.send(true);
         let _ = self.accept_loop.await;
+        self.processors.shutdown().await;
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || storage.shutdown())
             .await

@@ -25,6 +25,9 @@ pub enum DecodeError {
     /// A string field was not valid UTF-8.
     #[error("{field} is not valid UTF-8")]
     InvalidUtf8 { field: &'static str },
+    /// A JSON body did not parse as the expected message.
+    #[error("{field} is not valid: {reason}")]
+    InvalidJson { field: &'static str, reason: String },
     /// The body had bytes left over after the last field.
     #[error("{count} unexpected trailing bytes after the message")]
     TrailingBytes { count: usize },
@@ -108,6 +111,18 @@ error_codes! {
     RequestTimeout = 34, retryable = false;
     /// A producer retried a batch older than the server's dedup window.
     StaleProducerBatch = 24, retryable = false;
+    /// No plugin with that name exists.
+    PluginNotFound = 60, retryable = false;
+    /// The uploaded bytes are not a usable plugin; the message says why.
+    InvalidPlugin = 61, retryable = false;
+    /// A plugin or processor with that name already exists.
+    AlreadyExists = 62, retryable = false;
+    /// The plugin is used by a processor and cannot be removed.
+    PluginInUse = 63, retryable = false;
+    /// No processor with that name exists.
+    ProcessorNotFound = 64, retryable = false;
+    /// The plugin's init rejected the processor's config; the message is the plugin's.
+    InvalidConfig = 65, retryable = false;
     /// The storage layer failed; the request may be retried.
     StorageFailure = 40, retryable = true;
     /// The server is shutting down; retry against it once it is back.

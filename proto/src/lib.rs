@@ -7,9 +7,14 @@
 //! - [`message`]: [`Request`] and [`Response`] and their encodings.
 //! - [`error`]: [`DecodeError`] for bad bytes, [`ErrorCode`] for the wire.
 //! - [`routing`]: how the 128-bit hash-key space is split into shards.
+//! - [`admin`]: control-plane messages (plugins, processors, state), JSON.
+//! - [`batch`]: the record-batch encoding that crosses the Wasm plugin
+//!   boundary, shared by the host and the guest SDK.
 //!
 //! The full layout is documented in `docs/PROTOCOL.md`.
 
+pub mod admin;
+pub mod batch;
 pub mod error;
 pub mod frame;
 pub mod message;

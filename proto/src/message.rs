@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::admin::{AdminRequest, AdminResponse};
 use crate::frame::{Frame, encode_frame};
 use crate::wire::{Reader, put_blob, put_option, put_string};
 use crate::{DecodeError, ErrorCode};
@@ -183,6 +184,13 @@ pub enum Request {
         stream: String,
         shard: u32,
     },
+    /// Uploads a Wasm component as plugin `name`.
+    AddPlugin {
+        name: String,
+        component: Bytes,
+    },
+    /// A control-plane request, JSON-encoded.
+    Admin(AdminRequest),
 }
 
 /// A response frame.
@@ -194,6 +202,7 @@ pub enum Response {
     PutResults(Vec<PutResult>),
     Records(RecordBatch),
     Checkpoint(Option<u64>),
+    Admin(AdminResponse),
     Error { code: ErrorCode, message: String },
 }
 
@@ -207,6 +216,8 @@ mod kind {
     pub const SUBSCRIBE: u8 = 0x21;
     pub const COMMIT_CHECKPOINT: u8 = 0x30;
     pub const GET_CHECKPOINT: u8 = 0x31;
+    pub const ADD_PLUGIN: u8 = 0x40;
+    pub const ADMIN: u8 = 0x41;
 
     pub const OK: u8 = 0x80;
     pub const STREAMS: u8 = 0x81;
@@ -214,6 +225,7 @@ mod kind {
     pub const PUT_RESULTS: u8 = 0x90;
     pub const RECORDS: u8 = 0xA0;
     pub const CHECKPOINT: u8 = 0xB0;
+    pub const ADMIN_RESPONSE: u8 = 0xC0;
     pub const ERROR: u8 = 0xFF;
 }
 
@@ -231,6 +243,25 @@ fn read_retention(r: &mut Reader) -> Result<Retention, DecodeError> {
     Ok(Retention {
         age_ms: r.option("retention age", |r| r.u64("retention age"))?,
         bytes: r.option("retention bytes", |r| r.u64("retention bytes"))?,
+    })
+}
+
+/// A JSON document as the rest of the frame body.
+fn put_json<T: serde::Serialize>(buf: &mut BytesMut, value: &T) {
+    // Serializing plain data structures to a Vec cannot fail.
+    if let Ok(json) = serde_json::to_vec(value) {
+        buf.put_slice(&json);
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    r: &mut Reader,
+    field: &'static str,
+) -> Result<T, DecodeError> {
+    let body = r.rest();
+    serde_json::from_slice(&body).map_err(|e| DecodeError::InvalidJson {
+        field,
+        reason: e.to_string(),
     })
 }
 
@@ -327,6 +358,11 @@ impl Request {
                 put_string(b, stream);
                 b.put_u32_le(*shard);
             }),
+            Self::AddPlugin { name, component } => encode_frame(buf, kind::ADD_PLUGIN, |b| {
+                put_string(b, name);
+                put_blob(b, component);
+            }),
+            Self::Admin(request) => encode_frame(buf, kind::ADMIN, |b| put_json(b, request)),
         }
     }
 
@@ -392,6 +428,11 @@ impl Request {
                 stream: r.string("stream name")?,
                 shard: r.u32("shard")?,
             },
+            kind::ADD_PLUGIN => Self::AddPlugin {
+                name: r.string("plugin name")?,
+                component: r.blob("component")?,
+            },
+            kind::ADMIN => Self::Admin(read_json(&mut r, "admin request")?),
             kind => return Err(DecodeError::UnknownKind { kind }),
         };
         r.finish()?;
@@ -461,6 +502,9 @@ impl Response {
             Self::Checkpoint(sequence) => encode_frame(buf, kind::CHECKPOINT, |b| {
                 put_option(b, *sequence, |b, v| b.put_u64_le(v));
             }),
+            Self::Admin(response) => {
+                encode_frame(buf, kind::ADMIN_RESPONSE, |b| put_json(b, response))
+            }
             Self::Error { code, message } => encode_frame(buf, kind::ERROR, |b| {
                 b.put_u16_le(*code as u16);
                 put_string(b, message);
@@ -541,6 +585,7 @@ impl Response {
                 })
             }
             kind::CHECKPOINT => Self::Checkpoint(r.option("checkpoint", |r| r.u64("checkpoint"))?),
+            kind::ADMIN_RESPONSE => Self::Admin(read_json(&mut r, "admin response")?),
             kind::ERROR => Self::Error {
                 code: ErrorCode::from_u16(r.u16("error code")?),
                 message: r.string("error message")?,

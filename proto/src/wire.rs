@@ -99,6 +99,11 @@ impl Reader {
         Ok(count)
     }
 
+    /// Everything not yet read.
+    pub(crate) fn rest(&mut self) -> Bytes {
+        self.body.split_off(0)
+    }
+
     /// Every byte of a body must be accounted for: trailing bytes mean the
     /// peer and we disagree about the layout.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod parse;
+mod plugins;
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -42,6 +43,15 @@ enum Command {
     Get(GetArgs),
     /// Follow every shard of a stream live.
     Tail(TailArgs),
+    /// Upload, list, describe and remove Wasm plugins.
+    #[command(subcommand)]
+    Plugin(plugins::PluginCommand),
+    /// Attach plugins to streams; pause, resume, describe, remove.
+    #[command(subcommand)]
+    Processor(plugins::ProcessorCommand),
+    /// Query a processor's aggregate state.
+    #[command(subcommand)]
+    State(plugins::StateCommand),
     /// Measure ingest and read throughput against an embedded server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -224,6 +234,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Put(args) => put(args).await,
         Command::Get(args) => get(args).await,
         Command::Tail(args) => tail(args).await,
+        Command::Plugin(command) => plugins::plugin(command).await,
+        Command::Processor(command) => plugins::processor(command).await,
+        Command::State(command) => plugins::state(command).await,
         Command::Bench(command) => bench::run(command).await,
     }
 }

@@ -5,6 +5,7 @@
 //! sizes and positions are checked against [`Limits`], and every failure is
 //! a typed [`RequestError`] that the transport turns into an error frame.
 
+mod admin;
 mod checkpoint;
 mod put;
 mod read;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use weir_proto::{ErrorCode, Request, Response};
 
 use crate::config::Limits;
+use crate::processor::Processors;
 use crate::storage::{Storage, StorageError};
 
 pub use put::hash_key;
@@ -72,15 +74,20 @@ impl From<StorageError> for RequestError {
     }
 }
 
-/// Shared by every connection: the store and the limits.
+/// Shared by every connection: the store, the processors and the limits.
 pub struct Service {
     pub storage: Arc<Storage>,
+    pub processors: Arc<Processors>,
     pub limits: Limits,
 }
 
 impl Service {
-    pub fn new(storage: Arc<Storage>, limits: Limits) -> Self {
-        Self { storage, limits }
+    pub fn new(storage: Arc<Storage>, processors: Arc<Processors>, limits: Limits) -> Self {
+        Self {
+            storage,
+            processors,
+            limits,
+        }
     }
 
     pub async fn handle(self: &Arc<Self>, request: Request) -> Reply {
@@ -125,6 +132,10 @@ impl Service {
                 stream,
                 shard,
             } => checkpoint::get(self, &consumer, &stream, shard).await,
+            Request::AddPlugin { name, component } => {
+                admin::add_plugin(self, &name, &component).await
+            }
+            Request::Admin(request) => admin::handle(self, request).await,
         };
         Reply::Response(result.unwrap_or_else(Response::from))
     }

@@ -20,6 +20,19 @@ pub const META_KEYSPACE: &str = "meta";
 pub const PRODUCERS_KEYSPACE: &str = "producers";
 pub const CHECKPOINTS_KEYSPACE: &str = "checkpoints";
 
+pub const PLUGINS_KEYSPACE: &str = "plugins";
+pub const CURSORS_KEYSPACE: &str = "cursors";
+pub const STATE_KEYSPACE: &str = "state";
+pub const FAILURES_KEYSPACE: &str = "failures";
+
+/// Scopes a processor's cursor, state and failures to one source shard.
+pub fn processor_shard_prefix(processor_id: u64, shard: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&processor_id.to_be_bytes());
+    key[8..].copy_from_slice(&shard.to_be_bytes());
+    key
+}
+
 pub fn shard_keyspace_name(stream_id: u64, shard: u32) -> String {
     format!("s{stream_id}_{shard}")
 }
@@ -199,6 +212,49 @@ impl ShardState {
             records: value.get_u64_le(),
             bytes: value.get_u64_le(),
             last_timestamp_ms: value.get_u64_le(),
+        })
+    }
+}
+
+/// A processor's progress in one source shard, committed with its outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CursorState {
+    /// The next source sequence number to process.
+    pub next_sequence: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub fuel_used: u64,
+    pub records_failed: u64,
+}
+
+impl CursorState {
+    pub fn encode(&self) -> [u8; 41] {
+        let mut buf = [0u8; 41];
+        let mut out = &mut buf[..];
+        out.put_u8(FORMAT_V1);
+        for value in [
+            self.next_sequence,
+            self.records_in,
+            self.records_out,
+            self.fuel_used,
+            self.records_failed,
+        ] {
+            out.put_u64_le(value);
+        }
+        buf
+    }
+
+    pub fn decode(mut value: &[u8]) -> Result<Self, StorageError> {
+        check_format(&mut value, "processor cursor")?;
+        if value.remaining() != 40 {
+            return Err(corrupt("processor cursor"));
+        }
+        Ok(Self {
+            next_sequence: value.get_u64_le(),
+            records_in: value.get_u64_le(),
+            records_out: value.get_u64_le(),
+            fuel_used: value.get_u64_le(),
+            records_failed: value.get_u64_le(),
         })
     }
 }

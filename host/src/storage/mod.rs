@@ -13,6 +13,7 @@
 //! record; records, dedup state and shard state change in one atomic batch.
 
 mod layout;
+mod processing;
 mod retention;
 mod writer;
 
@@ -35,6 +36,8 @@ use crate::config::{Durability, StorageConfig};
 use layout::{ShardState, StreamMeta};
 use writer::Command;
 
+pub use layout::CursorState;
+pub use processing::ProcessingCommit;
 pub use writer::{AppendOutcome, AppendRecord};
 
 /// Everything that can go wrong at the storage boundary.
@@ -155,6 +158,7 @@ pub struct Storage {
     db: Database,
     meta: Keyspace,
     checkpoints: Keyspace,
+    processing: processing::ProcessingKeyspaces,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serialises stream creation and deletion.
     admin: Mutex<()>,
@@ -184,6 +188,7 @@ impl Storage {
         let producers = db.keyspace(layout::PRODUCERS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let checkpoints =
             db.keyspace(layout::CHECKPOINTS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let processing = processing::ProcessingKeyspaces::open(&db)?;
 
         let mut streams = BTreeMap::new();
         for entry in meta.prefix(layout::STREAM_META_PREFIX) {
@@ -208,6 +213,7 @@ impl Storage {
             meta.clone(),
             producers,
             checkpoints.clone(),
+            processing.clone_handles(),
             durability,
             config.clone(),
         )
@@ -218,6 +224,7 @@ impl Storage {
             db,
             meta,
             checkpoints,
+            processing,
             streams: RwLock::new(streams),
             admin: Mutex::new(()),
             writer: writer_tx,

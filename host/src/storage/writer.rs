@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use weir_proto::ProducerStamp;
 
 use super::layout::{self, DedupEntry, DedupWindow, ShardState};
+use super::processing::{ProcessingCommit, ProcessingKeyspaces};
 use super::{Result, Shard, StorageError, Stream, now_ms};
 use crate::config::StorageConfig;
 
@@ -60,6 +61,10 @@ pub(super) enum Command {
         stream: Arc<Stream>,
         reply: oneshot::Sender<Result<()>>,
     },
+    Processing {
+        commit: ProcessingCommit,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Stop,
 }
 
@@ -69,6 +74,12 @@ impl Command {
             Self::Append(job) => job
                 .records
                 .iter()
+                .map(|r| r.data.len() + r.partition_key.len())
+                .sum(),
+            Self::Processing { commit, .. } => commit
+                .outputs
+                .iter()
+                .flat_map(|(_, records)| records)
                 .map(|r| r.data.len() + r.partition_key.len())
                 .sum(),
             _ => 0,
@@ -87,6 +98,7 @@ pub(super) struct Writer {
     meta: Keyspace,
     producers: Keyspace,
     checkpoints: Keyspace,
+    processing: ProcessingKeyspaces,
     durability: Option<PersistMode>,
     config: StorageConfig,
     /// Dedup windows read so far, keyed by (stream id, shard, producer id).
@@ -108,6 +120,7 @@ impl Writer {
         meta: Keyspace,
         producers: Keyspace,
         checkpoints: Keyspace,
+        processing: ProcessingKeyspaces,
         durability: Option<PersistMode>,
         config: StorageConfig,
     ) -> Self {
@@ -116,6 +129,7 @@ impl Writer {
             meta,
             producers,
             checkpoints,
+            processing,
             durability,
             config,
             dedup: HashMap::new(),
@@ -178,12 +192,14 @@ impl Writer {
 
     fn apply(&mut self, group: &mut Group, command: Command) {
         match command {
-            Command::Append(job) => match self.append(group, &job) {
-                Ok(outcome) => group.replies.push(Reply::Append(job.reply, outcome)),
-                Err(error) => {
-                    let _ = job.reply.send(Err(error));
+            Command::Append(job) => {
+                match self.append(group, &job.shard, job.producer, &job.records) {
+                    Ok(outcome) => group.replies.push(Reply::Append(job.reply, outcome)),
+                    Err(error) => {
+                        let _ = job.reply.send(Err(error));
+                    }
                 }
-            },
+            }
             Command::Trim {
                 shard,
                 until,
@@ -215,20 +231,31 @@ impl Writer {
                     .insert(&self.checkpoints, key, sequence.to_le_bytes());
                 group.replies.push(Reply::Unit(reply));
             }
+            Command::Processing { commit, reply } => match self.apply_processing(group, commit) {
+                Ok(()) => group.replies.push(Reply::Unit(reply)),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
             Command::DropStream { .. } | Command::Stop => unreachable!("handled by run"),
         }
     }
 
-    fn append(&mut self, group: &mut Group, job: &AppendJob) -> Result<AppendOutcome> {
-        let shard = &job.shard;
+    fn append(
+        &mut self,
+        group: &mut Group,
+        shard: &Arc<Shard>,
+        producer: Option<ProducerStamp>,
+        records: &[AppendRecord],
+    ) -> Result<AppendOutcome> {
         if shard.stream_is_deleted() {
             return Err(StorageError::StreamNotFound {
                 name: shard.stream_name.clone(),
             });
         }
-        let count = job.records.len() as u32;
+        let count = records.len() as u32;
         let window_max = self.config.producer_dedup_batches_max;
-        if let Some(stamp) = job.producer {
+        if let Some(stamp) = producer {
             let window = self.dedup_window(shard, stamp.producer_id)?;
             if let Some(entry) = window.find(stamp.batch_sequence) {
                 return Ok(AppendOutcome {
@@ -249,7 +276,7 @@ impl Writer {
         let state = Self::staged_state(&mut group.shards, shard);
         let first_sequence = state.next_sequence;
         let timestamp_ms = now_ms().max(state.last_timestamp_ms);
-        for (offset, record) in job.records.iter().enumerate() {
+        for (offset, record) in records.iter().enumerate() {
             layout::encode_record(
                 &mut group.values,
                 timestamp_ms,
@@ -268,7 +295,7 @@ impl Writer {
         state.records += u64::from(count);
         state.last_timestamp_ms = timestamp_ms;
 
-        if let Some(stamp) = job.producer {
+        if let Some(stamp) = producer {
             let entry = DedupEntry {
                 batch_sequence: stamp.batch_sequence,
                 first_sequence,
@@ -288,6 +315,43 @@ impl Writer {
             count,
             duplicate: false,
         })
+    }
+
+    /// A processor's outputs, state changes, failures and cursor, all into
+    /// the group's one batch: exactly once, whatever crashes when.
+    fn apply_processing(&mut self, group: &mut Group, commit: ProcessingCommit) -> Result<()> {
+        if let Some((deleted, _)) = commit
+            .outputs
+            .iter()
+            .find(|(shard, _)| shard.stream_is_deleted())
+        {
+            return Err(StorageError::StreamNotFound {
+                name: deleted.stream_name.clone(),
+            });
+        }
+        for (shard, records) in &commit.outputs {
+            self.append(group, shard, None, records)?;
+        }
+        let scope = layout::processor_shard_prefix(commit.processor_id, commit.shard);
+        for (key, value) in commit.state_writes {
+            let mut full_key = scope.to_vec();
+            full_key.extend_from_slice(&key);
+            match value {
+                Some(value) => group.batch.insert(&self.processing.state, full_key, value),
+                None => group.batch.remove(&self.processing.state, full_key),
+            }
+        }
+        for (sequence, reason) in commit.failures {
+            let mut key = scope.to_vec();
+            key.extend_from_slice(&sequence.to_be_bytes());
+            group
+                .batch
+                .insert(&self.processing.failures, key, reason.into_bytes());
+        }
+        group
+            .batch
+            .insert(&self.processing.cursors, scope, commit.cursor.encode());
+        Ok(())
     }
 
     fn dedup_window(&mut self, shard: &Shard, producer_id: u64) -> Result<&mut DedupWindow> {

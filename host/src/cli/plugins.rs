@@ -1,0 +1,345 @@
+//! `weir plugin`, `weir processor` and `weir state`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use weir_client::admin::{
+    AdminRequest, AdminResponse, FailurePolicy, PluginInfo, ProcessorInfo, ProcessorSettings,
+    StartPosition,
+};
+
+use super::ConnectArgs;
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Upload a Wasm component (validated, stored by SHA-256, precompiled).
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List plugins.
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show a plugin: hash, size, WIT version, processors using it.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Remove a plugin (refused while a processor uses it).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProcessorCommand {
+    /// Attach a plugin to a stream.
+    Create(CreateArgs),
+    /// List processors.
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Per shard: cursor, lag, records in/out, fuel, state size, errors.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Stop a processor's workers (its cursors stay).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Restart a paused or halted processor from its cursors.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Remove a processor, its cursors and state (its output stream stays).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    name: String,
+    #[arg(long)]
+    plugin: String,
+    /// Source stream.
+    #[arg(long)]
+    from: String,
+    /// Output stream (default NAME.out); created if missing.
+    #[arg(long)]
+    to: Option<String>,
+    /// Plugin config, repeatable: --config field=price --config op=gt.
+    #[arg(long = "config", value_parser = parse_pair)]
+    config: Vec<(String, String)>,
+    /// Fuel the processor may burn per second (throttles it).
+    #[arg(long)]
+    fuel_per_sec: Option<u64>,
+    /// Fuel one call may burn before it is stopped.
+    #[arg(long)]
+    fuel_per_batch_max: Option<u64>,
+    /// Memory limit of the plugin instance (e.g. 64MiB).
+    #[arg(long, value_parser = super::parse::bytes)]
+    memory_max: Option<u64>,
+    /// What to do with a record the plugin fails on.
+    #[arg(long, value_enum, default_value = "halt")]
+    on_error: OnError,
+    #[arg(long, value_enum, default_value = "trim-horizon")]
+    start: Start,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnError {
+    Halt,
+    Skip,
+    DeadLetter,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Start {
+    TrimHorizon,
+    Latest,
+}
+
+#[derive(Subcommand)]
+pub enum StateCommand {
+    /// A processor's state: one key, keys with --prefix, or all.
+    Get {
+        processor: String,
+        key: Option<String>,
+        #[arg(long, conflicts_with = "key")]
+        prefix: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+fn print_plugin(info: &PluginInfo) {
+    let used = if info.used_by.is_empty() {
+        "-".to_owned()
+    } else {
+        info.used_by.join(",")
+    };
+    println!(
+        "{:<24} {}  {:>9} B  {}  used by: {used}",
+        info.name, info.sha256, info.bytes, info.wit
+    );
+}
+
+fn print_processor(info: &ProcessorInfo) {
+    let settings = &info.settings;
+    println!(
+        "processor {}  plugin {}  {} -> {}{}",
+        settings.name,
+        settings.plugin,
+        settings.source,
+        settings
+            .output
+            .clone()
+            .unwrap_or_else(|| format!("{}.out", settings.name)),
+        if info.paused { "  (paused)" } else { "" }
+    );
+    if info.shards.is_empty() {
+        return;
+    }
+    println!(
+        "  fuel {}/s, {} per batch max; memory {} B; on error {:?}{}",
+        info.fuel_per_sec,
+        info.fuel_per_batch_max,
+        info.memory_bytes_max,
+        settings.on_error,
+        info.dead_letter_stream
+            .as_ref()
+            .map(|s| format!(" -> {s}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {:>5} {:<16} {:>10} {:>9} {:>9} {:>10} {:>10} {:>12} {:>9} {:>7} {:>10}",
+        "shard",
+        "status",
+        "cursor",
+        "lag",
+        "lag ms",
+        "in",
+        "out",
+        "fuel",
+        "fuel/rec",
+        "failed",
+        "state B"
+    );
+    for shard in &info.shards {
+        let per_record = shard.fuel_used.checked_div(shard.records_in).unwrap_or(0);
+        println!(
+            "  {:>5} {:<16} {:>10} {:>9} {:>9} {:>10} {:>10} {:>12} {:>9} {:>7} {:>10}",
+            shard.shard,
+            shard.status,
+            shard.cursor,
+            shard.lag_records,
+            shard.lag_ms,
+            shard.records_in,
+            shard.records_out,
+            shard.fuel_used,
+            per_record,
+            shard.records_failed,
+            shard.state_bytes
+        );
+        if let Some(error) = &shard.last_error {
+            println!("        last error: {error}");
+        }
+        if !shard.failed_sequences.is_empty() {
+            println!(
+                "        failed sequences (newest first): {:?}",
+                shard.failed_sequences
+            );
+        }
+    }
+}
+
+pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Add {
+            file,
+            name,
+            connect,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let info = connect
+                .connect()
+                .await?
+                .add_plugin(&name, bytes.into())
+                .await?;
+            print_plugin(&info);
+        }
+        PluginCommand::List { connect } => match connect
+            .connect()
+            .await?
+            .admin(AdminRequest::ListPlugins)
+            .await?
+        {
+            AdminResponse::Plugins(plugins) => plugins.iter().for_each(print_plugin),
+            other => bail!("unexpected answer {other:?}"),
+        },
+        PluginCommand::Describe { name, connect } => {
+            match connect
+                .connect()
+                .await?
+                .admin(AdminRequest::DescribePlugin { name })
+                .await?
+            {
+                AdminResponse::Plugin(info) => print_plugin(&info),
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        PluginCommand::Rm { name, connect } => {
+            connect
+                .connect()
+                .await?
+                .admin(AdminRequest::RemovePlugin { name: name.clone() })
+                .await?;
+            println!("removed plugin {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
+    let (request, connect) = match command {
+        ProcessorCommand::Create(args) => {
+            let settings = ProcessorSettings {
+                name: args.name,
+                plugin: args.plugin,
+                source: args.from,
+                output: args.to,
+                config: args.config,
+                fuel_per_sec: args.fuel_per_sec,
+                fuel_per_batch_max: args.fuel_per_batch_max,
+                memory_bytes_max: args.memory_max,
+                on_error: match args.on_error {
+                    OnError::Halt => FailurePolicy::Halt,
+                    OnError::Skip => FailurePolicy::Skip,
+                    OnError::DeadLetter => FailurePolicy::DeadLetter,
+                },
+                start: match args.start {
+                    Start::TrimHorizon => StartPosition::TrimHorizon,
+                    Start::Latest => StartPosition::Latest,
+                },
+            };
+            (
+                AdminRequest::CreateProcessor(Box::new(settings)),
+                args.connect,
+            )
+        }
+        ProcessorCommand::List { connect } => (AdminRequest::ListProcessors, connect),
+        ProcessorCommand::Describe { name, connect } => {
+            (AdminRequest::DescribeProcessor { name }, connect)
+        }
+        ProcessorCommand::Pause { name, connect } => {
+            (AdminRequest::PauseProcessor { name }, connect)
+        }
+        ProcessorCommand::Resume { name, connect } => {
+            (AdminRequest::ResumeProcessor { name }, connect)
+        }
+        ProcessorCommand::Rm { name, connect } => (AdminRequest::DeleteProcessor { name }, connect),
+    };
+    match connect.connect().await?.admin(request).await? {
+        AdminResponse::Processor(info) => print_processor(&info),
+        AdminResponse::Processors(list) => list.iter().for_each(print_processor),
+        AdminResponse::Done => println!("done"),
+        other => bail!("unexpected answer {other:?}"),
+    }
+    Ok(())
+}
+
+pub async fn state(command: StateCommand) -> anyhow::Result<()> {
+    let StateCommand::Get {
+        processor,
+        key,
+        prefix,
+        limit,
+        connect,
+    } = command;
+    let request = AdminRequest::GetState {
+        processor,
+        key,
+        prefix,
+        limit,
+    };
+    match connect.connect().await?.admin(request).await? {
+        AdminResponse::State(entries) => {
+            for entry in entries {
+                let value = entry.value_hex.unwrap_or(entry.value);
+                println!("shard={} {} = {value}", entry.shard, entry.key);
+            }
+        }
+        other => bail!("unexpected answer {other:?}"),
+    }
+    Ok(())
+}

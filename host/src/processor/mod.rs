@@ -1,0 +1,664 @@
+//! Processors: a plugin attached to a source stream, run by one in-order
+//! worker per source shard ([`worker`]). This module keeps the registry of
+//! plugins and processors and starts, pauses and stops workers.
+
+mod fuel;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use weir_proto::admin::{
+    FailurePolicy, PluginInfo, ProcessorInfo, ProcessorSettings, ShardProgress, StartPosition,
+    StateEntry,
+};
+use weir_proto::{Position, Retention};
+
+use crate::config::{Limits, ProcessingConfig};
+use crate::plugin::{InstanceLimits, LoadedPlugin, PluginError, PluginRuntime, sha256_hex};
+use crate::storage::{Storage, StorageError, now_ms};
+use worker::{Progress, Worker};
+
+/// Everything that can go wrong managing plugins and processors.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// No plugin has this name.
+    #[error("no plugin named {name:?}")]
+    PluginNotFound { name: String },
+    /// A different component is already stored under this plugin name.
+    #[error(
+        "a different plugin named {name:?} exists (sha256 {sha256}); remove it first or pick another name"
+    )]
+    PluginExists { name: String, sha256: String },
+    /// Processors use the plugin.
+    #[error("plugin {name:?} is used by processor(s) {processors}; remove them first")]
+    PluginInUse { name: String, processors: String },
+    /// No processor has this name.
+    #[error("no processor named {name:?}")]
+    NotFound { name: String },
+    /// A processor with this name exists.
+    #[error("a processor named {name:?} already exists")]
+    Exists { name: String },
+    /// A setting is invalid; the message says which.
+    #[error("{0}")]
+    InvalidSettings(String),
+    /// The plugin's init rejected the config.
+    #[error("the plugin rejected the config: {0}")]
+    InvalidConfig(String),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A stored plugin: its metadata (the component is stored separately).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PluginRecord {
+    name: String,
+    sha256: String,
+    bytes: u64,
+    wit: String,
+    created_ms: u64,
+}
+
+/// A stored processor definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Definition {
+    id: u64,
+    settings: ProcessorSettings,
+    plugin_sha256: String,
+    output: String,
+    dead_letter_stream: Option<String>,
+    fuel_per_sec: u64,
+    fuel_per_batch_max: u64,
+    memory_bytes_max: u64,
+    paused: bool,
+}
+
+struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    progress: Arc<Mutex<Progress>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Running {
+    definition: Definition,
+    workers: Vec<WorkerHandle>,
+}
+
+pub struct Processors {
+    storage: Arc<Storage>,
+    runtime: Arc<PluginRuntime>,
+    config: ProcessingConfig,
+    record_bytes_max: usize,
+    stream_shards_max: u32,
+    running: tokio::sync::Mutex<BTreeMap<String, Running>>,
+}
+
+fn validate_name(kind: &str, name: &str) -> Result<(), ProcessorError> {
+    crate::service::validate_name(kind, name, weir_proto::ErrorCode::InvalidArgument)
+        .map_err(|e| ProcessorError::InvalidSettings(e.message))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, ProcessorError> {
+    serde_json::from_slice(bytes)
+        .map_err(|_| ProcessorError::Storage(StorageError::Corrupt { what }))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Processors {
+    /// Loads every processor definition and starts the workers of those not
+    /// paused, each from its committed cursor.
+    pub async fn start(
+        storage: Arc<Storage>,
+        runtime: Arc<PluginRuntime>,
+        config: ProcessingConfig,
+        limits: &Limits,
+    ) -> Result<Arc<Self>, ProcessorError> {
+        let processors = Arc::new(Self {
+            storage,
+            runtime,
+            config,
+            record_bytes_max: limits.record_bytes_max,
+            stream_shards_max: limits.stream_shards_max,
+            running: tokio::sync::Mutex::new(BTreeMap::new()),
+        });
+        let definitions = processors.storage.processor_definitions()?;
+        let mut running = processors.running.lock().await;
+        for bytes in definitions {
+            let definition: Definition = decode(&bytes, "processor definition")?;
+            let workers = if definition.paused {
+                Vec::new()
+            } else {
+                match processors.spawn_workers(&definition) {
+                    Ok(workers) => workers,
+                    Err(error) => {
+                        tracing::error!(processor = %definition.settings.name, %error, "processor not started");
+                        Vec::new()
+                    }
+                }
+            };
+            running.insert(
+                definition.settings.name.clone(),
+                Running {
+                    definition,
+                    workers,
+                },
+            );
+        }
+        drop(running);
+        Ok(processors)
+    }
+
+    /// Stops every worker (each finishes or abandons its current batch; only
+    /// committed progress counts).
+    pub async fn shutdown(&self) {
+        let mut running = self.running.lock().await;
+        for processor in running.values_mut() {
+            stop_workers(std::mem::take(&mut processor.workers)).await;
+        }
+    }
+
+    fn plugin_record(&self, name: &str) -> Result<PluginRecord, ProcessorError> {
+        let bytes =
+            self.storage
+                .plugin_info(name)?
+                .ok_or_else(|| ProcessorError::PluginNotFound {
+                    name: name.to_owned(),
+                })?;
+        decode(&bytes, "plugin metadata")
+    }
+
+    fn plugin_info(&self, record: PluginRecord, running: &BTreeMap<String, Running>) -> PluginInfo {
+        let used_by = running
+            .values()
+            .filter(|r| r.definition.settings.plugin == record.name)
+            .map(|r| r.definition.settings.name.clone())
+            .collect();
+        PluginInfo {
+            name: record.name,
+            sha256: record.sha256,
+            bytes: record.bytes,
+            wit: record.wit,
+            created_ms: record.created_ms,
+            used_by,
+        }
+    }
+
+    /// Validates, stores (content-addressed) and precompiles a component.
+    /// Adding the same component under the same name again is a no-op.
+    pub async fn add_plugin(
+        &self,
+        name: &str,
+        component: &[u8],
+    ) -> Result<PluginInfo, ProcessorError> {
+        validate_name("plugin", name)?;
+        let sha256 = sha256_hex(component);
+        let running = self.running.lock().await;
+        if let Ok(existing) = self.plugin_record(name) {
+            if existing.sha256 == sha256 {
+                return Ok(self.plugin_info(existing, &running));
+            }
+            return Err(ProcessorError::PluginExists {
+                name: name.to_owned(),
+                sha256: existing.sha256,
+            });
+        }
+        let (_, wit) = self
+            .runtime
+            .validate(component, self.config.plugin_bytes_max)?;
+        self.runtime.cache(&sha256, component);
+        let record = PluginRecord {
+            name: name.to_owned(),
+            sha256: sha256.clone(),
+            bytes: component.len() as u64,
+            wit,
+            created_ms: now_ms(),
+        };
+        self.storage
+            .put_plugin(name, &encode(&record), &sha256, component)?;
+        tracing::info!(plugin = name, %sha256, bytes = component.len(), "plugin added");
+        Ok(self.plugin_info(record, &running))
+    }
+
+    pub async fn list_plugins(&self) -> Result<Vec<PluginInfo>, ProcessorError> {
+        let running = self.running.lock().await;
+        self.storage
+            .plugin_infos()?
+            .iter()
+            .map(|bytes| Ok(self.plugin_info(decode(bytes, "plugin metadata")?, &running)))
+            .collect()
+    }
+
+    pub async fn describe_plugin(&self, name: &str) -> Result<PluginInfo, ProcessorError> {
+        let running = self.running.lock().await;
+        Ok(self.plugin_info(self.plugin_record(name)?, &running))
+    }
+
+    pub async fn remove_plugin(&self, name: &str) -> Result<(), ProcessorError> {
+        let running = self.running.lock().await;
+        let info = self.plugin_info(self.plugin_record(name)?, &running);
+        if !info.used_by.is_empty() {
+            return Err(ProcessorError::PluginInUse {
+                name: name.to_owned(),
+                processors: info.used_by.join(", "),
+            });
+        }
+        let shared = self
+            .list_plugin_records()?
+            .iter()
+            .any(|other| other.name != name && other.sha256 == info.sha256);
+        self.storage.remove_plugin(name, &info.sha256, shared)?;
+        tracing::info!(plugin = name, "plugin removed");
+        Ok(())
+    }
+
+    fn list_plugin_records(&self) -> Result<Vec<PluginRecord>, ProcessorError> {
+        self.storage
+            .plugin_infos()?
+            .iter()
+            .map(|bytes| decode(bytes, "plugin metadata"))
+            .collect()
+    }
+
+    fn load_plugin(&self, sha256: &str) -> Result<LoadedPlugin, ProcessorError> {
+        let storage = &self.storage;
+        Ok(self.runtime.load(sha256, || {
+            storage
+                .plugin_component(sha256)
+                .map_err(|e| PluginError::Host(e.to_string()))?
+                .ok_or_else(|| {
+                    PluginError::Host(format!("component {sha256} is missing from storage"))
+                })
+        })?)
+    }
+
+    fn instance_limits(&self, definition: &Definition) -> InstanceLimits {
+        InstanceLimits {
+            fuel_per_call_max: definition.fuel_per_batch_max,
+            memory_bytes_max: definition.memory_bytes_max,
+            call_timeout_ms: self.config.plugin_call_timeout_ms,
+            state_key_bytes_max: self.config.state_key_bytes_max,
+            state_value_bytes_max: self.config.state_value_bytes_max,
+        }
+    }
+
+    /// Creates a processor: checks the settings, runs the plugin's `init`
+    /// on the config (its error is the user's answer), creates the output
+    /// and dead-letter streams if missing, and starts the workers.
+    pub async fn create(
+        &self,
+        settings: ProcessorSettings,
+    ) -> Result<ProcessorInfo, ProcessorError> {
+        validate_name("processor", &settings.name)?;
+        let mut running = self.running.lock().await;
+        if running.contains_key(&settings.name) {
+            return Err(ProcessorError::Exists {
+                name: settings.name,
+            });
+        }
+        let plugin = self.plugin_record(&settings.plugin)?;
+        let source = self.storage.stream(&settings.source)?;
+        let output = settings
+            .output
+            .clone()
+            .unwrap_or_else(|| format!("{}.out", settings.name));
+        validate_name("output stream", &output)?;
+        if output == settings.source {
+            return Err(ProcessorError::InvalidSettings(
+                "a processor cannot write to its own source stream".into(),
+            ));
+        }
+        let mut definition = Definition {
+            id: 0,
+            plugin_sha256: plugin.sha256.clone(),
+            output: output.clone(),
+            dead_letter_stream: (settings.on_error == FailurePolicy::DeadLetter)
+                .then(|| format!("{}.dead-letter", settings.name)),
+            fuel_per_sec: settings
+                .fuel_per_sec
+                .unwrap_or(self.config.processor_fuel_per_sec),
+            fuel_per_batch_max: settings
+                .fuel_per_batch_max
+                .unwrap_or(self.config.processor_fuel_per_batch_max),
+            memory_bytes_max: settings
+                .memory_bytes_max
+                .unwrap_or(self.config.plugin_memory_bytes_max),
+            paused: false,
+            settings,
+        };
+        if definition.fuel_per_sec == 0 || definition.fuel_per_batch_max == 0 {
+            return Err(ProcessorError::InvalidSettings(
+                "fuel-per-sec and fuel-per-batch-max must be greater than zero".into(),
+            ));
+        }
+
+        // The plugin's init is the judge of the config.
+        let loaded = self.load_plugin(&plugin.sha256)?;
+        let mut instance = self.runtime.instantiate(
+            &loaded,
+            self.instance_limits(&definition),
+            &definition.settings.name,
+        )?;
+        instance
+            .init(&definition.settings.config)
+            .map_err(|error| match error {
+                PluginError::InitRejected(message) => ProcessorError::InvalidConfig(message),
+                other => ProcessorError::Plugin(other),
+            })?;
+
+        let shard_count = source.shards.len() as u32;
+        self.ensure_stream(&output, shard_count)?;
+        if let Some(dead_letter) = &definition.dead_letter_stream {
+            self.ensure_stream(dead_letter, 1)?;
+        }
+        definition.id = self.storage.next_id("processor")?;
+        self.storage
+            .put_processor(&definition.settings.name, &encode(&definition))?;
+        let workers = self.spawn_workers(&definition)?;
+        tracing::info!(processor = %definition.settings.name, plugin = %definition.settings.plugin, source = %definition.settings.source, %output, "processor created");
+        let info = self.info(&definition, &workers, true)?;
+        running.insert(
+            definition.settings.name.clone(),
+            Running {
+                definition,
+                workers,
+            },
+        );
+        Ok(info)
+    }
+
+    fn ensure_stream(&self, name: &str, shards: u32) -> Result<(), ProcessorError> {
+        match self.storage.create_stream(
+            name,
+            shards.min(self.stream_shards_max),
+            Retention::default(),
+        ) {
+            Ok(()) | Err(StorageError::StreamExists { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn spawn_workers(&self, definition: &Definition) -> Result<Vec<WorkerHandle>, ProcessorError> {
+        let source = self.storage.stream(&definition.settings.source)?;
+        let output = self.storage.stream(&definition.output)?;
+        let dead_letter = definition
+            .dead_letter_stream
+            .as_deref()
+            .map(|name| self.storage.stream(name))
+            .transpose()?;
+        let loaded = self.load_plugin(&definition.plugin_sha256)?;
+        let mut workers = Vec::with_capacity(source.shards.len());
+        for shard in &source.shards {
+            let start = match self.storage.cursor(definition.id, shard.index)? {
+                Some(cursor) => cursor,
+                None => {
+                    let position = match definition.settings.start {
+                        StartPosition::TrimHorizon => Position::TrimHorizon,
+                        StartPosition::Latest => Position::Latest,
+                    };
+                    crate::storage::CursorState {
+                        next_sequence: self.storage.resolve(shard, position)?,
+                        ..Default::default()
+                    }
+                }
+            };
+            let progress = Arc::new(Mutex::new(Progress::new("running")));
+            let (stop, stop_rx) = watch::channel(false);
+            let worker = Worker {
+                storage: self.storage.clone(),
+                runtime: self.runtime.clone(),
+                plugin: loaded.clone(),
+                processor: definition.settings.name.clone(),
+                processor_id: definition.id,
+                config: definition.settings.config.clone(),
+                on_error: definition.settings.on_error,
+                source: shard.clone(),
+                output: output.clone(),
+                dead_letter: dead_letter.clone(),
+                limits: self.instance_limits(definition),
+                fuel_per_sec: definition.fuel_per_sec,
+                processing: self.config.clone(),
+                record_bytes_max: self.record_bytes_max,
+                cursor: start,
+                progress: progress.clone(),
+            };
+            let task = tokio::spawn(worker.run(stop_rx));
+            workers.push(WorkerHandle {
+                stop,
+                progress,
+                task,
+            });
+        }
+        Ok(workers)
+    }
+
+    async fn with_processor<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&Self, &mut Running) -> Result<T, ProcessorError>,
+    ) -> Result<T, ProcessorError> {
+        let mut running = self.running.lock().await;
+        let processor = running
+            .get_mut(name)
+            .ok_or_else(|| ProcessorError::NotFound {
+                name: name.to_owned(),
+            })?;
+        change(self, processor)
+    }
+
+    pub async fn pause(&self, name: &str) -> Result<(), ProcessorError> {
+        let workers = self
+            .with_processor(name, |this, processor| {
+                processor.definition.paused = true;
+                this.storage
+                    .put_processor(name, &encode(&processor.definition))?;
+                Ok(std::mem::take(&mut processor.workers))
+            })
+            .await?;
+        stop_workers(workers).await;
+        tracing::info!(processor = name, "processor paused");
+        Ok(())
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<(), ProcessorError> {
+        // A halted worker resumes too: it retries from its cursor.
+        let workers = self
+            .with_processor(name, |_, processor| {
+                processor.definition.paused = false;
+                Ok(std::mem::take(&mut processor.workers))
+            })
+            .await?;
+        stop_workers(workers).await;
+        self.with_processor(name, |this, processor| {
+            this.storage
+                .put_processor(name, &encode(&processor.definition))?;
+            processor.workers = this.spawn_workers(&processor.definition)?;
+            Ok(())
+        })
+        .await?;
+        tracing::info!(processor = name, "processor resumed");
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), ProcessorError> {
+        let removed =
+            self.running
+                .lock()
+                .await
+                .remove(name)
+                .ok_or_else(|| ProcessorError::NotFound {
+                    name: name.to_owned(),
+                })?;
+        stop_workers(removed.workers).await;
+        self.storage.remove_processor(name, removed.definition.id)?;
+        tracing::info!(
+            processor = name,
+            "processor removed (its output stream is kept)"
+        );
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<ProcessorInfo>, ProcessorError> {
+        let running = self.running.lock().await;
+        running
+            .values()
+            .map(|r| self.info(&r.definition, &r.workers, false))
+            .collect()
+    }
+
+    pub async fn describe(&self, name: &str) -> Result<ProcessorInfo, ProcessorError> {
+        let running = self.running.lock().await;
+        let processor = running.get(name).ok_or_else(|| ProcessorError::NotFound {
+            name: name.to_owned(),
+        })?;
+        self.info(&processor.definition, &processor.workers, true)
+    }
+
+    fn info(
+        &self,
+        definition: &Definition,
+        workers: &[WorkerHandle],
+        with_shards: bool,
+    ) -> Result<ProcessorInfo, ProcessorError> {
+        let mut shards = Vec::new();
+        if with_shards {
+            let source = self.storage.stream(&definition.settings.source)?;
+            for shard in &source.shards {
+                let cursor = self
+                    .storage
+                    .cursor(definition.id, shard.index)?
+                    .unwrap_or_default();
+                let progress = workers
+                    .get(shard.index as usize)
+                    .map(|w| w.progress.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                let status = match (&progress, definition.paused) {
+                    (_, true) => "paused".to_owned(),
+                    (Some(progress), false) => progress.status.to_owned(),
+                    (None, false) => "stopped".to_owned(),
+                };
+                let (state_keys, state_bytes) =
+                    self.storage.state_size(definition.id, shard.index)?;
+                let (lag_records, lag_ms) = self.lag(shard, cursor.next_sequence)?;
+                shards.push(ShardProgress {
+                    shard: shard.index,
+                    status,
+                    cursor: cursor.next_sequence,
+                    lag_records,
+                    lag_ms,
+                    records_in: cursor.records_in,
+                    records_out: cursor.records_out,
+                    fuel_used: cursor.fuel_used,
+                    records_failed: cursor.records_failed,
+                    state_keys,
+                    state_bytes,
+                    last_error: progress.and_then(|p| p.last_error),
+                    failed_sequences: self.storage.recent_failures(
+                        definition.id,
+                        shard.index,
+                        10,
+                    )?,
+                });
+            }
+        }
+        Ok(ProcessorInfo {
+            settings: definition.settings.clone(),
+            plugin_sha256: definition.plugin_sha256.clone(),
+            paused: definition.paused,
+            dead_letter_stream: definition.dead_letter_stream.clone(),
+            fuel_per_sec: definition.fuel_per_sec,
+            fuel_per_batch_max: definition.fuel_per_batch_max,
+            memory_bytes_max: definition.memory_bytes_max,
+            shards,
+        })
+    }
+
+    /// Records and milliseconds between the cursor and the shard's tip.
+    fn lag(
+        &self,
+        shard: &crate::storage::Shard,
+        cursor: u64,
+    ) -> Result<(u64, u64), ProcessorError> {
+        let batch = match self.storage.read(shard, cursor, 1, usize::MAX) {
+            Ok(batch) => batch,
+            Err(StorageError::PositionTrimmed { .. }) => return Ok((0, 0)),
+            Err(error) => return Err(error.into()),
+        };
+        let behind = batch.records.len() as u64 + batch.records_behind_tip;
+        let lag_ms = batch
+            .records
+            .first()
+            .map_or(0, |oldest| now_ms().saturating_sub(oldest.timestamp_ms));
+        Ok((behind, lag_ms))
+    }
+
+    /// A processor's state: `key` in every shard, or every key starting with
+    /// `prefix` (all keys if neither), at most `limit` entries.
+    pub async fn state(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        prefix: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StateEntry>, ProcessorError> {
+        let (id, source) = {
+            let running = self.running.lock().await;
+            let processor = running.get(name).ok_or_else(|| ProcessorError::NotFound {
+                name: name.to_owned(),
+            })?;
+            (
+                processor.definition.id,
+                processor.definition.settings.source.clone(),
+            )
+        };
+        let source = self.storage.stream(&source)?;
+        let mut entries = Vec::new();
+        for shard in &source.shards {
+            let found = match key {
+                Some(key) => self
+                    .storage
+                    .state_get(id, shard.index, key.as_bytes())?
+                    .map(|value| vec![(key.as_bytes().to_vec(), value)])
+                    .unwrap_or_default(),
+                None => self.storage.state_scan(
+                    id,
+                    shard.index,
+                    prefix.unwrap_or_default().as_bytes(),
+                    limit.saturating_sub(entries.len()),
+                )?,
+            };
+            for (key, value) in found {
+                let text = std::str::from_utf8(&value).ok();
+                entries.push(StateEntry {
+                    shard: shard.index,
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    value: String::from_utf8_lossy(&value).into_owned(),
+                    value_hex: text
+                        .is_none()
+                        .then(|| value.iter().map(|b| format!("{b:02x}")).collect()),
+                });
+            }
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+}
+
+async fn stop_workers(workers: Vec<WorkerHandle>) {
+    for worker in &workers {
+        let _ = worker.stop.send(true);
+    }
+    for worker in workers {
+        let _ = worker.task.await;
+    }
+}

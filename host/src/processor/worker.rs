@@ -1,0 +1,585 @@
+//! One processor worker: reads one source shard in sequence order, calls
+//! the plugin with batches, and commits outputs, state and cursor together.
+//!
+//! The happy path is one call per batch. When a batch fails in any way (a
+//! trap, fuel or time running out, the memory limit, an error returned for
+//! the batch or for some records, an oversized or malformed output), the
+//! batch is replayed one record per call to find the records at fault, and
+//! the failure policy applies to each of those alone: `halt` stops the
+//! worker at that record (committing the records before it), `skip` records
+//! its sequence number, `dead-letter` writes it to the dead-letter stream.
+//! Input is never lost: the cursor only moves past a record in the same
+//! atomic commit as its outputs, its failure record or its dead letter.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use weir_proto::admin::FailurePolicy;
+use weir_proto::batch::{BatchRecord, InputWriter, NO_INPUT, OutputEntry, OutputReader};
+use weir_proto::routing::shard_for_hash_key;
+use weir_proto::{Record, defaults};
+
+use super::fuel::FuelBucket;
+use crate::config::ProcessingConfig;
+use crate::plugin::{
+    InstanceLimits, LoadedPlugin, PluginError, PluginInstance, PluginRuntime, StateBacking,
+};
+use crate::storage::{
+    AppendRecord, CursorState, ProcessingCommit, Shard, Storage, StorageError, Stream, now_ms,
+};
+
+/// What `processor describe` shows about a worker besides its cursor.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub status: &'static str,
+    pub last_error: Option<String>,
+}
+
+impl Progress {
+    pub fn new(status: &'static str) -> Self {
+        Self {
+            status,
+            last_error: None,
+        }
+    }
+}
+
+pub(super) struct Worker {
+    pub storage: Arc<Storage>,
+    pub runtime: Arc<PluginRuntime>,
+    pub plugin: LoadedPlugin,
+    pub processor: String,
+    pub processor_id: u64,
+    pub config: Vec<(String, String)>,
+    pub on_error: FailurePolicy,
+    pub source: Arc<Shard>,
+    pub output: Arc<Stream>,
+    pub dead_letter: Option<Arc<Stream>>,
+    pub limits: InstanceLimits,
+    pub fuel_per_sec: u64,
+    pub processing: ProcessingConfig,
+    pub record_bytes_max: usize,
+    pub cursor: CursorState,
+    pub progress: Arc<Mutex<Progress>>,
+}
+
+/// Committed state reads for the worker's (processor, shard).
+struct StorageState {
+    storage: Arc<Storage>,
+    processor_id: u64,
+    shard: u32,
+}
+
+impl StateBacking for StorageState {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.storage.state_get(self.processor_id, self.shard, key) {
+            Ok(value) => value,
+            Err(error) => {
+                tracing::error!(%error, "state read failed; the plugin sees the key as absent");
+                None
+            }
+        }
+    }
+}
+
+/// Outputs of records processed so far in this step, not yet committed.
+#[derive(Default)]
+struct Pending {
+    outputs: Vec<(String, Vec<u8>)>,
+    failures: Vec<(u64, String)>,
+    dead_letters: Vec<(String, Vec<u8>)>,
+    records_in: u64,
+    fuel_used: u64,
+}
+
+/// A failure of one call, with the instance's fate.
+struct CallFailure {
+    reason: String,
+}
+
+enum Step {
+    Continue,
+    Halt(String),
+}
+
+type Outcome<T> = Result<T, CallFailure>;
+
+impl Worker {
+    fn set_status(&self, status: &'static str, error: Option<String>) {
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        progress.status = status;
+        if error.is_some() {
+            progress.last_error = error;
+        }
+    }
+
+    fn new_instance(&self) -> Result<PluginInstance, PluginError> {
+        let mut instance = self
+            .runtime
+            .instantiate(&self.plugin, self.limits, &self.processor)?;
+        instance.set_state_backing(Box::new(StorageState {
+            storage: self.storage.clone(),
+            processor_id: self.processor_id,
+            shard: self.source.index,
+        }));
+        instance.init(&self.config)?;
+        Ok(instance)
+    }
+
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut instance: Option<PluginInstance> = None;
+        let mut bucket = FuelBucket::new(self.fuel_per_sec);
+        let mut tip = self.source.watch_tip();
+        let idle_tick = Duration::from_millis(self.processing.processor_idle_tick_ms);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            tip.borrow_and_update();
+            let records = match self.read_batch().await {
+                Ok(records) => records,
+                Err(error) => {
+                    self.set_status("retrying", Some(format!("reading the source: {error}")));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+
+            let wait = bucket.wait_time();
+            if !wait.is_zero() {
+                self.set_status("waiting for fuel", None);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+
+            if records.is_empty() {
+                self.set_status("running", None);
+                tokio::select! {
+                    _ = tip.changed() => {}
+                    () = tokio::time::sleep(idle_tick) => {
+                        let (back, fuel) = self.tick(instance.take()).await;
+                        instance = back;
+                        bucket.spend(fuel);
+                    }
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+
+            self.set_status("running", None);
+            let (back, step, fuel) = self.step(instance.take(), records).await;
+            instance = back;
+            bucket.spend(fuel);
+            if let Step::Halt(reason) = step {
+                tracing::error!(processor = %self.processor, shard = self.source.index, %reason, "processor halted");
+                self.set_status("halted", Some(reason));
+                // Stay halted (and visible) until resumed, paused or removed.
+                let _ = stop.wait_for(|stop| *stop).await;
+                return;
+            }
+        }
+    }
+
+    async fn read_batch(&mut self) -> Result<Vec<Record>, StorageError> {
+        let storage = self.storage.clone();
+        let shard = self.source.clone();
+        let start = self.cursor.next_sequence;
+        let limit = self.processing.processor_batch_records_max;
+        let bytes_max = self.processing.processor_batch_bytes_max;
+        let read =
+            tokio::task::spawn_blocking(move || storage.read(&shard, start, limit, bytes_max))
+                .await
+                .map_err(|_| StorageError::WriterStopped)?;
+        match read {
+            Ok(batch) => Ok(batch.records),
+            Err(StorageError::PositionTrimmed { first_sequence, .. }) => {
+                // Retention removed records before they were processed: say
+                // so loudly, and go on from what is left.
+                let lost = first_sequence - start;
+                tracing::warn!(processor = %self.processor, shard = self.source.index, lost, "retention removed unprocessed records");
+                self.set_status(
+                    "running",
+                    Some(format!(
+                        "retention removed {lost} records before they were processed"
+                    )),
+                );
+                self.cursor.next_sequence = first_sequence;
+                Ok(Vec::new())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Calls the plugin on a blocking thread (it may run for up to its
+    /// deadline) and hands the instance back.
+    async fn call<T: Send + 'static>(
+        &self,
+        instance: Option<PluginInstance>,
+        pending_state: Option<crate::plugin::instance::StateWrites>,
+        call: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError> + Send + 'static,
+    ) -> (Option<PluginInstance>, Result<T, PluginError>) {
+        let fresh = instance.is_none();
+        let created = match instance {
+            Some(instance) => Ok(instance),
+            None => self.new_instance(),
+        };
+        let mut instance = match created {
+            Ok(instance) => instance,
+            Err(error) => return (None, Err(error)),
+        };
+        if let (true, Some(writes)) = (fresh, pending_state) {
+            instance.restore_state_writes(writes);
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = call(&mut instance);
+            (instance, result)
+        })
+        .await;
+        match joined {
+            Ok((instance, Ok(value))) => (Some(instance), Ok(value)),
+            Ok((instance, Err(error))) => {
+                // After a trap wasmtime refuses further calls: replace it.
+                let keep = !error.poisons_instance();
+                (keep.then_some(instance), Err(error))
+            }
+            Err(join) => (
+                None,
+                Err(PluginError::Host(format!("plugin call panicked: {join}"))),
+            ),
+        }
+    }
+
+    /// Checks a call's output and sorts it into the step's pending outputs.
+    fn accept_output(
+        &self,
+        output: &[u8],
+        inputs: &[Record],
+        pending: &mut Pending,
+    ) -> Outcome<()> {
+        let mut accepted = Vec::new();
+        for entry in OutputReader::new(output) {
+            match entry.map_err(|e| CallFailure {
+                reason: format!("malformed plugin output: {e}"),
+            })? {
+                OutputEntry::Error {
+                    input_index,
+                    message,
+                } => {
+                    let sequence = inputs.get(input_index as usize).map_or(0, |r| r.sequence);
+                    return Err(CallFailure {
+                        reason: format!("record {sequence}: {message}"),
+                    });
+                }
+                OutputEntry::Emit {
+                    input_index,
+                    partition_key,
+                    data,
+                } => {
+                    let input = inputs.get(input_index as usize);
+                    if input.is_none() && input_index != NO_INPUT {
+                        return Err(CallFailure {
+                            reason: format!(
+                                "output names input {input_index}, but the batch has {}",
+                                inputs.len()
+                            ),
+                        });
+                    }
+                    let key = match (partition_key, input) {
+                        (Some(key), _) => key.to_owned(),
+                        (None, Some(input)) => input.partition_key.clone(),
+                        (None, None) => self.processor.clone(),
+                    };
+                    let key_chars = key.chars().count();
+                    if key_chars == 0 || key_chars > defaults::PARTITION_KEY_CHARS_MAX {
+                        return Err(CallFailure {
+                            reason: format!(
+                                "output partition key has {key_chars} characters (1 to 256 allowed)"
+                            ),
+                        });
+                    }
+                    if data.len() > self.record_bytes_max {
+                        return Err(CallFailure {
+                            reason: format!(
+                                "oversized output: {} bytes, over record_bytes_max ({} bytes)",
+                                data.len(),
+                                self.record_bytes_max
+                            ),
+                        });
+                    }
+                    accepted.push((key, data.to_vec()));
+                }
+            }
+        }
+        pending.outputs.extend(accepted);
+        Ok(())
+    }
+
+    /// Processes one batch: one call if it succeeds, else record by record.
+    async fn step(
+        &mut self,
+        instance: Option<PluginInstance>,
+        records: Vec<Record>,
+    ) -> (Option<PluginInstance>, Step, u64) {
+        let input = encode_batch(&records);
+        let fuel_max = self.limits.fuel_per_call_max;
+        let (mut instance, result) = self
+            .call(instance, None, move |i| i.process(&input, fuel_max))
+            .await;
+        let mut pending = Pending::default();
+        let mut fuel = 0;
+        let whole = match result {
+            Ok(outcome) => {
+                fuel += outcome.fuel_used;
+                self.accept_output(&outcome.output, &records, &mut pending)
+            }
+            Err(error) => Err(CallFailure {
+                reason: error.to_string(),
+            }),
+        };
+        match whole {
+            Ok(()) => {
+                pending.records_in = records.len() as u64;
+                pending.fuel_used = fuel;
+                let next = records
+                    .last()
+                    .map_or(self.cursor.next_sequence, |r| r.sequence + 1);
+                let state = instance
+                    .as_mut()
+                    .map(PluginInstance::take_state_writes)
+                    .unwrap_or_default();
+                let step = self.commit(pending, state, next).await;
+                (instance, step, fuel)
+            }
+            Err(failure) => {
+                tracing::debug!(processor = %self.processor, reason = %failure.reason, "batch failed; retrying record by record");
+                if let Some(instance) = instance.as_mut() {
+                    instance.discard_state_writes();
+                }
+                let (instance, step, more_fuel) = self.isolate(instance, records, fuel).await;
+                (instance, step, more_fuel)
+            }
+        }
+    }
+
+    /// Replays a failed batch one record per call and applies the failure
+    /// policy to the records that fail alone.
+    async fn isolate(
+        &mut self,
+        mut instance: Option<PluginInstance>,
+        records: Vec<Record>,
+        fuel_so_far: u64,
+    ) -> (Option<PluginInstance>, Step, u64) {
+        let mut pending = Pending {
+            fuel_used: fuel_so_far,
+            ..Pending::default()
+        };
+        let mut state = crate::plugin::instance::StateWrites::new();
+        for record in &records {
+            let input = encode_batch(std::slice::from_ref(record));
+            let fuel_max = self.limits.fuel_per_call_max;
+            // Writes of earlier records survive an instance replacement.
+            if let Some(live) = instance.as_mut() {
+                state.extend(live.take_state_writes());
+            }
+            let carried = state.clone();
+            let (back, result) = self
+                .call(instance, Some(carried), move |i| {
+                    i.process(&input, fuel_max)
+                })
+                .await;
+            instance = back;
+            let outcome = match result {
+                Ok(outcome) => {
+                    pending.fuel_used += outcome.fuel_used;
+                    self.accept_output(&outcome.output, std::slice::from_ref(record), &mut pending)
+                }
+                Err(error) => Err(CallFailure {
+                    reason: error.to_string(),
+                }),
+            };
+            match outcome {
+                Ok(()) => {
+                    pending.records_in += 1;
+                    if let Some(live) = instance.as_mut() {
+                        state.extend(live.take_state_writes());
+                    }
+                }
+                Err(failure) => {
+                    if let Some(live) = instance.as_mut() {
+                        live.discard_state_writes();
+                    }
+                    let reason = format!("record {}: {}", record.sequence, failure.reason);
+                    tracing::warn!(processor = %self.processor, shard = self.source.index, policy = ?self.on_error, %reason, "record failed");
+                    match self.on_error {
+                        FailurePolicy::Halt => {
+                            let fuel = pending.fuel_used;
+                            let step = match self.commit(pending, state, record.sequence).await {
+                                Step::Continue => Step::Halt(reason),
+                                halted => halted,
+                            };
+                            return (instance, step, fuel);
+                        }
+                        FailurePolicy::Skip => {
+                            pending.records_in += 1;
+                            pending.failures.push((record.sequence, reason));
+                        }
+                        FailurePolicy::DeadLetter => {
+                            pending.records_in += 1;
+                            pending.dead_letters.push((
+                                record.partition_key.clone(),
+                                self.dead_letter_body(record, &reason),
+                            ));
+                            pending.failures.push((record.sequence, reason));
+                        }
+                    }
+                    self.set_status(
+                        "running",
+                        Some(
+                            pending
+                                .failures
+                                .last()
+                                .map(|f| f.1.clone())
+                                .unwrap_or_default(),
+                        ),
+                    );
+                }
+            }
+        }
+        let next = records
+            .last()
+            .map_or(self.cursor.next_sequence, |r| r.sequence + 1);
+        let fuel = pending.fuel_used;
+        let step = self.commit(pending, state, next).await;
+        (instance, step, fuel)
+    }
+
+    fn dead_letter_body(&self, record: &Record, reason: &str) -> Vec<u8> {
+        let data = match std::str::from_utf8(&record.data) {
+            Ok(text) => serde_json::json!({ "data": text }),
+            Err(_) => serde_json::json!({
+                "data_hex": record.data.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            }),
+        };
+        let mut body = serde_json::json!({
+            "processor": self.processor,
+            "source_stream": self.source.stream_name,
+            "shard": self.source.index,
+            "sequence": record.sequence,
+            "timestamp_ms": record.timestamp_ms,
+            "partition_key": record.partition_key,
+            "error": reason,
+        });
+        if let (Some(body), serde_json::Value::Object(data)) = (body.as_object_mut(), data) {
+            body.extend(data);
+        }
+        body.to_string().into_bytes()
+    }
+
+    /// Gives an idle shard's plugin the clock, committing whatever it emits
+    /// or changes (the cursor does not move).
+    async fn tick(&mut self, instance: Option<PluginInstance>) -> (Option<PluginInstance>, u64) {
+        let now = now_ms();
+        let fuel_max = self.limits.fuel_per_call_max;
+        let (mut instance, result) = self
+            .call(instance, None, move |i| i.tick(now, fuel_max))
+            .await;
+        let mut pending = Pending::default();
+        let fuel = match result {
+            Ok(outcome) => {
+                if let Err(failure) = self.accept_output(&outcome.output, &[], &mut pending) {
+                    self.set_status("running", Some(format!("tick: {}", failure.reason)));
+                    pending = Pending::default();
+                }
+                outcome.fuel_used
+            }
+            Err(error) => {
+                self.set_status("running", Some(format!("tick: {error}")));
+                0
+            }
+        };
+        let state = instance
+            .as_mut()
+            .map(PluginInstance::take_state_writes)
+            .unwrap_or_default();
+        if !pending.outputs.is_empty() || !state.is_empty() {
+            pending.fuel_used = fuel;
+            if let Step::Halt(reason) = self.commit(pending, state, self.cursor.next_sequence).await
+            {
+                self.set_status("running", Some(reason));
+            }
+        }
+        (instance, fuel)
+    }
+
+    /// Commits a step: outputs, dead letters, failures, state and the
+    /// cursor, in one atomic write. Only then does the cursor move.
+    async fn commit(
+        &mut self,
+        pending: Pending,
+        state: crate::plugin::instance::StateWrites,
+        next: u64,
+    ) -> Step {
+        let mut cursor = self.cursor;
+        cursor.next_sequence = next;
+        cursor.records_in += pending.records_in;
+        cursor.records_out += pending.outputs.len() as u64;
+        cursor.fuel_used += pending.fuel_used;
+        cursor.records_failed += pending.failures.len() as u64;
+
+        let mut outputs = route(&self.output, pending.outputs);
+        if let Some(dead_letter) = &self.dead_letter {
+            outputs.extend(route(dead_letter, pending.dead_letters));
+        }
+        let commit = ProcessingCommit {
+            processor_id: self.processor_id,
+            shard: self.source.index,
+            outputs,
+            state_writes: state.into_iter().collect(),
+            failures: pending.failures,
+            cursor,
+        };
+        match self.storage.commit_processing(commit).await {
+            Ok(()) => {
+                self.cursor = cursor;
+                Step::Continue
+            }
+            Err(error) => Step::Halt(format!("commit failed: {error}")),
+        }
+    }
+}
+
+fn encode_batch(records: &[Record]) -> Vec<u8> {
+    let mut writer = InputWriter::new();
+    for record in records {
+        writer.push(&BatchRecord {
+            sequence: record.sequence,
+            timestamp_ms: record.timestamp_ms,
+            partition_key: &record.partition_key,
+            data: &record.data,
+        });
+    }
+    writer.finish()
+}
+
+/// Groups records by the shard of `stream` their partition key routes to.
+fn route(stream: &Stream, records: Vec<(String, Vec<u8>)>) -> Vec<(Arc<Shard>, Vec<AppendRecord>)> {
+    let shard_count = stream.shards.len() as u32;
+    let mut per_shard: Vec<Vec<AppendRecord>> = vec![Vec::new(); stream.shards.len()];
+    for (partition_key, data) in records {
+        let shard = shard_for_hash_key(crate::service::hash_key(&partition_key), shard_count);
+        per_shard[shard as usize].push(AppendRecord {
+            partition_key,
+            data: data.into(),
+        });
+    }
+    stream
+        .shards
+        .iter()
+        .zip(per_shard)
+        .filter(|(_, records)| !records.is_empty())
+        .map(|(shard, records)| (shard.clone(), records))
+        .collect()
+}

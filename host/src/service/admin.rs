@@ -1,0 +1,104 @@
+//! AddPlugin and the control-plane requests: plugins, processors, state.
+
+use std::sync::Arc;
+
+use weir_proto::admin::{AdminRequest, AdminResponse};
+use weir_proto::{ErrorCode, Response};
+
+use super::{RequestError, Service};
+use crate::plugin::PluginError;
+use crate::processor::ProcessorError;
+
+/// State entries one `GetState` may return.
+const STATE_ENTRIES_MAX: u32 = 10_000;
+
+impl From<ProcessorError> for RequestError {
+    fn from(error: ProcessorError) -> Self {
+        let code = match &error {
+            ProcessorError::PluginNotFound { .. } => ErrorCode::PluginNotFound,
+            ProcessorError::PluginExists { .. } | ProcessorError::Exists { .. } => {
+                ErrorCode::AlreadyExists
+            }
+            ProcessorError::PluginInUse { .. } => ErrorCode::PluginInUse,
+            ProcessorError::NotFound { .. } => ErrorCode::ProcessorNotFound,
+            ProcessorError::InvalidSettings(_) => ErrorCode::InvalidArgument,
+            ProcessorError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            ProcessorError::Plugin(PluginError::Host(_)) => ErrorCode::Internal,
+            ProcessorError::Plugin(PluginError::InitRejected(_)) => ErrorCode::InvalidConfig,
+            ProcessorError::Plugin(_) => ErrorCode::InvalidPlugin,
+            ProcessorError::Storage(storage) => return storage_error(storage),
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
+fn storage_error(error: &crate::storage::StorageError) -> RequestError {
+    // StorageError is not Clone; map by rendering through the shared mapping.
+    let code = match error {
+        crate::storage::StorageError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
+        crate::storage::StorageError::StreamExists { .. } => ErrorCode::StreamExists,
+        crate::storage::StorageError::ShardNotFound { .. } => ErrorCode::ShardNotFound,
+        crate::storage::StorageError::WriterStopped => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageFailure,
+    };
+    RequestError::new(code, error.to_string())
+}
+
+pub async fn add_plugin(
+    service: &Arc<Service>,
+    name: &str,
+    component: &[u8],
+) -> Result<Response, RequestError> {
+    let info = service.processors.add_plugin(name, component).await?;
+    Ok(Response::Admin(AdminResponse::Plugin(info)))
+}
+
+pub async fn handle(
+    service: &Arc<Service>,
+    request: AdminRequest,
+) -> Result<Response, RequestError> {
+    let processors = &service.processors;
+    let response = match request {
+        AdminRequest::ListPlugins => AdminResponse::Plugins(processors.list_plugins().await?),
+        AdminRequest::DescribePlugin { name } => {
+            AdminResponse::Plugin(processors.describe_plugin(&name).await?)
+        }
+        AdminRequest::RemovePlugin { name } => {
+            processors.remove_plugin(&name).await?;
+            AdminResponse::Done
+        }
+        AdminRequest::CreateProcessor(settings) => {
+            AdminResponse::Processor(Box::new(processors.create(*settings).await?))
+        }
+        AdminRequest::ListProcessors => AdminResponse::Processors(processors.list().await?),
+        AdminRequest::DescribeProcessor { name } => {
+            AdminResponse::Processor(Box::new(processors.describe(&name).await?))
+        }
+        AdminRequest::PauseProcessor { name } => {
+            processors.pause(&name).await?;
+            AdminResponse::Done
+        }
+        AdminRequest::ResumeProcessor { name } => {
+            processors.resume(&name).await?;
+            AdminResponse::Done
+        }
+        AdminRequest::DeleteProcessor { name } => {
+            processors.delete(&name).await?;
+            AdminResponse::Done
+        }
+        AdminRequest::GetState {
+            processor,
+            key,
+            prefix,
+            limit,
+        } => {
+            let limit = limit.clamp(1, STATE_ENTRIES_MAX) as usize;
+            AdminResponse::State(
+                processors
+                    .state(&processor, key.as_deref(), prefix.as_deref(), limit)
+                    .await?,
+            )
+        }
+    };
+    Ok(Response::Admin(response))
+}

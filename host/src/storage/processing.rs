@@ -1,0 +1,234 @@
+//! What processors and plugins keep in storage: plugin components and
+//! metadata, processor definitions, and per (processor, shard) cursors,
+//! state and failure records.
+//!
+//! Definitions are opaque bytes here (the plugin and processor modules
+//! choose their encoding); the cursor, state writes, failures and outputs
+//! of a batch are committed together by the writer ([`ProcessingCommit`]).
+
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::layout::{self, CursorState};
+use super::writer::Command;
+use super::{AppendRecord, Result, Shard, Storage, StorageError};
+
+pub(super) struct ProcessingKeyspaces {
+    pub plugins: Keyspace,
+    pub cursors: Keyspace,
+    pub state: Keyspace,
+    pub failures: Keyspace,
+}
+
+impl ProcessingKeyspaces {
+    pub fn open(db: &Database) -> Result<Self> {
+        Ok(Self {
+            plugins: db.keyspace(layout::PLUGINS_KEYSPACE, KeyspaceCreateOptions::default)?,
+            cursors: db.keyspace(layout::CURSORS_KEYSPACE, KeyspaceCreateOptions::default)?,
+            state: db.keyspace(layout::STATE_KEYSPACE, KeyspaceCreateOptions::default)?,
+            failures: db.keyspace(layout::FAILURES_KEYSPACE, KeyspaceCreateOptions::default)?,
+        })
+    }
+
+    pub fn clone_handles(&self) -> Self {
+        Self {
+            plugins: self.plugins.clone(),
+            cursors: self.cursors.clone(),
+            state: self.state.clone(),
+            failures: self.failures.clone(),
+        }
+    }
+}
+
+/// One processor step in one shard: everything it changed, committed in one
+/// atomic batch (and one group commit) with the new cursor.
+pub struct ProcessingCommit {
+    pub processor_id: u64,
+    pub shard: u32,
+    /// Records for the output stream, grouped by output shard.
+    pub outputs: Vec<(Arc<Shard>, Vec<AppendRecord>)>,
+    /// State keys (without the processor/shard scope) and their new values;
+    /// `None` removes the key.
+    pub state_writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Source sequence numbers skipped or dead-lettered, with the reason.
+    pub failures: Vec<(u64, String)>,
+    pub cursor: CursorState,
+}
+
+fn meta_key(kind: &str, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
+impl Storage {
+    /// Commits a processor step atomically, durably, with the group.
+    pub async fn commit_processing(&self, commit: ProcessingCommit) -> Result<()> {
+        self.send(|reply| Command::Processing { commit, reply })
+            .await
+    }
+
+    pub fn cursor(&self, processor_id: u64, shard: u32) -> Result<Option<CursorState>> {
+        let key = layout::processor_shard_prefix(processor_id, shard);
+        self.processing
+            .cursors
+            .get(key)?
+            .map(|value| CursorState::decode(&value))
+            .transpose()
+    }
+
+    pub fn state_get(&self, processor_id: u64, shard: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut full_key = layout::processor_shard_prefix(processor_id, shard).to_vec();
+        full_key.extend_from_slice(key);
+        Ok(self.processing.state.get(full_key)?.map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` state entries of one shard whose keys start with `prefix`.
+    pub fn state_scan(
+        &self,
+        processor_id: u64,
+        shard: u32,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let scope = layout::processor_shard_prefix(processor_id, shard);
+        let mut full_prefix = scope.to_vec();
+        full_prefix.extend_from_slice(prefix);
+        let mut entries = Vec::new();
+        for entry in self.processing.state.prefix(full_prefix).take(limit) {
+            let (key, value) = entry.into_inner()?;
+            entries.push((key[scope.len()..].to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Number of keys and bytes (keys + values) of one shard's state.
+    pub fn state_size(&self, processor_id: u64, shard: u32) -> Result<(u64, u64)> {
+        let scope = layout::processor_shard_prefix(processor_id, shard);
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        for entry in self.processing.state.prefix(scope) {
+            let (key, value) = entry.into_inner()?;
+            keys += 1;
+            bytes += (key.len() - scope.len() + value.len()) as u64;
+        }
+        Ok((keys, bytes))
+    }
+
+    /// The most recent `limit` failed (skipped or dead-lettered) sequence
+    /// numbers of one shard, newest first.
+    pub fn recent_failures(&self, processor_id: u64, shard: u32, limit: usize) -> Result<Vec<u64>> {
+        let scope = layout::processor_shard_prefix(processor_id, shard);
+        let mut sequences = Vec::new();
+        for entry in self.processing.failures.prefix(scope).rev().take(limit) {
+            let key = entry.key()?;
+            let sequence = key[scope.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    what: "failure key",
+                })?;
+            sequences.push(sequence);
+        }
+        Ok(sequences)
+    }
+
+    /// The next value of a persistent id counter.
+    pub fn next_id(&self, counter: &str) -> Result<u64> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!("counter/{counter}");
+        let next = match self.meta.get(&key)? {
+            Some(value) => u64::from_le_bytes(
+                value[..]
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt { what: "id counter" })?,
+            ),
+            None => 1,
+        };
+        self.meta.insert(&key, (next + 1).to_le_bytes())?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(next)
+    }
+
+    /// Stores a plugin's metadata and component (content-addressed).
+    pub fn put_plugin(
+        &self,
+        name: &str,
+        info: &[u8],
+        sha256: &str,
+        component: &[u8],
+    ) -> Result<()> {
+        let plugins = &self.processing.plugins;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(plugins, meta_key("blob", sha256), component);
+        batch.insert(plugins, meta_key("plugin", name), info);
+        batch.commit()?;
+        Ok(())
+    }
+
+    pub fn plugin_info(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .processing
+            .plugins
+            .get(meta_key("plugin", name))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn plugin_infos(&self) -> Result<Vec<Vec<u8>>> {
+        self.processing
+            .plugins
+            .prefix("plugin/")
+            .map(|entry| Ok(entry.value()?.to_vec()))
+            .collect()
+    }
+
+    pub fn plugin_component(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .processing
+            .plugins
+            .get(meta_key("blob", sha256))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Removes a plugin's name; its component goes too unless another name
+    /// shares it.
+    pub fn remove_plugin(&self, name: &str, sha256: &str, component_shared: bool) -> Result<()> {
+        let plugins = &self.processing.plugins;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(plugins, meta_key("plugin", name));
+        if !component_shared {
+            batch.remove(plugins, meta_key("blob", sha256));
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    pub fn put_processor(&self, name: &str, definition: &[u8]) -> Result<()> {
+        self.meta.insert(meta_key("processor", name), definition)?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    pub fn processor_definitions(&self) -> Result<Vec<Vec<u8>>> {
+        self.meta
+            .prefix("processor/")
+            .map(|entry| Ok(entry.value()?.to_vec()))
+            .collect()
+    }
+
+    /// Removes a processor's definition, cursors, state and failure records.
+    pub fn remove_processor(&self, name: &str, processor_id: u64) -> Result<()> {
+        let scope = processor_id.to_be_bytes();
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(&self.meta, meta_key("processor", name));
+        for keyspace in [
+            &self.processing.cursors,
+            &self.processing.state,
+            &self.processing.failures,
+        ] {
+            for entry in keyspace.prefix(scope) {
+                batch.remove(keyspace, entry.key()?);
+            }
+        }
+        batch.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Control-plane messages for plugins, processors and state. They are rare
+//! and small, so their bodies are JSON (one `AdminRequest` or
+//! `AdminResponse` per frame); the data path stays binary. Uploading a
+//! plugin is the exception: `Request::AddPlugin` carries the component as a
+//! blob.
+
+use serde::{Deserialize, Serialize};
+
+/// What to do with a record whose processing failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Stop the processor's worker at that record and report why.
+    #[default]
+    Halt,
+    /// Record the sequence number as skipped and go on.
+    Skip,
+    /// Write the record and the reason to the dead-letter stream and go on.
+    DeadLetter,
+}
+
+/// Where a new processor starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartPosition {
+    #[default]
+    TrimHorizon,
+    Latest,
+}
+
+/// Everything `weir processor create` sets. `None` limits take the
+/// server's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProcessorSettings {
+    pub name: String,
+    pub plugin: String,
+    pub source: String,
+    /// Output stream; created (with the source's shard count) if missing.
+    pub output: Option<String>,
+    pub config: Vec<(String, String)>,
+    pub fuel_per_sec: Option<u64>,
+    pub fuel_per_batch_max: Option<u64>,
+    pub memory_bytes_max: Option<u64>,
+    pub on_error: FailurePolicy,
+    pub start: StartPosition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    ListPlugins,
+    DescribePlugin {
+        name: String,
+    },
+    RemovePlugin {
+        name: String,
+    },
+    CreateProcessor(Box<ProcessorSettings>),
+    ListProcessors,
+    DescribeProcessor {
+        name: String,
+    },
+    PauseProcessor {
+        name: String,
+    },
+    ResumeProcessor {
+        name: String,
+    },
+    DeleteProcessor {
+        name: String,
+    },
+    /// A processor's state: one key (in every shard), or every key with a
+    /// prefix, up to `limit` entries.
+    GetState {
+        processor: String,
+        key: Option<String>,
+        prefix: Option<String>,
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    pub bytes: u64,
+    /// The WIT package the component was built against.
+    pub wit: String,
+    pub created_ms: u64,
+    /// Processors using it (a plugin in use cannot be removed).
+    pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardProgress {
+    pub shard: u32,
+    /// `running`, `paused`, `waiting for fuel`, `halted`, `stopped`.
+    pub status: String,
+    /// Next source sequence number to process.
+    pub cursor: u64,
+    pub lag_records: u64,
+    pub lag_ms: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub fuel_used: u64,
+    pub records_failed: u64,
+    pub state_keys: u64,
+    pub state_bytes: u64,
+    pub last_error: Option<String>,
+    /// Most recent skipped or dead-lettered sequence numbers.
+    pub failed_sequences: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorInfo {
+    pub settings: ProcessorSettings,
+    pub plugin_sha256: String,
+    pub paused: bool,
+    pub dead_letter_stream: Option<String>,
+    pub fuel_per_sec: u64,
+    pub fuel_per_batch_max: u64,
+    pub memory_bytes_max: u64,
+    /// Empty in `ListProcessors` answers.
+    pub shards: Vec<ShardProgress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateEntry {
+    pub shard: u32,
+    pub key: String,
+    /// The value as UTF-8 (lossy for binary values).
+    pub value: String,
+    /// The value in hex when it is not valid UTF-8.
+    pub value_hex: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
+pub enum AdminResponse {
+    Done,
+    Plugin(PluginInfo),
+    Plugins(Vec<PluginInfo>),
+    Processor(Box<ProcessorInfo>),
+    Processors(Vec<ProcessorInfo>),
+    State(Vec<StateEntry>),
+}
