@@ -10,7 +10,7 @@
 //! | filter-map | [`FilterMap`] | [`export_filter_map!`] | zero or one record |
 //! | flat-map, aggregate | [`Processor`] | [`export_processor!`] | any number of records, [`state`], [`Processor::tick`] |
 //!
-//! ```ignore
+//! ```text
 //! use weir_plugin::{Config, Filter, Record};
 //!
 //! struct NonEmpty;

@@ -40,6 +40,12 @@ impl FuelBucket {
         }
     }
 
+    /// Fuel available now (zero while in debt).
+    pub fn available(&mut self) -> u64 {
+        self.refill(Instant::now());
+        self.balance.max(0.0) as u64
+    }
+
     pub fn spend(&mut self, fuel: u64) {
         self.refill(Instant::now());
         self.balance -= fuel as f64;

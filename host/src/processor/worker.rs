@@ -137,15 +137,6 @@ impl Worker {
                 return;
             }
             tip.borrow_and_update();
-            let records = match self.read_batch().await {
-                Ok(records) => records,
-                Err(error) => {
-                    self.set_status("retrying", Some(format!("reading the source: {error}")));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-
             let wait = bucket.wait_time();
             if !wait.is_zero() {
                 self.set_status("waiting for fuel", None);
@@ -154,6 +145,15 @@ impl Worker {
                     _ = stop.changed() => return,
                 }
             }
+            let limit = self.batch_limit(bucket.available());
+            let records = match self.read_batch(limit).await {
+                Ok(records) => records,
+                Err(error) => {
+                    self.set_status("retrying", Some(format!("reading the source: {error}")));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
 
             if records.is_empty() {
                 self.set_status("running", None);
@@ -183,11 +183,24 @@ impl Worker {
         }
     }
 
-    async fn read_batch(&mut self) -> Result<Vec<Record>, StorageError> {
+    /// Records to take in the next call: as many as the available fuel
+    /// pays for at the fuel per record seen so far (a few to start with),
+    /// so the fuel rate throttles smoothly rather than batch by batch.
+    fn batch_limit(&self, fuel_available: u64) -> usize {
+        const CALIBRATION_RECORDS: usize = 16;
+        let batch_max = self.processing.processor_batch_records_max.max(1);
+        match self.cursor.fuel_used.checked_div(self.cursor.records_in) {
+            Some(per_record) if per_record > 0 => usize::try_from(fuel_available / per_record)
+                .unwrap_or(usize::MAX)
+                .clamp(1, batch_max),
+            _ => CALIBRATION_RECORDS.min(batch_max),
+        }
+    }
+
+    async fn read_batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError> {
         let storage = self.storage.clone();
         let shard = self.source.clone();
         let start = self.cursor.next_sequence;
-        let limit = self.processing.processor_batch_records_max;
         let bytes_max = self.processing.processor_batch_bytes_max;
         let read =
             tokio::task::spawn_blocking(move || storage.read(&shard, start, limit, bytes_max))

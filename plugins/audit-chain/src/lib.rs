@@ -28,7 +28,10 @@ impl Map for AuditChain {
 
     fn map(&mut self, record: &Record<'_>) -> Result<Vec<u8>, String> {
         let previous = state::get(HEAD_KEY).unwrap_or_else(|| vec![0; 32]);
-        let hash = Sha256::new().chain_update(&previous).chain_update(record.data).finalize();
+        let hash = Sha256::new()
+            .chain_update(&previous)
+            .chain_update(record.data)
+            .finalize();
         state::set(HEAD_KEY, &hash);
         let mut out = hex(&hash).into_bytes();
         out.push(b' ');

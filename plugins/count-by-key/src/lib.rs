@@ -28,7 +28,12 @@ pub struct CountByKey {
 
 fn lines(key: &str) -> Vec<String> {
     state::get(key.as_bytes())
-        .map(|v| String::from_utf8_lossy(&v).lines().map(str::to_owned).collect())
+        .map(|v| {
+            String::from_utf8_lossy(&v)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -111,13 +116,18 @@ impl Processor for CountByKey {
 
         let needs_json = self.key_field.is_some() || self.sum_field.is_some();
         let document = if needs_json {
-            Some(serde_json::from_slice::<Value>(record.data).map_err(|e| format!("not JSON: {e}"))?)
+            Some(
+                serde_json::from_slice::<Value>(record.data)
+                    .map_err(|e| format!("not JSON: {e}"))?,
+            )
         } else {
             None
         };
         let key = self.group_key(record, document.as_ref())?;
         let amount = match (&self.sum_field, &document) {
-            (Some(field), Some(document)) => document.get(field).and_then(Value::as_f64).unwrap_or(0.0),
+            (Some(field), Some(document)) => {
+                document.get(field).and_then(Value::as_f64).unwrap_or(0.0)
+            }
             _ => 0.0,
         };
 
@@ -126,7 +136,10 @@ impl Processor for CountByKey {
         let (count, sum) = match state::get(count_key.as_bytes()) {
             Some(value) => {
                 let totals: Value = serde_json::from_slice(&value).unwrap_or_default();
-                (totals["count"].as_u64().unwrap_or(0), totals["sum"].as_f64().unwrap_or(0.0))
+                (
+                    totals["count"].as_u64().unwrap_or(0),
+                    totals["sum"].as_f64().unwrap_or(0.0),
+                )
             }
             None => {
                 // A new key in this window: index it (and the window).

@@ -47,7 +47,9 @@ impl Filter for LogGrep {
             .get("min-level")
             .map(|name| {
                 level_of(name).ok_or_else(|| {
-                    format!("unknown min-level {name:?}: use trace, debug, info, warn, error or fatal")
+                    format!(
+                        "unknown min-level {name:?}: use trace, debug, info, warn, error or fatal"
+                    )
                 })
             })
             .transpose()?;

@@ -27,7 +27,11 @@ impl Processor for Misbehaving {
 
     fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), String> {
         if self.mode == "print" {
-            println!("record {}: {}", record.sequence, String::from_utf8_lossy(record.data));
+            println!(
+                "record {}: {}",
+                record.sequence,
+                String::from_utf8_lossy(record.data)
+            );
         }
         let bad = record.data.windows(3).any(|w| w == b"bad");
         if bad {
