@@ -16,7 +16,7 @@ use weir_proto::{
 
 use crate::ClientError;
 use crate::producer::{Producer, ProducerConfig};
-use weir_proto::admin::{AdminRequest, AdminResponse, PluginInfo};
+use weir_proto::admin::{AdminRequest, AdminResponse, PluginInfo, StateEntry};
 
 /// Where the server is and how to trust it.
 #[derive(Debug, Clone)]
@@ -362,6 +362,27 @@ impl Client {
         match self.call(&Request::Admin(request)).await? {
             Response::Admin(response) => Ok(response),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A processor's aggregate state: one key (in every shard), or every key
+    /// starting with `prefix` (all keys if neither), at most `limit` entries.
+    pub async fn state(
+        &self,
+        processor: &str,
+        key: Option<&str>,
+        prefix: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StateEntry>, ClientError> {
+        let request = AdminRequest::GetState {
+            processor: processor.to_owned(),
+            key: key.map(str::to_owned),
+            prefix: prefix.map(str::to_owned),
+            limit,
+        };
+        match self.admin(request).await? {
+            AdminResponse::State(entries) => Ok(entries),
+            other => Err(unexpected(&Response::Admin(other))),
         }
     }
 

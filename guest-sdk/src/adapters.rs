@@ -31,7 +31,7 @@ impl<F: Filter> Processor for FilterProcessor<F> {
 
     fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), String> {
         if self.0.keep(record)? {
-            out.emit(record.data);
+            out.keep();
         }
         Ok(())
     }

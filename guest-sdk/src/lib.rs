@@ -115,6 +115,12 @@ impl Output {
         self.writer.emit(self.input_index, None, data);
     }
 
+    /// Emits the input record unchanged (cheapest: its bytes are not copied
+    /// back to the host).
+    pub fn keep(&mut self) {
+        self.writer.keep(self.input_index);
+    }
+
     /// Emits a record with its own partition key.
     pub fn emit_keyed(&mut self, partition_key: &str, data: &[u8]) {
         self.writer

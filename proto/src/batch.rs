@@ -11,6 +11,7 @@ pub const NO_INPUT: u32 = u32::MAX;
 
 const TAG_EMIT: u8 = 0;
 const TAG_ERROR: u8 = 1;
+const TAG_KEEP: u8 = 2;
 
 /// One input record, borrowed from the batch buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub enum OutputEntry<'a> {
     },
     /// The input record at `input_index` failed with this message.
     Error { input_index: u32, message: &'a str },
+    /// Write the input record at `input_index` unchanged: a filter keeps a
+    /// record without copying its bytes back across the boundary.
+    Keep { input_index: u32 },
 }
 
 /// Appends records to an input batch; call [`InputWriter::finish`] last.
@@ -122,6 +126,11 @@ impl OutputWriter {
         self.buf
             .extend_from_slice(&(data.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(data);
+    }
+
+    pub fn keep(&mut self, input_index: u32) {
+        self.buf.push(TAG_KEEP);
+        self.buf.extend_from_slice(&input_index.to_le_bytes());
     }
 
     pub fn error(&mut self, input_index: u32, message: &str) {
@@ -267,6 +276,7 @@ impl<'a> OutputReader<'a> {
                     data,
                 })
             }
+            TAG_KEEP => Ok(OutputEntry::Keep { input_index }),
             TAG_ERROR => {
                 let len = usize::from(self.cursor.u16("error message length")?);
                 let message = self.cursor.str(len, "error message")?;
@@ -336,6 +346,7 @@ mod tests {
         writer.emit(0, None, b"kept");
         writer.emit(1, Some("new-key"), b"");
         writer.error(2, "bad record");
+        writer.keep(3);
         writer.emit(NO_INPUT, Some("window"), b"42");
         let output = writer.finish();
         let entries: Vec<_> = OutputReader::new(&output)
@@ -358,6 +369,7 @@ mod tests {
                     input_index: 2,
                     message: "bad record"
                 },
+                OutputEntry::Keep { input_index: 3 },
                 OutputEntry::Emit {
                     input_index: NO_INPUT,
                     partition_key: Some("window"),

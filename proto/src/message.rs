@@ -676,6 +676,25 @@ mod tests {
                 stream: "s".into(),
                 shard: 1,
             },
+            Request::AddPlugin {
+                name: "json-filter".into(),
+                component: Bytes::from_static(b"\0asm\x0d\0\x01\0"),
+            },
+            Request::Admin(AdminRequest::CreateProcessor(Box::new(
+                crate::admin::ProcessorSettings {
+                    name: "p".into(),
+                    plugin: "json-filter".into(),
+                    source: "clicks".into(),
+                    config: vec![("field".into(), "event".into())],
+                    ..Default::default()
+                },
+            ))),
+            Request::Admin(AdminRequest::GetState {
+                processor: "p".into(),
+                key: None,
+                prefix: Some("count/".into()),
+                limit: 10,
+            }),
         ];
         for request in requests {
             round_trip_request(request);
@@ -734,6 +753,7 @@ mod tests {
             }),
             Response::Checkpoint(Some(5)),
             Response::Checkpoint(None),
+            Response::Admin(AdminResponse::Done),
             Response::error(ErrorCode::StreamNotFound, "no stream \"x\""),
         ];
         for response in responses {

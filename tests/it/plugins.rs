@@ -362,19 +362,10 @@ async fn count_by_key_emits_closed_windows_and_exposes_the_open_one() {
     wait_for_input(client, "kpis", 10).await;
 
     // While the window is open its counts are queryable state.
-    let state = match client
-        .admin(AdminRequest::GetState {
-            processor: "kpis".into(),
-            key: None,
-            prefix: Some("count/".into()),
-            limit: 100,
-        })
+    let state = client
+        .state("kpis", None, Some("count/"), 100)
         .await
-        .expect("state")
-    {
-        AdminResponse::State(entries) => entries,
-        other => panic!("unexpected {other:?}"),
-    };
+        .expect("state");
     let mut counts: HashMap<String, u64> = HashMap::new();
     for entry in &state {
         let campaign = entry.key.rsplit('/').next().expect("key").to_owned();
@@ -755,6 +746,12 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
     assert!(started);
     server.kill();
 
+    // The restart loads the plugin from the compiled-artifact cache.
+    let cached = std::fs::read_dir(dir.path().join("compiled"))
+        .expect("compiled cache")
+        .filter_map(Result::ok)
+        .any(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"));
+    assert!(cached, "no compiled artifact was cached");
     let server = ServerProcess::spawn(dir.path(), &[]);
     let client = connect(server.addr, &server.cert).await;
     let before = describe(&client, "audit").await.shards[0].records_in;

@@ -22,6 +22,27 @@ pub enum BenchCommand {
     Produce(ProduceArgs),
     /// Reads: GetRecords pages and subscriptions over QUIC.
     Consume(ConsumeArgs),
+    /// A plugin through the Wasm boundary: fuel on/off, native ratio, cold start.
+    Plugin(super::bench_plugin::PluginArgs),
+    /// Produce -> processor -> output-visible latency over QUIC.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct PipelineArgs {
+    /// A filter or map plugin that passes records like {"t":...} through.
+    #[arg(long)]
+    plugin: std::path::PathBuf,
+    /// Plugin config, repeatable (e.g. --config field=t --config op=exists).
+    #[arg(long = "config", value_parser = super::parse::key_value)]
+    config: Vec<(String, String)>,
+    #[arg(long, default_value_t = 20_000)]
+    records: usize,
+    /// Records produced per second.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
 }
 
 #[derive(Args, Clone)]
@@ -71,6 +92,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Produce(args) => produce(args).await,
         BenchCommand::Consume(args) => consume(args).await,
+        BenchCommand::Pipeline(args) => pipeline(args).await,
+        BenchCommand::Plugin(args) => {
+            tokio::task::spawn_blocking(move || super::bench_plugin::run(args)).await?
+        }
     }
 }
 
@@ -444,6 +469,123 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         "subscribe  {:>10.0} records/s  {:>8.1} MB/s",
         subscribed as f64 / elapsed.as_secs_f64(),
         (subscribed * args.size) as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    embedded.stop().await
+}
+
+fn micros_since(origin: Instant) -> u64 {
+    origin.elapsed().as_micros() as u64
+}
+
+/// Produces records stamped with their send time, runs them through a
+/// processor, and measures when each becomes visible in the output stream.
+async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
+    let component = std::fs::read(&args.plugin)
+        .with_context(|| format!("reading {}", args.plugin.display()))?;
+    let embedded = embedded(Durability::Fsync, 1000, 1024).await?;
+    let client = &embedded.client;
+    client
+        .create_stream("in", args.shards, Default::default())
+        .await?;
+    client.add_plugin("bench", component.into()).await?;
+    let settings = weir_client::admin::ProcessorSettings {
+        name: "bench".into(),
+        plugin: "bench".into(),
+        source: "in".into(),
+        output: Some("out".into()),
+        config: args.config.clone(),
+        ..Default::default()
+    };
+    client
+        .admin(weir_client::admin::AdminRequest::CreateProcessor(Box::new(
+            settings,
+        )))
+        .await?;
+    println!(
+        "weir bench pipeline: {} records at {} records/s through {} into {} shards (fsync)",
+        args.records,
+        args.rate,
+        args.plugin.display(),
+        args.shards
+    );
+
+    let origin = Instant::now();
+    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    for shard in 0..args.shards {
+        let mut subscription = client
+            .subscribe("out", shard, Position::TrimHorizon)
+            .await?;
+        let latency_tx = latency_tx.clone();
+        tokio::spawn(async move {
+            while let Ok(batch) = subscription.next().await {
+                let now = micros_since(origin);
+                for record in batch.records {
+                    let text = String::from_utf8_lossy(&record.data);
+                    let sent = text
+                        .strip_prefix("{\"t\":")
+                        .and_then(|rest| rest.split(',').next())
+                        .and_then(|t| t.parse::<u64>().ok());
+                    if let Some(sent) = sent
+                        && latency_tx.send(now.saturating_sub(sent)).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(latency_tx);
+
+    let producer = client.producer(
+        "in",
+        weir_client::ProducerConfig {
+            linger: Duration::from_millis(1),
+            ..Default::default()
+        },
+    );
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let bar = progress_bar(args.records, "pipeline");
+    for i in 0..args.records {
+        tokio::time::sleep_until((origin + interval * i as u32).into()).await;
+        let data = format!(
+            r#"{{"t":{},"i":{i},"campaign":"c{}"}}"#,
+            micros_since(origin),
+            i % 7
+        );
+        drop(
+            producer
+                .send(format!("user-{}", i % 1000), data.into_bytes())
+                .await?,
+        );
+        bar.inc(1);
+    }
+    producer.flush().await?;
+    bar.finish_and_clear();
+
+    let mut latencies = Vec::with_capacity(args.records);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while latencies.len() < args.records {
+        match tokio::time::timeout_at(deadline, latency_rx.recv()).await {
+            Ok(Some(latency)) => latencies.push(latency),
+            _ => break,
+        }
+    }
+    if latencies.len() < args.records {
+        bail!(
+            "only {} of {} records reached the output (does the plugin pass them?)",
+            latencies.len(),
+            args.records
+        );
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "produce -> output visible: p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999)
     );
     embedded.stop().await
 }

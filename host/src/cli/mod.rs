@@ -1,6 +1,7 @@
 //! The `weir` command.
 
 mod bench;
+mod bench_plugin;
 mod demo;
 mod parse;
 mod plugins;

@@ -2,6 +2,13 @@
 
 use weir_proto::Position;
 
+/// `key=value` (the value may contain `=`).
+pub fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
 /// `500ms`, `30s`, `15m`, `24h`, `7d` → milliseconds.
 pub fn duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();

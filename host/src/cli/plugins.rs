@@ -87,7 +87,7 @@ pub struct CreateArgs {
     #[arg(long)]
     to: Option<String>,
     /// Plugin config, repeatable: --config field=price --config op=gt.
-    #[arg(long = "config", value_parser = parse_pair)]
+    #[arg(long = "config", value_parser = super::parse::key_value)]
     config: Vec<(String, String)>,
     /// Fuel the processor may burn per second (throttles it).
     #[arg(long)]
@@ -133,12 +133,6 @@ pub enum StateCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-}
-
-fn parse_pair(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
 fn print_plugin(info: &PluginInfo) {

@@ -103,6 +103,7 @@ pub struct CallOutcome {
 pub struct PluginInstance {
     store: Store<HostState>,
     bindings: Plugin,
+    metered: bool,
 }
 
 impl PluginInstance {
@@ -111,6 +112,7 @@ impl PluginInstance {
         plugin: &LoadedPlugin,
         limits: InstanceLimits,
         processor: &str,
+        metered: bool,
     ) -> Result<Self, PluginError> {
         let stdout = LogPipe::default();
         // No preopened directories, no network, no environment, no args.
@@ -138,15 +140,21 @@ impl PluginInstance {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
-        store
-            .set_fuel(limits.fuel_per_call_max)
-            .map_err(super::host_error)?;
+        if metered {
+            store
+                .set_fuel(limits.fuel_per_call_max)
+                .map_err(super::host_error)?;
+        }
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout_ms));
         let bindings = plugin
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &limits))?;
-        Ok(Self { store, bindings })
+        Ok(Self {
+            store,
+            bindings,
+            metered,
+        })
     }
 
     /// Sets where uncommitted state reads fall through to.
@@ -196,7 +204,9 @@ impl PluginInstance {
         let limits = &mut self.store.data_mut().instance_limits;
         limits.fuel_per_call_max = fuel_max;
         let timeout_ms = limits.call_timeout_ms;
-        self.store.set_fuel(fuel_max).map_err(super::host_error)?;
+        if self.metered {
+            self.store.set_fuel(fuel_max).map_err(super::host_error)?;
+        }
         self.store.set_epoch_deadline(deadline_ticks(timeout_ms));
         Ok(())
     }

@@ -123,6 +123,7 @@ pub struct PluginRuntime {
     /// settings (say, without fuel) must not be loaded.
     engine_fingerprint: u64,
     ticker_stop: Arc<AtomicBool>,
+    metered: bool,
 }
 
 impl Drop for PluginRuntime {
@@ -141,8 +142,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl PluginRuntime {
     pub fn new(cache_dir: PathBuf) -> Result<Self, PluginError> {
+        Self::with_metering(cache_dir, true)
+    }
+
+    /// A runtime with fuel metering on or off. Off is only for measuring
+    /// what metering costs (`weir bench plugin`); Weir always meters.
+    pub fn with_metering(cache_dir: PathBuf, metered: bool) -> Result<Self, PluginError> {
         let mut config = Config::new();
-        config.consume_fuel(true);
+        config.consume_fuel(metered);
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         let engine = Engine::new(&config).map_err(host_error)?;
@@ -177,6 +184,7 @@ impl PluginRuntime {
             cache_dir,
             engine_fingerprint,
             ticker_stop,
+            metered,
         })
     }
 
@@ -320,7 +328,7 @@ impl PluginRuntime {
         limits: InstanceLimits,
         processor: &str,
     ) -> Result<PluginInstance, PluginError> {
-        PluginInstance::new(&self.engine, plugin, limits, processor)
+        PluginInstance::new(&self.engine, plugin, limits, processor, self.metered)
     }
 }
 

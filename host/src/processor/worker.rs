@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use weir_proto::admin::FailurePolicy;
 use weir_proto::batch::{BatchRecord, InputWriter, NO_INPUT, OutputEntry, OutputReader};
@@ -86,9 +87,9 @@ impl StateBacking for StorageState {
 /// Outputs of records processed so far in this step, not yet committed.
 #[derive(Default)]
 struct Pending {
-    outputs: Vec<(String, Vec<u8>)>,
+    outputs: Vec<(String, Bytes)>,
     failures: Vec<(u64, String)>,
-    dead_letters: Vec<(String, Vec<u8>)>,
+    dead_letters: Vec<(String, Bytes)>,
     records_in: u64,
     fuel_used: u64,
 }
@@ -286,6 +287,17 @@ impl Worker {
                         reason: format!("record {sequence}: {message}"),
                     });
                 }
+                OutputEntry::Keep { input_index } => {
+                    let input = inputs
+                        .get(input_index as usize)
+                        .ok_or_else(|| CallFailure {
+                            reason: format!(
+                                "output keeps input {input_index}, but the batch has {}",
+                                inputs.len()
+                            ),
+                        })?;
+                    accepted.push((input.partition_key.clone(), input.data.clone()));
+                }
                 OutputEntry::Emit {
                     input_index,
                     partition_key,
@@ -322,7 +334,7 @@ impl Worker {
                             ),
                         });
                     }
-                    accepted.push((key, data.to_vec()));
+                    accepted.push((key, Bytes::copy_from_slice(data)));
                 }
             }
         }
@@ -443,7 +455,7 @@ impl Worker {
                             pending.records_in += 1;
                             pending.dead_letters.push((
                                 record.partition_key.clone(),
-                                self.dead_letter_body(record, &reason),
+                                self.dead_letter_body(record, &reason).into(),
                             ));
                             pending.failures.push((record.sequence, reason));
                         }
@@ -578,14 +590,14 @@ fn encode_batch(records: &[Record]) -> Vec<u8> {
 }
 
 /// Groups records by the shard of `stream` their partition key routes to.
-fn route(stream: &Stream, records: Vec<(String, Vec<u8>)>) -> Vec<(Arc<Shard>, Vec<AppendRecord>)> {
+fn route(stream: &Stream, records: Vec<(String, Bytes)>) -> Vec<(Arc<Shard>, Vec<AppendRecord>)> {
     let shard_count = stream.shards.len() as u32;
     let mut per_shard: Vec<Vec<AppendRecord>> = vec![Vec::new(); stream.shards.len()];
     for (partition_key, data) in records {
         let shard = shard_for_hash_key(crate::service::hash_key(&partition_key), shard_count);
         per_shard[shard as usize].push(AppendRecord {
             partition_key,
-            data: data.into(),
+            data,
         });
     }
     stream

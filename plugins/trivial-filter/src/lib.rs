@@ -1,0 +1,24 @@
+//! Keeps records whose first byte is `{`, or none with `keep=none`: the
+//! cost measured is Weir's batch boundary, not the plugin's logic.
+
+use weir_plugin::{Config, Filter, Record};
+
+pub struct TrivialFilter {
+    keep_none: bool,
+}
+
+impl Filter for TrivialFilter {
+    fn init(config: &Config) -> Result<Self, String> {
+        match config.get("keep") {
+            None | Some("json") => Ok(Self { keep_none: false }),
+            Some("none") => Ok(Self { keep_none: true }),
+            Some(other) => Err(format!("keep must be `json` or `none`, not {other:?}")),
+        }
+    }
+
+    fn keep(&mut self, record: &Record<'_>) -> Result<bool, String> {
+        Ok(!self.keep_none && record.data.first() == Some(&b'{'))
+    }
+}
+
+weir_plugin::export_filter!(TrivialFilter);
