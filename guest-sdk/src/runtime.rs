@@ -32,7 +32,23 @@ fn with_plugin<P: Processor, T>(
     })
 }
 
+/// Runs `call` with the state cache on, flushing the changes to the host
+/// when it returns `Ok` (a failed call's writes are dropped by the host
+/// anyway, so they need not cross).
+fn with_state_cache<T>(call: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    crate::state::begin_call();
+    let result = call();
+    if result.is_ok() {
+        crate::state::end_call();
+    }
+    result
+}
+
 pub fn process<P: Processor>(batch: &[u8]) -> Result<Vec<u8>, String> {
+    with_state_cache(|| process_batch::<P>(batch))
+}
+
+fn process_batch<P: Processor>(batch: &[u8]) -> Result<Vec<u8>, String> {
     with_plugin::<P, _>(|plugin| {
         let records = InputReader::new(batch).map_err(|e| format!("bad input batch: {e}"))?;
         let mut out = Output::new();
@@ -48,9 +64,11 @@ pub fn process<P: Processor>(batch: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 pub fn tick<P: Processor>(now_ms: u64) -> Result<Vec<u8>, String> {
-    with_plugin::<P, _>(|plugin| {
-        let mut out = Output::new();
-        plugin.tick(now_ms, &mut out)?;
-        Ok(out.writer.finish())
+    with_state_cache(|| {
+        with_plugin::<P, _>(|plugin| {
+            let mut out = Output::new();
+            plugin.tick(now_ms, &mut out)?;
+            Ok(out.writer.finish())
+        })
     })
 }

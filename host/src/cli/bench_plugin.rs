@@ -16,6 +16,38 @@ use weir_proto::batch::{BatchRecord, InputWriter};
 #[path = "../../../plugins/json-filter/src/matcher.rs"]
 mod json_matcher;
 
+/// The count-by-key plugin's window logic, compiled natively.
+#[path = "../../../plugins/count-by-key/src/window.rs"]
+mod count_windows;
+
+/// A `HashMap` as the native count-by-key's state.
+#[derive(Default)]
+struct MapStore(HashMap<String, Vec<u8>>);
+
+impl count_windows::Store for MapStore {
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key).cloned()
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) {
+        self.0.insert(key.to_owned(), value.to_vec());
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+}
+
+/// Counts what the native count-by-key emits.
+#[derive(Default)]
+struct CountEmits(usize);
+
+impl count_windows::Emit for CountEmits {
+    fn emit(&mut self, _key: &str, data: &[u8]) {
+        self.0 += data.len();
+    }
+}
+
 use crate::plugin::{InstanceLimits, PluginInstance, PluginRuntime, StateBacking, sha256_hex};
 
 #[derive(Args)]
@@ -44,13 +76,17 @@ pub struct PluginArgs {
 enum Native {
     /// json-filter with field=event op=equals value=purchase.
     JsonFilter,
-    /// count-by-key with key-field=campaign sum-field=price.
+    /// count-by-key with window-ms=60000 key-field=campaign sum-field=price.
     CountByKey,
 }
 
 /// Sample clickstream JSON padded to `size` bytes.
 fn sample(i: usize, size: usize) -> Vec<u8> {
-    let event = if i.is_multiple_of(4) { "purchase" } else { "view" };
+    let event = if i.is_multiple_of(4) {
+        "purchase"
+    } else {
+        "view"
+    };
     let mut json = format!(
         r#"{{"event":"{event}","campaign":"c{}","price":{},"pad":""#,
         i % 50,
@@ -129,37 +165,34 @@ fn run_wasm(
     })
 }
 
-fn run_native(native: Native, records: &[Vec<u8>]) -> f64 {
-    use serde_json::Value;
-    let matcher = json_matcher::Matcher::new("event", "equals", Some("purchase"));
+fn run_native(native: Native, records: &[Vec<u8>]) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let mut kept = 0usize;
-    let mut totals: HashMap<String, (u64, f64)> = HashMap::new();
-    for data in records {
-        match native {
-            Native::JsonFilter => {
-                if matcher.as_ref().is_ok_and(|m| m.matches(data)) {
-                    kept += data.len();
-                }
+    match native {
+        Native::JsonFilter => {
+            let matcher = json_matcher::Matcher::new("event", "equals", Some("purchase"))
+                .map_err(anyhow::Error::msg)?;
+            let kept = records.iter().filter(|data| matcher.matches(data)).count();
+            std::hint::black_box(kept);
+        }
+        Native::CountByKey => {
+            let windows = count_windows::Windows::new("60000", Some("campaign"), Some("price"))
+                .map_err(anyhow::Error::msg)?;
+            let (mut store, mut out) = (MapStore::default(), CountEmits::default());
+            for (sequence, data) in records.iter().enumerate() {
+                let time_ms = BENCH_EPOCH_MS + sequence as u64;
+                windows
+                    .add(&mut store, &mut out, time_ms, "user", data)
+                    .map_err(anyhow::Error::msg)?;
             }
-            Native::CountByKey => {
-                let Ok(document) = serde_json::from_slice::<Value>(data) else {
-                    continue;
-                };
-                let key = document
-                    .get("campaign")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let price = document.get("price").and_then(Value::as_f64).unwrap_or(0.0);
-                let entry = totals.entry(key.to_owned()).or_default();
-                entry.0 += 1;
-                entry.1 += price;
-            }
+            std::hint::black_box(out.0);
         }
     }
-    std::hint::black_box((kept, totals));
-    records.len() as f64 / started.elapsed().as_secs_f64()
+    Ok(records.len() as f64 / started.elapsed().as_secs_f64())
 }
+
+/// Record times start here, one millisecond apart, so windows close as
+/// they would live.
+const BENCH_EPOCH_MS: u64 = 1_700_000_000_000;
 
 pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     if args.records == 0 || args.batch == 0 {
@@ -180,8 +213,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
                 let sequence = (chunk * args.batch + offset) as u64;
                 writer.push(&BatchRecord {
                     sequence,
-                    // One record per millisecond, so windows close as they would live.
-                    timestamp_ms: 1_700_000_000_000 + sequence,
+                    timestamp_ms: BENCH_EPOCH_MS + sequence,
                     partition_key: "user",
                     data,
                 });
@@ -212,7 +244,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
         (fuel_off.records_per_sec / fuel_on.records_per_sec - 1.0) * 100.0
     );
     if let Some(native) = args.native {
-        let native_rate = run_native(native, &records);
+        let native_rate = run_native(native, &records)?;
         println!(
             "native          {:>12.0} records/s  (wasm with fuel is {:.2}x slower)",
             native_rate,
