@@ -89,6 +89,8 @@ error_codes! {
     InvalidShardCount = 13, retryable = false;
     /// The stream has no shard with that id.
     ShardNotFound = 14, retryable = false;
+    /// The stream is a processor's source or output; remove the processor first.
+    StreamInUse = 15, retryable = false;
     /// A record's data exceeds `record_bytes_max`.
     RecordTooLarge = 20, retryable = false;
     /// A partition key must be 1–256 characters.

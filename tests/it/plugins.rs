@@ -178,6 +178,12 @@ async fn json_filter_keeps_matching_records_once_in_order() {
     all.sort_unstable();
     assert_eq!(all, (0..300).step_by(3).collect::<Vec<u64>>());
 
+    // Nor can a stream a processor reads or writes.
+    for stream in ["clicks", "buys.out"] {
+        let error = client.delete_stream(stream).await.expect_err("in use");
+        assert_eq!(error.code(), Some(ErrorCode::StreamInUse), "{error}");
+    }
+
     // A plugin in use cannot be removed.
     let error = client
         .admin(AdminRequest::RemovePlugin {

@@ -114,3 +114,27 @@ async fn a_stalled_subscriber_does_not_slow_producers() {
     let batch = stalled[0].next().await.expect("resume");
     assert!(!batch.records.is_empty());
 }
+
+#[tokio::test]
+async fn deleting_a_stream_ends_its_subscriptions() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("doomed", 1, Default::default())
+        .await
+        .expect("create");
+    let mut subscription = client
+        .subscribe("doomed", 0, Position::Latest)
+        .await
+        .expect("subscribe");
+    client.delete_stream("doomed").await.expect("delete");
+    let ended = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("the subscription ends instead of waiting forever");
+    let error = ended.expect_err("an error, not records");
+    assert_eq!(
+        error.code(),
+        Some(weir_client::ErrorCode::StreamNotFound),
+        "{error}"
+    );
+}

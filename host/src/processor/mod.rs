@@ -507,6 +507,21 @@ impl Processors {
         Ok(())
     }
 
+    /// Processors that read or write `stream` (source, output, dead letters).
+    pub async fn users_of_stream(&self, stream: &str) -> Vec<String> {
+        let running = self.running.lock().await;
+        running
+            .values()
+            .filter(|r| {
+                let definition = &r.definition;
+                definition.settings.source == stream
+                    || definition.output == stream
+                    || definition.dead_letter_stream.as_deref() == Some(stream)
+            })
+            .map(|r| r.definition.settings.name.clone())
+            .collect()
+    }
+
     pub async fn list(&self) -> Result<Vec<ProcessorInfo>, ProcessorError> {
         let running = self.running.lock().await;
         running

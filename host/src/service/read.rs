@@ -93,7 +93,7 @@ impl Subscription {
             if !batch.records.is_empty() {
                 return Ok(batch);
             }
-            if self.tip.changed().await.is_err() {
+            if self.shard.stream_is_deleted() || self.tip.changed().await.is_err() {
                 return Err(StorageError::StreamNotFound {
                     name: self.shard.stream_name.clone(),
                 }

@@ -33,6 +33,16 @@ pub async fn create(
 }
 
 pub async fn delete(service: &Arc<Service>, name: &str) -> Result<Response, RequestError> {
+    let users = service.processors.users_of_stream(name).await;
+    if !users.is_empty() {
+        return Err(RequestError::new(
+            ErrorCode::StreamInUse,
+            format!(
+                "stream {name:?} is used by processor(s) {}; remove them first",
+                users.join(", ")
+            ),
+        ));
+    }
     service.storage.delete_stream(name).await?;
     Ok(Response::Ok)
 }

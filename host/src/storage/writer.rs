@@ -441,13 +441,16 @@ impl Writer {
             .retain(|(stream_id, _, _), _| *stream_id != stream.id);
         for shard in &stream.shards {
             self.db.delete_keyspace(shard.keyspace.clone())?;
+            // Wake subscribers and workers waiting on the tip: they find
+            // the stream deleted and stop.
+            shard.tip.send_modify(|_| ());
         }
         Ok(())
     }
 }
 
 impl Shard {
-    fn stream_is_deleted(&self) -> bool {
+    pub fn stream_is_deleted(&self) -> bool {
         self.stream_deleted
             .load(std::sync::atomic::Ordering::Acquire)
     }
