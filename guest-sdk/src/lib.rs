@@ -154,29 +154,34 @@ pub fn log(level: LogLevel, message: &str) {
 
 pub use bindings::weir::plugin::host::Level as LogLevel;
 
-/// Exports a [`Processor`] as the plugin's implementation.
+/// Exports a [`Processor`] as the plugin's implementation. The exports
+/// exist only when building for Wasm, so the same crate also compiles
+/// natively for `cargo test`.
 #[macro_export]
 macro_rules! export_processor {
     ($processor:ty) => {
-        struct __WeirPlugin;
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __WeirPlugin;
 
-        impl $crate::bindings::exports::weir::plugin::processor::Guest for __WeirPlugin {
-            fn init(
-                config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-            ) -> Result<(), String> {
-                $crate::__init::<$processor>(config)
+            impl $crate::bindings::exports::weir::plugin::processor::Guest for __WeirPlugin {
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> Result<(), String> {
+                    $crate::__init::<$processor>(config)
+                }
+
+                fn process(batch: ::std::vec::Vec<u8>) -> Result<::std::vec::Vec<u8>, String> {
+                    $crate::__process::<$processor>(&batch)
+                }
+
+                fn tick(now_ms: u64) -> Result<::std::vec::Vec<u8>, String> {
+                    $crate::__tick::<$processor>(now_ms)
+                }
             }
 
-            fn process(batch: ::std::vec::Vec<u8>) -> Result<::std::vec::Vec<u8>, String> {
-                $crate::__process::<$processor>(&batch)
-            }
-
-            fn tick(now_ms: u64) -> Result<::std::vec::Vec<u8>, String> {
-                $crate::__tick::<$processor>(now_ms)
-            }
-        }
-
-        $crate::bindings::__export_plugin!(__WeirPlugin);
+            $crate::bindings::__export_plugin!(__WeirPlugin);
+        };
     };
 }
 

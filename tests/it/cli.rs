@@ -108,3 +108,110 @@ fn cli_verbs_find_the_local_certificate_and_work() {
     let (_, out, _) = weir(data, &server, &["stream", "list"]);
     assert_eq!(out.trim(), "");
 }
+
+fn weir_local(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .args(args)
+        .env("WEIR_LOG", "warn")
+        .output()
+        .expect("run weir");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plugin_test_runs_a_component_locally_and_reports_failures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("records.jsonl");
+    std::fs::write(&input, "{\"event\":\"purchase\",\"n\":1}\n{\"event\":\"view\",\"n\":2}\n{\"event\":\"purchase\",\"n\":3}\n")
+        .expect("write");
+    let filter = crate::support::plugin_dir().join("json_filter.wasm");
+    let (ok, out, err) = weir_local(&[
+        "plugin",
+        "test",
+        filter.to_str().expect("path"),
+        "--input",
+        input.to_str().expect("path"),
+        "--config",
+        "field=event",
+        "--config",
+        "op=equals",
+        "--config",
+        "value=purchase",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            "out key=test {\"event\":\"purchase\",\"n\":1}",
+            "out key=test {\"event\":\"purchase\",\"n\":3}"
+        ]
+    );
+    assert!(err.contains("3 records in, 2 out, 0 failed"), "{err}");
+    assert!(
+        err.contains("per record"),
+        "fuel per record is reported: {err}"
+    );
+
+    std::fs::write(&input, "ok-1\nbad\nok-2\n").expect("write");
+    let misbehaving = crate::support::plugin_dir().join("misbehaving.wasm");
+    let (ok, out, err) = weir_local(&[
+        "plugin",
+        "test",
+        misbehaving.to_str().expect("path"),
+        "--input",
+        input.to_str().expect("path"),
+        "--config",
+        "mode=fail",
+    ]);
+    assert!(!ok, "a failing record makes the run fail");
+    assert!(
+        out.contains("error record 1: the plugin returned an error")
+            || out.contains("error record 1: record 1 is bad"),
+        "{out}"
+    );
+    assert!(
+        out.contains("input: bad") && out.contains("out key=test ok-2"),
+        "{out}"
+    );
+    assert!(err.contains("1 failed"), "{err}");
+}
+
+#[test]
+fn plugin_new_scaffolds_every_kind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for kind in ["filter", "map", "filter-map", "flat-map", "aggregate"] {
+        let path = dir.path().join(format!("my-{kind}"));
+        let (ok, out, err) = weir_local(&[
+            "plugin",
+            "new",
+            path.to_str().expect("path"),
+            "--kind",
+            kind,
+        ]);
+        assert!(ok, "{kind}: {err}");
+        assert!(
+            out.contains("cargo build --release --target wasm32-wasip2"),
+            "{out}"
+        );
+        let manifest = std::fs::read_to_string(path.join("Cargo.toml")).expect("Cargo.toml");
+        assert!(
+            manifest.contains("weir-plugin = { path = \"/"),
+            "absolute SDK path: {manifest}"
+        );
+        let source = std::fs::read_to_string(path.join("src/lib.rs")).expect("lib.rs");
+        assert!(
+            source.contains("weir_plugin::export_") && source.contains("#[test]"),
+            "{source}"
+        );
+    }
+    let (ok, _, err) = weir_local(&[
+        "plugin",
+        "new",
+        dir.path().join("my-filter").to_str().expect("path"),
+    ]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+}

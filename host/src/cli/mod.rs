@@ -4,6 +4,7 @@ mod bench;
 mod bench_plugin;
 mod demo;
 mod parse;
+mod plugin_local;
 mod plugins;
 
 use std::io::{BufRead, Write};
@@ -443,7 +444,7 @@ async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Re
     Ok(())
 }
 
-fn key_from_json(line: &str, field: &str) -> anyhow::Result<String> {
+pub(crate) fn key_from_json(line: &str, field: &str) -> anyhow::Result<String> {
     let value: serde_json::Value =
         serde_json::from_str(line).context("not valid JSON (needed for --key-field)")?;
     match value.get(field) {

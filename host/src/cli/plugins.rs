@@ -38,6 +38,11 @@ pub enum PluginCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Scaffold a plugin crate that builds for wasm32-wasip2, with a test.
+    New(super::plugin_local::NewArgs),
+    /// Run a component over a file of records locally, under the server's
+    /// limits: outputs, final state, fuel per record, errors.
+    Test(super::plugin_local::TestArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,6 +256,10 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                 AdminResponse::Plugin(info) => print_plugin(&info),
                 other => bail!("unexpected answer {other:?}"),
             }
+        }
+        PluginCommand::New(args) => super::plugin_local::new(args)?,
+        PluginCommand::Test(args) => {
+            tokio::task::spawn_blocking(move || super::plugin_local::test(args)).await??
         }
         PluginCommand::Rm { name, connect } => {
             connect

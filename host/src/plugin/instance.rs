@@ -258,7 +258,8 @@ fn deadline_ticks(timeout_ms: u64) -> u64 {
     (timeout_ms / EPOCH_TICK_MS).max(1) + 1
 }
 
-/// Turns a wasmtime error into what went wrong, in the user's terms.
+/// Turns a wasmtime error into what went wrong, in the user's terms: the
+/// trap or root cause, not wasmtime's whole context chain and backtrace.
 fn classify(error: wasmtime::Error, limits: &InstanceLimits) -> PluginError {
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
@@ -267,8 +268,13 @@ fn classify(error: wasmtime::Error, limits: &InstanceLimits) -> PluginError {
         Some(Trap::Interrupt) => PluginError::Timeout {
             timeout_ms: limits.call_timeout_ms,
         },
-        _ => {
-            let text = format!("{error:#}");
+        Some(Trap::UnreachableCodeReached) => PluginError::Trap(
+            "wasm `unreachable` executed (in Rust, a panic: its message is in the server log)"
+                .into(),
+        ),
+        Some(trap) => PluginError::Trap(trap.to_string()),
+        None => {
+            let text = error.root_cause().to_string();
             if text.contains("forcing trap when growing memory") {
                 PluginError::MemoryLimit {
                     memory_bytes_max: limits.memory_bytes_max,

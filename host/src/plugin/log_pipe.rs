@@ -45,7 +45,10 @@ impl LogPipe {
             return;
         }
         let text = String::from_utf8_lossy(&buffer.bytes);
-        let lines: Vec<&str> = text.lines().collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
         for line in lines.iter().take(LOG_LINES_PER_CALL_MAX) {
             tracing::info!(processor, stream, "plugin: {line}");
         }
