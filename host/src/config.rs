@@ -1,13 +1,33 @@
 //! Server settings. Every limit is a named value with its unit last; the
-//! defaults are what `weir serve` uses with no flags.
+//! defaults are what `weir serve` uses with no flags and no file.
+//!
+//! `weir serve --config weir.toml` reads them from TOML; `weir config
+//! default` prints [`DEFAULT_CONFIG_TOML`], every setting with its default,
+//! unit and meaning. Unknown keys are errors that name the key.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use weir_proto::defaults;
 
+/// The documented default configuration file (`weir config default`).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../weir.default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
 /// When an append is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Acked once fdatasync'd to stable storage (group commit: one sync
     /// covers every request queued while the previous one ran).
@@ -18,7 +38,8 @@ pub enum Durability {
     Buffered,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub durability: Durability,
     pub buffered_sync_interval_ms: u64,
@@ -54,7 +75,8 @@ impl Default for StorageConfig {
 }
 
 /// Limits the protocol layer enforces on every request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub batch_records_max: usize,
     pub record_bytes_max: usize,
@@ -108,7 +130,8 @@ impl Limits {
 }
 
 /// Limits and defaults for plugins and processors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProcessingConfig {
     /// Size of an uploaded component.
     pub plugin_bytes_max: usize,
@@ -147,7 +170,8 @@ impl Default for ProcessingConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -160,7 +184,29 @@ pub struct ServerConfig {
     pub processing: ProcessingConfig,
 }
 
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::new("./weir-data")
+    }
+}
+
 impl ServerConfig {
+    /// Reads a TOML configuration file; settings it omits keep their defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: weir_proto::DEFAULT_LISTEN_ADDR
@@ -173,5 +219,42 @@ impl ServerConfig {
             limits: Limits::default(),
             processing: ProcessingConfig::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_default_file_is_the_default_and_covers_every_setting() {
+        let parsed = ServerConfig::from_toml(DEFAULT_CONFIG_TOML).expect("default file parses");
+        assert_eq!(parsed, ServerConfig::default());
+        let serialized = toml::to_string(&ServerConfig::default()).expect("serializes");
+        for line in serialized.lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(
+                    DEFAULT_CONFIG_TOML.contains(&format!("{key} = ")),
+                    "setting {key} is missing from weir.default.toml"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let error =
+            ServerConfig::from_toml("[limits]\nbatch_records_maxx = 5\n").expect_err("unknown");
+        assert!(error.contains("batch_records_maxx"), "{error}");
+        let error =
+            ServerConfig::from_toml("[storage]\ndurability = \"sometimes\"\n").expect_err("bad");
+        assert!(error.contains("sometimes"), "{error}");
+        let partial =
+            ServerConfig::from_toml("[limits]\nbatch_records_max = 1000\n").expect("partial");
+        assert_eq!(partial.limits.batch_records_max, 1000);
+        assert_eq!(
+            partial.limits.record_bytes_max,
+            Limits::default().record_bytes_max
+        );
     }
 }

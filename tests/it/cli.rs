@@ -215,3 +215,45 @@ fn plugin_new_scaffolds_every_kind() {
     ]);
     assert!(!ok && err.contains("already exists"), "{err}");
 }
+
+#[tokio::test]
+async fn serve_reads_a_config_file_and_names_unknown_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "[limits]\nbatch_records_max = 3\n").expect("write");
+    let server = ServerProcess::spawn(dir.path(), &["--config", config.to_str().expect("path")]);
+    let client = crate::support::connect(server.addr, &server.cert).await;
+    client
+        .create_stream("s", 1, Default::default())
+        .await
+        .expect("create");
+    let records = (0..4)
+        .map(|i| weir_client::PutRecord {
+            partition_key: format!("k{i}"),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from_static(b"x"),
+        })
+        .collect();
+    let error = client
+        .put_records("s", None, records)
+        .await
+        .expect_err("over the configured limit");
+    assert!(error.to_string().contains("1 to 3 records"), "{error}");
+
+    std::fs::write(&config, "[limits]\nbatch_records_maxx = 3\n").expect("write");
+    let (ok, _, err) = weir_local(&[
+        "serve",
+        "--config",
+        config.to_str().expect("path"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok, "an unknown key stops the server from starting");
+    assert!(
+        err.contains("batch_records_maxx"),
+        "the error names the key: {err}"
+    );
+
+    let (ok, out, _) = weir_local(&["config", "default"]);
+    assert!(ok && out.contains("record_bytes_max = 1048576"), "{out}");
+}

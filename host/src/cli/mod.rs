@@ -57,29 +57,44 @@ enum Command {
     /// Measure ingest and read throughput against an embedded server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the default weir.toml: every setting, its default and unit.
+    Default,
+    /// Check a weir.toml and print the configuration it results in.
+    Check { file: PathBuf },
+}
+
+/// Flags override the configuration file, which overrides the defaults.
 #[derive(Args)]
 struct ServeArgs {
-    /// Data directory (created if missing).
-    #[arg(long, default_value = "./weir-data")]
-    data: PathBuf,
-    /// UDP address for QUIC.
-    #[arg(long, default_value = weir_proto::DEFAULT_LISTEN_ADDR)]
-    listen: SocketAddr,
+    /// A weir.toml (see `weir config default`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (created if missing) [default: ./weir-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// UDP address for QUIC [default: 127.0.0.1:7720].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// PEM certificate chain (default: self-signed, generated in DATA/tls/).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// When an ack is sent: after fsync (default), or after the journal
-    /// write with a sync every --sync-interval-ms.
-    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
-    durability: Durability,
-    /// Journal sync interval in buffered mode.
-    #[arg(long, default_value_t = 50)]
-    sync_interval_ms: u64,
+    /// When an ack is sent: after fsync, or after the journal write with a
+    /// sync every --sync-interval-ms [default: fsync].
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
+    /// Journal sync interval in buffered mode [default: 50].
+    #[arg(long)]
+    sync_interval_ms: Option<u64>,
 }
 
 /// Where the server is and which certificate to trust.
@@ -240,24 +255,52 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Processor(command) => plugins::processor(command).await,
         Command::State(command) => plugins::state(command).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", crate::config::DEFAULT_CONFIG_TOML);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let config = ServerConfig::load(&file)?;
+            print!(
+                "{}",
+                toml::to_string(&config).context("printing the configuration")?
+            );
+            Ok(())
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = ServerConfig::new(&args.data);
-    config.listen = args.listen;
-    config.tls_cert = args.tls_cert;
-    config.tls_key = args.tls_key;
-    config.storage.durability = args.durability;
-    config.storage.buffered_sync_interval_ms = args.sync_interval_ms;
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(data) = args.data {
+        config.data_dir = data;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if args.tls_cert.is_some() {
+        config.tls_cert = args.tls_cert;
+        config.tls_key = args.tls_key;
+    }
+    if let Some(durability) = args.durability {
+        config.storage.durability = durability;
+    }
+    if let Some(interval) = args.sync_interval_ms {
+        config.storage.buffered_sync_interval_ms = interval;
+    }
+    let data_dir = config.data_dir.clone();
+    let durability = config.storage.durability;
     let server = Server::start(config).await?;
     // Tests and scripts read this line to find the port when --listen uses 0.
     println!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
     tracing::info!(
         listen = %server.local_addr(),
-        data = %args.data.display(),
-        durability = ?args.durability,
+        data = %data_dir.display(),
+        ?durability,
         "weir serving (QUIC, TLS 1.3, ALPN weir/1)"
     );
     if server.generated_cert() {
