@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use weir_proto::defaults;
 
+/// Where `/metrics` is served by default (loopback, next to QUIC's 7720).
+pub const DEFAULT_ADMIN_PORT: u16 = 7721;
+
 /// The documented default configuration file (`weir config default`).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../weir.default.toml");
 
@@ -174,6 +177,9 @@ impl Default for ProcessingConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// TCP address of the admin HTTP listener (`/metrics`, `/healthz`,
+    /// `/readyz`); `None` turns it off.
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The operator's certificate chain and key (PEM); without them Weir
     /// generates a self-signed pair in `{data_dir}/tls/`.
@@ -212,6 +218,7 @@ impl ServerConfig {
             listen: weir_proto::DEFAULT_LISTEN_ADDR
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7720))),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
             data_dir: data_dir.into(),
             tls_cert: None,
             tls_key: None,

@@ -11,11 +11,14 @@
 //! - [`plugin`]: the Wasm runtime (wasmtime); the only module that imports it.
 //! - [`processor`]: processors: one in-order worker per source shard.
 //! - [`tls`]: certificates (self-signed on first start) and rustls setup.
+//! - [`metrics`]: Prometheus text, `/healthz` and `/readyz` on an admin
+//!   HTTP listener.
 //! - [`server`]: wires the above together; start and graceful shutdown.
 //! - [`cli`]: the `weir` command (serve, stream, put, get, tail, bench, demo).
 
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod plugin;
 pub mod processor;
 pub mod server;

@@ -32,6 +32,7 @@ pub enum ServerError {
 
 pub struct Server {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     cert_path: PathBuf,
     generated_cert: bool,
     storage: Arc<Storage>,
@@ -98,9 +99,25 @@ impl Server {
             config.limits,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let admin_addr = match config.admin_listen {
+            Some(addr) => {
+                let listener = crate::metrics::bind_admin(addr)
+                    .await
+                    .map_err(|source| TransportError::Bind { addr, source })?;
+                let bound = listener.local_addr().ok();
+                tokio::spawn(crate::metrics::serve_admin(
+                    listener,
+                    service.clone(),
+                    shutdown_rx.clone(),
+                ));
+                bound
+            }
+            None => None,
+        };
         let accept_loop = tokio::spawn(transport::serve(endpoint, service, shutdown_rx));
         Ok(Self {
             local_addr,
+            admin_addr,
             cert_path,
             generated_cert,
             storage,
@@ -112,6 +129,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, if the admin listener is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The certificate clients should trust.

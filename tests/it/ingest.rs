@@ -189,6 +189,7 @@ async fn buffered_mode_acks_and_keeps_records_across_a_clean_restart() {
     test.server.shutdown().await.expect("clean shutdown");
     let mut config = weir::ServerConfig::new(&dir);
     config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = None;
     let server = weir::Server::start(config).await.expect("restart");
     let client = crate::support::connect(server.local_addr(), server.cert_path()).await;
     let stored: usize = read_all(&client, "fast").await.values().map(Vec::len).sum();

@@ -5,6 +5,7 @@ mod checkpoints;
 mod cli;
 mod crash;
 mod ingest;
+mod metrics;
 mod plugins;
 mod retention;
 mod subscribe;

@@ -178,6 +178,19 @@ async fn json_filter_keeps_matching_records_once_in_order() {
     all.sort_unstable();
     assert_eq!(all, (0..300).step_by(3).collect::<Vec<u64>>());
 
+    // Processor progress is in the metrics too.
+    let admin = test.server.admin_addr().expect("admin listener");
+    let (_, body) = crate::metrics::http_get(admin, "/metrics").await;
+    let consumed: u64 = (0..2)
+        .map(|shard| {
+            crate::metrics::metric(
+                &body,
+                &format!("weir_processor_records_in_total{{processor=\"buys\",shard=\"{shard}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(consumed, 300);
+
     // Nor can a stream a processor reads or writes.
     for stream in ["clicks", "buys.out"] {
         let error = client.delete_stream(stream).await.expect_err("in use");
@@ -389,25 +402,27 @@ async fn count_by_key_emits_closed_windows_and_exposes_the_open_one() {
 
     // After the window ends, an idle tick closes it: one record per key per
     // shard, with counts and sums adding up.
+    // Each shard closes its own window, so wait until both have.
+    let totals = || async {
+        let mut totals: HashMap<String, (u64, f64)> = HashMap::new();
+        for text in all_texts(client, "kpis.out").await {
+            let value: serde_json_lite::Value = text.parse().expect("json");
+            let entry = totals.entry(value.key.clone()).or_default();
+            entry.0 += value.count;
+            entry.1 += value.sum;
+        }
+        totals
+    };
     let closed = eventually(Duration::from_secs(10), || async {
-        read_all(client, "kpis.out")
-            .await
-            .values()
-            .map(Vec::len)
-            .sum::<usize>()
-            >= 2
+        let totals = totals().await;
+        totals.get("spring") == Some(&(6, 12.0)) && totals.get("autumn") == Some(&(4, 12.0))
     })
     .await;
-    assert!(closed, "the window never closed");
-    let mut totals: HashMap<String, (u64, f64)> = HashMap::new();
-    for text in all_texts(client, "kpis.out").await {
-        let value: serde_json_lite::Value = text.parse().expect("json");
-        let entry = totals.entry(value.key.clone()).or_default();
-        entry.0 += value.count;
-        entry.1 += value.sum;
-    }
-    assert_eq!(totals.get("spring"), Some(&(6, 12.0)));
-    assert_eq!(totals.get("autumn"), Some(&(4, 12.0)));
+    assert!(
+        closed,
+        "windows did not close with the right totals: {:?}",
+        totals().await
+    );
 }
 
 /// Just enough JSON for the count-by-key test without another dependency.

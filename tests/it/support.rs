@@ -28,6 +28,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = ServerConfig::new(dir.path());
         config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
         configure(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let client = connect(server.local_addr(), server.cert_path()).await;
@@ -68,7 +69,14 @@ impl ServerProcess {
     /// Starts `weir serve` on `listen` and waits for its "listening on" line.
     pub fn spawn_on(data: &Path, listen: &str, extra_args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-            .args(["serve", "--listen", listen, "--data"])
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data",
+            ])
             .arg(data)
             .args(extra_args)
             .env("WEIR_LOG", "warn")

@@ -109,6 +109,7 @@ async fn embedded(durability: Durability, batch: usize, size: usize) -> anyhow::
     let dir = tempfile::Builder::new().prefix("weir-bench").tempdir()?;
     let mut config = ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
+    config.admin_listen = None;
     config.storage.durability = durability;
     config.limits.fit_batches(batch, size);
     let server = ServerThread::start(config)?;

@@ -61,6 +61,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("weir-demo").tempdir()?;
     let mut config = ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
+    config.admin_listen = Some("127.0.0.1:0".parse()?);
     let server = Server::start(config).await?;
     let addr = server.local_addr();
     let client = Client::connect(ClientConfig::new(addr, server.cert_path())).await?;

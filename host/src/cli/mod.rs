@@ -82,6 +82,9 @@ struct ServeArgs {
     /// UDP address for QUIC [default: 127.0.0.1:7720].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// TCP address for /metrics, /healthz, /readyz [default: 127.0.0.1:7721].
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// PEM certificate chain (default: self-signed, generated in DATA/tls/).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -281,6 +284,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = Some(admin);
+    }
     if args.tls_cert.is_some() {
         config.tls_cert = args.tls_cert;
         config.tls_key = args.tls_key;
@@ -297,6 +303,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the port when --listen uses 0.
     println!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
+    if let Some(admin) = server.admin_addr() {
+        tracing::info!(%admin, "metrics at http://{admin}/metrics");
+    }
     tracing::info!(
         listen = %server.local_addr(),
         data = %data_dir.display(),

@@ -530,6 +530,15 @@ impl Processors {
             .collect()
     }
 
+    /// Every processor with its per-shard progress (for metrics and status).
+    pub async fn list_detailed(&self) -> Result<Vec<ProcessorInfo>, ProcessorError> {
+        let running = self.running.lock().await;
+        running
+            .values()
+            .map(|r| self.info(&r.definition, &r.workers, true))
+            .collect()
+    }
+
     pub async fn describe(&self, name: &str) -> Result<ProcessorInfo, ProcessorError> {
         let running = self.running.lock().await;
         let processor = running.get(name).ok_or_else(|| ProcessorError::NotFound {

@@ -16,6 +16,9 @@ use std::sync::Arc;
 use weir_proto::{ErrorCode, Request, Response};
 
 use crate::config::Limits;
+use std::sync::atomic::Ordering;
+
+use crate::metrics::ServiceMetrics;
 use crate::processor::Processors;
 use crate::storage::{Storage, StorageError};
 
@@ -79,6 +82,7 @@ pub struct Service {
     pub storage: Arc<Storage>,
     pub processors: Arc<Processors>,
     pub limits: Limits,
+    pub metrics: ServiceMetrics,
 }
 
 impl Service {
@@ -87,10 +91,20 @@ impl Service {
             storage,
             processors,
             limits,
+            metrics: ServiceMetrics::default(),
         }
     }
 
     pub async fn handle(self: &Arc<Self>, request: Request) -> Reply {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let reply = self.dispatch(request).await;
+        if let Reply::Response(Response::Error { .. }) = &reply {
+            self.metrics.request_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        reply
+    }
+
+    async fn dispatch(self: &Arc<Self>, request: Request) -> Reply {
         let result = match request {
             Request::CreateStream {
                 name,
@@ -104,7 +118,12 @@ impl Service {
                 stream,
                 producer,
                 records,
-            } => put::put_records(self, &stream, producer, records).await,
+            } => {
+                let received = std::time::Instant::now();
+                let result = put::put_records(self, &stream, producer, records).await;
+                self.metrics.put_ack.observe(received.elapsed());
+                result
+            }
             Request::GetRecords {
                 stream,
                 shard,

@@ -1,6 +1,7 @@
 //! GetRecords and Subscribe.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
 use weir_proto::{ErrorCode, Position, RecordBatch, Response};
@@ -55,12 +56,22 @@ pub async fn subscribe(
     let storage = service.storage.clone();
     let resolve_shard = shard.clone();
     let next_sequence = blocking(move || Ok(storage.resolve(&resolve_shard, from)?)).await?;
+    service.metrics.subscribers.fetch_add(1, Ordering::Relaxed);
     Ok(Subscription {
         service: service.clone(),
         shard,
         next_sequence,
         tip,
     })
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.service
+            .metrics
+            .subscribers
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Subscription {

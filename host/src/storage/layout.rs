@@ -186,11 +186,13 @@ pub struct ShardState {
     pub bytes: u64,
     /// Arrival time of the newest record; timestamps never go backwards.
     pub last_timestamp_ms: u64,
+    /// Bytes ever appended (a counter: retention does not lower it).
+    pub bytes_appended: u64,
 }
 
 impl ShardState {
-    pub fn encode(&self) -> [u8; 41] {
-        let mut buf = [0u8; 41];
+    pub fn encode(&self) -> [u8; 49] {
+        let mut buf = [0u8; 49];
         let mut out = &mut buf[..];
         out.put_u8(FORMAT_V1);
         out.put_u64_le(self.first_sequence);
@@ -198,12 +200,13 @@ impl ShardState {
         out.put_u64_le(self.records);
         out.put_u64_le(self.bytes);
         out.put_u64_le(self.last_timestamp_ms);
+        out.put_u64_le(self.bytes_appended);
         buf
     }
 
     pub fn decode(mut value: &[u8]) -> Result<Self, StorageError> {
         check_format(&mut value, "shard state")?;
-        if value.remaining() != 40 {
+        if value.remaining() != 48 {
             return Err(corrupt("shard state"));
         }
         Ok(Self {
@@ -212,6 +215,7 @@ impl ShardState {
             records: value.get_u64_le(),
             bytes: value.get_u64_le(),
             last_timestamp_ms: value.get_u64_le(),
+            bytes_appended: value.get_u64_le(),
         })
     }
 }
@@ -364,6 +368,7 @@ mod tests {
             records: 9,
             bytes: 900,
             last_timestamp_ms: 77,
+            bytes_appended: 1000,
         };
         assert_eq!(ShardState::decode(&state.encode()).expect("valid"), state);
     }

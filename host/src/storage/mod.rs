@@ -19,7 +19,7 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -112,6 +112,20 @@ pub struct Shard {
     state: Mutex<ShardState>,
     /// `next_sequence` after the latest commit, for subscribers to wait on.
     tip: watch::Sender<u64>,
+    /// Records and bytes served to readers since start (for metrics).
+    records_read: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+/// A shard's counters and sizes, for metrics and status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardStats {
+    pub records_appended: u64,
+    pub bytes_appended: u64,
+    pub records_read: u64,
+    pub bytes_read: u64,
+    pub records_stored: u64,
+    pub bytes_stored: u64,
 }
 
 impl Shard {
@@ -120,6 +134,18 @@ impl Shard {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let state = self.state();
+        ShardStats {
+            records_appended: state.next_sequence,
+            bytes_appended: state.bytes_appended,
+            records_read: self.records_read.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            records_stored: state.records,
+            bytes_stored: state.bytes,
+        }
     }
 
     /// Changes whenever records are committed to this shard.
@@ -312,7 +338,7 @@ impl Storage {
             })
     }
 
-    fn all_streams(&self) -> Vec<Arc<Stream>> {
+    pub fn all_streams(&self) -> Vec<Arc<Stream>> {
         self.streams
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -577,6 +603,10 @@ impl Storage {
                 }
             }
         }
+        shard
+            .records_read
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        shard.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
         let next_sequence = records
             .last()
             .map_or(start.max(state.first_sequence), |r| r.sequence + 1);
@@ -659,6 +689,8 @@ fn open_stream(
             stream_deleted: deleted.clone(),
             state: Mutex::new(state),
             tip,
+            records_read: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
         }));
     }
     Ok(Stream {

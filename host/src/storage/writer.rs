@@ -289,7 +289,9 @@ impl Writer {
                 layout::sequence_key(first_sequence + offset as u64),
                 value,
             );
-            state.bytes += (record.partition_key.len() + record.data.len()) as u64;
+            let record_bytes = (record.partition_key.len() + record.data.len()) as u64;
+            state.bytes += record_bytes;
+            state.bytes_appended += record_bytes;
         }
         state.next_sequence += u64::from(count);
         state.records += u64::from(count);

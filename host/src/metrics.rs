@@ -1,0 +1,352 @@
+//! What the box is doing, for machines: Prometheus text on an admin HTTP
+//! listener (loopback by default), with `/healthz` and `/readyz`.
+//!
+//! Counters live where the work happens (shard state, the service); this
+//! module only reads them at scrape time, so serving metrics costs nothing
+//! on the data path beyond a few atomic adds.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use weir_proto::admin::ShardProgress;
+
+use crate::service::Service;
+use crate::storage::ShardStats;
+
+/// Upper bounds of the ack-latency buckets, in milliseconds.
+const LATENCY_BOUNDS_MS: [f64; 12] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+
+/// A fixed-bucket latency histogram.
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if let Some(bucket) = LATENCY_BOUNDS_MS.iter().position(|bound| ms <= *bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BOUNDS_MS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                bound / 1000.0
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Counters the service keeps.
+#[derive(Default)]
+pub struct ServiceMetrics {
+    /// Time from a PutRecords request's arrival to its durable ack.
+    pub put_ack: Histogram,
+    pub subscribers: AtomicI64,
+    pub requests: AtomicU64,
+    pub request_errors: AtomicU64,
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// One metric family, read from each item (shard, processor shard).
+struct Family<T> {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&T) -> u64,
+}
+
+const fn counter<T>(name: &'static str, help: &'static str, value: fn(&T) -> u64) -> Family<T> {
+    Family {
+        name,
+        kind: "counter",
+        help,
+        value,
+    }
+}
+
+const fn gauge<T>(name: &'static str, help: &'static str, value: fn(&T) -> u64) -> Family<T> {
+    Family {
+        name,
+        kind: "gauge",
+        help,
+        value,
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders every metric in the Prometheus text format.
+pub async fn render(service: &Service) -> String {
+    let mut out = String::new();
+    let streams = service.storage.all_streams();
+    let shard_families: [Family<ShardStats>; 6] = [
+        counter(
+            "weir_records_appended_total",
+            "Records appended, per shard.",
+            |s| s.records_appended,
+        ),
+        counter(
+            "weir_bytes_appended_total",
+            "Key and data bytes appended, per shard.",
+            |s| s.bytes_appended,
+        ),
+        counter(
+            "weir_records_read_total",
+            "Records served to readers since start, per shard.",
+            |s| s.records_read,
+        ),
+        counter(
+            "weir_bytes_read_total",
+            "Key and data bytes served to readers since start, per shard.",
+            |s| s.bytes_read,
+        ),
+        gauge(
+            "weir_records_stored",
+            "Records stored (after retention), per shard.",
+            |s| s.records_stored,
+        ),
+        gauge(
+            "weir_storage_bytes",
+            "Key and data bytes stored (after retention), per shard.",
+            |s| s.bytes_stored,
+        ),
+    ];
+    for Family {
+        name,
+        kind,
+        help,
+        value,
+    } in shard_families
+    {
+        family(&mut out, name, kind, help);
+        for stream in &streams {
+            for shard in &stream.shards {
+                let stats = shard.stats();
+                let _ = writeln!(
+                    out,
+                    "{name}{{stream=\"{}\",shard=\"{}\"}} {}",
+                    stream.name,
+                    shard.index,
+                    value(&stats)
+                );
+            }
+        }
+    }
+
+    let metrics = &service.metrics;
+    metrics.put_ack.render(
+        &mut out,
+        "weir_put_ack_seconds",
+        "Time from a PutRecords request to its durable ack.",
+    );
+    family(&mut out, "weir_subscribers", "gauge", "Open subscriptions.");
+    let _ = writeln!(
+        out,
+        "weir_subscribers {}",
+        metrics.subscribers.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "weir_requests_total",
+        "counter",
+        "Requests handled.",
+    );
+    let _ = writeln!(
+        out,
+        "weir_requests_total {}",
+        metrics.requests.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "weir_request_errors_total",
+        "counter",
+        "Requests answered with an error.",
+    );
+    let _ = writeln!(
+        out,
+        "weir_request_errors_total {}",
+        metrics.request_errors.load(Ordering::Relaxed)
+    );
+
+    if let Ok(processors) = service.processors.list_detailed().await {
+        let processor_families: [Family<ShardProgress>; 6] = [
+            counter(
+                "weir_processor_records_in_total",
+                "Source records a processor consumed.",
+                |s| s.records_in,
+            ),
+            counter(
+                "weir_processor_records_out_total",
+                "Records a processor emitted.",
+                |s| s.records_out,
+            ),
+            counter(
+                "weir_processor_fuel_total",
+                "Fuel a processor's plugin burned.",
+                |s| s.fuel_used,
+            ),
+            counter(
+                "weir_processor_records_failed_total",
+                "Records skipped or dead-lettered.",
+                |s| s.records_failed,
+            ),
+            gauge(
+                "weir_processor_lag_records",
+                "Committed source records not yet processed.",
+                |s| s.lag_records,
+            ),
+            gauge(
+                "weir_processor_lag_seconds",
+                "Age of the oldest unprocessed record.",
+                |s| s.lag_ms / 1000,
+            ),
+        ];
+        for Family {
+            name,
+            kind,
+            help,
+            value,
+        } in processor_families
+        {
+            family(&mut out, name, kind, help);
+            for processor in &processors {
+                for shard in &processor.shards {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{processor=\"{}\",shard=\"{}\"}} {}",
+                        processor.settings.name,
+                        shard.shard,
+                        value(shard)
+                    );
+                }
+            }
+        }
+    }
+
+    family(
+        &mut out,
+        "weir_process_resident_bytes",
+        "gauge",
+        "Resident memory of the weir process.",
+    );
+    let _ = writeln!(out, "weir_process_resident_bytes {}", resident_bytes());
+    if let Ok(bytes) = service.storage.disk_bytes() {
+        family(
+            &mut out,
+            "weir_data_dir_bytes",
+            "gauge",
+            "Disk used by the data directory, as fjall counts it.",
+        );
+        let _ = writeln!(out, "weir_data_dir_bytes {bytes}");
+    }
+    out
+}
+
+/// Requests an admin connection may send before it is closed.
+const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` turns true.
+pub async fn serve_admin(
+    listener: TcpListener,
+    service: Arc<Service>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
+        let service = service.clone();
+        let shutting_down = shutdown.clone();
+        tokio::spawn(async move {
+            let mut request = vec![0u8; ADMIN_REQUEST_BYTES_MAX];
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+            let Ok(Ok(length)) = read else { return };
+            let text = String::from_utf8_lossy(&request[..length]);
+            let path = text.split_whitespace().nth(1).unwrap_or("/");
+            let (status, content_type, body) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    render(&service).await,
+                ),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" if *shutting_down.borrow() => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "shutting down\n".to_owned(),
+                ),
+                "/readyz" => ("200 OK", "text/plain", "ready\n".to_owned()),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the admin listener.
+pub async fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
