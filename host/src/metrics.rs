@@ -81,7 +81,7 @@ pub struct ServiceMetrics {
     pub request_errors: AtomicU64,
 }
 
-fn resident_bytes() -> u64 {
+pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

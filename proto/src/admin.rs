@@ -69,6 +69,8 @@ pub enum AdminRequest {
     DeleteProcessor {
         name: String,
     },
+    /// The server's version, uptime and resource use.
+    ServerInfo,
     /// A processor's state: one key (in every shard), or every key with a
     /// prefix, up to `limit` entries.
     GetState {
@@ -136,6 +138,15 @@ pub struct StateEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub version: String,
+    pub uptime_ms: u64,
+    /// Disk used by the data directory, as the storage engine counts it.
+    pub disk_bytes: u64,
+    pub resident_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
 pub enum AdminResponse {
     Done,
@@ -144,4 +155,5 @@ pub enum AdminResponse {
     Processor(Box<ProcessorInfo>),
     Processors(Vec<ProcessorInfo>),
     State(Vec<StateEntry>),
+    Server(ServerInfo),
 }

@@ -98,7 +98,7 @@ pub enum PutResult {
 }
 
 /// What `DescribeStream` reports for one shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ShardDescription {
     pub shard: u32,
     /// Inclusive start of the shard's hash-key range.
@@ -115,13 +115,13 @@ pub struct ShardDescription {
 }
 
 /// Retention limits of a stream; `None` keeps records forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Retention {
     pub age_ms: Option<u64>,
     pub bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StreamDescription {
     pub name: String,
     pub retention: Retention,

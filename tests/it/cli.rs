@@ -257,3 +257,62 @@ async fn serve_reads_a_config_file_and_names_unknown_keys() {
     let (ok, out, _) = weir_local(&["config", "default"]);
     assert!(ok && out.contains("record_bytes_max = 1048576"), "{out}");
 }
+
+#[test]
+fn status_shows_streams_and_processors_and_speaks_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let server = ServerProcess::spawn(data, &[]);
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &["stream", "create", "clicks", "--shards", "2"],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = weir(data, &server, &["put", "clicks", "--key", "u1", "hello"]);
+    assert!(ok, "{err}");
+    let filter = crate::support::plugin_dir().join("json_filter.wasm");
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &[
+            "plugin",
+            "add",
+            filter.to_str().expect("path"),
+            "--name",
+            "jf",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &[
+            "processor",
+            "create",
+            "p",
+            "--plugin",
+            "jf",
+            "--from",
+            "clicks",
+            "--config",
+            "field=a",
+            "--config",
+            "op=exists",
+        ],
+    );
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = weir(data, &server, &["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("clicks") && out.contains("p.out"), "{out}");
+    assert!(out.contains("jf") && out.contains("storage"), "{out}");
+    let (ok, out, err) = weir(data, &server, &["status", "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.trim_start().starts_with('{')
+            && out.contains("\"streams\"")
+            && out.contains("\"processors\""),
+        "{out}"
+    );
+}

@@ -6,6 +6,7 @@ mod demo;
 mod parse;
 mod plugin_local;
 mod plugins;
+mod status;
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// One screen: streams, shards, rates, processors, lag, fuel, errors, disk.
+    Status(status::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -258,6 +261,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Processor(command) => plugins::processor(command).await,
         Command::State(command) => plugins::state(command).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Status(args) => status::run(args).await,
         Command::Config(ConfigCommand::Default) => {
             print!("{}", crate::config::DEFAULT_CONFIG_TOML);
             Ok(())

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use weir_proto::admin::{AdminRequest, AdminResponse};
+use weir_proto::admin::{AdminRequest, AdminResponse, ServerInfo};
 use weir_proto::{ErrorCode, Response};
 
 use super::{RequestError, Service};
@@ -86,6 +86,12 @@ pub async fn handle(
             processors.delete(&name).await?;
             AdminResponse::Done
         }
+        AdminRequest::ServerInfo => AdminResponse::Server(ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_ms: service.started.elapsed().as_millis() as u64,
+            disk_bytes: service.storage.disk_bytes().unwrap_or(0),
+            resident_bytes: crate::metrics::resident_bytes(),
+        }),
         AdminRequest::GetState {
             processor,
             key,

@@ -83,6 +83,7 @@ pub struct Service {
     pub processors: Arc<Processors>,
     pub limits: Limits,
     pub metrics: ServiceMetrics,
+    pub started: std::time::Instant,
 }
 
 impl Service {
@@ -92,6 +93,7 @@ impl Service {
             processors,
             limits,
             metrics: ServiceMetrics::default(),
+            started: std::time::Instant::now(),
         }
     }
 
