@@ -316,3 +316,31 @@ fn status_shows_streams_and_processors_and_speaks_json() {
         "{out}"
     );
 }
+
+#[test]
+fn demo_runs_the_pipeline_and_stops_by_itself() {
+    crate::support::plugin_dir();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .args(["demo", "--duration", "4s", "--rate", "100"])
+        .current_dir(dir.path())
+        .env("WEIR_LOG", "warn")
+        .output()
+        .expect("run weir demo");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        out.contains("weir processor create revenue"),
+        "prints the steps by hand: {out}"
+    );
+    assert!(
+        out.contains("purchases: lag"),
+        "shows processor lag and fuel: {out}"
+    );
+    assert!(out.contains("top campaigns this window: "), "{out}");
+    assert!(out.contains("Stopped."), "{out}");
+}

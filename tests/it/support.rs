@@ -211,28 +211,7 @@ pub async fn read_raw_response(recv: &mut quinn::RecvStream) -> weir_proto::Resp
 /// returns the directory holding the `.wasm` components.
 pub fn plugin_dir() -> &'static Path {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let plugins = root.join("plugins");
-        let target = plugins.join("target");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&plugins)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .status()
-            .expect("run cargo to build the plugins");
-        assert!(status.success(), "building the plugins failed");
-        target.join("wasm32-wasip2").join("release")
-    })
+    BUILT.get_or_init(|| weir::cli::demo::example_plugins_dir().expect("build the example plugins"))
 }
 
 /// A built plugin component's bytes, e.g. `plugin("json_filter")`.

@@ -2,7 +2,7 @@
 
 mod bench;
 mod bench_plugin;
-mod demo;
+pub mod demo;
 mod parse;
 mod plugin_local;
 mod plugins;
@@ -509,6 +509,14 @@ pub(crate) fn key_from_json(line: &str, field: &str) -> anyhow::Result<String> {
             bail!("no field {field:?} to use as the partition key")
         }
         Some(other) => Ok(other.to_string()),
+    }
+}
+
+/// Records stored in a stream, summed over its shards.
+pub(crate) async fn read_count(client: &Client, stream: &str) -> usize {
+    match client.describe_stream(stream).await {
+        Ok(description) => description.shards.iter().map(|s| s.records as usize).sum(),
+        Err(_) => 0,
     }
 }
 
