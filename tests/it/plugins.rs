@@ -796,3 +796,82 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
         assert_eq!(body, &format!("entry {i}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_processors_resume_from_their_cursors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::spawn(dir.path(), &[]);
+    let client = connect(server.addr, &server.cert).await;
+    client
+        .create_stream("events", 2, Default::default())
+        .await
+        .expect("create");
+    client
+        .add_plugin("json-filter", plugin("json_filter"))
+        .await
+        .expect("add");
+    let records: Vec<(String, String)> = (0..600)
+        .map(|i| (format!("k{}", i % 13), format!(r#"{{"n":{i}}}"#)))
+        .collect();
+    for chunk in records.chunks(200) {
+        let chunk: Vec<(&str, String)> =
+            chunk.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        put(&client, "events", &chunk).await;
+    }
+    // Throttled so the shutdown lands mid-way through the input.
+    let mut filter = settings(
+        "f",
+        "json-filter",
+        "events",
+        &[("field", "n"), ("op", "exists")],
+    );
+    filter.fuel_per_sec = Some(1_000_000);
+    create(&client, filter).await;
+    let started = eventually(Duration::from_secs(20), || async {
+        describe(&client, "f")
+            .await
+            .shards
+            .iter()
+            .map(|s| s.records_in)
+            .sum::<u64>()
+            > 50
+    })
+    .await;
+    assert!(started);
+
+    let stopping = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+
+    let server = ServerProcess::spawn(dir.path(), &[]);
+    let client = connect(server.addr, &server.cert).await;
+    let resumed_at: u64 = describe(&client, "f")
+        .await
+        .shards
+        .iter()
+        .map(|s| s.records_in)
+        .sum();
+    assert!(resumed_at > 50, "the cursor survived the shutdown");
+    wait_for_input(&client, "f", 600).await;
+    let mut outputs: Vec<u64> = all_texts(&client, "f.out")
+        .await
+        .iter()
+        .map(|t| {
+            t.trim_start_matches("{\"n\":")
+                .trim_end_matches('}')
+                .parse()
+                .expect("n")
+        })
+        .collect();
+    outputs.sort_unstable();
+    assert_eq!(
+        outputs,
+        (0..600).collect::<Vec<u64>>(),
+        "every record processed exactly once"
+    );
+}
