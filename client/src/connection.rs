@@ -158,8 +158,8 @@ impl Client {
         &self,
         frame: &Bytes,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-        let lost = |e: &dyn std::fmt::Display| ClientError::Connection(e.to_string());
         let connection = self.connection().await?;
+        let lost = |e: &dyn std::fmt::Display| connection_lost(&connection, e);
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
         // Handed to quinn as one chunk, without copying: a frame is encoded
         // once (one copy of the records) and sent as is, even when retried.
@@ -396,12 +396,20 @@ impl Client {
 }
 
 /// A live feed of records from one shard.
+#[derive(Debug)]
 pub struct Subscription {
     _send: quinn::SendStream,
     recv: quinn::RecvStream,
     buf: BytesMut,
     frame_bytes_max: usize,
     start_sequence: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Tell the server at once, so it frees the subscription's place.
+        let _ = self.recv.stop(0u32.into());
+    }
 }
 
 impl Subscription {
@@ -448,8 +456,28 @@ async fn read_response(
                     "the server ended the stream early".into(),
                 ));
             }
+            Err(quinn::ReadError::ConnectionLost(error)) => return Err(closed(&error)),
             Err(e) => return Err(ClientError::Connection(e.to_string())),
         }
+    }
+}
+
+/// A lost connection, with the server's reason when it closed it (for
+/// example "connections_max (1024) reached").
+fn connection_lost(connection: &quinn::Connection, error: &dyn std::fmt::Display) -> ClientError {
+    match connection.close_reason() {
+        Some(reason) => closed(&reason),
+        None => ClientError::Connection(error.to_string()),
+    }
+}
+
+fn closed(error: &quinn::ConnectionError) -> ClientError {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => ClientError::Connection(format!(
+            "closed by the server: {}",
+            String::from_utf8_lossy(&close.reason)
+        )),
+        other => ClientError::Connection(other.to_string()),
     }
 }
 

@@ -98,6 +98,12 @@ pub struct Limits {
     /// Concurrent requests (QUIC streams) per connection.
     pub connection_streams_max: u32,
     pub connection_idle_timeout_ms: u64,
+    /// Open QUIC connections; more are closed with a reason.
+    pub connections_max: usize,
+    /// Streams on the server.
+    pub streams_max: usize,
+    /// Open subscriptions per shard.
+    pub subscribers_per_shard_max: usize,
 }
 
 impl Default for Limits {
@@ -114,6 +120,9 @@ impl Default for Limits {
             request_read_timeout_ms: 10_000,
             connection_streams_max: 256,
             connection_idle_timeout_ms: 30_000,
+            connections_max: 1_024,
+            streams_max: 1_000,
+            subscribers_per_shard_max: 64,
         }
     }
 }
@@ -154,6 +163,10 @@ pub struct ProcessingConfig {
     pub processor_idle_tick_ms: u64,
     pub state_key_bytes_max: usize,
     pub state_value_bytes_max: usize,
+    /// Plugins stored on the server.
+    pub plugins_max: usize,
+    /// Processors on the server.
+    pub processors_max: usize,
 }
 
 impl Default for ProcessingConfig {
@@ -169,6 +182,8 @@ impl Default for ProcessingConfig {
             processor_idle_tick_ms: 1_000,
             state_key_bytes_max: 1024,
             state_value_bytes_max: 1024 * 1024,
+            plugins_max: 100,
+            processors_max: 100,
         }
     }
 }

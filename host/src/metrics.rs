@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,6 +77,8 @@ pub struct ServiceMetrics {
     /// Time from a PutRecords request's arrival to its durable ack.
     pub put_ack: Histogram,
     pub subscribers: AtomicI64,
+    /// Open QUIC connections.
+    pub connections: AtomicUsize,
     pub requests: AtomicU64,
     pub request_errors: AtomicU64,
 }

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -19,6 +20,8 @@ use crate::tls::ServerIdentity;
 /// Application close codes sent with CONNECTION_CLOSE.
 pub mod close_code {
     pub const SHUTDOWN: u32 = 0;
+    /// `connections_max` is reached; the reason says so.
+    pub const TOO_MANY_CONNECTIONS: u32 = 1;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,15 @@ async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
         }
     };
     let peer = connection.remote_address();
+    let connections_max = service.limits.connections_max;
+    let open = service.metrics.connections.fetch_add(1, Ordering::AcqRel);
+    let _open_guard = ConnectionCount(service.clone());
+    if open >= connections_max {
+        let reason = format!("connections_max ({connections_max}) reached; try again later");
+        connection.close(close_code::TOO_MANY_CONNECTIONS.into(), reason.as_bytes());
+        tracing::warn!(%peer, connections_max, "connection refused: connections_max reached");
+        return;
+    }
     tracing::debug!(%peer, "connection accepted");
     loop {
         match connection.accept_bi().await {
@@ -105,6 +117,15 @@ async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
                 return;
             }
         }
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct ConnectionCount(Arc<Service>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.metrics.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

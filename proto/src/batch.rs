@@ -63,7 +63,7 @@ impl InputWriter {
     }
 
     pub fn push(&mut self, record: &BatchRecord<'_>) {
-        let key = truncated_key(record.partition_key);
+        let key = truncated(record.partition_key, usize::from(u16::MAX));
         self.buf.extend_from_slice(&record.sequence.to_le_bytes());
         self.buf
             .extend_from_slice(&record.timestamp_ms.to_le_bytes());
@@ -91,13 +91,19 @@ impl InputWriter {
 }
 
 /// Partition keys are at most 256 characters (1 KiB of UTF-8), far below
-/// the `u16` length field; the cut keeps the encoding valid regardless.
-fn truncated_key(key: &str) -> &str {
-    let mut end = key.len().min(usize::from(KEEP_KEY) - 1);
-    while !key.is_char_boundary(end) {
+/// the `u16` length fields; the cut (at a character boundary) keeps the
+/// encoding valid regardless.
+fn truncated(text: &str, bytes_max: usize) -> &str {
+    let mut end = text.len().min(bytes_max);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &key[..end]
+    &text[..end]
+}
+
+/// Output lengths stop below [`KEEP_KEY`], which is a sentinel there.
+fn truncated_key(key: &str) -> &str {
+    truncated(key, usize::from(KEEP_KEY) - 1)
 }
 
 /// Writes output entries.
@@ -402,5 +408,63 @@ mod tests {
         );
         assert!(OutputReader::new(&[7, 0, 0, 0, 0]).any(|r| r.is_err()));
         assert!(OutputReader::new(&[0, 1]).any(|r| r.is_err()));
+    }
+}
+
+/// Seeded random round trips of the plugin batch encoding.
+#[cfg(test)]
+mod properties {
+    use super::*;
+
+    #[test]
+    fn random_batches_round_trip() {
+        let mut state = 0x1234_5678_9ABC_DEF1u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for seed in 0..200 {
+            let keys: Vec<String> = (0..next() % 30)
+                .map(|i| format!("key-{i}-{}", next() % 1000))
+                .collect();
+            let datas: Vec<Vec<u8>> = keys
+                .iter()
+                .map(|_| (0..next() % 500).map(|_| next() as u8).collect())
+                .collect();
+            let records: Vec<BatchRecord<'_>> = keys
+                .iter()
+                .zip(&datas)
+                .map(|(key, data)| BatchRecord {
+                    sequence: next(),
+                    timestamp_ms: next(),
+                    partition_key: key,
+                    data,
+                })
+                .collect();
+            let mut writer = InputWriter::new();
+            records.iter().for_each(|r| writer.push(r));
+            let batch = writer.finish();
+            let decoded: Vec<_> = InputReader::new(&batch)
+                .expect("header")
+                .collect::<Result<_, _>>()
+                .expect("valid");
+            assert_eq!(decoded, records, "seed {seed}");
+
+            let mut output = OutputWriter::new();
+            for (index, record) in records.iter().enumerate() {
+                match next() % 3 {
+                    0 => output.keep(index as u32),
+                    1 => output.emit(index as u32, Some(record.partition_key), record.data),
+                    _ => output.error(index as u32, "nope"),
+                }
+            }
+            let output = output.finish();
+            let entries: Vec<_> = OutputReader::new(&output)
+                .collect::<Result<_, _>>()
+                .expect("valid");
+            assert_eq!(entries.len(), records.len(), "seed {seed}");
+        }
     }
 }

@@ -113,6 +113,9 @@ error_codes! {
     RequestTimeout = 34, retryable = false;
     /// A producer retried a batch older than the server's dedup window.
     StaleProducerBatch = 24, retryable = false;
+    /// A configured count limit (named in the message, with its value) is
+    /// reached: streams, subscribers, processors, plugins.
+    LimitExceeded = 25, retryable = false;
     /// No plugin with that name exists.
     PluginNotFound = 60, retryable = false;
     /// The uploaded bytes are not a usable plugin; the message says why.

@@ -275,3 +275,72 @@ async fn streams_that_never_send_time_out_without_hurting_others() {
     }
     assert_all_there(&test, stored + 1).await;
 }
+
+#[tokio::test]
+async fn count_limits_are_enforced_with_the_limit_named() {
+    let test = TestServer::start_with(|config| {
+        config.limits.streams_max = 2;
+        config.limits.subscribers_per_shard_max = 2;
+        config.limits.connections_max = 3;
+    })
+    .await;
+    let client = &test.client;
+    client
+        .create_stream("a", 1, Default::default())
+        .await
+        .expect("first");
+    client
+        .create_stream("b", 1, Default::default())
+        .await
+        .expect("second");
+    let error = client
+        .create_stream("c", 1, Default::default())
+        .await
+        .expect_err("third");
+    assert_eq!(error.code(), Some(ErrorCode::LimitExceeded));
+    assert!(error.to_string().contains("streams_max (2)"), "{error}");
+
+    let first = client
+        .subscribe("a", 0, Position::Latest)
+        .await
+        .expect("first");
+    let _second = client
+        .subscribe("a", 0, Position::Latest)
+        .await
+        .expect("second");
+    let error = client
+        .subscribe("a", 0, Position::Latest)
+        .await
+        .expect_err("third");
+    assert_eq!(error.code(), Some(ErrorCode::LimitExceeded));
+    assert!(
+        error.to_string().contains("subscribers_per_shard_max (2)"),
+        "{error}"
+    );
+    // Closing a subscription frees its place.
+    drop(first);
+    let freed = crate::support::eventually(Duration::from_secs(5), || async {
+        client.subscribe("a", 0, Position::Latest).await.is_ok()
+    })
+    .await;
+    assert!(freed, "a closed subscription still counts");
+
+    // Three connections are allowed (the test's own is one); the fourth is
+    // closed with the limit named, and the others keep working.
+    let _second_connection = test.new_client().await;
+    let _third_connection = test.new_client().await;
+    let fourth = weir_client::Client::connect(weir_client::ClientConfig::new(
+        test.server.local_addr(),
+        test.server.cert_path(),
+    ))
+    .await;
+    let error = match fourth {
+        Ok(client) => client
+            .list_streams()
+            .await
+            .expect_err("over connections_max"),
+        Err(error) => error,
+    };
+    assert!(error.to_string().contains("connections_max (3)"), "{error}");
+    assert_eq!(client.list_streams().await.expect("still served").len(), 2);
+}

@@ -44,6 +44,9 @@ pub enum ProcessorError {
     /// A setting is invalid; the message says which.
     #[error("{0}")]
     InvalidSettings(String),
+    /// A count limit is reached; the message names it and its value.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The plugin's init rejected the config.
     #[error("the plugin rejected the config: {0}")]
     InvalidConfig(String),
@@ -300,6 +303,12 @@ impl Processors {
     ) -> Result<ProcessorInfo, ProcessorError> {
         validate_name("processor", &settings.name)?;
         let mut running = self.running.lock().await;
+        let processors_max = self.config.processors_max;
+        if running.len() >= processors_max {
+            return Err(ProcessorError::LimitExceeded(format!(
+                "the server runs processors_max ({processors_max}) processors; remove one or raise the limit"
+            )));
+        }
         if running.contains_key(&settings.name) {
             return Err(ProcessorError::Exists {
                 name: settings.name,

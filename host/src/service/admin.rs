@@ -22,6 +22,7 @@ impl From<ProcessorError> for RequestError {
             ProcessorError::PluginInUse { .. } => ErrorCode::PluginInUse,
             ProcessorError::NotFound { .. } => ErrorCode::ProcessorNotFound,
             ProcessorError::InvalidSettings(_) => ErrorCode::InvalidArgument,
+            ProcessorError::LimitExceeded(_) => ErrorCode::LimitExceeded,
             ProcessorError::InvalidConfig(_) => ErrorCode::InvalidConfig,
             ProcessorError::Plugin(PluginError::Host(_)) => ErrorCode::Internal,
             ProcessorError::Plugin(PluginError::InitRejected(_)) => ErrorCode::InvalidConfig,

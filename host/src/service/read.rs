@@ -52,10 +52,27 @@ pub async fn subscribe(
     from: Position,
 ) -> Result<Subscription, RequestError> {
     let shard = service.storage.stream(stream)?.shard(shard)?.clone();
+    let subscribers_max = service.limits.subscribers_per_shard_max;
+    if shard.subscribers.fetch_add(1, Ordering::AcqRel) >= subscribers_max {
+        shard.subscribers.fetch_sub(1, Ordering::AcqRel);
+        return Err(RequestError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "shard {} of {stream:?} has subscribers_per_shard_max ({subscribers_max}) subscribers",
+                shard.index
+            ),
+        ));
+    }
     let tip = shard.watch_tip();
     let storage = service.storage.clone();
     let resolve_shard = shard.clone();
-    let next_sequence = blocking(move || Ok(storage.resolve(&resolve_shard, from)?)).await?;
+    let next_sequence = match blocking(move || Ok(storage.resolve(&resolve_shard, from)?)).await {
+        Ok(next_sequence) => next_sequence,
+        Err(error) => {
+            shard.subscribers.fetch_sub(1, Ordering::AcqRel);
+            return Err(error);
+        }
+    };
     service.metrics.subscribers.fetch_add(1, Ordering::Relaxed);
     Ok(Subscription {
         service: service.clone(),
@@ -71,6 +88,7 @@ impl Drop for Subscription {
             .metrics
             .subscribers
             .fetch_sub(1, Ordering::Relaxed);
+        self.shard.subscribers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

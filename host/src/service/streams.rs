@@ -26,6 +26,15 @@ pub async fn create(
             "retention age and bytes must be greater than zero (omit them to keep records forever)",
         ));
     }
+    let streams_max = service.limits.streams_max;
+    if service.storage.list_streams().len() >= streams_max {
+        return Err(RequestError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "the server holds streams_max ({streams_max}) streams; delete one or raise the limit"
+            ),
+        ));
+    }
     let storage = service.storage.clone();
     let name = name.to_owned();
     blocking(move || Ok(storage.create_stream(&name, shards, retention)?)).await?;

@@ -19,7 +19,7 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -115,6 +115,8 @@ pub struct Shard {
     /// Records and bytes served to readers since start (for metrics).
     records_read: AtomicU64,
     bytes_read: AtomicU64,
+    /// Open subscriptions (kept by the service's subscription guard).
+    pub subscribers: AtomicUsize,
 }
 
 /// A shard's counters and sizes, for metrics and status.
@@ -691,6 +693,7 @@ fn open_stream(
             tip,
             records_read: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            subscribers: AtomicUsize::new(0),
         }));
     }
     Ok(Stream {
