@@ -5,19 +5,31 @@ use std::process::Command;
 
 use crate::support::ServerProcess;
 
-fn weir(data: &Path, server: &ServerProcess, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .args(args)
-        .env("WEIR_SERVER", server.addr.to_string())
-        .env("WEIR_DATA", data)
-        .env("WEIR_LOG", "warn")
-        .output()
-        .expect("run weir");
+/// Runs `weir` with `args`: (succeeded, stdout, stderr).
+fn run(args: &[&str], configure: impl FnOnce(&mut Command)) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir-under-test"));
+    command.args(args).env("WEIR_LOG", "warn");
+    configure(&mut command);
+    let output = command.output().expect("run weir");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A verb against `server`, finding its certificate through its data dir.
+fn weir(data: &Path, server: &ServerProcess, args: &[&str]) -> (bool, String, String) {
+    run(args, |command| {
+        command
+            .env("WEIR_SERVER", server.addr.to_string())
+            .env("WEIR_DATA", data);
+    })
+}
+
+/// A verb that needs no server.
+fn weir_local(args: &[&str]) -> (bool, String, String) {
+    run(args, |_| {})
 }
 
 #[test]
@@ -107,19 +119,6 @@ fn cli_verbs_find_the_local_certificate_and_work() {
     assert!(ok);
     let (_, out, _) = weir(data, &server, &["stream", "list"]);
     assert_eq!(out.trim(), "");
-}
-
-fn weir_local(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .args(args)
-        .env("WEIR_LOG", "warn")
-        .output()
-        .expect("run weir");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -321,18 +320,10 @@ fn status_shows_streams_and_processors_and_speaks_json() {
 fn demo_runs_the_pipeline_and_stops_by_itself() {
     crate::support::plugin_dir();
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .args(["demo", "--duration", "4s", "--rate", "100"])
-        .current_dir(dir.path())
-        .env("WEIR_LOG", "warn")
-        .output()
-        .expect("run weir demo");
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, out, err) = run(&["demo", "--duration", "4s", "--rate", "100"], |command| {
+        command.current_dir(dir.path());
+    });
+    assert!(ok, "{out}\n{err}");
     assert!(
         out.contains("weir processor create revenue"),
         "prints the steps by hand: {out}"

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -48,7 +47,7 @@ impl count_windows::Emit for CountEmits {
     }
 }
 
-use crate::plugin::{InstanceLimits, PluginInstance, PluginRuntime, StateBacking, sha256_hex};
+use crate::plugin::{InstanceLimits, MemoryState, PluginRuntime, sha256_hex};
 
 #[derive(Args)]
 pub struct PluginArgs {
@@ -96,32 +95,6 @@ fn sample(i: usize, size: usize) -> Vec<u8> {
     json.push_str(&"x".repeat(pad));
     json.push_str("\"}");
     json.into_bytes()
-}
-
-/// Committed state for the benchmark: a map the calls' writes land in.
-#[derive(Clone, Default)]
-struct MemoryState(Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>>);
-
-impl StateBacking for MemoryState {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-    }
-}
-
-impl MemoryState {
-    fn commit(&self, instance: &mut PluginInstance) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, value) in instance.take_state_writes() {
-            match value {
-                Some(value) => map.insert(key, value),
-                None => map.remove(&key),
-            };
-        }
-    }
 }
 
 fn limits() -> InstanceLimits {

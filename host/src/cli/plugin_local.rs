@@ -2,17 +2,15 @@
 //! crate, `weir plugin test` runs a component over a file of records under
 //! the server's limits and fuel accounting.
 
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use weir_proto::batch::{BatchRecord, InputWriter, OutputEntry, OutputReader};
 
 use crate::config::ProcessingConfig;
-use crate::plugin::{InstanceLimits, PluginInstance, PluginRuntime, StateBacking};
+use crate::plugin::{InstanceLimits, MemoryState, PluginInstance, PluginRuntime};
 use crate::storage::now_ms;
 
 #[derive(Args)]
@@ -39,32 +37,6 @@ pub struct TestArgs {
     fuel_per_batch_max: Option<u64>,
     #[arg(long, value_parser = super::parse::bytes)]
     memory_max: Option<u64>,
-}
-
-/// State kept in memory, as the server keeps it in storage.
-#[derive(Clone, Default)]
-struct MemoryState(Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>);
-
-impl StateBacking for MemoryState {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-    }
-}
-
-impl MemoryState {
-    fn commit(&self, instance: &mut PluginInstance) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, value) in instance.take_state_writes() {
-            match value {
-                Some(value) => map.insert(key, value),
-                None => map.remove(&key),
-            };
-        }
-    }
 }
 
 struct Input {
@@ -263,7 +235,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         state.commit(&mut instance);
     }
 
-    let map = state.0.lock().unwrap_or_else(|p| p.into_inner());
+    let map = state.entries();
     for (key, value) in map.iter() {
         println!("state {} = {}", show(key), show(value));
     }

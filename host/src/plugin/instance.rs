@@ -2,6 +2,7 @@
 //! the `host` interface reads and writes.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
@@ -14,6 +15,35 @@ use super::{EPOCH_TICK_MS, LoadedPlugin, Plugin, PluginError};
 /// Reads committed state of the (processor, shard) the instance serves.
 pub trait StateBacking: Send {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// State kept in memory instead of storage: for running a plugin without
+/// a server (`weir plugin test`, `weir bench plugin`). `commit` plays the
+/// part of the processor's atomic commit.
+#[derive(Clone, Default)]
+pub struct MemoryState(Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>);
+
+impl StateBacking for MemoryState {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.entries().get(key).cloned()
+    }
+}
+
+impl MemoryState {
+    pub fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the instance's uncommitted state writes.
+    pub fn commit(&self, instance: &mut PluginInstance) {
+        let mut entries = self.entries();
+        for (key, value) in instance.take_state_writes() {
+            match value {
+                Some(value) => entries.insert(key, value),
+                None => entries.remove(&key),
+            };
+        }
+    }
 }
 
 /// Limits every call runs under.

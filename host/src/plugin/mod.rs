@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-pub use instance::{CallOutcome, InstanceLimits, PluginInstance, StateBacking};
+pub use instance::{CallOutcome, InstanceLimits, MemoryState, PluginInstance, StateBacking};
 
 wasmtime::component::bindgen!({
     path: "../wit",
