@@ -50,6 +50,10 @@ pub struct StorageConfig {
     pub block_cache_bytes: u64,
     /// Journal size before fjall flushes memtables so old journals can go.
     pub journal_bytes_max: u64,
+    /// A shard's in-memory table before it is flushed to disk: under write
+    /// load each busy shard holds about this much (plus tables being
+    /// flushed), so it bounds the server's memory.
+    pub memtable_bytes_max: u64,
     /// Record bytes one group commit may carry before it is cut.
     pub group_commit_bytes_max: usize,
     /// Commands waiting for the writer before senders wait (back-pressure).
@@ -68,6 +72,7 @@ impl Default for StorageConfig {
             buffered_sync_interval_ms: 50,
             block_cache_bytes: 8 * 1024 * 1024,
             journal_bytes_max: 64 * 1024 * 1024,
+            memtable_bytes_max: 16 * 1024 * 1024,
             group_commit_bytes_max: 16 * 1024 * 1024,
             writer_queue_commands_max: 4096,
             producer_dedup_batches_max: 64,

@@ -26,6 +26,9 @@ pub enum BenchCommand {
     Plugin(super::bench_plugin::PluginArgs),
     /// Produce -> processor -> output-visible latency over QUIC.
     Pipeline(PipelineArgs),
+    /// Hundreds of producing connections and stalled subscribers against a
+    /// `weir serve` process: throughput, peak RSS, a probe's ack latency.
+    Load(super::bench_load::LoadArgs),
 }
 
 #[derive(Args, Clone)]
@@ -93,6 +96,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(args) => produce(args).await,
         BenchCommand::Consume(args) => consume(args).await,
         BenchCommand::Pipeline(args) => pipeline(args).await,
+        BenchCommand::Load(args) => super::bench_load::run(args).await,
         BenchCommand::Plugin(args) => {
             tokio::task::spawn_blocking(move || super::bench_plugin::run(args)).await?
         }

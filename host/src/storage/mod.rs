@@ -227,7 +227,7 @@ impl Storage {
                 })?
                 .to_owned();
             let stream_meta = StreamMeta::decode(&value)?;
-            let stream = open_stream(&db, &meta, &name, &stream_meta)?;
+            let stream = open_stream(&db, &meta, &name, &stream_meta, config.memtable_bytes_max)?;
             streams.insert(name, Arc::new(stream));
         }
 
@@ -396,7 +396,13 @@ impl Storage {
             );
         }
         batch.commit()?;
-        let stream = open_stream(&self.db, &self.meta, name, &stream_meta)?;
+        let stream = open_stream(
+            &self.db,
+            &self.meta,
+            name,
+            &stream_meta,
+            self.config.memtable_bytes_max,
+        )?;
         self.streams
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -653,14 +659,14 @@ fn open_stream(
     meta: &Keyspace,
     name: &str,
     stream_meta: &StreamMeta,
+    memtable_bytes_max: u64,
 ) -> Result<Stream> {
     let deleted = Arc::new(AtomicBool::new(false));
     let mut shards = Vec::with_capacity(stream_meta.shard_count as usize);
     for index in 0..stream_meta.shard_count {
-        let keyspace = db.keyspace(
-            &layout::shard_keyspace_name(stream_meta.id, index),
-            KeyspaceCreateOptions::default,
-        )?;
+        let keyspace = db.keyspace(&layout::shard_keyspace_name(stream_meta.id, index), || {
+            KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes_max)
+        })?;
         let mut state = match meta.get(layout::shard_state_key(stream_meta.id, index))? {
             Some(value) => ShardState::decode(&value)?,
             None => ShardState::default(),
