@@ -437,7 +437,11 @@ impl Worker {
                         live.discard_state_writes();
                     }
                     let reason = format!("record {}: {}", record.sequence, failure.reason);
-                    tracing::warn!(processor = %self.processor, shard = self.source.index, policy = ?self.on_error, %reason, "record failed");
+                    // One log line per batch, not per record: a plugin that
+                    // fails every record must not flood the log.
+                    if pending.failures.is_empty() {
+                        tracing::warn!(processor = %self.processor, shard = self.source.index, policy = ?self.on_error, %reason, "record failed");
+                    }
                     match self.on_error {
                         FailurePolicy::Halt => {
                             let fuel = pending.fuel_used;
@@ -472,6 +476,14 @@ impl Worker {
                     );
                 }
             }
+        }
+        if pending.failures.len() > 1 {
+            tracing::warn!(
+                processor = %self.processor,
+                shard = self.source.index,
+                failed = pending.failures.len(),
+                "records failed in one batch (see processor describe)"
+            );
         }
         let next = records
             .last()
