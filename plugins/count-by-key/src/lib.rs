@@ -8,7 +8,8 @@
 //!
 //! A window `[start, start + window-ms)` closes when a record at or after
 //! its end arrives in the shard, or when an idle-shard tick's clock passes
-//! its end. Then one record per key is emitted:
+//! its end. Then one record per key is emitted (per source shard: each
+//! shard's worker aggregates its own records; add them up downstream):
 //! `{"window_start":…,"window_end":…,"key":…,"count":…,"sum":…}` with the
 //! key as partition key, and the window's state is removed. The open
 //! window's totals are state (`count/{window_start}/{key}` → `count sum`),
