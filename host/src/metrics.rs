@@ -83,8 +83,14 @@ pub struct ServiceMetrics {
     pub request_errors: AtomicU64,
 }
 
+/// This process's resident memory.
 pub fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    resident_bytes_of("/proc/self/status")
+}
+
+/// Resident memory from a `/proc/*/status` file (0 if unreadable).
+pub fn resident_bytes_of(status_path: &str) -> u64 {
+    std::fs::read_to_string(status_path)
         .ok()
         .and_then(|status| {
             status

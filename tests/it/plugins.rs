@@ -26,6 +26,21 @@ fn settings(name: &str, plugin: &str, source: &str, config: &[(&str, &str)]) -> 
     }
 }
 
+/// Creates `stream` with `shards` shards and uploads the named plugins
+/// (`(name, component file stem)`).
+async fn stream_with_plugins(client: &Client, stream: &str, shards: u32, plugins: &[(&str, &str)]) {
+    client
+        .create_stream(stream, shards, Default::default())
+        .await
+        .expect("create stream");
+    for (name, file) in plugins {
+        client
+            .add_plugin(name, plugin(file))
+            .await
+            .expect("add plugin");
+    }
+}
+
 async fn create(client: &Client, settings: ProcessorSettings) -> ProcessorInfo {
     match client
         .admin(AdminRequest::CreateProcessor(Box::new(settings)))
@@ -289,14 +304,7 @@ async fn bad_plugins_and_configs_are_rejected_with_reasons() {
 async fn log_grep_keeps_matching_lines_at_or_above_a_level() {
     let test = TestServer::start().await;
     let client = &test.client;
-    client
-        .create_stream("logs", 1, Default::default())
-        .await
-        .expect("create");
-    client
-        .add_plugin("log-grep", plugin("log_grep"))
-        .await
-        .expect("add");
+    stream_with_plugins(client, "logs", 1, &[("log-grep", "log_grep")]).await;
     create(
         client,
         settings(
@@ -344,14 +352,7 @@ async fn count_by_key_emits_closed_windows_and_exposes_the_open_one() {
     let test =
         TestServer::start_with(|config| config.processing.processor_idle_tick_ms = 100).await;
     let client = &test.client;
-    client
-        .create_stream("ads", 2, Default::default())
-        .await
-        .expect("create");
-    client
-        .add_plugin("count-by-key", plugin("count_by_key"))
-        .await
-        .expect("add");
+    stream_with_plugins(client, "ads", 2, &[("count-by-key", "count_by_key")]).await;
     let window_ms = 3_000;
     create(
         client,
@@ -481,14 +482,7 @@ fn verify_chain(records: &[String]) -> Vec<String> {
 async fn audit_chain_output_verifies() {
     let test = TestServer::start().await;
     let client = &test.client;
-    client
-        .create_stream("orders", 1, Default::default())
-        .await
-        .expect("create");
-    client
-        .add_plugin("audit-chain", plugin("audit_chain"))
-        .await
-        .expect("add");
+    stream_with_plugins(client, "orders", 1, &[("audit-chain", "audit_chain")]).await;
     create(client, settings("audit", "audit-chain", "orders", &[])).await;
     let records: Vec<(&str, String)> = (0..50)
         .map(|i| ("acct-1", format!("order {i}: buy 10 @ {}", 100 + i)))
@@ -512,18 +506,16 @@ async fn processors_chain_into_a_two_stage_pipeline() {
     let test =
         TestServer::start_with(|config| config.processing.processor_idle_tick_ms = 100).await;
     let client = &test.client;
-    client
-        .create_stream("clicks", 2, Default::default())
-        .await
-        .expect("create");
-    client
-        .add_plugin("json-filter", plugin("json_filter"))
-        .await
-        .expect("add");
-    client
-        .add_plugin("count-by-key", plugin("count_by_key"))
-        .await
-        .expect("add");
+    stream_with_plugins(
+        client,
+        "clicks",
+        2,
+        &[
+            ("json-filter", "json_filter"),
+            ("count-by-key", "count_by_key"),
+        ],
+    )
+    .await;
     let mut purchases = settings(
         "purchases",
         "json-filter",
@@ -746,14 +738,7 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = ServerProcess::spawn(dir.path(), &[]);
     let client = connect(server.addr, &server.cert).await;
-    client
-        .create_stream("ledger", 1, Default::default())
-        .await
-        .expect("create");
-    client
-        .add_plugin("audit-chain", plugin("audit_chain"))
-        .await
-        .expect("add");
+    stream_with_plugins(&client, "ledger", 1, &[("audit-chain", "audit_chain")]).await;
     let count = 2_000;
     for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
         let records: Vec<(&str, String)> = chunk
@@ -802,14 +787,7 @@ async fn sigterm_shuts_down_cleanly_and_processors_resume_from_their_cursors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::spawn(dir.path(), &[]);
     let client = connect(server.addr, &server.cert).await;
-    client
-        .create_stream("events", 2, Default::default())
-        .await
-        .expect("create");
-    client
-        .add_plugin("json-filter", plugin("json_filter"))
-        .await
-        .expect("add");
+    stream_with_plugins(&client, "events", 2, &[("json-filter", "json_filter")]).await;
     let records: Vec<(String, String)> = (0..600)
         .map(|i| (format!("k{}", i % 13), format!(r#"{{"n":{i}}}"#)))
         .collect();

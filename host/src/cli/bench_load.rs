@@ -46,16 +46,7 @@ impl Drop for ServerProcess {
 }
 
 fn resident_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
+    crate::metrics::resident_bytes_of(&format!("/proc/{pid}/status"))
 }
 
 fn start_server(dir: &std::path::Path) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
