@@ -128,6 +128,27 @@ const fn gauge<T>(name: &'static str, help: &'static str, value: fn(&T) -> u64) 
     }
 }
 
+/// Every family, one series per labelled item.
+fn render_families<T>(out: &mut String, families: &[Family<T>], items: &[(String, T)]) {
+    for family_spec in families {
+        family(out, family_spec.name, family_spec.kind, family_spec.help);
+        for (labels, item) in items {
+            let _ = writeln!(
+                out,
+                "{}{{{labels}}} {}",
+                family_spec.name,
+                (family_spec.value)(item)
+            );
+        }
+    }
+}
+
+/// A family with one unlabelled value.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -168,27 +189,17 @@ pub async fn render(service: &Service) -> String {
             |s| s.bytes_stored,
         ),
     ];
-    for Family {
-        name,
-        kind,
-        help,
-        value,
-    } in shard_families
-    {
-        family(&mut out, name, kind, help);
-        for stream in &streams {
-            for shard in &stream.shards {
-                let stats = shard.stats();
-                let _ = writeln!(
-                    out,
-                    "{name}{{stream=\"{}\",shard=\"{}\"}} {}",
-                    stream.name,
-                    shard.index,
-                    value(&stats)
-                );
-            }
-        }
-    }
+    // One read of each shard's stats, labelled once, for all families.
+    let shards: Vec<(String, ShardStats)> = streams
+        .iter()
+        .flat_map(|stream| {
+            stream.shards.iter().map(|shard| {
+                let labels = format!("stream=\"{}\",shard=\"{}\"", stream.name, shard.index);
+                (labels, shard.stats())
+            })
+        })
+        .collect();
+    render_families(&mut out, &shard_families, &shards);
 
     let metrics = &service.metrics;
     metrics.put_ack.render(
@@ -196,33 +207,33 @@ pub async fn render(service: &Service) -> String {
         "weir_put_ack_seconds",
         "Time from a PutRecords request to its durable ack.",
     );
-    family(&mut out, "weir_subscribers", "gauge", "Open subscriptions.");
-    let _ = writeln!(
-        out,
-        "weir_subscribers {}",
-        metrics.subscribers.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "weir_subscribers",
+        "gauge",
+        "Open subscriptions.",
+        metrics.subscribers.load(Ordering::Relaxed),
     );
-    family(
+    scalar(
+        &mut out,
+        "weir_connections",
+        "gauge",
+        "Open QUIC connections.",
+        metrics.connections.load(Ordering::Relaxed),
+    );
+    scalar(
         &mut out,
         "weir_requests_total",
         "counter",
         "Requests handled.",
+        metrics.requests.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "weir_requests_total {}",
-        metrics.requests.load(Ordering::Relaxed)
-    );
-    family(
+    scalar(
         &mut out,
         "weir_request_errors_total",
         "counter",
         "Requests answered with an error.",
-    );
-    let _ = writeln!(
-        out,
-        "weir_request_errors_total {}",
-        metrics.request_errors.load(Ordering::Relaxed)
+        metrics.request_errors.load(Ordering::Relaxed),
     );
 
     if let Ok(processors) = service.processors.list_detailed().await {
@@ -258,43 +269,36 @@ pub async fn render(service: &Service) -> String {
                 |s| s.lag_ms / 1000,
             ),
         ];
-        for Family {
-            name,
-            kind,
-            help,
-            value,
-        } in processor_families
-        {
-            family(&mut out, name, kind, help);
-            for processor in &processors {
-                for shard in &processor.shards {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{processor=\"{}\",shard=\"{}\"}} {}",
-                        processor.settings.name,
-                        shard.shard,
-                        value(shard)
-                    );
-                }
-            }
-        }
+        let shards: Vec<(String, ShardProgress)> = processors
+            .into_iter()
+            .flat_map(|processor| {
+                let name = processor.settings.name;
+                processor.shards.into_iter().map(move |shard| {
+                    (
+                        format!("processor=\"{name}\",shard=\"{}\"", shard.shard),
+                        shard,
+                    )
+                })
+            })
+            .collect();
+        render_families(&mut out, &processor_families, &shards);
     }
 
-    family(
+    scalar(
         &mut out,
         "weir_process_resident_bytes",
         "gauge",
         "Resident memory of the weir process.",
+        resident_bytes(),
     );
-    let _ = writeln!(out, "weir_process_resident_bytes {}", resident_bytes());
     if let Ok(bytes) = service.storage.disk_bytes() {
-        family(
+        scalar(
             &mut out,
             "weir_data_dir_bytes",
             "gauge",
             "Disk used by the data directory, as fjall counts it.",
+            bytes,
         );
-        let _ = writeln!(out, "weir_data_dir_bytes {bytes}");
     }
     out
 }
