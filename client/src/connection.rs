@@ -30,6 +30,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Largest response frame accepted.
     pub frame_bytes_max: usize,
+    /// Presented once per connection (`Authenticate`); every request then
+    /// acts with its roles. `None` only for servers with auth disabled.
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -50,6 +53,7 @@ impl ClientConfig {
             ca_cert: ca_cert.into(),
             request_timeout: Duration::from_secs(30),
             frame_bytes_max: 64 * 1024 * 1024,
+            token: None,
         }
     }
 }
@@ -150,8 +154,34 @@ impl Client {
             .await
             .map_err(|_| connect_error("timed out".into()))?
             .map_err(|e| connect_error(e.to_string()))?;
+        if let Some(token) = &config.token {
+            self.authenticate(&connection, token).await?;
+        }
         *slot = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Presents the token on a new connection, before any other request.
+    async fn authenticate(
+        &self,
+        connection: &quinn::Connection,
+        token: &str,
+    ) -> Result<(), ClientError> {
+        let frame = encode(&Request::Authenticate {
+            token: token.to_owned(),
+        });
+        let exchange = async {
+            let lost = |e: &dyn std::fmt::Display| connection_lost(connection, e);
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
+            send.write_all(&frame).await.map_err(|e| lost(&e))?;
+            send.finish().map_err(|e| lost(&e))?;
+            let mut buf = BytesMut::new();
+            read_response(&mut recv, &mut buf, self.inner.config.frame_bytes_max).await
+        };
+        let response = tokio::time::timeout(self.inner.config.request_timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Connection("no answer to Authenticate".into()))??;
+        expect_ok(response)
     }
 
     async fn open(

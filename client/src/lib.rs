@@ -52,6 +52,12 @@ pub fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std:
     Ok(socket.into())
 }
 
+/// Reads a token secret from a file (such as the server's
+/// `DATA/admin.token`), without surrounding whitespace.
+pub fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+}
+
 /// Everything a client call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {

@@ -193,6 +193,26 @@ impl Default for ProcessingConfig {
     }
 }
 
+/// Authentication: tokens with roles (see the auth module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lets every connection do everything without a token. Logged loudly
+    /// at start; only for a server nothing untrusted can reach.
+    pub disabled: bool,
+    /// Tokens stored on the server.
+    pub tokens_max: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            disabled: false,
+            tokens_max: 1_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -208,6 +228,7 @@ pub struct ServerConfig {
     pub storage: StorageConfig,
     pub limits: Limits,
     pub processing: ProcessingConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +266,7 @@ impl ServerConfig {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             processing: ProcessingConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

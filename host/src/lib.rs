@@ -7,6 +7,7 @@
 //! - [`storage`]: fjall keyspaces, the single group-committing writer,
 //!   retention. The only module that imports fjall.
 //! - [`service`]: request handling and validation, transport-agnostic.
+//! - [`auth`]: tokens, roles and per-connection sessions.
 //! - [`transport`]: the QUIC endpoint; the only module that imports quinn.
 //! - [`plugin`]: the Wasm runtime (wasmtime); the only module that imports it.
 //! - [`processor`]: processors: one in-order worker per source shard.
@@ -16,6 +17,7 @@
 //! - [`server`]: wires the above together; start and graceful shutdown.
 //! - [`cli`]: the `weir` command (serve, stream, put, get, tail, bench, demo).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod metrics;

@@ -2,12 +2,14 @@
 //! that stops accepting, lets the writer commit what is queued, and syncs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use weir_client::ClientConfig;
 
+use crate::auth::{Auth, AuthError, admin_token_path};
 use crate::config::ServerConfig;
 use crate::plugin::{PluginError, PluginRuntime};
 use crate::processor::Processors;
@@ -23,6 +25,8 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error("starting the plugin runtime: {0}")]
     Plugins(PluginError),
+    #[error("loading tokens: {0}")]
+    Auth(AuthError),
     #[error("creating data directory {dir}: {source}")]
     DataDir {
         dir: PathBuf,
@@ -35,6 +39,8 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     cert_path: PathBuf,
     generated_cert: bool,
+    admin_token: Option<String>,
+    auth_enabled: bool,
     storage: Arc<Storage>,
     processors: Arc<Processors>,
     shutdown: watch::Sender<bool>,
@@ -93,9 +99,21 @@ impl Server {
         )
         .await
         .map_err(|e| ServerError::Plugins(PluginError::Host(e.to_string())))?;
+        let (auth_storage, auth_config, auth_dir) =
+            (storage.clone(), config.auth.clone(), dir.clone());
+        let auth =
+            tokio::task::spawn_blocking(move || Auth::open(auth_storage, &auth_config, &auth_dir))
+                .await
+                .map_err(|e| ServerError::Auth(AuthError::InvalidToken(e.to_string())))?
+                .map_err(ServerError::Auth)?;
+        // The first admin token, for clients in this process (bench, demo,
+        // tests); absent when auth is off or the operator removed the file.
+        let admin_token = weir_client::read_token_file(&admin_token_path(&dir)).ok();
+        let auth_enabled = auth.enabled();
         let service = Arc::new(Service::new(
             storage.clone(),
             processors.clone(),
+            auth,
             config.limits,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -120,6 +138,8 @@ impl Server {
             admin_addr,
             cert_path,
             generated_cert,
+            admin_token,
+            auth_enabled,
             storage,
             processors,
             shutdown,
@@ -139,6 +159,19 @@ impl Server {
     /// The certificate clients should trust.
     pub fn cert_path(&self) -> &std::path::Path {
         &self.cert_path
+    }
+
+    /// A client configuration for this server with its first admin token.
+    pub fn client_config(&self) -> ClientConfig {
+        client_config(
+            self.local_addr,
+            &self.cert_path,
+            self.admin_token.as_deref(),
+        )
+    }
+
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_enabled
     }
 
     pub fn generated_cert(&self) -> bool {
@@ -166,8 +199,7 @@ impl Server {
 /// as `weir serve` runs it: for the benchmark and the demo, so the client
 /// side of the same process does not share the server's thread.
 pub struct ServerThread {
-    local_addr: SocketAddr,
-    cert_path: PathBuf,
+    client_config: ClientConfig,
     storage: Arc<Storage>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
@@ -192,11 +224,7 @@ impl ServerThread {
                             return Ok(());
                         }
                     };
-                    let info = (
-                        server.local_addr(),
-                        server.cert_path().to_owned(),
-                        server.storage().clone(),
-                    );
+                    let info = (server.client_config(), server.storage().clone());
                     let _ = started_tx.send(Ok(info));
                     let _ = stop_rx.await;
                     server.shutdown().await
@@ -206,14 +234,12 @@ impl ServerThread {
                 dir: PathBuf::from("(server thread)"),
                 source,
             })?;
-        let (local_addr, cert_path, storage) =
-            started_rx.recv().map_err(|_| ServerError::Storage {
-                dir: PathBuf::from("(server thread)"),
-                source: StorageError::WriterStopped,
-            })??;
+        let (client_config, storage) = started_rx.recv().map_err(|_| ServerError::Storage {
+            dir: PathBuf::from("(server thread)"),
+            source: StorageError::WriterStopped,
+        })??;
         Ok(Self {
-            local_addr,
-            cert_path,
+            client_config,
             storage,
             stop: Some(stop),
             thread: Some(thread),
@@ -221,11 +247,12 @@ impl ServerThread {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.client_config.server
     }
 
-    pub fn cert_path(&self) -> &std::path::Path {
-        &self.cert_path
+    /// A client configuration for this server with its first admin token.
+    pub fn client_config(&self) -> ClientConfig {
+        self.client_config.clone()
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -241,4 +268,10 @@ impl ServerThread {
             None => Ok(()),
         }
     }
+}
+
+fn client_config(addr: SocketAddr, cert: &Path, token: Option<&str>) -> ClientConfig {
+    let mut config = ClientConfig::new(addr, cert);
+    config.token = token.map(str::to_owned);
+    config
 }

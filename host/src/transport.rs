@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use tokio::sync::watch;
 use weir_proto::{DecodeError, ErrorCode, Frame, Request, Response, decode_frame};
 
+use crate::auth::Session;
 use crate::service::{Reply, Service, Subscription};
 use crate::tls::ServerIdentity;
 
@@ -107,10 +108,11 @@ async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
         return;
     }
     tracing::debug!(%peer, "connection accepted");
+    let session = Arc::new(Session::default());
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(handle_stream(send, recv, service.clone()));
+                tokio::spawn(handle_stream(send, recv, service.clone(), session.clone()));
             }
             Err(error) => {
                 tracing::debug!(%peer, %error, "connection ended");
@@ -164,6 +166,7 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     service: Arc<Service>,
+    session: Arc<Session>,
 ) {
     let request = match read_request(&mut recv, &service).await {
         ReadOutcome::Frame(frame) => Request::decode(frame).map_err(|error| {
@@ -196,7 +199,7 @@ async fn handle_stream(
     // The request is in hand: stop the peer from sending more on this stream.
     let _ = recv.stop(0u32.into());
     let reply = match request {
-        Ok(request) => service.handle(request).await,
+        Ok(request) => service.handle(request, &session).await,
         Err(response) => Reply::Response(response),
     };
     let mut buf = BytesMut::new();

@@ -1,4 +1,4 @@
-//! Control-plane messages for plugins, processors and state. They are rare
+//! Control-plane messages for plugins, processors, state and tokens. They are rare
 //! and small, so their bodies are JSON (one `AdminRequest` or
 //! `AdminResponse` per frame); the data path stays binary. Uploading a
 //! plugin is the exception: `Request::AddPlugin` carries the component as a
@@ -45,6 +45,42 @@ pub struct ProcessorSettings {
     pub start: StartPosition,
 }
 
+/// What a token allows. `Admin` includes `Produce` and `Consume` on the
+/// same streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Put records.
+    Produce,
+    /// Read, subscribe, checkpoints, processor state.
+    Consume,
+    /// Create and delete streams; on all streams also plugins, processors,
+    /// tokens and server information.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Produce => "produce",
+            Self::Consume => "consume",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// A token as `ListTokens` shows it; the secret only in `CreateToken`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub roles: Vec<Role>,
+    /// The streams the roles apply to; `None` means every stream.
+    pub streams: Option<Vec<String>>,
+    pub created_ms: u64,
+    /// Shown once, when the token is created; the server keeps only its hash.
+    pub secret: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
@@ -78,6 +114,17 @@ pub enum AdminRequest {
         key: Option<String>,
         prefix: Option<String>,
         limit: u32,
+    },
+    /// A new token with these roles on these streams (`None`: all streams).
+    CreateToken {
+        name: String,
+        roles: Vec<Role>,
+        streams: Option<Vec<String>>,
+    },
+    ListTokens,
+    /// Revokes a token; requests on connections that use it fail from now on.
+    RevokeToken {
+        name: String,
     },
 }
 
@@ -144,6 +191,8 @@ pub struct ServerInfo {
     /// Disk used by the data directory, as the storage engine counts it.
     pub disk_bytes: u64,
     pub resident_bytes: u64,
+    /// False when the operator turned authentication off.
+    pub auth_enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,4 +205,6 @@ pub enum AdminResponse {
     Processors(Vec<ProcessorInfo>),
     State(Vec<StateEntry>),
     Server(ServerInfo),
+    Token(TokenInfo),
+    Tokens(Vec<TokenInfo>),
 }

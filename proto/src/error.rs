@@ -128,6 +128,17 @@ error_codes! {
     ProcessorNotFound = 64, retryable = false;
     /// The plugin's init rejected the processor's config; the message is the plugin's.
     InvalidConfig = 65, retryable = false;
+    /// The connection has not authenticated, or its token is unknown or was
+    /// revoked.
+    Unauthenticated = 70, retryable = false;
+    /// The connection's token has no role that allows this request on this
+    /// stream (the message does not say whether the stream exists).
+    PermissionDenied = 71, retryable = false;
+    /// No token with that name exists.
+    TokenNotFound = 72, retryable = false;
+    /// The data directory reached `storage_bytes_max` or the disk is full;
+    /// retry once retention (or an operator) frees space. Reads still work.
+    StorageFull = 43, retryable = true;
     /// The storage layer failed; the request may be retried.
     StorageFailure = 40, retryable = true;
     /// The server is shutting down; retry against it once it is back.

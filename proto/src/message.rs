@@ -144,6 +144,11 @@ pub struct RecordBatch {
 /// sends on a bidirectional QUIC stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// Presents a token; sent once per connection, before anything else.
+    /// Later requests on the connection act with the token's roles.
+    Authenticate {
+        token: String,
+    },
     CreateStream {
         name: String,
         shards: u32,
@@ -207,6 +212,7 @@ pub enum Response {
 }
 
 mod kind {
+    pub const AUTHENTICATE: u8 = 0x05;
     pub const CREATE_STREAM: u8 = 0x01;
     pub const DELETE_STREAM: u8 = 0x02;
     pub const LIST_STREAMS: u8 = 0x03;
@@ -285,6 +291,9 @@ impl Request {
     /// Appends this request as one frame to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
+            Self::Authenticate { token } => {
+                encode_frame(buf, kind::AUTHENTICATE, |b| put_string(b, token))
+            }
             Self::CreateStream {
                 name,
                 shards,
@@ -370,6 +379,9 @@ impl Request {
     pub fn decode(frame: Frame) -> Result<Self, DecodeError> {
         let mut r = Reader::new(frame.body);
         let request = match frame.kind {
+            kind::AUTHENTICATE => Self::Authenticate {
+                token: r.string("token")?,
+            },
             kind::CREATE_STREAM => Self::CreateStream {
                 name: r.string("stream name")?,
                 shards: r.u32("shard count")?,
@@ -624,6 +636,9 @@ mod tests {
     #[test]
     fn every_request_round_trips() {
         let requests = [
+            Request::Authenticate {
+                token: "weir_0123".into(),
+            },
             Request::CreateStream {
                 name: "clicks".into(),
                 shards: 4,
@@ -694,6 +709,14 @@ mod tests {
                 key: None,
                 prefix: Some("count/".into()),
                 limit: 10,
+            }),
+            Request::Admin(AdminRequest::CreateToken {
+                name: "sensors".into(),
+                roles: vec![crate::admin::Role::Produce],
+                streams: Some(vec!["clicks".into()]),
+            }),
+            Request::Admin(AdminRequest::RevokeToken {
+                name: "sensors".into(),
             }),
         ];
         for request in requests {

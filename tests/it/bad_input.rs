@@ -229,11 +229,22 @@ async fn garbage_on_a_quic_stream_gets_an_error_and_the_server_carries_on() {
             other => panic!("{name}: expected an error, got {other:?}"),
         }
     }
-    // The same connection still works for a valid request.
-    let mut buf = bytes::BytesMut::new();
-    Request::ListStreams.encode(&mut buf);
+    // The same connection still works: a valid request is refused until
+    // the connection authenticates, then answered.
+    let mut list = bytes::BytesMut::new();
+    Request::ListStreams.encode(&mut list);
+    match raw_exchange(&raw, &list).await {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::Unauthenticated),
+        other => panic!("expected Unauthenticated, got {other:?}"),
+    }
+    let mut authenticate = bytes::BytesMut::new();
+    Request::Authenticate {
+        token: test.admin_token(),
+    }
+    .encode(&mut authenticate);
+    assert_eq!(raw_exchange(&raw, &authenticate).await, Response::Ok);
     assert_eq!(
-        raw_exchange(&raw, &buf).await,
+        raw_exchange(&raw, &list).await,
         Response::Streams(vec!["s".into()])
     );
     assert_all_there(&test, stored).await;
@@ -329,11 +340,7 @@ async fn count_limits_are_enforced_with_the_limit_named() {
     // closed with the limit named, and the others keep working.
     let _second_connection = test.new_client().await;
     let _third_connection = test.new_client().await;
-    let fourth = weir_client::Client::connect(weir_client::ClientConfig::new(
-        test.server.local_addr(),
-        test.server.cert_path(),
-    ))
-    .await;
+    let fourth = weir_client::Client::connect(test.server.client_config()).await;
     let error = match fourth {
         Ok(client) => client
             .list_streams()

@@ -3,13 +3,13 @@
 use bytes::Bytes;
 use weir_client::{ErrorCode, PutRecord};
 
-use crate::support::{ServerProcess, connect};
+use crate::support::ServerProcess;
 
 #[tokio::test]
 async fn checkpoints_survive_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::spawn(dir.path(), &[]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     client
         .create_stream("events", 2, Default::default())
         .await
@@ -52,7 +52,7 @@ async fn checkpoints_survive_a_restart() {
     let status = server.terminate();
     assert!(status.success(), "clean shutdown exits 0, got {status}");
     let server = ServerProcess::spawn(dir.path(), &[]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     assert_eq!(
         client.checkpoint("app", "events", 0).await.expect("get"),
         Some(6)

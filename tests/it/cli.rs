@@ -221,7 +221,7 @@ async fn serve_reads_a_config_file_and_names_unknown_keys() {
     let config = dir.path().join("weir.toml");
     std::fs::write(&config, "[limits]\nbatch_records_max = 3\n").expect("write");
     let server = ServerProcess::spawn(dir.path(), &["--config", config.to_str().expect("path")]);
-    let client = crate::support::connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     client
         .create_stream("s", 1, Default::default())
         .await
@@ -334,4 +334,57 @@ fn demo_runs_the_pipeline_and_stops_by_itself() {
     );
     assert!(out.contains("top campaigns this window: "), "{out}");
     assert!(out.contains("Stopped."), "{out}");
+}
+
+#[test]
+fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let server = ServerProcess::spawn(data, &[]);
+    let (ok, _, err) = weir(data, &server, &["stream", "create", "clicks"]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = weir(
+        data,
+        &server,
+        &[
+            "token",
+            "create",
+            "--name",
+            "sensor",
+            "--role",
+            "produce",
+            "--streams",
+            "clicks",
+        ],
+    );
+    assert!(ok, "{err}");
+    let secret = out.lines().last().expect("secret line").to_owned();
+    assert!(secret.starts_with("weir_"), "{out}");
+
+    // With --token the CLI acts as that token: it may put, not create.
+    let as_sensor = |args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend(["--token", &secret]);
+        weir(data, &server, &full)
+    };
+    let (ok, _, err) = as_sensor(&["put", "clicks", "hello", "--key", "k"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_sensor(&["stream", "create", "other"]);
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+
+    let (_, out, _) = weir(data, &server, &["token", "list"]);
+    assert!(out.contains("sensor") && out.contains("produce") && out.contains("clicks"));
+    assert!(!out.contains(&secret), "list never shows secrets");
+
+    let (ok, _, err) = weir(data, &server, &["token", "revoke", "sensor"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_sensor(&["put", "clicks", "again", "--key", "k"]);
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &["token", "create", "--name", "x", "--role", "owner"],
+    );
+    assert!(!ok && err.contains("unknown role"), "{err}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_client::{Client, ProducerStamp, PutRecord, PutResult};
 
-use crate::support::{ServerProcess, connect, read_all};
+use crate::support::{ServerProcess, read_all};
 
 /// What a producer knows: records acked (id → shard, sequence) and the one
 /// batch it had in flight when the server died.
@@ -65,7 +65,7 @@ async fn produce_until_error(client: Client, producer: u64, log: Arc<Mutex<Produ
 async fn sigkill_during_writes_loses_nothing_acked() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = ServerProcess::spawn(dir.path(), &["--durability", "fsync"]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     client
         .create_stream("orders", 4, Default::default())
         .await
@@ -84,7 +84,7 @@ async fn sigkill_during_writes_loses_nothing_acked() {
     let logs: Vec<Arc<Mutex<ProducerLog>>> = (0..3).map(|_| Arc::default()).collect();
     let mut producers = Vec::new();
     for (producer, log) in logs.iter().enumerate() {
-        let client = connect(server.addr, &server.cert).await;
+        let client = server.connect().await;
         producers.push(tokio::spawn(produce_until_error(
             client,
             producer as u64,
@@ -107,7 +107,7 @@ async fn sigkill_during_writes_loses_nothing_acked() {
     }
 
     let server = ServerProcess::spawn(dir.path(), &["--durability", "fsync"]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     let before_retry = read_all(&client, "orders").await;
     let mut last_sequence: HashMap<u32, u64> = HashMap::new();
     let mut found: HashMap<String, (u32, u64)> = HashMap::new();

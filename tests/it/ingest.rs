@@ -191,7 +191,7 @@ async fn buffered_mode_acks_and_keeps_records_across_a_clean_restart() {
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin_listen = None;
     let server = weir::Server::start(config).await.expect("restart");
-    let client = crate::support::connect(server.local_addr(), server.cert_path()).await;
+    let client = crate::support::connect(server.client_config()).await;
     let stored: usize = read_all(&client, "fast").await.values().map(Vec::len).sum();
     assert_eq!(stored, 300);
 }

@@ -11,7 +11,7 @@ use weir_client::admin::{
 };
 use weir_client::{Client, ErrorCode, PutRecord, PutResult, Record};
 
-use crate::support::{ServerProcess, TestServer, connect, eventually, plugin, read_all};
+use crate::support::{ServerProcess, TestServer, eventually, plugin, read_all};
 
 fn settings(name: &str, plugin: &str, source: &str, config: &[(&str, &str)]) -> ProcessorSettings {
     ProcessorSettings {
@@ -737,7 +737,7 @@ async fn fuel_rate_throttles_a_processor() {
 async fn sigkill_during_processing_yields_each_output_exactly_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = ServerProcess::spawn(dir.path(), &[]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     stream_with_plugins(&client, "ledger", 1, &[("audit-chain", "audit_chain")]).await;
     let count = 2_000;
     for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
@@ -765,7 +765,7 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
         .any(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"));
     assert!(cached, "no compiled artifact was cached");
     let server = ServerProcess::spawn(dir.path(), &[]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     let before = describe(&client, "audit").await.shards[0].records_in;
     assert!(before < count, "the kill came too late to test anything");
     // Lift the throttle by re-creating nothing: just wait, resumed from the cursor.
@@ -786,7 +786,7 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
 async fn sigterm_shuts_down_cleanly_and_processors_resume_from_their_cursors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = ServerProcess::spawn(dir.path(), &[]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     stream_with_plugins(&client, "events", 2, &[("json-filter", "json_filter")]).await;
     let records: Vec<(String, String)> = (0..600)
         .map(|i| (format!("k{}", i % 13), format!(r#"{{"n":{i}}}"#)))
@@ -827,7 +827,7 @@ async fn sigterm_shuts_down_cleanly_and_processors_resume_from_their_cursors() {
     );
 
     let server = ServerProcess::spawn(dir.path(), &[]);
-    let client = connect(server.addr, &server.cert).await;
+    let client = server.connect().await;
     let resumed_at: u64 = describe(&client, "f")
         .await
         .shards

@@ -31,7 +31,7 @@ impl TestServer {
         config.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
         configure(&mut config);
         let server = Server::start(config).await.expect("server starts");
-        let client = connect(server.local_addr(), server.cert_path()).await;
+        let client = connect(server.client_config()).await;
         Self {
             server,
             client,
@@ -44,12 +44,16 @@ impl TestServer {
     }
 
     pub async fn new_client(&self) -> Client {
-        connect(self.server.local_addr(), self.server.cert_path()).await
+        connect(self.server.client_config()).await
+    }
+
+    /// The secret of the server's first admin token.
+    pub fn admin_token(&self) -> String {
+        self.server.client_config().token.expect("auth is on")
     }
 }
 
-pub async fn connect(addr: SocketAddr, cert: &Path) -> Client {
-    let mut config = ClientConfig::new(addr, cert);
+pub async fn connect(mut config: ClientConfig) -> Client {
     config.request_timeout = Duration::from_secs(20);
     Client::connect(config).await.expect("client connects")
 }
@@ -59,6 +63,7 @@ pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
     pub cert: PathBuf,
+    token: Option<String>,
 }
 
 impl ServerProcess {
@@ -99,7 +104,19 @@ impl ServerProcess {
             child,
             addr,
             cert: weir::tls::generated_cert_path(data),
+            token: weir_client::read_token_file(&weir::auth::admin_token_path(data)).ok(),
         }
+    }
+
+    /// A client configuration with the server's first admin token.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(self.addr, &self.cert);
+        config.token = self.token.clone();
+        config
+    }
+
+    pub async fn connect(&self) -> Client {
+        connect(self.client_config()).await
     }
 
     pub fn kill(&mut self) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use weir_client::{Client, ClientConfig, Position, ProducerStamp, PutRecord, PutResult};
+use weir_client::{Client, Position, ProducerStamp, PutRecord, PutResult};
 use weir_proto::routing::shard_for_hash_key;
 
 use crate::config::{Durability, ServerConfig};
@@ -117,7 +117,7 @@ async fn embedded(durability: Durability, batch: usize, size: usize) -> anyhow::
     config.storage.durability = durability;
     config.limits.fit_batches(batch, size);
     let server = ServerThread::start(config)?;
-    let mut client_config = ClientConfig::new(server.local_addr(), server.cert_path());
+    let mut client_config = server.client_config();
     client_config.frame_bytes_max = usize::MAX;
     let client = Client::connect(client_config).await?;
     Ok(Embedded {
@@ -330,8 +330,7 @@ async fn produce_quic(
     let bar = progress_bar(args.records, "quic");
     let mut clients = vec![embedded.client.clone()];
     for _ in 1..args.producers {
-        let mut config =
-            ClientConfig::new(embedded.server.local_addr(), embedded.server.cert_path());
+        let mut config = embedded.server.client_config();
         config.frame_bytes_max = usize::MAX;
         clients.push(Client::connect(config).await?);
     }

@@ -115,7 +115,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .tempdir()?;
     let (server, addr) = start_server(dir.path())?;
     let cert = crate::tls::generated_cert_path(dir.path());
-    let connect = || Client::connect(ClientConfig::new(addr, &cert));
+    let mut config = ClientConfig::new(addr, &cert);
+    config.token = Some(weir_client::read_token_file(
+        &crate::auth::admin_token_path(dir.path()),
+    )?);
+    let connect = || Client::connect(config.clone());
     let admin = connect().await?;
     admin.create_stream("load", 4, Default::default()).await?;
     let idle_rss = resident_bytes(server.pid);

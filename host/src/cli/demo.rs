@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use weir_client::admin::{AdminRequest, AdminResponse, ProcessorSettings};
-use weir_client::{Client, ClientConfig, Position, ProducerConfig};
+use weir_client::{Client, Position, ProducerConfig};
 
 use crate::config::ServerConfig;
 use crate::server::Server;
@@ -218,7 +218,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.admin_listen = Some("127.0.0.1:0".parse()?);
     let server = Server::start(config).await?;
     let addr = server.local_addr();
-    let client = Client::connect(ClientConfig::new(addr, server.cert_path())).await?;
+    let client = Client::connect(server.client_config()).await?;
     client
         .create_stream("clicks", 4, Default::default())
         .await?;

@@ -8,6 +8,7 @@ mod parse;
 mod plugin_local;
 mod plugins;
 mod status;
+mod tokens;
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -74,6 +75,9 @@ enum Command {
     Config(ConfigCommand),
     /// One screen: streams, shards, rates, processors, lag, fuel, errors, disk.
     Status(status::StatusArgs),
+    /// Create, list and revoke access tokens.
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +133,10 @@ pub struct ConnectArgs {
     /// Name the server's certificate is valid for.
     #[arg(long, default_value = weir_proto::DEFAULT_SERVER_NAME)]
     server_name: String,
+    /// Access token (default: DATA/admin.token, the local server's first
+    /// admin token).
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl ConnectArgs {
@@ -145,6 +153,13 @@ impl ConnectArgs {
         }
         let mut config = ClientConfig::new(self.server, ca);
         config.server_name = self.server_name.clone();
+        config.token = match &self.token {
+            Some(token) => Some(token.clone()),
+            None => {
+                let path = crate::auth::admin_token_path(&self.data_dir);
+                weir_client::read_token_file(&path).ok()
+            }
+        };
         Client::connect(config)
             .await
             .with_context(|| format!("is `weir serve` running at {}?", self.server))
@@ -292,6 +307,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::State(command) => plugins::state(command).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Status(args) => status::run(args).await,
+        Command::Token(command) => tokens::run(command).await,
         Command::Config(ConfigCommand::Default) => {
             print!("{}", crate::config::DEFAULT_CONFIG_TOML);
             Ok(())
@@ -346,6 +362,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ?durability,
         "weir serving (QUIC, TLS 1.3, ALPN weir/1)"
     );
+    if server.auth_enabled() {
+        tracing::info!(
+            token = %crate::auth::admin_token_path(&data_dir).display(),
+            "clients authenticate with tokens; CLI verbs run here use the first admin token"
+        );
+    }
     if server.generated_cert() {
         tracing::info!(
             cert = %server.cert_path().display(),

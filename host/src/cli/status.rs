@@ -82,6 +82,9 @@ fn print(snapshot: &Snapshot, previous: Option<(&Snapshot, Duration)>) {
         mib(server.disk_bytes),
         mib(server.resident_bytes)
     );
+    if !server.auth_enabled {
+        println!("AUTHENTICATION DISABLED: anyone who reaches the server can do anything");
+    }
     println!(
         "\n{:<24} {:>5} {:>12} {:>12} {:>12}",
         "stream", "shard", "records", "MiB", "records/s"

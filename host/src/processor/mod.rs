@@ -633,6 +633,14 @@ impl Processors {
         Ok((behind, lag_ms))
     }
 
+    /// The source stream of processor `name`, if it exists.
+    pub async fn source_of(&self, name: &str) -> Option<String> {
+        let running = self.running.lock().await;
+        running
+            .get(name)
+            .map(|processor| processor.definition.settings.source.clone())
+    }
+
     /// A processor's state: `key` in every shard, or every key starting with
     /// `prefix` (all keys if neither), at most `limit` entries.
     pub async fn state(

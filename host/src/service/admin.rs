@@ -1,11 +1,12 @@
-//! AddPlugin and the control-plane requests: plugins, processors, state.
+//! AddPlugin and the control-plane requests: plugins, processors, state,
+//! tokens.
 
 use std::sync::Arc;
 
 use weir_proto::admin::{AdminRequest, AdminResponse, ServerInfo};
 use weir_proto::{ErrorCode, Response};
 
-use super::{RequestError, Service};
+use super::{RequestError, Service, blocking, validate_name};
 use crate::plugin::PluginError;
 use crate::processor::ProcessorError;
 
@@ -27,22 +28,10 @@ impl From<ProcessorError> for RequestError {
             ProcessorError::Plugin(PluginError::Host(_)) => ErrorCode::Internal,
             ProcessorError::Plugin(PluginError::InitRejected(_)) => ErrorCode::InvalidConfig,
             ProcessorError::Plugin(_) => ErrorCode::InvalidPlugin,
-            ProcessorError::Storage(storage) => return storage_error(storage),
+            ProcessorError::Storage(storage) => return Self::from_storage(storage),
         };
         Self::new(code, error.to_string())
     }
-}
-
-fn storage_error(error: &crate::storage::StorageError) -> RequestError {
-    // StorageError is not Clone; map by rendering through the shared mapping.
-    let code = match error {
-        crate::storage::StorageError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
-        crate::storage::StorageError::StreamExists { .. } => ErrorCode::StreamExists,
-        crate::storage::StorageError::ShardNotFound { .. } => ErrorCode::ShardNotFound,
-        crate::storage::StorageError::WriterStopped => ErrorCode::ShuttingDown,
-        _ => ErrorCode::StorageFailure,
-    };
-    RequestError::new(code, error.to_string())
 }
 
 pub async fn add_plugin(
@@ -92,6 +81,7 @@ pub async fn handle(
             uptime_ms: service.started.elapsed().as_millis() as u64,
             disk_bytes: service.storage.disk_bytes().unwrap_or(0),
             resident_bytes: crate::metrics::resident_bytes(),
+            auth_enabled: service.auth.enabled(),
         }),
         AdminRequest::GetState {
             processor,
@@ -105,6 +95,26 @@ pub async fn handle(
                     .state(&processor, key.as_deref(), prefix.as_deref(), limit)
                     .await?,
             )
+        }
+        AdminRequest::CreateToken {
+            name,
+            roles,
+            streams,
+        } => {
+            validate_name("token", &name, ErrorCode::InvalidArgument)?;
+            for stream in streams.iter().flatten() {
+                validate_name("stream", stream, ErrorCode::InvalidStreamName)?;
+            }
+            let service = service.clone();
+            AdminResponse::Token(
+                blocking(move || Ok(service.auth.create(&name, roles, streams)?)).await?,
+            )
+        }
+        AdminRequest::ListTokens => AdminResponse::Tokens(service.auth.list()),
+        AdminRequest::RevokeToken { name } => {
+            let service = service.clone();
+            blocking(move || Ok(service.auth.revoke(&name)?)).await?;
+            AdminResponse::Done
         }
     };
     Ok(Response::Admin(response))

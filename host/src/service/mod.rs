@@ -13,10 +13,13 @@ mod streams;
 
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
+use weir_proto::admin::{AdminRequest, Role};
 use weir_proto::{ErrorCode, Request, Response};
 
+use crate::auth::{Auth, AuthError, Principal, Session};
 use crate::config::Limits;
-use std::sync::atomic::Ordering;
 
 use crate::metrics::ServiceMetrics;
 use crate::processor::Processors;
@@ -61,7 +64,13 @@ impl From<RequestError> for Response {
 
 impl From<StorageError> for RequestError {
     fn from(error: StorageError) -> Self {
-        let code = match &error {
+        Self::from_storage(&error)
+    }
+}
+
+impl RequestError {
+    pub fn from_storage(error: &StorageError) -> Self {
+        let code = match error {
             StorageError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
             StorageError::StreamExists { .. } => ErrorCode::StreamExists,
             StorageError::ShardNotFound { .. } => ErrorCode::ShardNotFound,
@@ -77,44 +86,134 @@ impl From<StorageError> for RequestError {
     }
 }
 
-/// Shared by every connection: the store, the processors and the limits.
+impl From<AuthError> for RequestError {
+    fn from(error: AuthError) -> Self {
+        let code = match &error {
+            AuthError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            AuthError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            AuthError::TokenExists { .. } => ErrorCode::AlreadyExists,
+            AuthError::TokenNotFound { .. } => ErrorCode::TokenNotFound,
+            AuthError::InvalidToken(_) => ErrorCode::InvalidArgument,
+            AuthError::TooManyTokens { .. } => ErrorCode::LimitExceeded,
+            AuthError::TokenFile { .. } => ErrorCode::Internal,
+            AuthError::Storage(storage) => return Self::from_storage(storage),
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
+/// Shared by every connection: the store, the processors, the token table
+/// and the limits.
 pub struct Service {
     pub storage: Arc<Storage>,
     pub processors: Arc<Processors>,
+    pub auth: Auth,
     pub limits: Limits,
     pub metrics: ServiceMetrics,
     pub started: std::time::Instant,
 }
 
 impl Service {
-    pub fn new(storage: Arc<Storage>, processors: Arc<Processors>, limits: Limits) -> Self {
+    pub fn new(
+        storage: Arc<Storage>,
+        processors: Arc<Processors>,
+        auth: Auth,
+        limits: Limits,
+    ) -> Self {
         Self {
             storage,
             processors,
+            auth,
             limits,
             metrics: ServiceMetrics::default(),
             started: std::time::Instant::now(),
         }
     }
 
-    pub async fn handle(self: &Arc<Self>, request: Request) -> Reply {
+    /// Answers one request made on a connection with `session`.
+    pub async fn handle(self: &Arc<Self>, request: Request, session: &Session) -> Reply {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let reply = self.dispatch(request).await;
+        let reply = match self.authorize(&request, session).await {
+            Ok(principal) => self.dispatch(request, session, principal).await,
+            Err(error) => Reply::Response(error.into()),
+        };
         if let Reply::Response(Response::Error { .. }) = &reply {
             self.metrics.request_errors.fetch_add(1, Ordering::Relaxed);
         }
         reply
     }
 
-    async fn dispatch(self: &Arc<Self>, request: Request) -> Reply {
+    /// Who is asking, and whether they may: checked before anything is
+    /// looked up, so a denial says nothing about what exists.
+    async fn authorize(
+        &self,
+        request: &Request,
+        session: &Session,
+    ) -> Result<Principal, RequestError> {
+        if let Request::Authenticate { .. } = request {
+            return Ok(Principal::Anyone);
+        }
+        let principal = self.auth.principal(session)?;
+        let (role, stream) = match request {
+            Request::Authenticate { .. } | Request::ListStreams => return Ok(principal),
+            Request::DescribeStream { name } => {
+                if principal.sees(name) {
+                    return Ok(principal);
+                }
+                (Role::Consume, Some(name.as_str()))
+            }
+            Request::CreateStream { name, .. } | Request::DeleteStream { name } => {
+                (Role::Admin, Some(name.as_str()))
+            }
+            Request::PutRecords { stream, .. } => (Role::Produce, Some(stream.as_str())),
+            Request::GetRecords { stream, .. }
+            | Request::Subscribe { stream, .. }
+            | Request::CommitCheckpoint { stream, .. }
+            | Request::GetCheckpoint { stream, .. } => (Role::Consume, Some(stream.as_str())),
+            Request::Admin(AdminRequest::GetState { processor, .. })
+                if !principal.allows(Role::Admin, None) =>
+            {
+                // State is derived from the source stream: whoever may read
+                // the source may read it.
+                let source = self.processors.source_of(processor).await;
+                let source = source.ok_or_else(|| {
+                    RequestError::new(
+                        ErrorCode::ProcessorNotFound,
+                        format!("no processor named {processor:?}"),
+                    )
+                })?;
+                principal.require(Role::Consume, Some(&source))?;
+                return Ok(principal);
+            }
+            Request::AddPlugin { .. } | Request::Admin(_) => (Role::Admin, None),
+        };
+        principal.require(role, stream)?;
+        Ok(principal)
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        request: Request,
+        session: &Session,
+        principal: Principal,
+    ) -> Reply {
         let result = match request {
+            Request::Authenticate { token } => self
+                .auth
+                .authenticate(session, &token)
+                .map(|()| Response::Ok)
+                .map_err(RequestError::from),
             Request::CreateStream {
                 name,
                 shards,
                 retention,
             } => streams::create(self, &name, shards, retention).await,
             Request::DeleteStream { name } => streams::delete(self, &name).await,
-            Request::ListStreams => Ok(Response::Streams(self.storage.list_streams())),
+            Request::ListStreams => {
+                let mut names = self.storage.list_streams();
+                names.retain(|name| principal.sees(name));
+                Ok(Response::Streams(names))
+            }
             Request::DescribeStream { name } => streams::describe(self, &name),
             Request::PutRecords {
                 stream,

@@ -15,6 +15,7 @@
 mod layout;
 mod processing;
 mod retention;
+mod tokens;
 mod writer;
 
 use std::collections::BTreeMap;
