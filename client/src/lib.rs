@@ -10,7 +10,10 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), weir_client::ClientError> {
 //! use weir_client::{Client, ClientConfig, Position};
-//! let client = Client::connect(ClientConfig::local("weir-data/tls/cert.pem")).await?;
+//! let mut config = ClientConfig::local("weir-data/tls/cert.pem");
+//! // The local server's first admin token; give producers their own.
+//! config.token = weir_client::read_token_file("weir-data/admin.token".as_ref()).ok();
+//! let client = Client::connect(config).await?;
 //! client.create_stream("clicks", 4, Default::default()).await?;
 //! let producer = client.producer("clicks", Default::default());
 //! let ack = producer.send("user-1", &b"{\"page\":\"/\"}"[..]).await?;
