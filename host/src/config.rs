@@ -63,6 +63,12 @@ pub struct StorageConfig {
     pub retention_check_interval_ms: u64,
     /// Records removed per retention commit, so appends are not stalled.
     pub trim_chunk_records_max: usize,
+    /// Record bytes (partition keys and data) all streams may hold; puts
+    /// beyond it fail with the retryable `StorageFull`. `None`: no budget.
+    pub storage_bytes_max: Option<u64>,
+    /// Free space the data directory's filesystem must keep; below it puts
+    /// fail with `StorageFull` before the disk itself fills.
+    pub disk_free_bytes_min: u64,
 }
 
 impl Default for StorageConfig {
@@ -78,6 +84,8 @@ impl Default for StorageConfig {
             producer_dedup_batches_max: 64,
             retention_check_interval_ms: 1_000,
             trim_chunk_records_max: 10_000,
+            storage_bytes_max: None,
+            disk_free_bytes_min: 64 * 1024 * 1024,
         }
     }
 }

@@ -300,6 +300,28 @@ pub async fn render(service: &Service) -> String {
             bytes,
         );
     }
+    let storage = &service.storage;
+    scalar(
+        &mut out,
+        "weir_stored_record_bytes",
+        "gauge",
+        "Record bytes in all streams (what storage_bytes_max bounds).",
+        storage.stored_bytes(),
+    );
+    scalar(
+        &mut out,
+        "weir_disk_free_bytes",
+        "gauge",
+        "Free space on the data directory's filesystem (sampled).",
+        storage.disk_free_bytes(),
+    );
+    scalar(
+        &mut out,
+        "weir_storage_full",
+        "gauge",
+        "1 while puts are refused with StorageFull.",
+        u8::from(storage.space_check().is_err()),
+    );
     out
 }
 

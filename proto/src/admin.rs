@@ -144,7 +144,8 @@ pub struct PluginInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardProgress {
     pub shard: u32,
-    /// `running`, `paused`, `waiting for fuel`, `halted`, `stopped`.
+    /// `running`, `paused`, `waiting for fuel`, `waiting for storage`,
+    /// `retrying`, `halted`, `stopped`.
     pub status: String,
     /// Next source sequence number to process.
     pub cursor: u64,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_client::{ErrorCode, Position, PutRecord, Retention};
+use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
 use crate::support::{TestServer, eventually, read_all};
 
@@ -119,4 +119,81 @@ async fn retention_by_bytes_keeps_the_newest_records_within_budget() {
         .put_records("sized", None, records("after", 5, 10))
         .await
         .expect("put after trim");
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retention() {
+    let test = TestServer::start_with(|config| {
+        config.storage.retention_check_interval_ms = 100;
+        config.storage.storage_bytes_max = Some(20_000);
+    })
+    .await;
+    let client = &test.client;
+    let retention = Retention {
+        age_ms: Some(3_000),
+        bytes: None,
+    };
+    client
+        .create_stream("full", 2, retention)
+        .await
+        .expect("create");
+
+    // Fill the budget: every record is either acked or refused as full.
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for round in 0..100 {
+        let batch = records(&format!("r{round}-"), 5, 1_000);
+        let results = client
+            .put_records("full", None, batch.clone())
+            .await
+            .expect("put answered");
+        for (record, result) in batch.into_iter().zip(results) {
+            match result {
+                PutResult::Stored { shard, sequence } => acked.push((shard, sequence, record)),
+                PutResult::Failed { code, message } => refused = Some((code, message)),
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    let (code, message) = refused.expect("the budget was reached");
+    assert_eq!(code, ErrorCode::StorageFull);
+    assert!(code.is_retryable());
+    assert!(message.contains("storage_bytes_max is 20000"), "{message}");
+    assert!(acked.len() >= 15, "{} records fit", acked.len());
+
+    // Reads, subscriptions, checkpoints and admin keep working; every acked
+    // record is there, intact.
+    let stored = read_all(client, "full").await;
+    for (shard, sequence, record) in &acked {
+        let found = stored[shard]
+            .iter()
+            .find(|r| r.sequence == *sequence)
+            .expect("acked record present");
+        assert_eq!(found.data, record.data);
+    }
+    client
+        .subscribe("full", 0, Position::TrimHorizon)
+        .await
+        .expect("subscribe while full");
+    client
+        .commit_checkpoint("app", "full", 0, 0)
+        .await
+        .expect("checkpoint while full");
+    client
+        .create_stream("another", 1, Retention::default())
+        .await
+        .expect("admin while full");
+
+    // Retention removes the old records and puts resume by themselves.
+    let resumed = eventually(Duration::from_secs(10), || async {
+        let results = client
+            .put_records("full", None, records("later", 1, 100))
+            .await
+            .expect("put answered");
+        matches!(results[0], PutResult::Stored { .. })
+    })
+    .await;
+    assert!(resumed, "puts did not resume after retention freed space");
 }

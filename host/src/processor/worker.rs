@@ -30,6 +30,9 @@ use crate::storage::{
     AppendRecord, CursorState, ProcessingCommit, Shard, Storage, StorageError, Stream, now_ms,
 };
 
+/// How often a worker waiting for storage space looks again.
+const STORAGE_FULL_RECHECK: Duration = Duration::from_millis(500);
+
 /// What `processor describe` shows about a worker besides its cursor.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -145,6 +148,16 @@ impl Worker {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
+            }
+            if let Err(full) = self.storage.space_check() {
+                // Outputs and state would be refused or push the disk
+                // further; the cursor waits, so nothing is skipped.
+                self.set_status("waiting for storage", Some(full.to_string()));
+                tokio::select! {
+                    () = tokio::time::sleep(STORAGE_FULL_RECHECK) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
             }
             let limit = self.batch_limit(bucket.available());
             let records = match self.read_batch(limit).await {

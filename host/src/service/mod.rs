@@ -78,6 +78,7 @@ impl RequestError {
             StorageError::PositionBeyondTip { .. } => ErrorCode::InvalidPosition,
             StorageError::StaleProducerBatch { .. } => ErrorCode::StaleProducerBatch,
             StorageError::WriterStopped => ErrorCode::ShuttingDown,
+            StorageError::StorageFull { .. } => ErrorCode::StorageFull,
             StorageError::Corrupt { .. }
             | StorageError::Engine(_)
             | StorageError::CommitFailed { .. } => ErrorCode::StorageFailure,

@@ -15,6 +15,7 @@
 mod layout;
 mod processing;
 mod retention;
+mod space;
 mod tokens;
 mod writer;
 
@@ -93,6 +94,9 @@ pub enum StorageError {
     /// The group commit carrying this request failed; nothing of it was stored.
     #[error("commit failed, nothing of this request was stored: {message}")]
     CommitFailed { message: String },
+    /// An append would exceed the storage budget or the disk's reserve.
+    #[error("storage full: {reason}; writes resume once retention frees space (reads still work)")]
+    StorageFull { reason: String },
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the storage writer has stopped (server shutting down)")]
     WriterStopped,
@@ -194,6 +198,7 @@ pub struct Storage {
     writer: mpsc::Sender<Command>,
     background: Mutex<Vec<JoinHandle<()>>>,
     stop_background: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    space: Arc<space::SpaceGauge>,
     config: StorageConfig,
 }
 
@@ -232,22 +237,36 @@ impl Storage {
             streams.insert(name, Arc::new(stream));
         }
 
+        let stored_bytes = streams
+            .values()
+            .flat_map(|stream| &stream.shards)
+            .map(|shard| shard.state().bytes)
+            .sum();
+        let space = Arc::new(space::SpaceGauge::new(
+            dir,
+            config.storage_bytes_max,
+            config.disk_free_bytes_min,
+            stored_bytes,
+        ));
         let (writer_tx, writer_rx) = mpsc::channel(config.writer_queue_commands_max);
         let durability = match config.durability {
             Durability::Fsync => Some(PersistMode::SyncData),
             Durability::Buffered => None,
         };
-        let writer_thread = writer::Writer::new(
-            db.clone(),
-            meta.clone(),
+        let writer = writer::Writer {
+            db: db.clone(),
+            meta: meta.clone(),
             producers,
-            checkpoints.clone(),
-            processing.clone_handles(),
+            checkpoints: checkpoints.clone(),
+            processing: processing.clone_handles(),
+            space: space.clone(),
             durability,
-            config.clone(),
-        )
-        .spawn(writer_rx)
-        .map_err(|e| StorageError::Engine(e.into()))?;
+            config: config.clone(),
+            dedup: Default::default(),
+        };
+        let writer_thread = writer
+            .spawn(writer_rx)
+            .map_err(|e| StorageError::Engine(e.into()))?;
 
         let storage = Arc::new(Self {
             db,
@@ -259,6 +278,7 @@ impl Storage {
             writer: writer_tx,
             background: Mutex::new(vec![writer_thread]),
             stop_background: Mutex::new(None),
+            space,
             config,
         });
         storage.start_background()?;
@@ -294,6 +314,7 @@ impl Storage {
                     if last_retention.elapsed() >= interval {
                         last_retention = std::time::Instant::now();
                         retention::enforce(&storage);
+                        storage.space.sample_disk();
                     }
                 }
             })
@@ -478,6 +499,12 @@ impl Storage {
         producer: Option<ProducerStamp>,
         appends: Vec<(Arc<Shard>, Vec<AppendRecord>)>,
     ) -> Vec<Result<AppendOutcome>> {
+        if let Some(reason) = self.space.full_reason() {
+            let full = || StorageError::StorageFull {
+                reason: reason.clone(),
+            };
+            return appends.iter().map(|_| Err(full())).collect();
+        }
         let mut pending = Vec::with_capacity(appends.len());
         for (shard, records) in appends {
             let (reply, response) = oneshot::channel();
@@ -647,6 +674,21 @@ impl Storage {
         response
             .blocking_recv()
             .map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Fails with `StorageFull` when appends are refused for lack of space.
+    pub fn space_check(&self) -> Result<()> {
+        self.space.check()
+    }
+
+    /// Record bytes stored in all streams (what `storage_bytes_max` bounds).
+    pub fn stored_bytes(&self) -> u64 {
+        self.space.stored_bytes()
+    }
+
+    /// Free bytes on the data directory's filesystem (sampled).
+    pub fn disk_free_bytes(&self) -> u64 {
+        self.space.disk_free_bytes()
     }
 
     /// Bytes the data directory uses on disk, as fjall accounts them.

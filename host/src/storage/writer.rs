@@ -17,6 +17,7 @@ use weir_proto::ProducerStamp;
 
 use super::layout::{self, DedupEntry, DedupWindow, ShardState};
 use super::processing::{ProcessingCommit, ProcessingKeyspaces};
+use super::space::SpaceGauge;
 use super::{Result, Shard, StorageError, Stream, now_ms};
 use crate::config::StorageConfig;
 
@@ -94,15 +95,17 @@ enum Reply {
 }
 
 pub(super) struct Writer {
-    db: Database,
-    meta: Keyspace,
-    producers: Keyspace,
-    checkpoints: Keyspace,
-    processing: ProcessingKeyspaces,
-    durability: Option<PersistMode>,
-    config: StorageConfig,
+    pub db: Database,
+    pub meta: Keyspace,
+    pub producers: Keyspace,
+    pub checkpoints: Keyspace,
+    pub processing: ProcessingKeyspaces,
+    /// Told of every change to a shard's stored bytes.
+    pub space: Arc<SpaceGauge>,
+    pub durability: Option<PersistMode>,
+    pub config: StorageConfig,
     /// Dedup windows read so far, keyed by (stream id, shard, producer id).
-    dedup: HashMap<(u64, u32, u64), DedupWindow>,
+    pub dedup: HashMap<(u64, u32, u64), DedupWindow>,
 }
 
 /// What one group commit is building.
@@ -115,27 +118,6 @@ struct Group {
 }
 
 impl Writer {
-    pub fn new(
-        db: Database,
-        meta: Keyspace,
-        producers: Keyspace,
-        checkpoints: Keyspace,
-        processing: ProcessingKeyspaces,
-        durability: Option<PersistMode>,
-        config: StorageConfig,
-    ) -> Self {
-        Self {
-            db,
-            meta,
-            producers,
-            checkpoints,
-            processing,
-            durability,
-            config,
-            dedup: HashMap::new(),
-        }
-    }
-
     pub fn spawn(self, commands: mpsc::Receiver<Command>) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("weir-writer".into())
@@ -387,6 +369,7 @@ impl Writer {
         match group.batch.commit() {
             Ok(()) => {
                 for (shard, state) in group.shards.into_values() {
+                    self.space.changed(shard.state().bytes, state.bytes);
                     shard.publish(state);
                 }
                 for reply in group.replies {
@@ -442,6 +425,7 @@ impl Writer {
         self.dedup
             .retain(|(stream_id, _, _), _| *stream_id != stream.id);
         for shard in &stream.shards {
+            self.space.changed(shard.state().bytes, 0);
             self.db.delete_keyspace(shard.keyspace.clone())?;
             // Wake subscribers and workers waiting on the tip: they find
             // the stream deleted and stop.
