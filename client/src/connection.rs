@@ -26,7 +26,10 @@ pub struct ClientConfig {
     pub server_name: String,
     /// PEM file with the certificate (or CA) to trust.
     pub ca_cert: PathBuf,
-    /// Time allowed for one request, from sending it to its response.
+    /// Time allowed for one request, from sending it to its response. A
+    /// request that times out also closes the connection (the next call
+    /// reconnects): the server may have restarted without the client
+    /// being able to tell.
     pub request_timeout: Duration,
     /// Largest response frame accepted.
     pub frame_bytes_max: usize,
@@ -186,10 +189,10 @@ impl Client {
 
     async fn open(
         &self,
+        connection: &quinn::Connection,
         frame: &Bytes,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-        let connection = self.connection().await?;
-        let lost = |e: &dyn std::fmt::Display| connection_lost(&connection, e);
+        let lost = |e: &dyn std::fmt::Display| connection_lost(connection, e);
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
         // Handed to quinn as one chunk, without copying: a frame is encoded
         // once (one copy of the records) and sent as is, even when retried.
@@ -203,18 +206,37 @@ impl Client {
     /// Sends an encoded request frame and returns the response; an error
     /// response becomes [`ClientError::Server`].
     pub async fn call_frame(&self, frame: &Bytes) -> Result<Response, ClientError> {
+        let connection = self.connection().await?;
         let exchange = async {
-            let (_send, mut recv) = self.open(frame).await?;
+            let (_send, mut recv) = self.open(&connection, frame).await?;
             let mut buf = BytesMut::new();
             read_response(&mut recv, &mut buf, self.inner.config.frame_bytes_max).await
         };
         match tokio::time::timeout(self.inner.config.request_timeout, exchange).await {
             Ok(response) => response,
-            Err(_) => Err(ClientError::Connection(format!(
-                "no response within {:?}",
-                self.inner.config.request_timeout
-            ))),
+            Err(_) => {
+                self.abandon(&connection).await;
+                Err(ClientError::Connection(format!(
+                    "no response within {:?}",
+                    self.inner.config.request_timeout
+                )))
+            }
         }
+    }
+
+    /// Closes a connection that let a request time out, so the next call
+    /// connects afresh. A server that was killed and restarted cannot tell
+    /// the client its old connection is gone (its stateless resets carry a
+    /// new key), so without this the client would wait for the idle timeout.
+    async fn abandon(&self, connection: &quinn::Connection) {
+        let mut slot = self.inner.connection.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == connection.stable_id())
+        {
+            *slot = None;
+        }
+        connection.close(0u32.into(), b"request timed out");
     }
 
     /// Sends any request and returns its response.
@@ -318,7 +340,8 @@ impl Client {
             shard,
             from,
         };
-        let (send, recv) = self.open(&encode(&request)).await?;
+        let connection = self.connection().await?;
+        let (send, recv) = self.open(&connection, &encode(&request)).await?;
         let mut subscription = Subscription {
             _send: send,
             recv,

@@ -11,3 +11,4 @@ mod plugins;
 mod retention;
 mod subscribe;
 mod support;
+mod torture;
