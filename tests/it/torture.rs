@@ -46,7 +46,7 @@ impl Event {
         Self {
             id: format!("p{producer}-{index}"),
             key: format!("k{}", (mix >> 8) % KEYS),
-            buy: (mix >> 20) % 3 == 0,
+            buy: (mix >> 20).is_multiple_of(3),
             amount: (mix >> 32) % 100 + 1,
         }
     }
