@@ -176,6 +176,10 @@ pub struct ProcessingConfig {
     pub processor_idle_tick_ms: u64,
     pub state_key_bytes_max: usize,
     pub state_value_bytes_max: usize,
+    /// State (keys and values) one processor may hold; each source shard
+    /// gets an equal share. A commit that would grow a shard's state past
+    /// its share halts that shard's worker, naming this limit.
+    pub processor_state_bytes_max: u64,
     /// Plugins stored on the server.
     pub plugins_max: usize,
     /// Processors on the server.
@@ -195,6 +199,7 @@ impl Default for ProcessingConfig {
             processor_idle_tick_ms: 1_000,
             state_key_bytes_max: 1024,
             state_value_bytes_max: 1024 * 1024,
+            processor_state_bytes_max: 256 * 1024 * 1024,
             plugins_max: 100,
             processors_max: 100,
         }

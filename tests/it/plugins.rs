@@ -853,3 +853,39 @@ async fn sigterm_shuts_down_cleanly_and_processors_resume_from_their_cursors() {
         "every record processed exactly once"
     );
 }
+
+#[tokio::test]
+async fn a_processor_over_its_state_budget_halts_without_skipping_input() {
+    let test =
+        TestServer::start_with(|config| config.processing.processor_state_bytes_max = 400).await;
+    let client = &test.client;
+    stream_with_plugins(client, "users", 1, &[("count-by-key", "count_by_key")]).await;
+    create(
+        client,
+        settings(
+            "per-user",
+            "count-by-key",
+            "users",
+            &[("window-ms", "3600000")],
+        ),
+    )
+    .await;
+    // Each new partition key adds a state entry of ~40 bytes; 10 fit.
+    for i in 0..40 {
+        let key = format!("user-{i:04}");
+        put(client, "users", &[(key.as_str(), "{}".to_owned())]).await;
+    }
+    let halted = eventually(Duration::from_secs(15), || async {
+        describe(client, "per-user").await.shards[0].status == "halted"
+    })
+    .await;
+    let shard = describe(client, "per-user").await.shards.remove(0);
+    assert!(halted, "{shard:?}");
+    let error = shard.last_error.clone().expect("reason");
+    assert!(error.contains("processor_state_bytes_max (400)"), "{error}");
+    assert!(shard.state_bytes <= 400, "{shard:?}");
+    assert!(
+        shard.cursor < 40,
+        "the records that did not fit were not skipped: {shard:?}"
+    );
+}

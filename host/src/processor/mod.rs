@@ -422,6 +422,9 @@ impl Processors {
             };
             let progress = Arc::new(Mutex::new(Progress::new("running")));
             let (stop, stop_rx) = watch::channel(false);
+            let (_, state_bytes) = self.storage.state_size(definition.id, shard.index)?;
+            let state_bytes_max =
+                self.config.processor_state_bytes_max / source.shards.len().max(1) as u64;
             let worker = Worker {
                 storage: self.storage.clone(),
                 runtime: self.runtime.clone(),
@@ -439,6 +442,8 @@ impl Processors {
                 record_bytes_max: self.record_bytes_max,
                 cursor: start,
                 progress: progress.clone(),
+                state_bytes,
+                state_bytes_max,
             };
             let task = tokio::spawn(worker.run(stop_rx));
             workers.push(WorkerHandle {

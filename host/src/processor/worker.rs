@@ -66,6 +66,10 @@ pub(super) struct Worker {
     pub record_bytes_max: usize,
     pub cursor: CursorState,
     pub progress: Arc<Mutex<Progress>>,
+    /// Committed state bytes (keys and values) of this shard.
+    pub state_bytes: u64,
+    /// This shard's share of `processor_state_bytes_max`.
+    pub state_bytes_max: u64,
 }
 
 /// Committed state reads for the worker's (processor, shard).
@@ -583,6 +587,18 @@ impl Worker {
         if let Some(dead_letter) = &self.dead_letter {
             outputs.extend(route(dead_letter, pending.dead_letters));
         }
+        let state_bytes = match self.state_bytes_after(&state) {
+            Ok(bytes) => bytes,
+            Err(error) => return Step::Halt(format!("reading state: {error}")),
+        };
+        // A step that shrinks state is always allowed, even over the limit.
+        if state_bytes > self.state_bytes_max && state_bytes > self.state_bytes {
+            return Step::Halt(format!(
+                "state would grow to {state_bytes} bytes, over this shard's share ({} bytes) \
+                 of processor_state_bytes_max ({}); raise it, then resume the processor",
+                self.state_bytes_max, self.processing.processor_state_bytes_max
+            ));
+        }
         let commit = ProcessingCommit {
             processor_id: self.processor_id,
             shard: self.source.index,
@@ -594,10 +610,28 @@ impl Worker {
         match self.storage.commit_processing(commit).await {
             Ok(()) => {
                 self.cursor = cursor;
+                self.state_bytes = state_bytes;
                 Step::Continue
             }
             Err(error) => Step::Halt(format!("commit failed: {error}")),
         }
+    }
+
+    /// The shard's state size once `writes` are committed.
+    fn state_bytes_after(
+        &self,
+        writes: &crate::plugin::instance::StateWrites,
+    ) -> Result<u64, StorageError> {
+        let mut bytes = self.state_bytes;
+        for (key, value) in writes {
+            let old = self
+                .storage
+                .state_get(self.processor_id, self.source.index, key)?;
+            let size = |value: &[u8]| (key.len() + value.len()) as u64;
+            bytes = bytes.saturating_sub(old.as_deref().map_or(0, size));
+            bytes += value.as_deref().map_or(0, size);
+        }
+        Ok(bytes)
     }
 }
 
