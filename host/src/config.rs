@@ -117,6 +117,16 @@ pub struct Limits {
     pub streams_max: usize,
     /// Open subscriptions per shard.
     pub subscribers_per_shard_max: usize,
+    /// Request bytes one connection may have in memory: its QUIC receive
+    /// window and the requests it has in progress. Its requests wait when
+    /// it is full, so one client cannot take the server's whole budget.
+    pub connection_buffered_bytes_max: usize,
+    /// Request bytes all connections together may have in memory; requests
+    /// wait when it is full.
+    pub server_buffered_bytes_max: usize,
+    /// How long a request waits for buffer space before it fails with
+    /// `Overloaded`.
+    pub buffer_wait_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -136,6 +146,9 @@ impl Default for Limits {
             connections_max: 1_024,
             streams_max: 1_000,
             subscribers_per_shard_max: 64,
+            connection_buffered_bytes_max: 16 * 1024 * 1024,
+            server_buffered_bytes_max: 256 * 1024 * 1024,
+            buffer_wait_timeout_ms: 5_000,
         }
     }
 }
@@ -151,6 +164,12 @@ impl Limits {
         self.frame_bytes_max = self
             .frame_bytes_max
             .max(request_bytes + records * 512 + 64 * 1024);
+        self.connection_buffered_bytes_max = self
+            .connection_buffered_bytes_max
+            .max(4 * self.frame_bytes_max);
+        self.server_buffered_bytes_max = self
+            .server_buffered_bytes_max
+            .max(self.connection_buffered_bytes_max);
     }
 }
 

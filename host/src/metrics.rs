@@ -223,6 +223,16 @@ pub async fn render(service: &Service) -> String {
     );
     scalar(
         &mut out,
+        "weir_buffered_request_bytes",
+        "gauge",
+        "Request bytes reserved in memory (bounded by server_buffered_bytes_max).",
+        service
+            .limits
+            .server_buffered_bytes_max
+            .saturating_sub(service.buffered.available_permits()),
+    );
+    scalar(
+        &mut out,
         "weir_requests_total",
         "counter",
         "Requests handled.",

@@ -11,8 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::watch;
-use weir_proto::{DecodeError, ErrorCode, Frame, Request, Response, decode_frame};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use weir_proto::{
+    DecodeError, ErrorCode, FRAME_HEADER_BYTES, Frame, Request, Response, decode_frame,
+};
 
 use crate::auth::Session;
 use crate::service::{Reply, Service, Subscription};
@@ -52,6 +54,13 @@ pub fn bind(
     transport
         .max_concurrent_bidi_streams(limits.connection_streams_max.into())
         .max_concurrent_uni_streams(0u32.into())
+        // Bytes a client may have in flight on the connection before it
+        // must wait for the server to read: QUIC's own buffering is part
+        // of the connection's share.
+        .receive_window(
+            quinn::VarInt::from_u64(limits.connection_buffered_bytes_max as u64)
+                .unwrap_or(quinn::VarInt::MAX),
+        )
         .max_idle_timeout(
             quinn::IdleTimeout::try_from(Duration::from_millis(limits.connection_idle_timeout_ms))
                 .ok(),
@@ -108,11 +117,14 @@ async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
         return;
     }
     tracing::debug!(%peer, "connection accepted");
-    let session = Arc::new(Session::default());
+    let context = Arc::new(ConnectionContext {
+        session: Session::default(),
+        buffer: ConnectionBuffer::new(&service.limits),
+    });
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(handle_stream(send, recv, service.clone(), session.clone()));
+                tokio::spawn(handle_stream(send, recv, service.clone(), context.clone()));
             }
             Err(error) => {
                 tracing::debug!(%peer, %error, "connection ended");
@@ -120,6 +132,13 @@ async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
             }
         }
     }
+}
+
+/// What a connection's streams share: who it authenticated as and its
+/// share of the request buffers.
+struct ConnectionContext {
+    session: Session,
+    buffer: ConnectionBuffer,
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -132,50 +151,160 @@ impl Drop for ConnectionCount {
 }
 
 enum ReadOutcome {
-    Frame(Frame),
+    Frame(Frame, BufferPermit),
     Decode(DecodeError),
     EndedEarly,
     TimedOut,
+    /// The connection's or the server's buffer budget stayed full.
+    NoBuffer(String),
     Reset,
 }
 
-async fn read_request(recv: &mut quinn::RecvStream, service: &Service) -> ReadOutcome {
+/// Request bytes one connection may hold in memory, and the server's
+/// budget all connections share: a client that sends large requests fast
+/// waits for its own share first, so it can take at most that much of the
+/// server's.
+struct ConnectionBuffer {
+    share: Arc<Semaphore>,
+    share_bytes: usize,
+}
+
+impl ConnectionBuffer {
+    fn new(limits: &crate::config::Limits) -> Self {
+        Self {
+            share: Arc::new(Semaphore::new(limits.connection_buffered_bytes_max)),
+            share_bytes: limits.connection_buffered_bytes_max,
+        }
+    }
+}
+
+/// Budget held by one request until it is answered.
+struct BufferPermit {
+    _connection: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
+}
+
+/// Reserves `bytes` of the connection's share and of the server's budget
+/// (a request larger than either takes all of it, alone).
+async fn reserve(
+    buffer: &ConnectionBuffer,
+    service: &Service,
+    bytes: usize,
+) -> Result<BufferPermit, String> {
+    let limits = &service.limits;
+    let wait = Duration::from_millis(limits.buffer_wait_timeout_ms);
+    let take = |capacity: usize| u32::try_from(bytes.min(capacity).max(1)).unwrap_or(u32::MAX);
+    let connection = tokio::time::timeout(
+        wait,
+        buffer
+            .share
+            .clone()
+            .acquire_many_owned(take(buffer.share_bytes)),
+    )
+    .await;
+    let Ok(Ok(connection)) = connection else {
+        return Err(format!(
+            "this connection's requests fill connection_buffered_bytes_max ({} bytes); \
+             wait for answers before sending more",
+            buffer.share_bytes
+        ));
+    };
+    let server = tokio::time::timeout(
+        wait,
+        service
+            .buffered
+            .clone()
+            .acquire_many_owned(take(limits.server_buffered_bytes_max)),
+    )
+    .await;
+    let Ok(Ok(server)) = server else {
+        return Err(format!(
+            "the server's request buffers are full (server_buffered_bytes_max, {} bytes); retry",
+            limits.server_buffered_bytes_max
+        ));
+    };
+    Ok(BufferPermit {
+        _connection: connection,
+        _server: server,
+    })
+}
+
+/// Reads one request frame: its length first, then — once the frame's
+/// bytes are reserved from the buffer budgets — its body.
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    service: &Service,
+    buffer: &ConnectionBuffer,
+) -> ReadOutcome {
     let frame_bytes_max = service.limits.frame_bytes_max;
     let timeout = Duration::from_millis(service.limits.request_read_timeout_ms);
     let mut buf = BytesMut::new();
-    let read = async {
+    let read_header = async {
+        while buf.len() < FRAME_HEADER_BYTES {
+            match recv.read_chunk(FRAME_HEADER_BYTES - buf.len(), true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err(ReadOutcome::EndedEarly),
+                Err(_) => return Err(ReadOutcome::Reset),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read_header).await {
+        Ok(Ok(())) => {}
+        Ok(Err(outcome)) => return outcome,
+        Err(_) => return ReadOutcome::TimedOut,
+    }
+    // Checks the declared length before anything is reserved.
+    if let Err(error) = decode_frame(&mut buf, frame_bytes_max) {
+        return ReadOutcome::Decode(error);
+    }
+    let body_bytes = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let permit = match reserve(buffer, service, FRAME_HEADER_BYTES + body_bytes).await {
+        Ok(permit) => permit,
+        Err(reason) => return ReadOutcome::NoBuffer(reason),
+    };
+    let read_body = async {
         loop {
             match decode_frame(&mut buf, frame_bytes_max) {
-                Ok(Some(frame)) => return ReadOutcome::Frame(frame),
+                Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
-                Err(error) => return ReadOutcome::Decode(error),
+                Err(error) => return Err(ReadOutcome::Decode(error)),
             }
             match recv.read_chunk(frame_bytes_max, true).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-                Ok(None) => return ReadOutcome::EndedEarly,
-                Err(_) => return ReadOutcome::Reset,
+                Ok(None) => return Err(ReadOutcome::EndedEarly),
+                Err(_) => return Err(ReadOutcome::Reset),
             }
         }
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or(ReadOutcome::TimedOut)
+    match tokio::time::timeout(timeout, read_body).await {
+        Ok(Ok(frame)) => ReadOutcome::Frame(frame, permit),
+        Ok(Err(outcome)) => outcome,
+        Err(_) => ReadOutcome::TimedOut,
+    }
 }
 
 async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     service: Arc<Service>,
-    session: Arc<Session>,
+    connection: Arc<ConnectionContext>,
 ) {
-    let request = match read_request(&mut recv, &service).await {
-        ReadOutcome::Frame(frame) => Request::decode(frame).map_err(|error| {
-            let code = match error {
-                DecodeError::UnknownKind { .. } => ErrorCode::UnexpectedMessage,
-                _ => ErrorCode::MalformedFrame,
-            };
-            Response::error(code, error.to_string())
-        }),
+    // Held until the request is answered: its records stay in memory
+    // until the writer has committed them.
+    let mut permit = None;
+    let request = match read_request(&mut recv, &service, &connection.buffer).await {
+        ReadOutcome::Frame(frame, reserved) => {
+            permit = Some(reserved);
+            Request::decode(frame).map_err(|error| {
+                let code = match error {
+                    DecodeError::UnknownKind { .. } => ErrorCode::UnexpectedMessage,
+                    _ => ErrorCode::MalformedFrame,
+                };
+                Response::error(code, error.to_string())
+            })
+        }
+        ReadOutcome::NoBuffer(reason) => Err(Response::error(ErrorCode::Overloaded, reason)),
         ReadOutcome::Decode(error) => {
             let code = match error {
                 DecodeError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
@@ -199,7 +328,7 @@ async fn handle_stream(
     // The request is in hand: stop the peer from sending more on this stream.
     let _ = recv.stop(0u32.into());
     let reply = match request {
-        Ok(request) => service.handle(request, &session).await,
+        Ok(request) => service.handle(request, &connection.session).await,
         Err(response) => Reply::Response(response),
     };
     let mut buf = BytesMut::new();
@@ -211,6 +340,7 @@ async fn handle_stream(
             }
         }
         Reply::Subscription(mut subscription) => {
+            drop(permit);
             // Confirm first, so the client knows where the feed starts
             // before it produces anything it expects to see.
             Response::Records(subscription.confirmation()).encode(&mut buf);

@@ -351,3 +351,72 @@ async fn count_limits_are_enforced_with_the_limit_named() {
     assert!(error.to_string().contains("connections_max (3)"), "{error}");
     assert_eq!(client.list_streams().await.expect("still served").len(), 2);
 }
+
+/// Opens a stream on `raw` that declares a frame of `body_bytes` and sends
+/// only its first bytes, so the server reserves buffer budget for it.
+async fn half_sent_request(
+    raw: &quinn::Connection,
+    body_bytes: u32,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut send, recv) = raw.open_bi().await.expect("open");
+    let mut start = body_bytes.to_le_bytes().to_vec();
+    start.extend_from_slice(&[0x10, 1, 0, b's']);
+    send.write_all(&start).await.expect("write");
+    (send, recv)
+}
+
+#[tokio::test]
+async fn a_client_fills_only_its_own_buffer_share() {
+    let test = TestServer::start_with(|config| {
+        config.limits.connection_buffered_bytes_max = 1_000_000;
+        config.limits.server_buffered_bytes_max = 2_000_000;
+        // Held requests outlive the waits for their buffer space.
+        config.limits.request_read_timeout_ms = 3_000;
+        config.limits.buffer_wait_timeout_ms = 500;
+    })
+    .await;
+    let stored = baseline(&test, 5).await;
+    let (addr, cert) = (test.server.local_addr(), test.server.cert_path());
+
+    // A greedy client: its first huge request takes most of its share, the
+    // second waits for the share and is refused, naming the limit.
+    let greedy = raw_connection(addr, cert).await;
+    let _first = half_sent_request(&greedy, 900_000).await;
+    let (_send, mut second) = half_sent_request(&greedy, 900_000).await;
+
+    // Meanwhile everyone else is served at once.
+    let other = test.new_client().await;
+    let started = std::time::Instant::now();
+    let results = other
+        .put_records("s", None, vec![record("k", 1_000)])
+        .await
+        .expect("served");
+    assert!(failed_code(&results[0]).is_none());
+    assert!(started.elapsed() < Duration::from_millis(500));
+    match read_raw_response(&mut second).await {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Overloaded);
+            assert!(
+                message.contains("connection_buffered_bytes_max"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+
+    // A second greedy client takes most of what is left of the server's
+    // budget: a large request from a third waits, then is refused.
+    let greedy_too = raw_connection(addr, cert).await;
+    let _held = half_sent_request(&greedy_too, 900_000).await;
+    let third = raw_connection(addr, cert).await;
+    let (_send, mut large) = half_sent_request(&third, 500_000).await;
+    match read_raw_response(&mut large).await {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Overloaded);
+            assert!(message.contains("server_buffered_bytes_max"), "{message}");
+            assert!(code.is_retryable());
+        }
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+    assert_all_there(&test, stored + 1).await;
+}

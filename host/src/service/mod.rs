@@ -110,6 +110,9 @@ pub struct Service {
     pub processors: Arc<Processors>,
     pub auth: Auth,
     pub limits: Limits,
+    /// The server's request-buffer budget in bytes
+    /// (`server_buffered_bytes_max`), shared by all connections.
+    pub buffered: Arc<tokio::sync::Semaphore>,
     pub metrics: ServiceMetrics,
     pub started: std::time::Instant,
 }
@@ -125,6 +128,9 @@ impl Service {
             storage,
             processors,
             auth,
+            buffered: Arc::new(tokio::sync::Semaphore::new(
+                limits.server_buffered_bytes_max,
+            )),
             limits,
             metrics: ServiceMetrics::default(),
             started: std::time::Instant::now(),
