@@ -31,6 +31,9 @@ pub struct LoadArgs {
     /// Subscriptions that are opened and never read.
     #[arg(long, default_value_t = 50)]
     stalled_subscribers: usize,
+    /// A weir.toml for the server (to measure other memory budgets).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
 }
 
 struct ServerProcess {
@@ -49,10 +52,17 @@ fn resident_bytes(pid: u32) -> u64 {
     crate::metrics::resident_bytes_of(&format!("/proc/{pid}/status"))
 }
 
-fn start_server(dir: &std::path::Path) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
-    let mut child = Command::new(std::env::current_exe()?)
+fn start_server(
+    dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("serve");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .args([
-            "serve",
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
@@ -113,7 +123,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("weir-bench-load")
         .tempdir()?;
-    let (server, addr) = start_server(dir.path())?;
+    let (server, addr) = start_server(dir.path(), args.config.as_deref())?;
     let cert = crate::tls::generated_cert_path(dir.path());
     let mut config = ClientConfig::new(addr, &cert);
     config.token = Some(weir_client::read_token_file(
