@@ -14,6 +14,9 @@ use weir_proto::defaults;
 /// Where `/metrics` is served by default (loopback, next to QUIC's 7720).
 pub const DEFAULT_ADMIN_PORT: u16 = 7721;
 
+/// fjall refuses (panics on) smaller journals.
+const JOURNAL_BYTES_MIN: u64 = 64 * 1024 * 1024;
+
 /// The documented default configuration file (`weir config default`).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../weir.default.toml");
 
@@ -283,7 +286,42 @@ impl ServerConfig {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values the server cannot run with, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let journal_min = JOURNAL_BYTES_MIN;
+        if self.storage.journal_bytes_max < journal_min {
+            return Err(format!(
+                "storage.journal_bytes_max must be at least {journal_min} (64 MiB, the storage engine's minimum), not {}",
+                self.storage.journal_bytes_max
+            ));
+        }
+        let positive = [
+            (
+                "limits.connection_buffered_bytes_max",
+                self.limits.connection_buffered_bytes_max,
+            ),
+            (
+                "limits.server_buffered_bytes_max",
+                self.limits.server_buffered_bytes_max,
+            ),
+            ("limits.frame_bytes_max", self.limits.frame_bytes_max),
+            ("limits.batch_records_max", self.limits.batch_records_max),
+            (
+                "processing.processor_batch_records_max",
+                self.processing.processor_batch_records_max,
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
     }
 
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -330,6 +368,12 @@ mod tests {
         let error =
             ServerConfig::from_toml("[storage]\ndurability = \"sometimes\"\n").expect_err("bad");
         assert!(error.contains("sometimes"), "{error}");
+        let error = ServerConfig::from_toml("[storage]\njournal_bytes_max = 1048576\n")
+            .expect_err("too small");
+        assert!(error.contains("storage.journal_bytes_max"), "{error}");
+        let error =
+            ServerConfig::from_toml("[limits]\nserver_buffered_bytes_max = 0\n").expect_err("zero");
+        assert!(error.contains("server_buffered_bytes_max"), "{error}");
         let partial =
             ServerConfig::from_toml("[limits]\nbatch_records_max = 1000\n").expect("partial");
         assert_eq!(partial.limits.batch_records_max, 1000);

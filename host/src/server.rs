@@ -25,6 +25,8 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error("starting the plugin runtime: {0}")]
     Plugins(PluginError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("loading tokens: {0}")]
     Auth(AuthError),
     #[error("creating data directory {dir}: {source}")]
@@ -51,6 +53,7 @@ impl Server {
     /// Opens the data directory and starts serving on `config.listen`
     /// (port 0 picks a free port; see [`Server::local_addr`]).
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate().map_err(ServerError::Config)?;
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
             dir: dir.clone(),
