@@ -347,22 +347,28 @@ async fn handle_stream(
             if send.write_all(&buf).await.is_err() {
                 return;
             }
-            stream_batches(&mut send, &mut subscription, &mut buf).await;
+            stream_batches(&mut send, &mut subscription, &mut buf, |stream| {
+                service.may_consume(&connection.session, stream)
+            })
+            .await;
         }
     }
 }
 
-/// Writes batches until the client stops the stream or an error ends it.
+/// Writes batches until the client stops the stream, an error ends it or
+/// the connection may no longer read the stream (`allowed`).
 async fn stream_batches(
     send: &mut quinn::SendStream,
     subscription: &mut Subscription,
     buf: &mut BytesMut,
+    allowed: impl Fn(&str) -> Result<(), crate::service::RequestError>,
 ) {
     loop {
         let batch = tokio::select! {
             batch = subscription.next_batch() => batch,
             _ = send.stopped() => return,
         };
+        let batch = batch.and_then(|batch| allowed(subscription.stream()).map(|()| batch));
         let (response, last) = match batch {
             Ok(batch) => (Response::Records(batch), false),
             Err(error) => (Response::from(error), true),

@@ -165,7 +165,7 @@ async fn tokens_limit_each_connection_to_its_roles_and_streams() {
         .await
         .expect("consume");
     assert_eq!(batch.records.len(), 2);
-    consumer
+    let mut feed = consumer
         .subscribe("orders", 0, Position::Latest)
         .await
         .expect("subscribe");
@@ -232,7 +232,7 @@ async fn tokens_limit_each_connection_to_its_roles_and_streams() {
     assert_eq!(stored.records.len(), 2);
 
     // Secrets are stored only as hashes: the reader's secret is in no file.
-    let reader_secret = reader.secret.expect("secret");
+    let reader_secret = reader.secret.clone().expect("secret");
     for (path, bytes) in files_under(test.data_dir()) {
         assert!(
             !bytes
@@ -242,6 +242,25 @@ async fn tokens_limit_each_connection_to_its_roles_and_streams() {
             path.display()
         );
     }
+
+    // A running subscription ends once its token is revoked.
+    admin
+        .admin(AdminRequest::RevokeToken {
+            name: "reader".into(),
+        })
+        .await
+        .expect("revoke");
+    admin
+        .put_records("orders", None, vec![record("o")])
+        .await
+        .expect("put");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+        .await
+        .expect("the feed answers");
+    assert_eq!(
+        code(ended.expect_err("revoked")),
+        ErrorCode::Unauthenticated
+    );
 }
 
 #[tokio::test]

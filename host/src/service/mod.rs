@@ -150,6 +150,15 @@ impl Service {
         reply
     }
 
+    /// Whether `session` may still read `stream`: a subscription asks
+    /// before each batch, so revoking its token ends it.
+    pub fn may_consume(&self, session: &Session, stream: &str) -> Result<(), RequestError> {
+        self.auth
+            .principal(session)?
+            .require(Role::Consume, Some(stream))?;
+        Ok(())
+    }
+
     /// Who is asking, and whether they may: checked before anything is
     /// looked up, so a denial says nothing about what exists.
     async fn authorize(
