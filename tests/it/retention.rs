@@ -5,7 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
-use crate::support::{TestServer, eventually, read_all};
+use weir_client::admin::{AdminRequest, AdminResponse, ProcessorSettings};
+
+use crate::support::{TestServer, eventually, plugin, read_all};
 
 fn records(prefix: &str, count: usize, bytes: usize) -> Vec<PutRecord> {
     (0..count)
@@ -137,6 +139,21 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
         .create_stream("full", 2, retention)
         .await
         .expect("create");
+    client
+        .add_plugin("json-filter", plugin("json_filter"))
+        .await
+        .expect("plugin");
+    let filter = ProcessorSettings {
+        name: "kept".into(),
+        plugin: "json-filter".into(),
+        source: "full".into(),
+        config: vec![("field".into(), "x".into()), ("op".into(), "exists".into())],
+        ..Default::default()
+    };
+    client
+        .admin(AdminRequest::CreateProcessor(Box::new(filter)))
+        .await
+        .expect("processor");
 
     // Fill the budget: every record is either acked or refused as full.
     let mut acked = Vec::new();
@@ -185,6 +202,24 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
         .create_stream("another", 1, Retention::default())
         .await
         .expect("admin while full");
+    // Processors wait (their outputs would need space) instead of failing.
+    let processor_status = || async {
+        match client
+            .admin(AdminRequest::DescribeProcessor {
+                name: "kept".into(),
+            })
+            .await
+            .expect("describe")
+        {
+            AdminResponse::Processor(info) => info.shards[0].status.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let waiting = eventually(Duration::from_secs(5), || async {
+        processor_status().await == "waiting for storage"
+    })
+    .await;
+    assert!(waiting, "processor status: {}", processor_status().await);
 
     // Retention removes the old records and puts resume by themselves.
     let resumed = eventually(Duration::from_secs(10), || async {
@@ -196,4 +231,9 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
     })
     .await;
     assert!(resumed, "puts did not resume after retention freed space");
+    let running = eventually(Duration::from_secs(5), || async {
+        processor_status().await == "running"
+    })
+    .await;
+    assert!(running, "processor status: {}", processor_status().await);
 }
