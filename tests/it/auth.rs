@@ -4,7 +4,7 @@
 use weir_client::admin::{AdminRequest, AdminResponse, Role, TokenInfo};
 use weir_client::{Client, ClientError, ErrorCode, Position, PutRecord, PutResult};
 
-use crate::support::{TestServer, connect};
+use crate::support::TestServer;
 
 fn record(key: &str) -> PutRecord {
     PutRecord {
@@ -276,20 +276,13 @@ async fn first_start_writes_an_owner_only_admin_token_and_it_survives_restarts()
     let secret = weir_client::read_token_file(&path).expect("read");
     assert_eq!(secret, test.admin_token());
 
-    let dir = test.data_dir().to_owned();
-    test.client.close().await;
-    test.server.shutdown().await.expect("shutdown");
-    let mut config = weir::ServerConfig::new(&dir);
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.admin_listen = None;
-    let server = weir::Server::start(config).await.expect("restart");
+    let test = test.restart().await;
     assert_eq!(
         weir_client::read_token_file(&path).expect("read"),
         secret,
         "a restart keeps the token"
     );
-    let client = connect(server.client_config()).await;
-    client
+    test.client
         .list_streams()
         .await
         .expect("the old token still works");

@@ -184,14 +184,11 @@ async fn buffered_mode_acks_and_keeps_records_across_a_clean_restart() {
             .all(|r| matches!(r, PutResult::Stored { .. }))
     );
 
-    let dir = test.data_dir().to_owned();
-    test.client.close().await;
-    test.server.shutdown().await.expect("clean shutdown");
-    let mut config = weir::ServerConfig::new(&dir);
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.admin_listen = None;
-    let server = weir::Server::start(config).await.expect("restart");
-    let client = crate::support::connect(server.client_config()).await;
-    let stored: usize = read_all(&client, "fast").await.values().map(Vec::len).sum();
+    let test = test.restart().await;
+    let stored: usize = read_all(&test.client, "fast")
+        .await
+        .values()
+        .map(Vec::len)
+        .sum();
     assert_eq!(stored, 300);
 }

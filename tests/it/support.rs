@@ -43,6 +43,23 @@ impl TestServer {
         self.dir.path()
     }
 
+    /// Shuts the server down cleanly and starts a new one (with the
+    /// default settings) on the same data directory.
+    pub async fn restart(self) -> Self {
+        self.client.close().await;
+        self.server.shutdown().await.expect("clean shutdown");
+        let mut config = ServerConfig::new(self.dir.path());
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.admin_listen = None;
+        let server = Server::start(config).await.expect("restart");
+        let client = connect(server.client_config()).await;
+        Self {
+            server,
+            client,
+            dir: self.dir,
+        }
+    }
+
     pub async fn new_client(&self) -> Client {
         connect(self.server.client_config()).await
     }
