@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use weir_proto::{
-    DecodeError, ErrorCode, FRAME_HEADER_BYTES, Frame, Request, Response, decode_frame,
+    DecodeError, ErrorCode, FRAME_HEADER_BYTES, Frame, Request, Response, body_len, decode_frame,
 };
 
 use crate::auth::Session;
@@ -239,9 +239,40 @@ async fn read_request(
     let frame_bytes_max = service.limits.frame_bytes_max;
     let timeout = Duration::from_millis(service.limits.request_read_timeout_ms);
     let mut buf = BytesMut::new();
-    let read_header = async {
-        while buf.len() < FRAME_HEADER_BYTES {
-            match recv.read_chunk(FRAME_HEADER_BYTES - buf.len(), true).await {
+    if let Err(outcome) = fill(recv, &mut buf, FRAME_HEADER_BYTES, timeout).await {
+        return outcome;
+    }
+    let mut header = [0; FRAME_HEADER_BYTES];
+    header.copy_from_slice(&buf);
+    let frame_bytes = match body_len(header, frame_bytes_max) {
+        Ok(body_bytes) => FRAME_HEADER_BYTES + body_bytes,
+        Err(error) => return ReadOutcome::Decode(error),
+    };
+    let permit = match reserve(buffer, service, frame_bytes).await {
+        Ok(permit) => permit,
+        Err(reason) => return ReadOutcome::NoBuffer(reason),
+    };
+    buf.reserve(frame_bytes - buf.len());
+    if let Err(outcome) = fill(recv, &mut buf, frame_bytes, timeout).await {
+        return outcome;
+    }
+    match decode_frame(&mut buf, frame_bytes_max) {
+        Ok(Some(frame)) => ReadOutcome::Frame(frame, permit),
+        Ok(None) => ReadOutcome::EndedEarly,
+        Err(error) => ReadOutcome::Decode(error),
+    }
+}
+
+/// Reads from `recv` until `buf` holds `len` bytes, within `timeout`.
+async fn fill(
+    recv: &mut quinn::RecvStream,
+    buf: &mut BytesMut,
+    len: usize,
+    timeout: Duration,
+) -> Result<(), ReadOutcome> {
+    let read = async {
+        while buf.len() < len {
+            match recv.read_chunk(len - buf.len(), true).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => return Err(ReadOutcome::EndedEarly),
                 Err(_) => return Err(ReadOutcome::Reset),
@@ -249,39 +280,9 @@ async fn read_request(
         }
         Ok(())
     };
-    match tokio::time::timeout(timeout, read_header).await {
-        Ok(Ok(())) => {}
-        Ok(Err(outcome)) => return outcome,
-        Err(_) => return ReadOutcome::TimedOut,
-    }
-    // Checks the declared length before anything is reserved.
-    if let Err(error) = decode_frame(&mut buf, frame_bytes_max) {
-        return ReadOutcome::Decode(error);
-    }
-    let body_bytes = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let permit = match reserve(buffer, service, FRAME_HEADER_BYTES + body_bytes).await {
-        Ok(permit) => permit,
-        Err(reason) => return ReadOutcome::NoBuffer(reason),
-    };
-    let read_body = async {
-        loop {
-            match decode_frame(&mut buf, frame_bytes_max) {
-                Ok(Some(frame)) => return Ok(frame),
-                Ok(None) => {}
-                Err(error) => return Err(ReadOutcome::Decode(error)),
-            }
-            match recv.read_chunk(frame_bytes_max, true).await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-                Ok(None) => return Err(ReadOutcome::EndedEarly),
-                Err(_) => return Err(ReadOutcome::Reset),
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, read_body).await {
-        Ok(Ok(frame)) => ReadOutcome::Frame(frame, permit),
-        Ok(Err(outcome)) => outcome,
-        Err(_) => ReadOutcome::TimedOut,
-    }
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(ReadOutcome::TimedOut))
 }
 
 async fn handle_stream(

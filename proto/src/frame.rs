@@ -23,10 +23,27 @@ pub fn decode_frame(
     buf: &mut BytesMut,
     frame_bytes_max: usize,
 ) -> Result<Option<Frame>, DecodeError> {
-    if buf.len() < FRAME_HEADER_BYTES {
+    let Some(header) = buf.first_chunk::<FRAME_HEADER_BYTES>() else {
+        return Ok(None);
+    };
+    let len = body_len(*header, frame_bytes_max)?;
+    if buf.len() < FRAME_HEADER_BYTES + len {
+        buf.reserve(FRAME_HEADER_BYTES + len - buf.len());
         return Ok(None);
     }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    buf.advance(FRAME_HEADER_BYTES);
+    let mut body = buf.split_to(len).freeze();
+    let kind = body.get_u8();
+    Ok(Some(Frame { kind, body }))
+}
+
+/// The body length a frame header declares, checked against
+/// `frame_bytes_max`, so a reader can budget for the body before reading it.
+pub fn body_len(
+    header: [u8; FRAME_HEADER_BYTES],
+    frame_bytes_max: usize,
+) -> Result<usize, DecodeError> {
+    let len = u32::from_le_bytes(header) as usize;
     if len == 0 {
         return Err(DecodeError::EmptyFrame);
     }
@@ -36,14 +53,7 @@ pub fn decode_frame(
             frame_bytes_max,
         });
     }
-    if buf.len() < FRAME_HEADER_BYTES + len {
-        buf.reserve(FRAME_HEADER_BYTES + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(FRAME_HEADER_BYTES);
-    let mut body = buf.split_to(len).freeze();
-    let kind = body.get_u8();
-    Ok(Some(Frame { kind, body }))
+    Ok(len)
 }
 
 /// Writes a frame of `kind` whose body is produced by `write_body`, filling

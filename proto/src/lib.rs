@@ -22,7 +22,7 @@ pub mod routing;
 mod wire;
 
 pub use error::{DecodeError, ErrorCode};
-pub use frame::{FRAME_HEADER_BYTES, Frame, decode_frame};
+pub use frame::{FRAME_HEADER_BYTES, Frame, body_len, decode_frame};
 pub use message::{
     Position, ProducerStamp, PutRecord, PutResult, Record, RecordBatch, Request, Response,
     Retention, ShardDescription, StreamDescription,
