@@ -57,6 +57,10 @@ pub struct StorageConfig {
     /// load each busy shard holds about this much (plus tables being
     /// flushed), so it bounds the server's memory.
     pub memtable_bytes_max: u64,
+    /// All memtables together, active and waiting to be flushed: beyond it
+    /// the writer waits for flushes (ingest slows to disk speed) instead of
+    /// memory growing.
+    pub write_buffer_bytes_max: u64,
     /// Record bytes one group commit may carry before it is cut.
     pub group_commit_bytes_max: usize,
     /// Commands waiting for the writer before senders wait (back-pressure).
@@ -82,6 +86,7 @@ impl Default for StorageConfig {
             block_cache_bytes: 8 * 1024 * 1024,
             journal_bytes_max: 64 * 1024 * 1024,
             memtable_bytes_max: 16 * 1024 * 1024,
+            write_buffer_bytes_max: 128 * 1024 * 1024,
             group_commit_bytes_max: 16 * 1024 * 1024,
             writer_queue_commands_max: 4096,
             producer_dedup_batches_max: 64,

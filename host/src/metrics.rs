@@ -320,6 +320,13 @@ pub async fn render(service: &Service) -> String {
     );
     scalar(
         &mut out,
+        "weir_write_buffer_bytes",
+        "gauge",
+        "Bytes in memtables, active and waiting for flush (bounded by write_buffer_bytes_max).",
+        storage.write_buffer_bytes(),
+    );
+    scalar(
+        &mut out,
         "weir_disk_free_bytes",
         "gauge",
         "Free space on the data directory's filesystem (sampled).",

@@ -2,6 +2,9 @@
 //! order, each in the shard its hash range names.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use weir_client::{ProducerConfig, ProducerStamp, PutRecord, PutResult};
@@ -191,4 +194,68 @@ async fn buffered_mode_acks_and_keeps_records_across_a_clean_restart() {
         .map(Vec::len)
         .sum();
     assert_eq!(stored, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memtables_stay_within_write_buffer_bytes_max() {
+    const BUDGET: u64 = 4 * 1024 * 1024;
+    let test = TestServer::start_with(|config| {
+        // Memtables never fill on their own: only the budget seals them.
+        config.storage.memtable_bytes_max = 64 * 1024 * 1024;
+        config.storage.write_buffer_bytes_max = BUDGET;
+        config.storage.group_commit_bytes_max = 256 * 1024;
+    })
+    .await;
+    test.client
+        .create_stream("wide", 8, Default::default())
+        .await
+        .expect("create");
+
+    let storage = test.server.storage().clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(storage.write_buffer_bytes());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            peak
+        })
+    };
+    // 16 MB of records, four times the budget.
+    for batch in 0..40 {
+        let records = (0..100)
+            .map(|i| PutRecord {
+                partition_key: format!("key-{batch}-{i}"),
+                explicit_hash_key: None,
+                data: Bytes::from(vec![b'x'; 4_000]),
+            })
+            .collect();
+        let results = test
+            .client
+            .put_records("wide", None, records)
+            .await
+            .expect("put");
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, PutResult::Stored { .. }))
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    let peak = sampler.await.expect("sampler");
+    // One group commit may land on top of the budget before the writer
+    // waits again.
+    assert!(
+        peak <= BUDGET + 2 * 1024 * 1024,
+        "memtables peaked at {peak} bytes, budget {BUDGET}"
+    );
+    let stored: usize = read_all(&test.client, "wide")
+        .await
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(stored, 4_000);
 }

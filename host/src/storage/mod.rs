@@ -263,6 +263,7 @@ impl Storage {
             durability,
             config: config.clone(),
             dedup: Default::default(),
+            written: Default::default(),
         };
         let writer_thread = writer
             .spawn(writer_rx)
@@ -684,6 +685,11 @@ impl Storage {
     /// Record bytes stored in all streams (what `storage_bytes_max` bounds).
     pub fn stored_bytes(&self) -> u64 {
         self.space.stored_bytes()
+    }
+
+    /// Bytes in memtables, active and waiting to be flushed.
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.db.write_buffer_size()
     }
 
     /// Free bytes on the data directory's filesystem (sampled).

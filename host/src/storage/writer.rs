@@ -106,7 +106,14 @@ pub(super) struct Writer {
     pub config: StorageConfig,
     /// Dedup windows read so far, keyed by (stream id, shard, producer id).
     pub dedup: HashMap<(u64, u32, u64), DedupWindow>,
+    /// Shards written since their memtables were last sealed by
+    /// [`Writer::wait_for_memtables`].
+    pub written: HashMap<(u64, u32), Arc<Shard>>,
 }
+
+/// How long the writer waits for flushes before it writes anyway (and
+/// warns): back-pressure must not turn into a stopped server.
+const MEMTABLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one group commit is building.
 struct Group {
@@ -132,6 +139,7 @@ impl Writer {
 
     fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(first) = commands.blocking_recv() {
+            self.wait_for_memtables();
             let mut group = self.new_group();
             let mut queued_bytes = 0;
             let mut next = Some(first);
@@ -156,6 +164,35 @@ impl Writer {
                 }
             }
             self.commit(group);
+        }
+    }
+
+    /// Waits while the memtables (active and waiting for flush) hold more
+    /// than `write_buffer_bytes_max`, so ingest slows to what flushes write
+    /// instead of memory growing with the backlog. If nothing is being
+    /// flushed (every memtable active and under its own limit, as with many
+    /// shards), the memtables written since the last wait are sealed so
+    /// flushes start.
+    fn wait_for_memtables(&mut self) {
+        let max = self.config.write_buffer_bytes_max;
+        let started = std::time::Instant::now();
+        while self.db.write_buffer_size() > max {
+            if self.db.outstanding_flushes() == 0 {
+                for shard in std::mem::take(&mut self.written).into_values() {
+                    if let Err(error) = shard.keyspace.rotate_memtable() {
+                        tracing::warn!(%error, "sealing a memtable failed");
+                    }
+                }
+            }
+            if started.elapsed() > MEMTABLE_WAIT_MAX {
+                tracing::warn!(
+                    write_buffer_bytes = self.db.write_buffer_size(),
+                    write_buffer_bytes_max = max,
+                    "flushes are not keeping up; writing anyway"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
@@ -376,6 +413,8 @@ impl Writer {
                 for (shard, state) in group.shards.into_values() {
                     self.space.changed(shard.state().bytes, state.bytes);
                     shard.publish(state);
+                    self.written
+                        .insert((shard.stream_id, shard.index), shard.clone());
                 }
                 for reply in group.replies {
                     match reply {
@@ -429,6 +468,8 @@ impl Writer {
         batch.commit()?;
         self.dedup
             .retain(|(stream_id, _, _), _| *stream_id != stream.id);
+        self.written
+            .retain(|(stream_id, _), _| *stream_id != stream.id);
         for shard in &stream.shards {
             self.space.changed(shard.state().bytes, 0);
             self.db.delete_keyspace(shard.keyspace.clone())?;
