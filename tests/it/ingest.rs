@@ -18,6 +18,23 @@ fn record_data(i: usize) -> Bytes {
     Bytes::from(data)
 }
 
+/// Puts `records` in one request and checks every one was stored.
+async fn put_all(client: &weir_client::Client, stream: &str, records: Vec<PutRecord>) {
+    let results = client
+        .put_records(stream, None, records)
+        .await
+        .expect("put");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, PutResult::Stored { .. }))
+    );
+}
+
+async fn stored_count(client: &weir_client::Client, stream: &str) -> usize {
+    read_all(client, stream).await.values().map(Vec::len).sum()
+}
+
 #[tokio::test]
 async fn many_keys_into_four_shards_come_back_exactly_once_in_order() {
     let test = TestServer::start().await;
@@ -176,24 +193,10 @@ async fn buffered_mode_acks_and_keeps_records_across_a_clean_restart() {
             data: record_data(i),
         })
         .collect();
-    let results = test
-        .client
-        .put_records("fast", None, records)
-        .await
-        .expect("put");
-    assert!(
-        results
-            .iter()
-            .all(|r| matches!(r, PutResult::Stored { .. }))
-    );
+    put_all(&test.client, "fast", records).await;
 
     let test = test.restart().await;
-    let stored: usize = read_all(&test.client, "fast")
-        .await
-        .values()
-        .map(Vec::len)
-        .sum();
-    assert_eq!(stored, 300);
+    assert_eq!(stored_count(&test.client, "fast").await, 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,16 +236,7 @@ async fn memtables_stay_within_write_buffer_bytes_max() {
                 data: Bytes::from(vec![b'x'; 4_000]),
             })
             .collect();
-        let results = test
-            .client
-            .put_records("wide", None, records)
-            .await
-            .expect("put");
-        assert!(
-            results
-                .iter()
-                .all(|r| matches!(r, PutResult::Stored { .. }))
-        );
+        put_all(&test.client, "wide", records).await;
     }
     done.store(true, Ordering::Relaxed);
     let peak = sampler.await.expect("sampler");
@@ -252,10 +246,5 @@ async fn memtables_stay_within_write_buffer_bytes_max() {
         peak <= BUDGET + 2 * 1024 * 1024,
         "memtables peaked at {peak} bytes, budget {BUDGET}"
     );
-    let stored: usize = read_all(&test.client, "wide")
-        .await
-        .values()
-        .map(Vec::len)
-        .sum();
-    assert_eq!(stored, 4_000);
+    assert_eq!(stored_count(&test.client, "wide").await, 4_000);
 }
