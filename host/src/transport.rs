@@ -376,6 +376,9 @@ async fn stream_batches(
         };
         buf.clear();
         response.encode(buf);
+        // A stalled subscriber keeps one encoded batch, not also the
+        // records it was encoded from.
+        drop(response);
         if send.write_all(buf).await.is_err() {
             return;
         }
