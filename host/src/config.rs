@@ -125,9 +125,10 @@ pub struct Limits {
     pub streams_max: usize,
     /// Open subscriptions per shard.
     pub subscribers_per_shard_max: usize,
-    /// Request bytes one connection may have in memory: its QUIC receive
-    /// window and the requests it has in progress. Its requests wait when
-    /// it is full, so one client cannot take the server's whole budget.
+    /// Bytes one connection may have buffered in each direction: its
+    /// requests (QUIC receive window and requests in progress; its requests
+    /// wait when it is full, so one client cannot take the server's whole
+    /// budget) and its unacknowledged answers (QUIC send window).
     pub connection_buffered_bytes_max: usize,
     /// Request bytes all connections together may have in memory; requests
     /// wait when it is full.

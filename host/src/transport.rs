@@ -61,6 +61,10 @@ pub fn bind(
             quinn::VarInt::from_u64(limits.connection_buffered_bytes_max as u64)
                 .unwrap_or(quinn::VarInt::MAX),
         )
+        // And the same for answers the client has not acknowledged, so a
+        // client that grants huge credit and never reads (a stalled
+        // subscriber) holds at most this much in QUIC's send buffers.
+        .send_window(limits.connection_buffered_bytes_max as u64)
         .max_idle_timeout(
             quinn::IdleTimeout::try_from(Duration::from_millis(limits.connection_idle_timeout_ms))
                 .ok(),
