@@ -197,40 +197,47 @@ async fn reserve(
 ) -> Result<BufferPermit, String> {
     let limits = &service.limits;
     let wait = Duration::from_millis(limits.buffer_wait_timeout_ms);
-    let take = |capacity: usize| u32::try_from(bytes.min(capacity).max(1)).unwrap_or(u32::MAX);
-    let connection = tokio::time::timeout(
+    let connection = acquire(&buffer.share, buffer.share_bytes, bytes, wait)
+        .await
+        .ok_or_else(|| {
+            format!(
+                "this connection's requests fill connection_buffered_bytes_max ({} bytes); \
+                 wait for answers before sending more",
+                buffer.share_bytes
+            )
+        })?;
+    let server = acquire(
+        &service.buffered,
+        limits.server_buffered_bytes_max,
+        bytes,
         wait,
-        buffer
-            .share
-            .clone()
-            .acquire_many_owned(take(buffer.share_bytes)),
     )
-    .await;
-    let Ok(Ok(connection)) = connection else {
-        return Err(format!(
-            "this connection's requests fill connection_buffered_bytes_max ({} bytes); \
-             wait for answers before sending more",
-            buffer.share_bytes
-        ));
-    };
-    let server = tokio::time::timeout(
-        wait,
-        service
-            .buffered
-            .clone()
-            .acquire_many_owned(take(limits.server_buffered_bytes_max)),
-    )
-    .await;
-    let Ok(Ok(server)) = server else {
-        return Err(format!(
+    .await
+    .ok_or_else(|| {
+        format!(
             "the server's request buffers are full (server_buffered_bytes_max, {} bytes); retry",
             limits.server_buffered_bytes_max
-        ));
-    };
+        )
+    })?;
     Ok(BufferPermit {
         _connection: connection,
         _server: server,
     })
+}
+
+/// `bytes` (at most `capacity`) permits of a byte budget, if they come
+/// within `wait`.
+async fn acquire(
+    budget: &Arc<Semaphore>,
+    capacity: usize,
+    bytes: usize,
+    wait: Duration,
+) -> Option<OwnedSemaphorePermit> {
+    let permits = u32::try_from(bytes.clamp(1, capacity.max(1))).unwrap_or(u32::MAX);
+    tokio::time::timeout(wait, budget.clone().acquire_many_owned(permits))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Reads one request frame: its length first, then — once the frame's
