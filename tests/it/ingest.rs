@@ -9,26 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_client::{ProducerConfig, ProducerStamp, PutRecord, PutResult};
 
-use crate::support::{TestServer, read_all};
+use crate::support::{TestServer, put_all, read_all};
 
 fn record_data(i: usize) -> Bytes {
     // Varied sizes and binary content, with the index embedded to identify it.
     let mut data = format!("record-{i}:").into_bytes();
     data.extend((0..(i * 37) % 3000).map(|j| (i + j) as u8));
     Bytes::from(data)
-}
-
-/// Puts `records` in one request and checks every one was stored.
-async fn put_all(client: &weir_client::Client, stream: &str, records: Vec<PutRecord>) {
-    let results = client
-        .put_records(stream, None, records)
-        .await
-        .expect("put");
-    assert!(
-        results
-            .iter()
-            .all(|r| matches!(r, PutResult::Stored { .. }))
-    );
 }
 
 async fn stored_count(client: &weir_client::Client, stream: &str) -> usize {

@@ -6,25 +6,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_client::admin::{
-    AdminRequest, AdminResponse, FailurePolicy, ProcessorInfo, ProcessorSettings,
+use weir_client::admin::{AdminRequest, FailurePolicy, ProcessorInfo};
+use weir_client::{Client, ErrorCode, PutRecord, Record};
+
+use crate::support::{
+    ServerProcess, TestServer, create_processor, describe_processor, eventually, plugin,
+    processor_settings, put_all, read_all,
 };
-use weir_client::{Client, ErrorCode, PutRecord, PutResult, Record};
-
-use crate::support::{ServerProcess, TestServer, eventually, plugin, read_all};
-
-fn settings(name: &str, plugin: &str, source: &str, config: &[(&str, &str)]) -> ProcessorSettings {
-    ProcessorSettings {
-        name: name.into(),
-        plugin: plugin.into(),
-        source: source.into(),
-        config: config
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-        ..Default::default()
-    }
-}
 
 /// Creates `stream` with `shards` shards and uploads the named plugins
 /// (`(name, component file stem)`).
@@ -41,32 +29,10 @@ async fn stream_with_plugins(client: &Client, stream: &str, shards: u32, plugins
     }
 }
 
-async fn create(client: &Client, settings: ProcessorSettings) -> ProcessorInfo {
-    match client
-        .admin(AdminRequest::CreateProcessor(Box::new(settings)))
-        .await
-        .expect("create processor")
-    {
-        AdminResponse::Processor(info) => *info,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn describe(client: &Client, name: &str) -> ProcessorInfo {
-    match client
-        .admin(AdminRequest::DescribeProcessor { name: name.into() })
-        .await
-        .expect("describe processor")
-    {
-        AdminResponse::Processor(info) => *info,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// Waits until the processor has consumed `records` source records.
 async fn wait_for_input(client: &Client, name: &str, records: u64) -> ProcessorInfo {
     let done = eventually(Duration::from_secs(30), || async {
-        describe(client, name)
+        describe_processor(client, name)
             .await
             .shards
             .iter()
@@ -75,7 +41,7 @@ async fn wait_for_input(client: &Client, name: &str, records: u64) -> ProcessorI
             >= records
     })
     .await;
-    let info = describe(client, name).await;
+    let info = describe_processor(client, name).await;
     assert!(
         done,
         "processor {name} did not consume {records} records: {info:#?}"
@@ -92,16 +58,7 @@ async fn put(client: &Client, stream: &str, records: &[(&str, String)]) {
             data: Bytes::from(data.clone()),
         })
         .collect();
-    let results = client
-        .put_records(stream, None, records)
-        .await
-        .expect("put");
-    assert!(
-        results
-            .iter()
-            .all(|r| matches!(r, PutResult::Stored { .. })),
-        "{results:?}"
-    );
+    put_all(client, stream, records).await;
 }
 
 async fn all_texts(client: &Client, stream: &str) -> Vec<String> {
@@ -136,9 +93,9 @@ async fn json_filter_keeps_matching_records_once_in_order() {
         .expect("re-add");
     assert_eq!(again.sha256, info.sha256);
 
-    create(
+    create_processor(
         client,
-        settings(
+        processor_settings(
             "buys",
             "json-filter",
             "clicks",
@@ -264,7 +221,7 @@ async fn bad_plugins_and_configs_are_rejected_with_reasons() {
         .await
         .expect("add");
     let error = client
-        .admin(AdminRequest::CreateProcessor(Box::new(settings(
+        .admin(AdminRequest::CreateProcessor(Box::new(processor_settings(
             "p",
             "json-filter",
             "s",
@@ -279,7 +236,7 @@ async fn bad_plugins_and_configs_are_rejected_with_reasons() {
     );
 
     let error = client
-        .admin(AdminRequest::CreateProcessor(Box::new(settings(
+        .admin(AdminRequest::CreateProcessor(Box::new(processor_settings(
             "p",
             "nope",
             "s",
@@ -289,7 +246,7 @@ async fn bad_plugins_and_configs_are_rejected_with_reasons() {
         .expect_err("unknown plugin");
     assert_eq!(error.code(), Some(ErrorCode::PluginNotFound));
     let error = client
-        .admin(AdminRequest::CreateProcessor(Box::new(settings(
+        .admin(AdminRequest::CreateProcessor(Box::new(processor_settings(
             "p",
             "json-filter",
             "missing",
@@ -305,9 +262,9 @@ async fn log_grep_keeps_matching_lines_at_or_above_a_level() {
     let test = TestServer::start().await;
     let client = &test.client;
     stream_with_plugins(client, "logs", 1, &[("log-grep", "log_grep")]).await;
-    create(
+    create_processor(
         client,
-        settings(
+        processor_settings(
             "alerts",
             "log-grep",
             "logs",
@@ -354,9 +311,9 @@ async fn count_by_key_emits_closed_windows_and_exposes_the_open_one() {
     let client = &test.client;
     stream_with_plugins(client, "ads", 2, &[("count-by-key", "count_by_key")]).await;
     let window_ms = 3_000;
-    create(
+    create_processor(
         client,
-        settings(
+        processor_settings(
             "kpis",
             "count-by-key",
             "ads",
@@ -434,12 +391,7 @@ mod serde_json_lite {
         pub sum: f64,
     }
 
-    fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-        let start = text.find(&format!("\"{name}\":"))? + name.len() + 3;
-        let rest = &text[start..];
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        Some(rest[..end].trim().trim_matches('"'))
-    }
+    use crate::support::json_field as field;
 
     impl std::str::FromStr for Value {
         type Err = String;
@@ -483,7 +435,11 @@ async fn audit_chain_output_verifies() {
     let test = TestServer::start().await;
     let client = &test.client;
     stream_with_plugins(client, "orders", 1, &[("audit-chain", "audit_chain")]).await;
-    create(client, settings("audit", "audit-chain", "orders", &[])).await;
+    create_processor(
+        client,
+        processor_settings("audit", "audit-chain", "orders", &[]),
+    )
+    .await;
     let records: Vec<(&str, String)> = (0..50)
         .map(|i| ("acct-1", format!("order {i}: buy 10 @ {}", 100 + i)))
         .collect();
@@ -516,22 +472,22 @@ async fn processors_chain_into_a_two_stage_pipeline() {
         ],
     )
     .await;
-    let mut purchases = settings(
+    let mut purchases = processor_settings(
         "purchases",
         "json-filter",
         "clicks",
         &[("field", "event"), ("op", "equals"), ("value", "purchase")],
     );
     purchases.output = Some("purchases".into());
-    create(client, purchases).await;
-    let mut totals = settings(
+    create_processor(client, purchases).await;
+    let mut totals = processor_settings(
         "totals",
         "count-by-key",
         "purchases",
         &[("window-ms", "2000"), ("key-field", "campaign")],
     );
     totals.output = Some("totals".into());
-    create(client, totals).await;
+    create_processor(client, totals).await;
 
     align_to_window(2_000).await;
     let records: Vec<(&str, String)> = (0..40)
@@ -591,19 +547,19 @@ async fn failure_policies_contain_misbehaving_plugins() {
             .await
             .expect("create");
         put(client, &stream, &input).await;
-        let mut processor = settings(mode, "misbehaving", &stream, &[("mode", mode)]);
+        let mut processor = processor_settings(mode, "misbehaving", &stream, &[("mode", mode)]);
         processor.on_error = policy;
         processor.fuel_per_batch_max = Some(fuel);
         processor.memory_bytes_max = Some(32 * 1024 * 1024);
-        create(client, processor).await;
+        create_processor(client, processor).await;
     }
 
     // halt: stops at the bad record, keeps what came before, says why.
     let halted = eventually(Duration::from_secs(20), || async {
-        describe(client, "panic").await.shards[0].status == "halted"
+        describe_processor(client, "panic").await.shards[0].status == "halted"
     })
     .await;
-    let info = describe(client, "panic").await;
+    let info = describe_processor(client, "panic").await;
     assert!(halted, "{info:#?}");
     assert_eq!(info.shards[0].cursor, 1, "halted at the bad record");
     assert!(
@@ -666,7 +622,7 @@ async fn failure_policies_contain_misbehaving_plugins() {
         .await
         .expect("resume");
     let halted_again = eventually(Duration::from_secs(20), || async {
-        describe(client, "panic").await.shards[0].status == "halted"
+        describe_processor(client, "panic").await.shards[0].status == "halted"
     })
     .await;
     assert!(
@@ -692,7 +648,7 @@ async fn fuel_rate_throttles_a_processor() {
             (0..400).map(|i| ("k", format!(r#"{{"i":{i}}}"#))).collect();
         put(client, name, &records).await;
     }
-    let mut slow = settings(
+    let mut slow = processor_settings(
         "slow-p",
         "json-filter",
         "slow",
@@ -701,10 +657,10 @@ async fn fuel_rate_throttles_a_processor() {
     slow.fuel_per_sec = Some(200_000);
     slow.fuel_per_batch_max = Some(50_000_000);
     let started = std::time::Instant::now();
-    create(client, slow).await;
-    create(
+    create_processor(client, slow).await;
+    create_processor(
         client,
-        settings(
+        processor_settings(
             "fast-p",
             "json-filter",
             "fast",
@@ -715,7 +671,7 @@ async fn fuel_rate_throttles_a_processor() {
 
     wait_for_input(client, "fast-p", 400).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let slow = describe(client, "slow-p").await;
+    let slow = describe_processor(client, "slow-p").await;
     let shard = &slow.shards[0];
     assert!(
         shard.records_in > 0,
@@ -748,11 +704,11 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
         put(&client, "ledger", &records).await;
     }
     // Throttled so the kill lands mid-way.
-    let mut audit = settings("audit", "audit-chain", "ledger", &[]);
+    let mut audit = processor_settings("audit", "audit-chain", "ledger", &[]);
     audit.fuel_per_sec = Some(5_000_000);
-    create(&client, audit).await;
+    create_processor(&client, audit).await;
     let started = eventually(Duration::from_secs(20), || async {
-        describe(&client, "audit").await.shards[0].records_in > 100
+        describe_processor(&client, "audit").await.shards[0].records_in > 100
     })
     .await;
     assert!(started);
@@ -766,14 +722,18 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
     assert!(cached, "no compiled artifact was cached");
     let server = ServerProcess::spawn(dir.path(), &[]);
     let client = server.connect().await;
-    let before = describe(&client, "audit").await.shards[0].records_in;
+    let before = describe_processor(&client, "audit").await.shards[0].records_in;
     assert!(before < count, "the kill came too late to test anything");
     // Lift the throttle by re-creating nothing: just wait, resumed from the cursor.
     let finished = eventually(Duration::from_secs(120), || async {
-        describe(&client, "audit").await.shards[0].records_in >= count
+        describe_processor(&client, "audit").await.shards[0].records_in >= count
     })
     .await;
-    assert!(finished, "{:#?}", describe(&client, "audit").await);
+    assert!(
+        finished,
+        "{:#?}",
+        describe_processor(&client, "audit").await
+    );
     let chained = all_texts(&client, "audit.out").await;
     let data = verify_chain(&chained);
     assert_eq!(data.len(), count as usize, "each input exactly once");
@@ -797,16 +757,16 @@ async fn sigterm_shuts_down_cleanly_and_processors_resume_from_their_cursors() {
         put(&client, "events", &chunk).await;
     }
     // Throttled so the shutdown lands mid-way through the input.
-    let mut filter = settings(
+    let mut filter = processor_settings(
         "f",
         "json-filter",
         "events",
         &[("field", "n"), ("op", "exists")],
     );
     filter.fuel_per_sec = Some(1_000_000);
-    create(&client, filter).await;
+    create_processor(&client, filter).await;
     let started = eventually(Duration::from_secs(20), || async {
-        describe(&client, "f")
+        describe_processor(&client, "f")
             .await
             .shards
             .iter()
@@ -828,7 +788,7 @@ async fn sigterm_shuts_down_cleanly_and_processors_resume_from_their_cursors() {
 
     let server = ServerProcess::spawn(dir.path(), &[]);
     let client = server.connect().await;
-    let resumed_at: u64 = describe(&client, "f")
+    let resumed_at: u64 = describe_processor(&client, "f")
         .await
         .shards
         .iter()
@@ -860,9 +820,9 @@ async fn a_processor_over_its_state_budget_halts_without_skipping_input() {
         TestServer::start_with(|config| config.processing.processor_state_bytes_max = 400).await;
     let client = &test.client;
     stream_with_plugins(client, "users", 1, &[("count-by-key", "count_by_key")]).await;
-    create(
+    create_processor(
         client,
-        settings(
+        processor_settings(
             "per-user",
             "count-by-key",
             "users",
@@ -876,10 +836,13 @@ async fn a_processor_over_its_state_budget_halts_without_skipping_input() {
         put(client, "users", &[(key.as_str(), "{}".to_owned())]).await;
     }
     let halted = eventually(Duration::from_secs(15), || async {
-        describe(client, "per-user").await.shards[0].status == "halted"
+        describe_processor(client, "per-user").await.shards[0].status == "halted"
     })
     .await;
-    let shard = describe(client, "per-user").await.shards.remove(0);
+    let shard = describe_processor(client, "per-user")
+        .await
+        .shards
+        .remove(0);
     assert!(halted, "{shard:?}");
     let error = shard.last_error.clone().expect("reason");
     assert!(error.contains("processor_state_bytes_max (400)"), "{error}");

@@ -5,9 +5,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
-use weir_client::admin::{AdminRequest, AdminResponse, ProcessorSettings};
-
-use crate::support::{TestServer, eventually, plugin, read_all};
+use crate::support::{
+    TestServer, create_processor, describe_processor, eventually, plugin, processor_settings,
+    read_all,
+};
 
 fn records(prefix: &str, count: usize, bytes: usize) -> Vec<PutRecord> {
     (0..count)
@@ -143,17 +144,12 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
         .add_plugin("json-filter", plugin("json_filter"))
         .await
         .expect("plugin");
-    let filter = ProcessorSettings {
-        name: "kept".into(),
-        plugin: "json-filter".into(),
-        source: "full".into(),
-        config: vec![("field".into(), "x".into()), ("op".into(), "exists".into())],
-        ..Default::default()
-    };
-    client
-        .admin(AdminRequest::CreateProcessor(Box::new(filter)))
-        .await
-        .expect("processor");
+    let filter = [("field", "x"), ("op", "exists")];
+    create_processor(
+        client,
+        processor_settings("kept", "json-filter", "full", &filter),
+    )
+    .await;
 
     // Fill the budget: every record is either acked or refused as full.
     let mut acked = Vec::new();
@@ -204,16 +200,9 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
         .expect("admin while full");
     // Processors wait (their outputs would need space) instead of failing.
     let processor_status = || async {
-        match client
-            .admin(AdminRequest::DescribeProcessor {
-                name: "kept".into(),
-            })
-            .await
-            .expect("describe")
-        {
-            AdminResponse::Processor(info) => info.shards[0].status.clone(),
-            other => panic!("unexpected {other:?}"),
-        }
+        describe_processor(client, "kept").await.shards[0]
+            .status
+            .clone()
     };
     let waiting = eventually(Duration::from_secs(5), || async {
         processor_status().await == "waiting for storage"

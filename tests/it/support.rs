@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use weir::{Server, ServerConfig};
-use weir_client::{Client, ClientConfig, Position, Record};
+use weir_client::admin::{AdminRequest, AdminResponse, ProcessorInfo, ProcessorSettings};
+use weir_client::{Client, ClientConfig, Position, PutRecord, PutResult, Record};
 
 /// A server in this process on a fresh temporary directory.
 pub struct TestServer {
@@ -254,4 +255,68 @@ pub fn plugin(name: &str) -> bytes::Bytes {
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .into()
+}
+
+/// Processor settings with the server's defaults for everything else.
+pub fn processor_settings(
+    name: &str,
+    plugin: &str,
+    source: &str,
+    config: &[(&str, &str)],
+) -> ProcessorSettings {
+    ProcessorSettings {
+        name: name.into(),
+        plugin: plugin.into(),
+        source: source.into(),
+        config: config
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub async fn create_processor(client: &Client, settings: ProcessorSettings) -> ProcessorInfo {
+    match client
+        .admin(AdminRequest::CreateProcessor(Box::new(settings)))
+        .await
+        .expect("create processor")
+    {
+        AdminResponse::Processor(info) => *info,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+pub async fn describe_processor(client: &Client, name: &str) -> ProcessorInfo {
+    match client
+        .admin(AdminRequest::DescribeProcessor { name: name.into() })
+        .await
+        .expect("describe processor")
+    {
+        AdminResponse::Processor(info) => *info,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Puts `records` in one request and checks every one was stored.
+pub async fn put_all(client: &Client, stream: &str, records: Vec<PutRecord>) {
+    let results = client
+        .put_records(stream, None, records)
+        .await
+        .expect("put");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, PutResult::Stored { .. })),
+        "{results:?}"
+    );
+}
+
+/// The value of a string or number field in the tests' flat JSON records
+/// (just enough JSON without another dependency).
+pub fn json_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let start = text.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let rest = &text[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim().trim_matches('"'))
 }

@@ -17,10 +17,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use weir_client::admin::{AdminRequest, AdminResponse, ProcessorSettings};
+use weir_client::admin::ProcessorSettings;
 use weir_client::{Client, ProducerConfig};
 
-use crate::support::{ServerProcess, eventually, plugin, read_all};
+use crate::support::{
+    ServerProcess, create_processor, eventually, json_field as field, plugin, processor_settings,
+    read_all,
+};
 
 const ROUNDS_DEFAULT: u64 = 4;
 const PRODUCERS: u64 = 3;
@@ -58,14 +61,6 @@ impl Event {
             self.id, self.key, self.amount
         )
     }
-}
-
-/// The value of a string or number field in our flat JSON records.
-fn field<'a>(json: &'a str, name: &str) -> Option<&'a str> {
-    let start = json.find(&format!("\"{name}\":"))? + name.len() + 3;
-    let rest = &json[start..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    Some(rest[..end].trim_matches('"'))
 }
 
 /// Acked records: id -> (shard, sequence, data).
@@ -138,14 +133,13 @@ async fn check_invariants(client: &Client, acked: &Acked, round: u64, seed: u64)
         );
     }
     // Each producer's records are in order within a shard.
-    let mut last: HashMap<(u32, String), (u64, u64)> = HashMap::new();
+    let mut last: HashMap<(u32, String), u64> = HashMap::new();
     let mut sorted: Vec<_> = events.iter().collect();
     sorted.sort_by_key(|(_, (shard, sequence, _))| (*shard, *sequence));
-    for (id, (shard, sequence, _)) in sorted {
+    for (id, (shard, _, _)) in sorted {
         let (producer, index) = id.split_once('-').expect("id");
         let index: u64 = index.parse().expect("index");
-        if let Some((previous, _)) = last.insert((*shard, producer.to_owned()), (index, *sequence))
-        {
+        if let Some(previous) = last.insert((*shard, producer.to_owned()), index) {
             assert!(
                 previous < index,
                 "{context}: {id} stored after {producer}-{previous} in shard {shard}"
@@ -202,28 +196,11 @@ async fn aggregate_totals(client: &Client) -> BTreeMap<String, (u64, u64)> {
     totals
 }
 
-async fn create_processor(client: &Client, settings: ProcessorSettings) {
-    match client
-        .admin(AdminRequest::CreateProcessor(Box::new(settings)))
-        .await
-        .expect("create processor")
-    {
-        AdminResponse::Processor(_) => {}
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
+/// A processor writing to a stream named after it.
 fn settings(name: &str, plugin: &str, source: &str, config: &[(&str, &str)]) -> ProcessorSettings {
     ProcessorSettings {
-        name: name.into(),
-        plugin: plugin.into(),
-        source: source.into(),
         output: Some(name.into()),
-        config: config
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-        ..Default::default()
+        ..processor_settings(name, plugin, source, config)
     }
 }
 
