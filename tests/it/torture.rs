@@ -121,8 +121,12 @@ async fn stored_by_id(client: &Client, stream: &str) -> HashMap<String, (u32, u6
 /// What must hold at any moment after a restart.
 async fn check_invariants(client: &Client, acked: &Acked, round: u64, seed: u64) {
     let context = format!("round {round}, seed {seed}");
+    // The producers keep writing meanwhile, so read in causal order: what
+    // was acked before the outputs, the outputs before their inputs.
+    let acked = acked.lock().expect("acked").clone();
+    let outputs = stored_by_id(client, "buys").await;
     let events = stored_by_id(client, "events").await;
-    for (id, (shard, sequence, data)) in acked.lock().expect("acked").iter() {
+    for (id, (shard, sequence, data)) in &acked {
         let stored = events
             .get(id)
             .unwrap_or_else(|| panic!("{context}: acked record {id} lost"));
@@ -147,7 +151,7 @@ async fn check_invariants(client: &Client, acked: &Acked, round: u64, seed: u64)
         }
     }
     // Stage one's outputs: each once, each a buy that was stored.
-    for (id, (_, _, data)) in stored_by_id(client, "buys").await {
+    for (id, (_, _, data)) in outputs {
         let source = events
             .get(&id)
             .unwrap_or_else(|| panic!("{context}: output {id} has no input"));
