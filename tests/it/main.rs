@@ -5,6 +5,7 @@ mod bad_input;
 mod checkpoints;
 mod cli;
 mod crash;
+mod disk_full;
 mod ingest;
 mod metrics;
 mod plugins;

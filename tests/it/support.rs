@@ -26,7 +26,14 @@ impl TestServer {
 
     /// Starts with the defaults changed by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), configure).await
+    }
+
+    /// Starts on `dir` (which it removes when dropped).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let mut config = ServerConfig::new(dir.path());
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));

@@ -109,6 +109,9 @@ struct CallFailure {
 enum Step {
     Continue,
     Halt(String),
+    /// Storage refused or failed the commit for a reason that passes (full,
+    /// being reopened): start again from what is stored.
+    Retry(String),
 }
 
 type Outcome<T> = Result<T, CallFailure>;
@@ -178,9 +181,15 @@ impl Worker {
                 tokio::select! {
                     _ = tip.changed() => {}
                     () = tokio::time::sleep(idle_tick) => {
-                        let (back, fuel) = self.tick(instance.take()).await;
+                        let (back, step, fuel) = self.tick(instance.take()).await;
                         instance = back;
                         bucket.spend(fuel);
+                        if let Step::Retry(reason) = step {
+                            instance = None;
+                            if !self.start_over(reason, &mut stop).await {
+                                return;
+                            }
+                        }
                     }
                     _ = stop.changed() => return,
                 }
@@ -191,12 +200,50 @@ impl Worker {
             let (back, step, fuel) = self.step(instance.take(), records).await;
             instance = back;
             bucket.spend(fuel);
-            if let Step::Halt(reason) = step {
-                tracing::error!(processor = %self.processor, shard = self.source.index, %reason, "processor halted");
-                self.set_status("halted", Some(reason));
-                // Stay halted (and visible) until resumed, paused or removed.
-                let _ = stop.wait_for(|stop| *stop).await;
-                return;
+            match step {
+                Step::Continue => {}
+                Step::Halt(reason) => {
+                    tracing::error!(processor = %self.processor, shard = self.source.index, %reason, "processor halted");
+                    self.set_status("halted", Some(reason));
+                    // Stay halted (and visible) until resumed, paused or removed.
+                    let _ = stop.wait_for(|stop| *stop).await;
+                    return;
+                }
+                Step::Retry(reason) => {
+                    instance = None;
+                    if !self.start_over(reason, &mut stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a commit storage refused or failed: waits until the stored
+    /// cursor and state size can be read again and continues from them.
+    /// A failed write may still have reached the disk, so only storage
+    /// knows where the worker stands; the plugin instance was dropped, so
+    /// its in-memory state starts from the stored state too. False if
+    /// stopped while waiting.
+    async fn start_over(&mut self, reason: String, stop: &mut watch::Receiver<bool>) -> bool {
+        tracing::warn!(processor = %self.processor, shard = self.source.index, %reason, "commit not stored; starting again from the stored cursor");
+        self.set_status("waiting for storage", Some(reason));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(STORAGE_FULL_RECHECK) => {}
+                _ = stop.changed() => return false,
+            }
+            let (processor_id, shard) = (self.processor_id, self.source.index);
+            let stored = self.storage.cursor(processor_id, shard).and_then(|cursor| {
+                let (_, state_bytes) = self.storage.state_size(processor_id, shard)?;
+                Ok((cursor, state_bytes))
+            });
+            if let Ok((cursor, state_bytes)) = stored {
+                if let Some(cursor) = cursor {
+                    self.cursor = cursor;
+                }
+                self.state_bytes = state_bytes;
+                return true;
             }
         }
     }
@@ -534,7 +581,10 @@ impl Worker {
 
     /// Gives an idle shard's plugin the clock, committing whatever it emits
     /// or changes (the cursor does not move).
-    async fn tick(&mut self, instance: Option<PluginInstance>) -> (Option<PluginInstance>, u64) {
+    async fn tick(
+        &mut self,
+        instance: Option<PluginInstance>,
+    ) -> (Option<PluginInstance>, Step, u64) {
         let now = now_ms();
         let fuel_max = self.limits.fuel_per_call_max;
         let (mut instance, result) = self
@@ -560,12 +610,13 @@ impl Worker {
             .unwrap_or_default();
         if !pending.outputs.is_empty() || !state.is_empty() {
             pending.fuel_used = fuel;
-            if let Step::Halt(reason) = self.commit(pending, state, self.cursor.next_sequence).await
-            {
-                self.set_status("running", Some(reason));
+            match self.commit(pending, state, self.cursor.next_sequence).await {
+                Step::Halt(reason) => self.set_status("running", Some(reason)),
+                retry @ Step::Retry(_) => return (instance, retry, fuel),
+                Step::Continue => {}
             }
         }
-        (instance, fuel)
+        (instance, Step::Continue, fuel)
     }
 
     /// Commits a step: outputs, dead letters, failures, state and the
@@ -589,6 +640,9 @@ impl Worker {
         }
         let state_bytes = match self.state_bytes_after(&state) {
             Ok(bytes) => bytes,
+            Err(error) if error.is_transient() => {
+                return Step::Retry(format!("reading state: {error}"));
+            }
             Err(error) => return Step::Halt(format!("reading state: {error}")),
         };
         // A step that shrinks state is always allowed, even over the limit.
@@ -613,6 +667,7 @@ impl Worker {
                 self.state_bytes = state_bytes;
                 Step::Continue
             }
+            Err(error) if error.is_transient() => Step::Retry(format!("commit: {error}")),
             Err(error) => Step::Halt(format!("commit failed: {error}")),
         }
     }

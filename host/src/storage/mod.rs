@@ -12,6 +12,7 @@
 //! and `next_sequence` and never reused, even after retention removes every
 //! record; records, dedup state and shard state change in one atomic batch.
 
+mod engine;
 mod layout;
 mod processing;
 mod retention;
@@ -20,14 +21,14 @@ mod tokens;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot, watch};
 use weir_proto::routing::shard_hash_range;
 use weir_proto::{
@@ -35,6 +36,7 @@ use weir_proto::{
 };
 
 use crate::config::{Durability, StorageConfig};
+use engine::{Engine, EngineSlot};
 use layout::{ShardState, StreamMeta};
 use writer::Command;
 
@@ -91,15 +93,34 @@ pub enum StorageError {
     /// fjall reported an error (I/O, disk full, poisoned after a failed fsync).
     #[error("storage engine: {0}")]
     Engine(#[from] fjall::Error),
-    /// The group commit carrying this request failed; nothing of it was stored.
-    #[error("commit failed, nothing of this request was stored: {message}")]
+    /// Writing the group commit carrying this request failed. fjall may
+    /// still complete the write when it is reopened, so the request may or
+    /// may not have been stored.
+    #[error(
+        "writing to disk failed ({message}); the request may or may not have been stored, \
+         so retry it with the same producer stamp; writes resume once storage is reopened"
+    )]
     CommitFailed { message: String },
     /// An append would exceed the storage budget or the disk's reserve.
-    #[error("storage full: {reason}; writes resume once retention frees space (reads still work)")]
+    #[error("storage full: {reason} (reads still work)")]
     StorageFull { reason: String },
+    /// The storage engine is being reopened after a failed write.
+    #[error("storage is being reopened after a failed write to disk; retry in a moment")]
+    Recovering,
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the storage writer has stopped (server shutting down)")]
     WriterStopped,
+}
+
+impl StorageError {
+    /// Errors that pass by themselves (space freed, storage reopened): the
+    /// operation may be retried as it is.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::StorageFull { .. } | Self::CommitFailed { .. } | Self::Recovering
+        )
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -110,7 +131,6 @@ pub struct Shard {
     pub stream_name: String,
     pub index: u32,
     pub hash_key_range: (u128, u128),
-    keyspace: Keyspace,
     /// Shared with the owning [`Stream`]: set when the stream is deleted.
     stream_deleted: Arc<AtomicBool>,
     /// Published by the writer after each commit; readers copy it.
@@ -188,10 +208,8 @@ impl Stream {
 
 /// The durable store: streams, shards, producer dedup state, checkpoints.
 pub struct Storage {
-    db: Database,
-    meta: Keyspace,
-    checkpoints: Keyspace,
-    processing: processing::ProcessingKeyspaces,
+    dir: PathBuf,
+    engine: EngineSlot,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serialises stream creation and deletion.
     admin: Mutex<()>,
@@ -199,6 +217,8 @@ pub struct Storage {
     background: Mutex<Vec<JoinHandle<()>>>,
     stop_background: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     space: Arc<space::SpaceGauge>,
+    /// How many times the engine was reopened (its generation).
+    reopenings: AtomicU64,
     config: StorageConfig,
 }
 
@@ -214,18 +234,9 @@ impl Storage {
     /// Opens (or creates) the store in `dir` and starts the writer, the
     /// retention task and, in buffered mode, the periodic sync.
     pub fn open(dir: &Path, config: StorageConfig) -> Result<Arc<Self>> {
-        let db = Database::builder(dir)
-            .cache_size(config.block_cache_bytes)
-            .max_journaling_size(config.journal_bytes_max)
-            .open()?;
-        let meta = db.keyspace(layout::META_KEYSPACE, KeyspaceCreateOptions::default)?;
-        let producers = db.keyspace(layout::PRODUCERS_KEYSPACE, KeyspaceCreateOptions::default)?;
-        let checkpoints =
-            db.keyspace(layout::CHECKPOINTS_KEYSPACE, KeyspaceCreateOptions::default)?;
-        let processing = processing::ProcessingKeyspaces::open(&db)?;
-
+        let engine = Engine::open(dir, &config, 0)?;
         let mut streams = BTreeMap::new();
-        for entry in meta.prefix(layout::STREAM_META_PREFIX) {
+        for entry in engine.meta.prefix(layout::STREAM_META_PREFIX) {
             let (key, value) = entry.into_inner()?;
             let name = std::str::from_utf8(&key[layout::STREAM_META_PREFIX.len()..])
                 .map_err(|_| StorageError::Corrupt {
@@ -233,7 +244,7 @@ impl Storage {
                 })?
                 .to_owned();
             let stream_meta = StreamMeta::decode(&value)?;
-            let stream = open_stream(&db, &meta, &name, &stream_meta, config.memtable_bytes_max)?;
+            let stream = open_stream(&engine, &name, &stream_meta)?;
             streams.insert(name, Arc::new(stream));
         }
 
@@ -253,12 +264,11 @@ impl Storage {
             Durability::Fsync => Some(PersistMode::SyncData),
             Durability::Buffered => None,
         };
+        let engine_slot = EngineSlot::default();
+        engine_slot.put(Arc::new(engine));
         let writer = writer::Writer {
-            db: db.clone(),
-            meta: meta.clone(),
-            producers,
-            checkpoints: checkpoints.clone(),
-            processing: processing.clone_handles(),
+            engine: engine_slot.clone(),
+            generation: 0,
             space: space.clone(),
             durability,
             config: config.clone(),
@@ -270,16 +280,15 @@ impl Storage {
             .map_err(|e| StorageError::Engine(e.into()))?;
 
         let storage = Arc::new(Self {
-            db,
-            meta,
-            checkpoints,
-            processing,
+            dir: dir.to_owned(),
+            engine: engine_slot,
             streams: RwLock::new(streams),
             admin: Mutex::new(()),
             writer: writer_tx,
             background: Mutex::new(vec![writer_thread]),
             stop_background: Mutex::new(None),
             space,
+            reopenings: AtomicU64::new(0),
             config,
         });
         storage.start_background()?;
@@ -308,14 +317,17 @@ impl Storage {
                         return;
                     };
                     if sync_interval.is_some()
-                        && let Err(error) = storage.db.persist(PersistMode::SyncData)
+                        && let Err(error) = storage
+                            .engine()
+                            .and_then(|engine| Ok(engine.db.persist(PersistMode::SyncData)?))
                     {
                         tracing::error!(%error, "periodic sync of the journal failed");
                     }
                     if last_retention.elapsed() >= interval {
                         last_retention = std::time::Instant::now();
-                        retention::enforce(&storage);
                         storage.space.sample_disk();
+                        storage.recover();
+                        retention::enforce(&storage);
                     }
                 }
             })
@@ -344,8 +356,13 @@ impl Storage {
         for handle in handles {
             let _ = handle.join();
         }
-        self.db.persist(PersistMode::SyncAll)?;
+        self.engine()?.db.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// The storage engine, for one operation (see [`engine`]).
+    fn engine(&self) -> Result<Arc<Engine>> {
+        self.engine.get()
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -390,7 +407,8 @@ impl Storage {
                 name: name.to_owned(),
             });
         }
-        let id = match self.meta.get(NEXT_STREAM_ID_KEY)? {
+        let engine = self.engine()?;
+        let id = match engine.meta.get(NEXT_STREAM_ID_KEY)? {
             Some(value) => {
                 u64::from_le_bytes(value[..].try_into().map_err(|_| StorageError::Corrupt {
                     what: "stream id counter",
@@ -403,29 +421,23 @@ impl Storage {
             shard_count,
             retention,
         };
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        batch.insert(&self.meta, NEXT_STREAM_ID_KEY, (id + 1).to_le_bytes());
+        let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&engine.meta, NEXT_STREAM_ID_KEY, (id + 1).to_le_bytes());
         batch.insert(
-            &self.meta,
+            &engine.meta,
             layout::stream_meta_key(name),
             stream_meta.encode(),
         );
         for shard in 0..shard_count {
             let state = ShardState::default();
             batch.insert(
-                &self.meta,
+                &engine.meta,
                 layout::shard_state_key(id, shard),
                 state.encode(),
             );
         }
         batch.commit()?;
-        let stream = open_stream(
-            &self.db,
-            &self.meta,
-            name,
-            &stream_meta,
-            self.config.memtable_bytes_max,
-        )?;
+        let stream = open_stream(&engine, name, &stream_meta)?;
         self.streams
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -546,7 +558,8 @@ impl Storage {
 
     pub fn checkpoint(&self, consumer: &str, shard: &Shard) -> Result<Option<u64>> {
         let key = layout::checkpoint_key(&shard.stream_name, shard.index, consumer);
-        self.checkpoints
+        self.engine()?
+            .checkpoints
             .get(key)?
             .map(|value| {
                 value[..]
@@ -586,10 +599,11 @@ impl Storage {
 
     /// Binary search over arrival times, which never decrease within a shard.
     fn sequence_at_time(&self, shard: &Shard, state: &ShardState, ms: u64) -> Result<u64> {
+        let keyspace = self.engine()?.shard(shard)?;
         let (mut low, mut high) = (state.first_sequence, state.next_sequence);
         while low < high {
             let mid = low + (high - low) / 2;
-            let timestamp = match shard.keyspace.get(layout::sequence_key(mid))? {
+            let timestamp = match keyspace.get(layout::sequence_key(mid))? {
                 Some(value) => layout::record_timestamp(&value)?,
                 // Trimmed while we searched: it was older than anything left.
                 None => 0,
@@ -625,7 +639,7 @@ impl Storage {
         let mut bytes = 0usize;
         if start < end && limit > 0 {
             let range = layout::sequence_key(start)..layout::sequence_key(end);
-            for entry in shard.keyspace.range(range) {
+            for entry in self.engine()?.shard(shard)?.range(range) {
                 let (key, value) = entry.into_inner()?;
                 let sequence = u64::from_be_bytes(
                     key[..]
@@ -689,7 +703,8 @@ impl Storage {
 
     /// Bytes in memtables, active and waiting to be flushed.
     pub fn write_buffer_bytes(&self) -> u64 {
-        self.db.write_buffer_size()
+        self.engine()
+            .map_or(0, |engine| engine.db.write_buffer_size())
     }
 
     /// Free bytes on the data directory's filesystem (sampled).
@@ -699,50 +714,21 @@ impl Storage {
 
     /// Bytes the data directory uses on disk, as fjall accounts them.
     pub fn disk_bytes(&self) -> Result<u64> {
-        Ok(self.db.disk_space()?)
+        Ok(self.engine()?.db.disk_space()?)
     }
 }
 
-fn open_stream(
-    db: &Database,
-    meta: &Keyspace,
-    name: &str,
-    stream_meta: &StreamMeta,
-    memtable_bytes_max: u64,
-) -> Result<Stream> {
+fn open_stream(engine: &Engine, name: &str, stream_meta: &StreamMeta) -> Result<Stream> {
     let deleted = Arc::new(AtomicBool::new(false));
     let mut shards = Vec::with_capacity(stream_meta.shard_count as usize);
     for index in 0..stream_meta.shard_count {
-        let keyspace = db.keyspace(&layout::shard_keyspace_name(stream_meta.id, index), || {
-            KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes_max)
-        })?;
-        let mut state = match meta.get(layout::shard_state_key(stream_meta.id, index))? {
-            Some(value) => ShardState::decode(&value)?,
-            None => ShardState::default(),
-        };
-        // The state is committed with the records, so they agree; the check
-        // costs one seek and guards the never-reuse-a-sequence invariant.
-        if let Some(last) = keyspace.last_key_value() {
-            let key = last.key()?;
-            let last_sequence = u64::from_be_bytes(
-                key[..]
-                    .try_into()
-                    .map_err(|_| StorageError::Corrupt { what: "record key" })?,
-            );
-            if last_sequence >= state.next_sequence {
-                return Err(StorageError::Corrupt {
-                    what: "shard state (behind its records)",
-                });
-            }
-        }
+        let state = open_shard(engine, stream_meta.id, index)?;
         let (tip, _) = watch::channel(state.next_sequence);
-        state.first_sequence = state.first_sequence.min(state.next_sequence);
         shards.push(Arc::new(Shard {
             stream_id: stream_meta.id,
             stream_name: name.to_owned(),
             index,
             hash_key_range: shard_hash_range(index, stream_meta.shard_count),
-            keyspace,
             stream_deleted: deleted.clone(),
             state: Mutex::new(state),
             tip,
@@ -758,4 +744,30 @@ fn open_stream(
         shards,
         deleted,
     })
+}
+
+/// Opens a shard's keyspace and reads its committed state.
+fn open_shard(engine: &Engine, stream_id: u64, index: u32) -> Result<ShardState> {
+    let keyspace = engine.open_shard(stream_id, index)?;
+    let mut state = match engine.meta.get(layout::shard_state_key(stream_id, index))? {
+        Some(value) => ShardState::decode(&value)?,
+        None => ShardState::default(),
+    };
+    // The state is committed with the records, so they agree; the check
+    // costs one seek and guards the never-reuse-a-sequence invariant.
+    if let Some(last) = keyspace.last_key_value() {
+        let key = last.key()?;
+        let last_sequence = u64::from_be_bytes(
+            key[..]
+                .try_into()
+                .map_err(|_| StorageError::Corrupt { what: "record key" })?,
+        );
+        if last_sequence >= state.next_sequence {
+            return Err(StorageError::Corrupt {
+                what: "shard state (behind its records)",
+            });
+        }
+    }
+    state.first_sequence = state.first_sequence.min(state.next_sequence);
+    Ok(state)
 }

@@ -30,15 +30,6 @@ impl ProcessingKeyspaces {
             failures: db.keyspace(layout::FAILURES_KEYSPACE, KeyspaceCreateOptions::default)?,
         })
     }
-
-    pub fn clone_handles(&self) -> Self {
-        Self {
-            plugins: self.plugins.clone(),
-            cursors: self.cursors.clone(),
-            state: self.state.clone(),
-            failures: self.failures.clone(),
-        }
-    }
 }
 
 /// One processor step in one shard: everything it changed, committed in one
@@ -68,8 +59,10 @@ impl Storage {
     }
 
     pub fn cursor(&self, processor_id: u64, shard: u32) -> Result<Option<CursorState>> {
+        let engine = self.engine()?;
         let key = layout::processor_shard_prefix(processor_id, shard);
-        self.processing
+        engine
+            .processing
             .cursors
             .get(key)?
             .map(|value| CursorState::decode(&value))
@@ -77,9 +70,10 @@ impl Storage {
     }
 
     pub fn state_get(&self, processor_id: u64, shard: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let engine = self.engine()?;
         let mut full_key = layout::processor_shard_prefix(processor_id, shard).to_vec();
         full_key.extend_from_slice(key);
-        Ok(self.processing.state.get(full_key)?.map(|v| v.to_vec()))
+        Ok(engine.processing.state.get(full_key)?.map(|v| v.to_vec()))
     }
 
     /// Up to `limit` state entries of one shard whose keys start with `prefix`.
@@ -93,8 +87,9 @@ impl Storage {
         let scope = layout::processor_shard_prefix(processor_id, shard);
         let mut full_prefix = scope.to_vec();
         full_prefix.extend_from_slice(prefix);
+        let engine = self.engine()?;
         let mut entries = Vec::new();
-        for entry in self.processing.state.prefix(full_prefix).take(limit) {
+        for entry in engine.processing.state.prefix(full_prefix).take(limit) {
             let (key, value) = entry.into_inner()?;
             entries.push((key[scope.len()..].to_vec(), value.to_vec()));
         }
@@ -103,9 +98,10 @@ impl Storage {
 
     /// Number of keys and bytes (keys + values) of one shard's state.
     pub fn state_size(&self, processor_id: u64, shard: u32) -> Result<(u64, u64)> {
+        let engine = self.engine()?;
         let scope = layout::processor_shard_prefix(processor_id, shard);
         let (mut keys, mut bytes) = (0u64, 0u64);
-        for entry in self.processing.state.prefix(scope) {
+        for entry in engine.processing.state.prefix(scope) {
             let (key, value) = entry.into_inner()?;
             keys += 1;
             bytes += (key.len() - scope.len() + value.len()) as u64;
@@ -116,9 +112,10 @@ impl Storage {
     /// The most recent `limit` failed (skipped or dead-lettered) sequence
     /// numbers of one shard, newest first.
     pub fn recent_failures(&self, processor_id: u64, shard: u32, limit: usize) -> Result<Vec<u64>> {
+        let engine = self.engine()?;
         let scope = layout::processor_shard_prefix(processor_id, shard);
         let mut sequences = Vec::new();
-        for entry in self.processing.failures.prefix(scope).rev().take(limit) {
+        for entry in engine.processing.failures.prefix(scope).rev().take(limit) {
             let key = entry.key()?;
             let sequence = key[scope.len()..]
                 .try_into()
@@ -133,9 +130,10 @@ impl Storage {
 
     /// The next value of a persistent id counter.
     pub fn next_id(&self, counter: &str) -> Result<u64> {
+        let engine = self.engine()?;
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let key = format!("counter/{counter}");
-        let next = match self.meta.get(&key)? {
+        let next = match engine.meta.get(&key)? {
             Some(value) => u64::from_le_bytes(
                 value[..]
                     .try_into()
@@ -143,8 +141,8 @@ impl Storage {
             ),
             None => 1,
         };
-        self.meta.insert(&key, (next + 1).to_le_bytes())?;
-        self.db.persist(PersistMode::SyncData)?;
+        engine.meta.insert(&key, (next + 1).to_le_bytes())?;
+        engine.db.persist(PersistMode::SyncData)?;
         Ok(next)
     }
 
@@ -156,8 +154,9 @@ impl Storage {
         sha256: &str,
         component: &[u8],
     ) -> Result<()> {
-        let plugins = &self.processing.plugins;
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let engine = self.engine()?;
+        let plugins = &engine.processing.plugins;
+        let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
         batch.insert(plugins, meta_key("blob", sha256), component);
         batch.insert(plugins, meta_key("plugin", name), info);
         batch.commit()?;
@@ -166,6 +165,7 @@ impl Storage {
 
     pub fn plugin_info(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
+            .engine()?
             .processing
             .plugins
             .get(meta_key("plugin", name))?
@@ -173,7 +173,9 @@ impl Storage {
     }
 
     pub fn plugin_infos(&self) -> Result<Vec<Vec<u8>>> {
-        self.processing
+        let engine = self.engine()?;
+        engine
+            .processing
             .plugins
             .prefix("plugin/")
             .map(|entry| Ok(entry.value()?.to_vec()))
@@ -182,6 +184,7 @@ impl Storage {
 
     pub fn plugin_component(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
+            .engine()?
             .processing
             .plugins
             .get(meta_key("blob", sha256))?
@@ -191,8 +194,9 @@ impl Storage {
     /// Removes a plugin's name; its component goes too unless another name
     /// shares it.
     pub fn remove_plugin(&self, name: &str, sha256: &str, component_shared: bool) -> Result<()> {
-        let plugins = &self.processing.plugins;
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let engine = self.engine()?;
+        let plugins = &engine.processing.plugins;
+        let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
         batch.remove(plugins, meta_key("plugin", name));
         if !component_shared {
             batch.remove(plugins, meta_key("blob", sha256));
@@ -202,13 +206,18 @@ impl Storage {
     }
 
     pub fn put_processor(&self, name: &str, definition: &[u8]) -> Result<()> {
-        self.meta.insert(meta_key("processor", name), definition)?;
-        self.db.persist(PersistMode::SyncData)?;
+        let engine = self.engine()?;
+        engine
+            .meta
+            .insert(meta_key("processor", name), definition)?;
+        engine.db.persist(PersistMode::SyncData)?;
         Ok(())
     }
 
     pub fn processor_definitions(&self) -> Result<Vec<Vec<u8>>> {
-        self.meta
+        let engine = self.engine()?;
+        engine
+            .meta
             .prefix("processor/")
             .map(|entry| Ok(entry.value()?.to_vec()))
             .collect()
@@ -216,13 +225,14 @@ impl Storage {
 
     /// Removes a processor's definition, cursors, state and failure records.
     pub fn remove_processor(&self, name: &str, processor_id: u64) -> Result<()> {
+        let engine = self.engine()?;
         let scope = processor_id.to_be_bytes();
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        batch.remove(&self.meta, meta_key("processor", name));
+        let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(&engine.meta, meta_key("processor", name));
         for keyspace in [
-            &self.processing.cursors,
-            &self.processing.state,
-            &self.processing.failures,
+            &engine.processing.cursors,
+            &engine.processing.state,
+            &engine.processing.failures,
         ] {
             for entry in keyspace.prefix(scope) {
                 batch.remove(keyspace, entry.key()?);

@@ -52,7 +52,7 @@ fn enforce_shard(
         let mut chunk_end = first;
         let mut chunk_bytes = 0u64;
         let range = layout::sequence_key(first)..layout::sequence_key(state.next_sequence);
-        for entry in shard.keyspace.range(range) {
+        for entry in storage.engine()?.shard(shard)?.range(range) {
             if chunk_end >= until && excess_bytes == 0 || chunk_end - first >= chunk_max {
                 break;
             }

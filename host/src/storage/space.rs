@@ -1,6 +1,6 @@
 //! Storage budget: appends are refused with [`StorageError::StorageFull`]
 //! before the disk itself runs out, because fjall poisons itself after a
-//! failed journal write (every later write fails until a restart).
+//! failed journal write (every later write fails until it is reopened).
 //!
 //! Two limits, both checked before an append is queued:
 //! - `storage_bytes_max`: record bytes (partition keys and data) stored in
@@ -11,8 +11,14 @@
 //!
 //! Reads, subscriptions, checkpoints and control-plane writes (small) are
 //! never refused; processors wait while storage is full.
+//!
+//! If a write fails anyway (another program filled the disk between two
+//! samples, an I/O error), the gauge records the failure: every write is
+//! refused until the background thread has reopened the engine, which it
+//! does once the disk has more than `disk_free_bytes_min` free.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Result, StorageError};
@@ -26,6 +32,8 @@ pub(super) struct SpaceGauge {
     disk_free_bytes: AtomicU64,
     /// Record bytes appended since that sample.
     appended_since_sample: AtomicU64,
+    /// Why fjall stopped taking writes, until it has been reopened.
+    engine_failure: Mutex<Option<String>>,
 }
 
 impl SpaceGauge {
@@ -42,6 +50,7 @@ impl SpaceGauge {
             stored_bytes: AtomicU64::new(stored_bytes),
             disk_free_bytes: AtomicU64::new(u64::MAX),
             appended_since_sample: AtomicU64::new(0),
+            engine_failure: Mutex::new(None),
         };
         gauge.sample_disk();
         gauge
@@ -62,6 +71,45 @@ impl SpaceGauge {
 
     pub fn stored_bytes(&self) -> u64 {
         self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the total after the shards' states were read back from disk.
+    pub fn reset_stored_bytes(&self, bytes: u64) {
+        self.stored_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// A write failed and fjall takes no more until it is reopened.
+    pub fn engine_failed(&self, error: &str) {
+        let mut failure = self
+            .engine_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            tracing::error!(
+                %error,
+                "a write to disk failed; writes are refused until storage is reopened"
+            );
+            *failure = Some(error.to_owned());
+        }
+    }
+
+    pub fn engine_recovered(&self) {
+        *self
+            .engine_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn engine_failure(&self) -> Option<String> {
+        self.engine_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the disk has room to reopen the engine and take writes again.
+    pub fn disk_has_room(&self) -> bool {
+        self.disk_free_bytes() > self.disk_free_bytes_min
     }
 
     /// Re-reads the filesystem's free space (statvfs).
@@ -89,18 +137,41 @@ impl SpaceGauge {
 
     /// Why appends are refused now, if they are.
     pub fn full_reason(&self) -> Option<String> {
+        if let Some(reason) = self.engine_failure_reason() {
+            return Some(reason);
+        }
         let stored = self.stored_bytes();
         if let Some(max) = self.storage_bytes_max
             && stored >= max
         {
             return Some(format!(
-                "streams hold {stored} record bytes, storage_bytes_max is {max}"
+                "streams hold {stored} record bytes, storage_bytes_max is {max}; \
+                 writes resume once retention frees space"
             ));
         }
         let free = self.disk_free_bytes();
         (free < self.disk_free_bytes_min).then(|| {
             format!(
-                "the disk has {free} bytes free, disk_free_bytes_min is {}",
+                "the disk has {free} bytes free, disk_free_bytes_min is {}; \
+                 writes resume once space is freed",
+                self.disk_free_bytes_min
+            )
+        })
+    }
+
+    /// Fails with `StorageFull` while fjall takes no writes (until reopened).
+    pub fn check_engine(&self) -> Result<()> {
+        match self.engine_failure_reason() {
+            Some(reason) => Err(StorageError::StorageFull { reason }),
+            None => Ok(()),
+        }
+    }
+
+    fn engine_failure_reason(&self) -> Option<String> {
+        self.engine_failure().map(|error| {
+            format!(
+                "a write to disk failed ({error}); writes resume once the disk has more \
+                 than disk_free_bytes_min ({}) bytes free and storage has been reopened",
                 self.disk_free_bytes_min
             )
         })

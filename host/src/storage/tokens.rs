@@ -11,19 +11,23 @@ fn token_key(name: &str) -> String {
 
 impl Storage {
     pub fn put_token(&self, name: &str, record: &[u8]) -> Result<()> {
-        self.meta.insert(token_key(name), record)?;
-        self.db.persist(PersistMode::SyncData)?;
+        let engine = self.engine()?;
+        engine.meta.insert(token_key(name), record)?;
+        engine.db.persist(PersistMode::SyncData)?;
         Ok(())
     }
 
     pub fn remove_token(&self, name: &str) -> Result<()> {
-        self.meta.remove(token_key(name))?;
-        self.db.persist(PersistMode::SyncData)?;
+        let engine = self.engine()?;
+        engine.meta.remove(token_key(name))?;
+        engine.db.persist(PersistMode::SyncData)?;
         Ok(())
     }
 
     pub fn token_records(&self) -> Result<Vec<Vec<u8>>> {
-        self.meta
+        let engine = self.engine()?;
+        engine
+            .meta
             .prefix("token/")
             .map(|entry| Ok(entry.value()?.to_vec()))
             .collect()

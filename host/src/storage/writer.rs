@@ -7,16 +7,18 @@
 //! subscriber's wake-up and a reader's view never run ahead of the disk.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
-use fjall::{Database, Keyspace, PersistMode};
+use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot};
 use weir_proto::ProducerStamp;
 
+use super::engine::{Engine, EngineSlot};
 use super::layout::{self, DedupEntry, DedupWindow, ShardState};
-use super::processing::{ProcessingCommit, ProcessingKeyspaces};
+use super::processing::ProcessingCommit;
 use super::space::SpaceGauge;
 use super::{Result, Shard, StorageError, Stream, now_ms};
 use crate::config::StorageConfig;
@@ -88,6 +90,32 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Answers the command with `refusal` (writes are refused until the
+    /// engine is reopened); true for `Stop`.
+    fn refuse(self, refusal: &StorageError) -> bool {
+        let error = || match refusal {
+            StorageError::StorageFull { reason } => StorageError::StorageFull {
+                reason: reason.clone(),
+            },
+            _ => StorageError::Recovering,
+        };
+        match self {
+            Self::Append(job) => {
+                let _ = job.reply.send(Err(error()));
+            }
+            Self::Trim { reply, .. }
+            | Self::Checkpoint { reply, .. }
+            | Self::DropStream { reply, .. }
+            | Self::Processing { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Self::Stop => return true,
+        }
+        false
+    }
+}
+
 /// A reply to send once the batch it depends on has committed.
 enum Reply {
     Append(oneshot::Sender<Result<AppendOutcome>>, AppendOutcome),
@@ -95,11 +123,9 @@ enum Reply {
 }
 
 pub(super) struct Writer {
-    pub db: Database,
-    pub meta: Keyspace,
-    pub producers: Keyspace,
-    pub checkpoints: Keyspace,
-    pub processing: ProcessingKeyspaces,
+    pub engine: EngineSlot,
+    /// The engine generation `dedup` and `written` were filled from.
+    pub generation: u64,
     /// Told of every change to a shard's stored bytes.
     pub space: Arc<SpaceGauge>,
     pub durability: Option<PersistMode>,
@@ -117,6 +143,7 @@ const MEMTABLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10
 
 /// What one group commit is building.
 struct Group {
+    engine: Arc<Engine>,
     batch: fjall::OwnedWriteBatch,
     /// New state per touched shard, published after the commit.
     shards: HashMap<(u64, u32), (Arc<Shard>, ShardState)>,
@@ -139,8 +166,23 @@ impl Writer {
 
     fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(first) = commands.blocking_recv() {
-            self.wait_for_memtables();
-            let mut group = self.new_group();
+            let engine = match self.usable_engine() {
+                Ok(engine) => engine,
+                Err(refusal) => {
+                    // fjall takes no writes until it is reopened: answer
+                    // everything queued now rather than fail one by one.
+                    let mut next = Some(first);
+                    while let Some(command) = next.take() {
+                        if command.refuse(&refusal) {
+                            return;
+                        }
+                        next = commands.try_recv().ok();
+                    }
+                    continue;
+                }
+            };
+            self.wait_for_memtables(&engine);
+            let mut group = self.new_group(engine.clone());
             let mut queued_bytes = 0;
             let mut next = Some(first);
             while let Some(command) = next.take() {
@@ -154,8 +196,8 @@ impl Writer {
                         // Commit what came before, so the drop is ordered
                         // after every append already accepted.
                         self.commit(group);
-                        group = self.new_group();
-                        let _ = reply.send(self.drop_stream(&stream));
+                        group = self.new_group(engine.clone());
+                        let _ = reply.send(self.drop_stream(&engine, &stream));
                     }
                     command => self.apply(&mut group, command),
                 }
@@ -167,26 +209,42 @@ impl Writer {
         }
     }
 
+    /// The engine to write to, unless writes are refused until it has been
+    /// reopened. Caches filled from an earlier engine are dropped.
+    fn usable_engine(&mut self) -> Result<Arc<Engine>, StorageError> {
+        self.space.check_engine()?;
+        let engine = self.engine.get()?;
+        if engine.generation != self.generation {
+            self.generation = engine.generation;
+            self.dedup.clear();
+            self.written.clear();
+        }
+        Ok(engine)
+    }
+
     /// Waits while the memtables (active and waiting for flush) hold more
     /// than `write_buffer_bytes_max`, so ingest slows to what flushes write
     /// instead of memory growing with the backlog. If nothing is being
     /// flushed (every memtable active and under its own limit, as with many
     /// shards), the memtables written since the last wait are sealed so
     /// flushes start.
-    fn wait_for_memtables(&mut self) {
+    fn wait_for_memtables(&mut self, engine: &Engine) {
         let max = self.config.write_buffer_bytes_max;
         let started = std::time::Instant::now();
-        while self.db.write_buffer_size() > max {
-            if self.db.outstanding_flushes() == 0 {
+        while engine.db.write_buffer_size() > max {
+            if engine.db.outstanding_flushes() == 0 {
                 for shard in std::mem::take(&mut self.written).into_values() {
-                    if let Err(error) = shard.keyspace.rotate_memtable() {
+                    if let Err(error) = engine
+                        .shard(&shard)
+                        .and_then(|keyspace| Ok(keyspace.rotate_memtable()?))
+                    {
                         tracing::warn!(%error, "sealing a memtable failed");
                     }
                 }
             }
             if started.elapsed() > MEMTABLE_WAIT_MAX {
                 tracing::warn!(
-                    write_buffer_bytes = self.db.write_buffer_size(),
+                    write_buffer_bytes = engine.db.write_buffer_size(),
                     write_buffer_bytes_max = max,
                     "flushes are not keeping up; writing anyway"
                 );
@@ -196,9 +254,10 @@ impl Writer {
         }
     }
 
-    fn new_group(&self) -> Group {
+    fn new_group(&self, engine: Arc<Engine>) -> Group {
         Group {
-            batch: self.db.batch().durability(self.durability),
+            batch: engine.db.batch().durability(self.durability),
+            engine,
             shards: HashMap::new(),
             replies: Vec::new(),
             values: HashMap::new(),
@@ -231,6 +290,13 @@ impl Writer {
                 removed_bytes,
                 reply,
             } => {
+                let keyspace = match group.engine.shard(&shard) {
+                    Ok(keyspace) => keyspace,
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        return;
+                    }
+                };
                 let state = Self::staged_state(&mut group.shards, &shard);
                 let until = until.min(state.next_sequence);
                 for sequence in state.first_sequence..until {
@@ -238,7 +304,7 @@ impl Writer {
                     // and vanishes with the value at compaction.
                     group
                         .batch
-                        .remove_weak(&shard.keyspace, layout::sequence_key(sequence));
+                        .remove_weak(&keyspace, layout::sequence_key(sequence));
                 }
                 let removed_records = until.saturating_sub(state.first_sequence);
                 state.records = state.records.saturating_sub(removed_records);
@@ -253,7 +319,7 @@ impl Writer {
             } => {
                 group
                     .batch
-                    .insert(&self.checkpoints, key, sequence.to_le_bytes());
+                    .insert(&group.engine.checkpoints, key, sequence.to_le_bytes());
                 group.replies.push(Reply::Unit(reply));
             }
             Command::Processing { commit, reply } => match self.apply_processing(group, commit) {
@@ -278,10 +344,11 @@ impl Writer {
                 name: shard.stream_name.clone(),
             });
         }
+        let keyspace = group.engine.shard(shard)?;
         let count = records.len() as u32;
         let window_max = self.config.producer_dedup_batches_max;
         if let Some(stamp) = producer {
-            let window = self.dedup_window(shard, stamp.producer_id)?;
+            let window = self.dedup_window(&group.engine, shard, stamp.producer_id)?;
             if let Some(entry) = window.find(stamp.batch_sequence) {
                 return Ok(AppendOutcome {
                     first_sequence: entry.first_sequence,
@@ -309,7 +376,7 @@ impl Writer {
             layout::encode_record(values, timestamp_ms, &record.partition_key, &record.data);
             let value = values.split().freeze();
             group.batch.insert(
-                &shard.keyspace,
+                &keyspace,
                 layout::sequence_key(first_sequence + offset as u64),
                 value,
             );
@@ -327,11 +394,11 @@ impl Writer {
                 first_sequence,
                 count,
             };
-            let window = self.dedup_window(shard, stamp.producer_id)?;
+            let window = self.dedup_window(&group.engine, shard, stamp.producer_id)?;
             window.remember(entry, window_max);
             let encoded = window.encode();
             group.batch.insert(
-                &self.producers,
+                &group.engine.producers,
                 layout::producer_key(shard.stream_id, shard.index, stamp.producer_id),
                 encoded,
             );
@@ -359,12 +426,13 @@ impl Writer {
             self.append(group, shard, None, records)?;
         }
         let scope = layout::processor_shard_prefix(commit.processor_id, commit.shard);
+        let processing = &group.engine.processing;
         for (key, value) in commit.state_writes {
             let mut full_key = scope.to_vec();
             full_key.extend_from_slice(&key);
             match value {
-                Some(value) => group.batch.insert(&self.processing.state, full_key, value),
-                None => group.batch.remove(&self.processing.state, full_key),
+                Some(value) => group.batch.insert(&processing.state, full_key, value),
+                None => group.batch.remove(&processing.state, full_key),
             }
         }
         for (sequence, reason) in commit.failures {
@@ -372,29 +440,35 @@ impl Writer {
             key.extend_from_slice(&sequence.to_be_bytes());
             group
                 .batch
-                .insert(&self.processing.failures, key, reason.into_bytes());
+                .insert(&processing.failures, key, reason.into_bytes());
         }
         group
             .batch
-            .insert(&self.processing.cursors, scope, commit.cursor.encode());
+            .insert(&processing.cursors, scope, commit.cursor.encode());
         Ok(())
     }
 
-    fn dedup_window(&mut self, shard: &Shard, producer_id: u64) -> Result<&mut DedupWindow> {
+    fn dedup_window(
+        &mut self,
+        engine: &Engine,
+        shard: &Shard,
+        producer_id: u64,
+    ) -> Result<&mut DedupWindow> {
         let cache_key = (shard.stream_id, shard.index, producer_id);
-        if !self.dedup.contains_key(&cache_key) {
-            let stored = self.producers.get(layout::producer_key(
-                shard.stream_id,
-                shard.index,
-                producer_id,
-            ))?;
-            let window = match stored {
-                Some(value) => DedupWindow::decode(&value)?,
-                None => DedupWindow::default(),
-            };
-            self.dedup.insert(cache_key, window);
-        }
-        Ok(self.dedup.entry(cache_key).or_default())
+        let slot = match self.dedup.entry(cache_key) {
+            Entry::Occupied(cached) => return Ok(cached.into_mut()),
+            Entry::Vacant(slot) => slot,
+        };
+        let stored = engine.producers.get(layout::producer_key(
+            shard.stream_id,
+            shard.index,
+            producer_id,
+        ))?;
+        let window = match stored {
+            Some(value) => DedupWindow::decode(&value)?,
+            None => DedupWindow::default(),
+        };
+        Ok(slot.insert(window))
     }
 
     fn commit(&mut self, mut group: Group) {
@@ -403,7 +477,7 @@ impl Writer {
         }
         for (shard, state) in group.shards.values() {
             group.batch.insert(
-                &self.meta,
+                &group.engine.meta,
                 layout::shard_state_key(shard.stream_id, shard.index),
                 state.encode(),
             );
@@ -429,13 +503,26 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, "group commit failed; the batch's requests get an error");
-                // The cached dedup windows may now claim batches that never
-                // reached the disk: forget them and re-read on demand.
-                self.dedup.clear();
-                let message = error.to_string();
+                // fjall takes no more writes; writes are refused until the
+                // background thread reopens it, and the cached dedup windows
+                // (which may claim batches that never reached the disk) are
+                // re-read from the reopened engine.
+                let (message, disk_full) = describe_failure(&error);
+                self.space.engine_failed(&message);
                 for reply in group.replies {
-                    let error = || StorageError::CommitFailed {
-                        message: message.clone(),
+                    let error = || {
+                        if disk_full {
+                            StorageError::StorageFull {
+                                reason: format!(
+                                    "the disk is full ({message}); the request may or may not \
+                                     have been stored, so retry it with the same producer stamp"
+                                ),
+                            }
+                        } else {
+                            StorageError::CommitFailed {
+                                message: message.clone(),
+                            }
+                        }
                     };
                     match reply {
                         Reply::Append(reply, _) => {
@@ -450,20 +537,23 @@ impl Writer {
         }
     }
 
-    fn drop_stream(&mut self, stream: &Stream) -> Result<()> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        batch.remove(&self.meta, layout::stream_meta_key(&stream.name));
+    fn drop_stream(&mut self, engine: &Engine, stream: &Stream) -> Result<()> {
+        let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(&engine.meta, layout::stream_meta_key(&stream.name));
         for shard in &stream.shards {
-            batch.remove(&self.meta, layout::shard_state_key(stream.id, shard.index));
+            batch.remove(
+                &engine.meta,
+                layout::shard_state_key(stream.id, shard.index),
+            );
             let prefix = layout::producer_key(stream.id, shard.index, 0);
-            for entry in self.producers.prefix(&prefix[..12]) {
-                batch.remove(&self.producers, entry.key()?);
+            for entry in engine.producers.prefix(&prefix[..12]) {
+                batch.remove(&engine.producers, entry.key()?);
             }
         }
         let mut checkpoint_prefix = stream.name.as_bytes().to_vec();
         checkpoint_prefix.push(0);
-        for entry in self.checkpoints.prefix(&checkpoint_prefix) {
-            batch.remove(&self.checkpoints, entry.key()?);
+        for entry in engine.checkpoints.prefix(&checkpoint_prefix) {
+            batch.remove(&engine.checkpoints, entry.key()?);
         }
         batch.commit()?;
         self.dedup
@@ -472,7 +562,7 @@ impl Writer {
             .retain(|(stream_id, _), _| *stream_id != stream.id);
         for shard in &stream.shards {
             self.space.changed(shard.state().bytes, 0);
-            self.db.delete_keyspace(shard.keyspace.clone())?;
+            engine.delete_shard(shard)?;
             // Wake subscribers and workers waiting on the tip: they find
             // the stream deleted and stop.
             shard.tip.send_modify(|_| ());
@@ -487,8 +577,25 @@ impl Shard {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn publish(&self, state: ShardState) {
+    pub(super) fn publish(&self, state: ShardState) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
         self.tip.send_replace(state.next_sequence);
+    }
+}
+
+/// What a failed write says, and whether it failed for lack of space
+/// (rather than, say, a failing disk): the difference between
+/// `StorageFull` and `CommitFailed`.
+fn describe_failure(error: &fjall::Error) -> (String, bool) {
+    use std::io::ErrorKind;
+    match error {
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => {
+            let disk_full = matches!(
+                io.kind(),
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+            );
+            (io.to_string(), disk_full)
+        }
+        other => (other.to_string(), false),
     }
 }

@@ -1,0 +1,190 @@
+//! The fjall database and every keyspace handle, kept in one place so they
+//! can all be let go of together.
+//!
+//! fjall stops accepting writes for good after a failed journal write (it
+//! "poisons" itself: the disk filled up, an I/O error). The way back is to
+//! drop the database and open it again, and that needs every handle gone:
+//! fjall holds a lock file until the last one drops. So the handles live
+//! here and nowhere else; users borrow the engine for one operation
+//! ([`EngineSlot::get`]) and recovery ([`super::Storage::recover`]) swaps
+//! it for a freshly opened one once they have let go.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::processing::ProcessingKeyspaces;
+use super::{Result, Shard, Storage, StorageError, layout, open_shard};
+use crate::config::StorageConfig;
+
+pub(super) struct Engine {
+    pub db: Database,
+    pub meta: Keyspace,
+    pub producers: Keyspace,
+    pub checkpoints: Keyspace,
+    pub processing: ProcessingKeyspaces,
+    /// One keyspace per shard, by (stream id, shard index).
+    shards: RwLock<HashMap<(u64, u32), Keyspace>>,
+    memtable_bytes_max: u64,
+    /// Counts reopenings, so caches of what the engine held (the writer's
+    /// dedup windows) can tell they are stale.
+    pub generation: u64,
+}
+
+impl Engine {
+    /// Opens the database and the fixed keyspaces; shards are opened with
+    /// [`Engine::open_shard`].
+    pub fn open(dir: &Path, config: &StorageConfig, generation: u64) -> Result<Self> {
+        let db = Database::builder(dir)
+            .cache_size(config.block_cache_bytes)
+            .max_journaling_size(config.journal_bytes_max)
+            .open()?;
+        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Self {
+            meta: keyspace(layout::META_KEYSPACE)?,
+            producers: keyspace(layout::PRODUCERS_KEYSPACE)?,
+            checkpoints: keyspace(layout::CHECKPOINTS_KEYSPACE)?,
+            processing: ProcessingKeyspaces::open(&db)?,
+            shards: RwLock::default(),
+            memtable_bytes_max: config.memtable_bytes_max,
+            generation,
+            db,
+        })
+    }
+
+    /// Opens (or creates) a shard's keyspace and remembers it.
+    pub fn open_shard(&self, stream_id: u64, index: u32) -> Result<Keyspace> {
+        let keyspace = self
+            .db
+            .keyspace(&layout::shard_keyspace_name(stream_id, index), || {
+                KeyspaceCreateOptions::default().max_memtable_size(self.memtable_bytes_max)
+            })?;
+        self.shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((stream_id, index), keyspace.clone());
+        Ok(keyspace)
+    }
+
+    /// The shard's keyspace; gone once its stream is deleted.
+    pub fn shard(&self, shard: &Shard) -> Result<Keyspace> {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(shard.stream_id, shard.index))
+            .cloned()
+            .ok_or_else(|| StorageError::StreamNotFound {
+                name: shard.stream_name.clone(),
+            })
+    }
+
+    /// Deletes a shard's keyspace and everything in it.
+    pub fn delete_shard(&self, shard: &Shard) -> Result<()> {
+        let removed = self
+            .shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(shard.stream_id, shard.index));
+        if let Some(keyspace) = removed {
+            self.db.delete_keyspace(keyspace)?;
+        }
+        Ok(())
+    }
+
+    /// Fails once fjall has stopped accepting writes (it checks its poison
+    /// flag first, and has nothing buffered to write when healthy).
+    pub fn check_writable(&self) -> Result<()> {
+        self.db.persist(PersistMode::Buffer)?;
+        Ok(())
+    }
+}
+
+/// Where the current engine lives; empty while it is being reopened.
+#[derive(Clone, Default)]
+pub(super) struct EngineSlot(Arc<RwLock<Option<Arc<Engine>>>>);
+
+impl EngineSlot {
+    /// The engine, to use for one operation and then let go of: recovery
+    /// waits for every borrower before it reopens.
+    pub fn get(&self) -> Result<Arc<Engine>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StorageError::Recovering)
+    }
+
+    pub fn take(&self) -> Option<Arc<Engine>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    pub fn put(&self, engine: Arc<Engine>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(engine);
+    }
+}
+
+/// How long recovery waits for operations still using the failed engine
+/// before it gives up until the next attempt.
+const REOPEN_WAIT_MAX: Duration = Duration::from_secs(10);
+
+impl Storage {
+    /// Reopens the engine if fjall stopped taking writes and the disk has
+    /// room again. Runs on the background thread after each disk sample.
+    pub(super) fn recover(&self) {
+        if self.space.engine_failure().is_none() {
+            // Control-plane writes (tokens, plugins) go to fjall directly,
+            // so a failure can come from them too: ask fjall itself.
+            let Err(error) = self.engine().and_then(|engine| engine.check_writable()) else {
+                return;
+            };
+            self.space.engine_failed(&error.to_string());
+        }
+        if !self.space.disk_has_room() {
+            return;
+        }
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        match self.reopen() {
+            Ok(()) => {
+                self.space.engine_recovered();
+                tracing::info!("storage reopened after a failed write; writes resume");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reopening storage failed; trying again in a moment");
+            }
+        }
+    }
+
+    /// Drops the engine once nobody uses it, opens the database again
+    /// (fjall replays its journal) and re-reads every shard's state, which
+    /// may include the write that failed: fjall retries buffered journal
+    /// bytes when it closes.
+    fn reopen(&self) -> Result<()> {
+        if let Some(failed) = self.engine.take() {
+            let deadline = Instant::now() + REOPEN_WAIT_MAX;
+            while Arc::strong_count(&failed) > 1 {
+                if Instant::now() >= deadline {
+                    self.engine.put(failed);
+                    return Err(StorageError::Recovering);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let generation = self.reopenings.fetch_add(1, Ordering::Relaxed) + 1;
+        let engine = Engine::open(&self.dir, &self.config, generation)?;
+        let mut stored_bytes = 0;
+        for stream in self.all_streams() {
+            for shard in &stream.shards {
+                let state = open_shard(&engine, stream.id, shard.index)?;
+                stored_bytes += state.bytes;
+                shard.publish(state);
+            }
+        }
+        self.space.reset_stored_bytes(stored_bytes);
+        self.engine.put(Arc::new(engine));
+        Ok(())
+    }
+}
