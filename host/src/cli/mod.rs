@@ -4,6 +4,7 @@ mod bench;
 mod bench_load;
 mod bench_plugin;
 pub mod demo;
+mod memory;
 mod parse;
 mod plugin_local;
 mod plugins;
@@ -350,6 +351,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let durability = config.storage.durability;
     let server = Server::start(config).await?;
+    memory::spawn_trimmer();
     // Tests and scripts read this line to find the port when --listen uses 0.
     println!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
