@@ -121,6 +121,9 @@ pub struct Limits {
     pub connection_idle_timeout_ms: u64,
     /// Open QUIC connections; more are closed with a reason.
     pub connections_max: usize,
+    /// Open QUIC connections from one IP address; more are closed with a
+    /// reason, so one host cannot take all of `connections_max`.
+    pub connections_per_address_max: usize,
     /// Streams on the server.
     pub streams_max: usize,
     /// Open subscriptions per shard.
@@ -153,6 +156,7 @@ impl Default for Limits {
             connection_streams_max: 256,
             connection_idle_timeout_ms: 30_000,
             connections_max: 1_024,
+            connections_per_address_max: 256,
             streams_max: 1_000,
             subscribers_per_shard_max: 64,
             connection_buffered_bytes_max: 16 * 1024 * 1024,
@@ -316,6 +320,10 @@ impl ServerConfig {
                 self.limits.server_buffered_bytes_max,
             ),
             ("limits.frame_bytes_max", self.limits.frame_bytes_max),
+            (
+                "limits.connections_per_address_max",
+                self.limits.connections_per_address_max,
+            ),
             ("limits.batch_records_max", self.limits.batch_records_max),
             (
                 "processing.processor_batch_records_max",

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use weir_client::{ErrorCode, Position, PutRecord, PutResult};
 use weir_proto::{Request, Response};
 
-use crate::support::{TestServer, raw_connection, raw_exchange, read_all, read_raw_response};
+use crate::support::{
+    TestServer, raw_connection, raw_connection_from, raw_exchange, read_all, read_raw_response,
+};
 
 fn record(key: &str, bytes: usize) -> PutRecord {
     PutRecord {
@@ -350,6 +352,39 @@ async fn count_limits_are_enforced_with_the_limit_named() {
     };
     assert!(error.to_string().contains("connections_max (3)"), "{error}");
     assert_eq!(client.list_streams().await.expect("still served").len(), 2);
+}
+
+#[tokio::test]
+async fn one_address_gets_only_its_share_of_connections() {
+    let test = TestServer::start_with(|config| config.limits.connections_per_address_max = 2).await;
+    let cert = test.server.cert_path();
+    let addr = test.server.local_addr();
+    // The test's own client is one connection from 127.0.0.1; one more fits.
+    let _second = test.new_client().await;
+    let third = weir_client::Client::connect(test.server.client_config()).await;
+    let error = match third {
+        Ok(client) => client
+            .list_streams()
+            .await
+            .expect_err("over connections_per_address_max"),
+        Err(error) => error,
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("connections_per_address_max (2) reached for 127.0.0.1"),
+        "{error}"
+    );
+    // Another address (127.0.0.2 is loopback too) is still let in and
+    // answered, and the first address's connections keep working.
+    let other_host = raw_connection_from("127.0.0.2:0", addr, cert).await;
+    let mut list = bytes::BytesMut::new();
+    Request::ListStreams.encode(&mut list);
+    match raw_exchange(&other_host, &list).await {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::Unauthenticated),
+        other => panic!("expected Unauthenticated, got {other:?}"),
+    }
+    test.client.list_streams().await.expect("still served");
 }
 
 /// Opens a stream on `raw` that declares a frame of `body_bytes` and sends

@@ -208,6 +208,12 @@ where
 /// A bare QUIC connection speaking `weir/1`, for sending bytes the client
 /// library would never send.
 pub async fn raw_connection(addr: SocketAddr, cert: &Path) -> quinn::Connection {
+    raw_connection_from("127.0.0.1:0", addr, cert).await
+}
+
+/// A raw QUIC connection from the local address `local` (another loopback
+/// address, say, to look like a different host).
+pub async fn raw_connection_from(local: &str, addr: SocketAddr, cert: &Path) -> quinn::Connection {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -222,8 +228,7 @@ pub async fn raw_connection(addr: SocketAddr, cert: &Path) -> quinn::Connection 
         .with_no_client_auth();
     tls.alpn_protocols = vec![weir_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let mut endpoint = quinn::Endpoint::client(local.parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
     endpoint
         .connect(addr, weir_proto::DEFAULT_SERVER_NAME)

@@ -52,16 +52,25 @@ fn resident_bytes(pid: u32) -> u64 {
     crate::metrics::resident_bytes_of(&format!("/proc/{pid}/status"))
 }
 
+/// Starts `weir serve` with `config` (or the defaults), letting all of the
+/// bench's `connections` come from loopback.
 fn start_server(
     dir: &std::path::Path,
     config: Option<&std::path::Path>,
+    connections: usize,
 ) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command.arg("serve");
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
-    let mut child = command
+    let mut config = match config {
+        Some(path) => crate::config::ServerConfig::load(path)?,
+        None => crate::config::ServerConfig::default(),
+    };
+    let limits = &mut config.limits;
+    limits.connections_per_address_max = limits.connections_per_address_max.max(connections);
+    let config_path = dir.join("bench-load.toml");
+    std::fs::write(&config_path, toml::to_string(&config)?)?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -123,7 +132,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("weir-bench-load")
         .tempdir()?;
-    let (server, addr) = start_server(dir.path(), args.config.as_deref())?;
+    // The producers, the admin connection (which also holds the stalled
+    // subscriptions) and the probe.
+    let connections = args.connections + 2;
+    let (server, addr) = start_server(dir.path(), args.config.as_deref(), connections)?;
     let cert = crate::tls::generated_cert_path(dir.path());
     let mut config = ClientConfig::new(addr, &cert);
     config.token = Some(weir_client::read_token_file(

@@ -11,9 +11,10 @@ mod put;
 mod read;
 mod streams;
 
-use std::sync::Arc;
-
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use weir_proto::admin::{AdminRequest, Role};
 use weir_proto::{ErrorCode, Request, Response};
@@ -114,6 +115,8 @@ pub struct Service {
     /// The server's request-buffer budget in bytes
     /// (`server_buffered_bytes_max`), shared by all connections.
     pub buffered: Arc<tokio::sync::Semaphore>,
+    /// Open connections per client address (`connections_per_address_max`).
+    pub connections_by_address: Mutex<HashMap<IpAddr, usize>>,
     pub metrics: ServiceMetrics,
     pub started: std::time::Instant,
 }
@@ -133,6 +136,7 @@ impl Service {
                 limits.server_buffered_bytes_max,
             )),
             limits,
+            connections_by_address: Default::default(),
             metrics: ServiceMetrics::default(),
             started: std::time::Instant::now(),
         }
