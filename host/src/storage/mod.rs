@@ -7,6 +7,8 @@
 //!   for everything queued while the previous commit ran.
 //! - [`retention`] trims old records in the background, in bounded chunks
 //!   that the writer interleaves with appends.
+//! - fjall handles live only in the [`engine`], which the background thread
+//!   reopens after a failed write (fjall takes no more writes after one).
 //!
 //! Invariants: a shard's sequence numbers are dense between `first_sequence`
 //! and `next_sequence` and never reused, even after retention removes every
@@ -125,7 +127,8 @@ impl StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-/// One shard: its keyspace, its published state and a tip to wait on.
+/// One shard: its published state and a tip to wait on (its keyspace is
+/// the engine's, see [`engine`]).
 pub struct Shard {
     pub stream_id: u64,
     pub stream_name: String,
@@ -360,7 +363,8 @@ impl Storage {
         Ok(())
     }
 
-    /// The storage engine, for one operation (see [`engine`]).
+    /// The storage engine, borrowed for one operation: recovery waits for
+    /// every borrower before it reopens it.
     fn engine(&self) -> Result<Arc<Engine>> {
         self.engine.get()
     }

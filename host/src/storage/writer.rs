@@ -88,9 +88,7 @@ impl Command {
             _ => 0,
         }
     }
-}
 
-impl Command {
     /// Answers the command with `refusal` (writes are refused until the
     /// engine is reopened); true for `Stop`.
     fn refuse(self, refusal: &StorageError) -> bool {
