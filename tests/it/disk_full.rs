@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_client::{ErrorCode, PutRecord, PutResult, Retention};
+use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
 use crate::support::{
     TestServer, create_processor, describe_processor, eventually, plugin, processor_settings,
@@ -131,6 +131,12 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
         }
     }
 
+    // A subscriber that reads through the failure and the reopening.
+    let mut subscription = client
+        .subscribe("events", 0, Position::TrimHorizon)
+        .await
+        .expect("subscribe");
+
     let filler = disk.fill();
     let mut refused = None;
     for round in 5..200 {
@@ -156,6 +162,15 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
     };
     assert_eq!(*code, ErrorCode::StorageFull, "{message}");
     assert!(message.contains("write to disk failed"), "{message}");
+
+    // Admin writes fail with a typed, retryable error instead of hanging;
+    // admin reads work.
+    let error = client
+        .create_stream("during", 1, Retention::default())
+        .await
+        .expect_err("no room for a new stream");
+    assert!(error.code().is_some_and(ErrorCode::is_retryable), "{error}");
+    assert!(client.list_streams().await.expect("list").len() >= 2);
 
     // Reads keep working, and every acked record is there.
     let stored = read_all(client, "events").await;
@@ -207,6 +222,17 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
         .map(|r| r.partition_key.as_str())
         .collect();
     assert_eq!(output_keys, input_keys, "each input filtered exactly once");
+
+    // The subscription saw every stored record, in order, once.
+    let mut delivered = Vec::new();
+    while delivered.len() < sequences.len() {
+        let batch = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+            .await
+            .expect("subscription delivers")
+            .expect("subscription survives the reopening");
+        delivered.extend(batch.records.iter().map(|r| r.sequence));
+    }
+    assert_eq!(delivered, sequences);
 
     // And all of it survives a restart.
     let test = test.restart().await;

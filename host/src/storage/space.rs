@@ -207,6 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_refuses_writes_until_recovered() {
+        let dir = tempfile::tempdir().expect("dir");
+        let gauge = SpaceGauge::new(dir.path(), None, 0, 0);
+        gauge.engine_failed("No space left on device (os error 28)");
+        gauge.engine_failed("a later error is not the cause");
+        for error in [gauge.check(), gauge.check_engine()] {
+            let message = error.expect_err("refused").to_string();
+            assert!(message.contains("os error 28"), "{message}");
+            assert!(message.contains("disk_free_bytes_min (0)"), "{message}");
+        }
+        gauge.engine_recovered();
+        assert!(gauge.check().is_ok());
+        assert!(gauge.check_engine().is_ok());
+    }
+
+    #[test]
     fn a_disk_reserve_larger_than_the_disk_is_full() {
         let dir = tempfile::tempdir().expect("dir");
         let gauge = SpaceGauge::new(dir.path(), None, u64::MAX, 0);
