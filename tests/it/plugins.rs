@@ -852,3 +852,55 @@ async fn a_processor_over_its_state_budget_halts_without_skipping_input() {
         "the records that did not fit were not skipped: {shard:?}"
     );
 }
+
+/// State storage cannot answer (it is being reopened after a failed write):
+/// the plugin's call fails, so the worker redoes the batch later. Answering
+/// "absent" would let an aggregate start counting from zero again and
+/// overwrite the stored total.
+#[test]
+fn a_state_read_storage_cannot_answer_fails_the_call() {
+    use weir::plugin::{InstanceLimits, PluginRuntime, StateBacking};
+    use weir_proto::batch::{BatchRecord, InputWriter};
+
+    struct Unavailable;
+    impl StateBacking for Unavailable {
+        fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+            Err("storage is being reopened".into())
+        }
+    }
+
+    let cache = tempfile::tempdir().expect("cache dir");
+    let runtime = PluginRuntime::new(cache.path().to_owned()).expect("runtime");
+    let component = plugin("count_by_key");
+    let loaded = runtime
+        .load("count-by-key-test", || Ok(component.to_vec()))
+        .expect("load");
+    let limits = InstanceLimits {
+        fuel_per_call_max: u64::MAX / 2,
+        memory_bytes_max: 64 * 1024 * 1024,
+        call_timeout_ms: 10_000,
+        state_key_bytes_max: 1024,
+        state_value_bytes_max: 1024 * 1024,
+    };
+    let mut instance = runtime
+        .instantiate(&loaded, limits, "test")
+        .expect("instantiate");
+    instance.set_state_backing(Box::new(Unavailable));
+    let config = [("window-ms".to_owned(), "60000".to_owned())];
+    instance.init(&config).expect("init");
+    let mut input = InputWriter::new();
+    input.push(&BatchRecord {
+        sequence: 0,
+        timestamp_ms: 1_000,
+        partition_key: "user-1",
+        data: b"{}",
+    });
+    let error = instance
+        .process(&input.finish(), u64::MAX / 2)
+        .expect_err("the call fails");
+    assert!(
+        format!("{error:?}").contains("storage is being reopened"),
+        "{error:?}"
+    );
+    assert!(instance.take_state_writes().is_empty());
+}

@@ -14,7 +14,9 @@ use super::{EPOCH_TICK_MS, LoadedPlugin, Plugin, PluginError};
 
 /// Reads committed state of the (processor, shard) the instance serves.
 pub trait StateBacking: Send {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// The committed value, or why it could not be read (the call then
+    /// fails: answering "absent" would let the plugin overwrite the value).
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// State kept in memory instead of storage: for running a plugin without
@@ -24,8 +26,8 @@ pub trait StateBacking: Send {
 pub struct MemoryState(Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>);
 
 impl StateBacking for MemoryState {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.entries().get(key).cloned()
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.entries().get(key).cloned())
     }
 }
 
@@ -99,7 +101,12 @@ impl Host for HostState {
         if let Some(value) = self.call.get(&key).or_else(|| self.pending.get(&key)) {
             return Ok(value.clone());
         }
-        Ok(self.backing.as_ref().and_then(|backing| backing.get(&key)))
+        match &self.backing {
+            Some(backing) => backing
+                .get(&key)
+                .map_err(|reason| wasmtime::format_err!("reading state failed: {reason}")),
+            None => Ok(None),
+        }
     }
 
     fn state_set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {

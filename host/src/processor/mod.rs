@@ -444,6 +444,7 @@ impl Processors {
                 progress: progress.clone(),
                 state_bytes,
                 state_bytes_max,
+                state_read_failure: Default::default(),
             };
             let task = tokio::spawn(worker.run(stop_rx));
             workers.push(WorkerHandle {

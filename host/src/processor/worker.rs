@@ -70,6 +70,8 @@ pub(super) struct Worker {
     pub state_bytes: u64,
     /// This shard's share of `processor_state_bytes_max`.
     pub state_bytes_max: u64,
+    /// Shared with the plugin instance's state backing.
+    pub state_read_failure: ReadFailure,
 }
 
 /// Committed state reads for the worker's (processor, shard).
@@ -77,17 +79,23 @@ struct StorageState {
     storage: Arc<Storage>,
     processor_id: u64,
     shard: u32,
+    read_failure: ReadFailure,
 }
 
+/// A state read storage could not answer (it is being reopened, say) since
+/// the last commit: the calls since then are void and must be redone.
+pub(super) type ReadFailure = Arc<Mutex<Option<String>>>;
+
 impl StateBacking for StorageState {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        match self.storage.state_get(self.processor_id, self.shard, key) {
-            Ok(value) => value,
-            Err(error) => {
-                tracing::error!(%error, "state read failed; the plugin sees the key as absent");
-                None
-            }
-        }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.storage
+            .state_get(self.processor_id, self.shard, key)
+            .map_err(|error| {
+                let reason = error.to_string();
+                let mut failure = self.read_failure.lock().unwrap_or_else(|p| p.into_inner());
+                failure.get_or_insert_with(|| reason.clone());
+                reason
+            })
     }
 }
 
@@ -133,6 +141,7 @@ impl Worker {
             storage: self.storage.clone(),
             processor_id: self.processor_id,
             shard: self.source.index,
+            read_failure: self.state_read_failure.clone(),
         }));
         instance.init(&self.config)?;
         Ok(instance)
@@ -228,6 +237,10 @@ impl Worker {
     async fn start_over(&mut self, reason: String, stop: &mut watch::Receiver<bool>) -> bool {
         tracing::warn!(processor = %self.processor, shard = self.source.index, %reason, "commit not stored; starting again from the stored cursor");
         self.set_status("waiting for storage", Some(reason));
+        *self
+            .state_read_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(STORAGE_FULL_RECHECK) => {}
@@ -627,6 +640,14 @@ impl Worker {
         state: crate::plugin::instance::StateWrites,
         next: u64,
     ) -> Step {
+        let read_failure = self
+            .state_read_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(reason) = read_failure {
+            return Step::Retry(format!("reading state: {reason}"));
+        }
         let mut cursor = self.cursor;
         cursor.next_sequence = next;
         cursor.records_in += pending.records_in;
