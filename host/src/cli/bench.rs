@@ -26,6 +26,8 @@ pub enum BenchCommand {
     Plugin(super::bench_plugin::PluginArgs),
     /// Produce -> processor -> output-visible latency over QUIC.
     Pipeline(PipelineArgs),
+    /// A processor working through records already stored: catch-up rate.
+    Backlog(super::bench_backlog::BacklogArgs),
     /// Hundreds of producing connections and stalled subscribers against a
     /// `weir serve` process: throughput, peak RSS, a probe's ack latency.
     Load(super::bench_load::LoadArgs),
@@ -96,6 +98,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(args) => produce(args).await,
         BenchCommand::Consume(args) => consume(args).await,
         BenchCommand::Pipeline(args) => pipeline(args).await,
+        BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
         BenchCommand::Load(args) => super::bench_load::run(args).await,
         BenchCommand::Plugin(args) => {
             tokio::task::spawn_blocking(move || super::bench_plugin::run(args)).await?
@@ -103,13 +106,17 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-struct Embedded {
+pub(super) struct Embedded {
     server: ServerThread,
-    client: Client,
+    pub client: Client,
     _dir: tempfile::TempDir,
 }
 
-async fn embedded(durability: Durability, batch: usize, size: usize) -> anyhow::Result<Embedded> {
+pub(super) async fn embedded(
+    durability: Durability,
+    batch: usize,
+    size: usize,
+) -> anyhow::Result<Embedded> {
     let dir = tempfile::Builder::new().prefix("weir-bench").tempdir()?;
     let mut config = ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
@@ -128,7 +135,7 @@ async fn embedded(durability: Durability, batch: usize, size: usize) -> anyhow::
 }
 
 impl Embedded {
-    async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
         self.client.close().await;
         let server = self.server;
         tokio::task::spawn_blocking(move || server.shutdown()).await??;
@@ -152,7 +159,7 @@ fn make_batches(records: usize, size: usize, batch: usize) -> Vec<Vec<PutRecord>
         .collect()
 }
 
-fn progress_bar(total: usize, label: &str) -> indicatif::ProgressBar {
+pub(super) fn progress_bar(total: usize, label: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{prefix:>10} {bar:40} {pos}/{len} records {per_sec}",

@@ -1,6 +1,7 @@
 //! The `weir` command.
 
 mod bench;
+mod bench_backlog;
 mod bench_load;
 mod bench_plugin;
 pub mod demo;
