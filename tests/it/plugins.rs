@@ -357,6 +357,7 @@ async fn count_by_key_emits_closed_windows_and_exposes_the_open_one() {
     }
     assert_eq!(counts.get("spring"), Some(&6), "{state:?}");
     assert_eq!(counts.get("autumn"), Some(&4), "{state:?}");
+    assert_state_size_matches(client, "kpis").await;
 
     // After the window ends, an idle tick closes it: one record per key per
     // shard, with counts and sums adding up.
@@ -381,6 +382,23 @@ async fn count_by_key_emits_closed_windows_and_exposes_the_open_one() {
         "windows did not close with the right totals: {:?}",
         totals().await
     );
+    // Closing the windows deleted their keys; the kept size followed.
+    assert_state_size_matches(client, "kpis").await;
+}
+
+/// `processor describe`'s state keys and bytes (kept with the cursor, not
+/// counted on demand) equal the state actually stored, shard by shard.
+async fn assert_state_size_matches(client: &Client, processor: &str) {
+    let entries = client
+        .state(processor, None, None, 10_000)
+        .await
+        .expect("state");
+    for shard in describe_processor(client, processor).await.shards {
+        let stored: Vec<_> = entries.iter().filter(|e| e.shard == shard.shard).collect();
+        let bytes: usize = stored.iter().map(|e| e.key.len() + e.value.len()).sum();
+        assert_eq!(shard.state_keys, stored.len() as u64, "{shard:?}");
+        assert_eq!(shard.state_bytes, bytes as u64, "{shard:?}");
+    }
 }
 
 /// Just enough JSON for the count-by-key test without another dependency.

@@ -422,7 +422,6 @@ impl Processors {
             };
             let progress = Arc::new(Mutex::new(Progress::new("running")));
             let (stop, stop_rx) = watch::channel(false);
-            let (_, state_bytes) = self.storage.state_size(definition.id, shard.index)?;
             let state_bytes_max =
                 self.config.processor_state_bytes_max / source.shards.len().max(1) as u64;
             let worker = Worker {
@@ -442,7 +441,6 @@ impl Processors {
                 record_bytes_max: self.record_bytes_max,
                 cursor: start,
                 progress: progress.clone(),
-                state_bytes,
                 state_bytes_max,
                 state_read_failure: Default::default(),
             };
@@ -584,8 +582,6 @@ impl Processors {
                     (Some(progress), false) => progress.status.to_owned(),
                     (None, false) => "stopped".to_owned(),
                 };
-                let (state_keys, state_bytes) =
-                    self.storage.state_size(definition.id, shard.index)?;
                 let (lag_records, lag_ms) = self.lag(shard, cursor.next_sequence)?;
                 shards.push(ShardProgress {
                     shard: shard.index,
@@ -597,8 +593,8 @@ impl Processors {
                     records_out: cursor.records_out,
                     fuel_used: cursor.fuel_used,
                     records_failed: cursor.records_failed,
-                    state_keys,
-                    state_bytes,
+                    state_keys: cursor.state.keys,
+                    state_bytes: cursor.state.bytes,
                     last_error: progress.and_then(|p| p.last_error),
                     failed_sequences: self.storage.recent_failures(
                         definition.id,

@@ -27,7 +27,8 @@ use crate::plugin::{
     InstanceLimits, LoadedPlugin, PluginError, PluginInstance, PluginRuntime, StateBacking,
 };
 use crate::storage::{
-    AppendRecord, CursorState, ProcessingCommit, Shard, Storage, StorageError, Stream, now_ms,
+    AppendRecord, CursorState, ProcessingCommit, Shard, StateSize, Storage, StorageError, Stream,
+    now_ms,
 };
 
 /// How often a worker waiting for storage space looks again.
@@ -66,8 +67,6 @@ pub(super) struct Worker {
     pub record_bytes_max: usize,
     pub cursor: CursorState,
     pub progress: Arc<Mutex<Progress>>,
-    /// Committed state bytes (keys and values) of this shard.
-    pub state_bytes: u64,
     /// This shard's share of `processor_state_bytes_max`.
     pub state_bytes_max: u64,
     /// Shared with the plugin instance's state backing.
@@ -246,16 +245,10 @@ impl Worker {
                 () = tokio::time::sleep(STORAGE_FULL_RECHECK) => {}
                 _ = stop.changed() => return false,
             }
-            let (processor_id, shard) = (self.processor_id, self.source.index);
-            let stored = self.storage.cursor(processor_id, shard).and_then(|cursor| {
-                let (_, state_bytes) = self.storage.state_size(processor_id, shard)?;
-                Ok((cursor, state_bytes))
-            });
-            if let Ok((cursor, state_bytes)) = stored {
-                if let Some(cursor) = cursor {
+            if let Ok(stored) = self.storage.cursor(self.processor_id, self.source.index) {
+                if let Some(cursor) = stored {
                     self.cursor = cursor;
                 }
-                self.state_bytes = state_bytes;
                 return true;
             }
         }
@@ -659,15 +652,16 @@ impl Worker {
         if let Some(dead_letter) = &self.dead_letter {
             outputs.extend(route(dead_letter, pending.dead_letters));
         }
-        let state_bytes = match self.state_bytes_after(&state) {
-            Ok(bytes) => bytes,
+        cursor.state = match self.state_after(&state) {
+            Ok(size) => size,
             Err(error) if error.is_transient() => {
                 return Step::Retry(format!("reading state: {error}"));
             }
             Err(error) => return Step::Halt(format!("reading state: {error}")),
         };
         // A step that shrinks state is always allowed, even over the limit.
-        if state_bytes > self.state_bytes_max && state_bytes > self.state_bytes {
+        let state_bytes = cursor.state.bytes;
+        if state_bytes > self.state_bytes_max && state_bytes > self.cursor.state.bytes {
             return Step::Halt(format!(
                 "state would grow to {state_bytes} bytes, over this shard's share ({} bytes) \
                  of processor_state_bytes_max ({}); raise it, then resume the processor",
@@ -685,7 +679,6 @@ impl Worker {
         match self.storage.commit_processing(commit).await {
             Ok(()) => {
                 self.cursor = cursor;
-                self.state_bytes = state_bytes;
                 Step::Continue
             }
             Err(error) if error.is_transient() => Step::Retry(format!("commit: {error}")),
@@ -694,20 +687,26 @@ impl Worker {
     }
 
     /// The shard's state size once `writes` are committed.
-    fn state_bytes_after(
+    fn state_after(
         &self,
         writes: &crate::plugin::instance::StateWrites,
-    ) -> Result<u64, StorageError> {
-        let mut bytes = self.state_bytes;
+    ) -> Result<StateSize, StorageError> {
+        let mut state = self.cursor.state;
         for (key, value) in writes {
             let old = self
                 .storage
                 .state_get(self.processor_id, self.source.index, key)?;
             let size = |value: &[u8]| (key.len() + value.len()) as u64;
-            bytes = bytes.saturating_sub(old.as_deref().map_or(0, size));
-            bytes += value.as_deref().map_or(0, size);
+            if let Some(old) = &old {
+                state.keys = state.keys.saturating_sub(1);
+                state.bytes = state.bytes.saturating_sub(size(old));
+            }
+            if let Some(value) = value {
+                state.keys += 1;
+                state.bytes += size(value);
+            }
         }
-        Ok(bytes)
+        Ok(state)
     }
 }
 

@@ -220,7 +220,8 @@ impl ShardState {
     }
 }
 
-/// A processor's progress in one source shard, committed with its outputs.
+/// A processor's progress in one source shard, committed with its outputs
+/// and state writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CursorState {
     /// The next source sequence number to process.
@@ -229,11 +230,26 @@ pub struct CursorState {
     pub records_out: u64,
     pub fuel_used: u64,
     pub records_failed: u64,
+    /// The shard's state once this commit is applied: kept here, exact,
+    /// so neither the state budget nor `processor describe` scans it.
+    pub state: StateSize,
 }
 
+/// Keys in a processor's state in one shard, and their bytes (keys plus
+/// values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateSize {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// A cursor without the state size: written before Weir kept it.
+const CURSOR_BYTES_WITHOUT_STATE: usize = 40;
+const CURSOR_BYTES: usize = 56;
+
 impl CursorState {
-    pub fn encode(&self) -> [u8; 41] {
-        let mut buf = [0u8; 41];
+    pub fn encode(&self) -> [u8; 1 + CURSOR_BYTES] {
+        let mut buf = [0u8; 1 + CURSOR_BYTES];
         let mut out = &mut buf[..];
         out.put_u8(FORMAT_V1);
         for value in [
@@ -242,24 +258,38 @@ impl CursorState {
             self.records_out,
             self.fuel_used,
             self.records_failed,
+            self.state.keys,
+            self.state.bytes,
         ] {
             out.put_u64_le(value);
         }
         buf
     }
 
-    pub fn decode(mut value: &[u8]) -> Result<Self, StorageError> {
+    /// The cursor, and whether it carries the state size (older ones do
+    /// not; the caller counts it then).
+    pub fn decode(mut value: &[u8]) -> Result<(Self, bool), StorageError> {
         check_format(&mut value, "processor cursor")?;
-        if value.remaining() != 40 {
-            return Err(corrupt("processor cursor"));
-        }
-        Ok(Self {
+        let with_state = match value.remaining() {
+            CURSOR_BYTES => true,
+            CURSOR_BYTES_WITHOUT_STATE => false,
+            _ => return Err(corrupt("processor cursor")),
+        };
+        let mut cursor = Self {
             next_sequence: value.get_u64_le(),
             records_in: value.get_u64_le(),
             records_out: value.get_u64_le(),
             fuel_used: value.get_u64_le(),
             records_failed: value.get_u64_le(),
-        })
+            state: StateSize::default(),
+        };
+        if with_state {
+            cursor.state = StateSize {
+                keys: value.get_u64_le(),
+                bytes: value.get_u64_le(),
+            };
+        }
+        Ok((cursor, with_state))
     }
 }
 
@@ -371,6 +401,28 @@ mod tests {
             bytes_appended: 1000,
         };
         assert_eq!(ShardState::decode(&state.encode()).expect("valid"), state);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_older_ones_lack_the_state_size() {
+        let cursor = CursorState {
+            next_sequence: 5,
+            records_in: 4,
+            records_out: 3,
+            fuel_used: 2,
+            records_failed: 1,
+            state: StateSize { keys: 7, bytes: 70 },
+        };
+        let encoded = cursor.encode();
+        assert_eq!(
+            CursorState::decode(&encoded).expect("valid"),
+            (cursor, true)
+        );
+        let (older, with_state) = CursorState::decode(&encoded[..41]).expect("valid");
+        assert!(!with_state);
+        assert_eq!(older.next_sequence, 5);
+        assert_eq!(older.records_failed, 1);
+        assert!(CursorState::decode(&encoded[..50]).is_err());
     }
 
     #[test]

@@ -42,7 +42,7 @@ use engine::{Engine, EngineSlot};
 use layout::{ShardState, StreamMeta};
 use writer::Command;
 
-pub use layout::CursorState;
+pub use layout::{CursorState, StateSize};
 pub use processing::ProcessingCommit;
 pub use writer::{AppendOutcome, AppendRecord};
 

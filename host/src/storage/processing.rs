@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::layout::{self, CursorState};
+use super::layout::{self, CursorState, StateSize};
 use super::writer::Command;
 use super::{AppendRecord, Result, Shard, Storage, StorageError};
 
@@ -58,15 +58,18 @@ impl Storage {
             .await
     }
 
+    /// A processor's committed cursor in one shard, with its state size
+    /// (counted once for a cursor written before Weir kept it there).
     pub fn cursor(&self, processor_id: u64, shard: u32) -> Result<Option<CursorState>> {
-        let engine = self.engine()?;
         let key = layout::processor_shard_prefix(processor_id, shard);
-        engine
-            .processing
-            .cursors
-            .get(key)?
-            .map(|value| CursorState::decode(&value))
-            .transpose()
+        let Some(value) = self.engine()?.processing.cursors.get(key)? else {
+            return Ok(None);
+        };
+        let (mut cursor, with_state) = CursorState::decode(&value)?;
+        if !with_state {
+            cursor.state = self.count_state(processor_id, shard)?;
+        }
+        Ok(Some(cursor))
     }
 
     pub fn state_get(&self, processor_id: u64, shard: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -96,17 +99,17 @@ impl Storage {
         Ok(entries)
     }
 
-    /// Number of keys and bytes (keys + values) of one shard's state.
-    pub fn state_size(&self, processor_id: u64, shard: u32) -> Result<(u64, u64)> {
+    /// Counts one shard's state by scanning it.
+    fn count_state(&self, processor_id: u64, shard: u32) -> Result<StateSize> {
         let engine = self.engine()?;
         let scope = layout::processor_shard_prefix(processor_id, shard);
-        let (mut keys, mut bytes) = (0u64, 0u64);
+        let mut size = StateSize::default();
         for entry in engine.processing.state.prefix(scope) {
             let (key, value) = entry.into_inner()?;
-            keys += 1;
-            bytes += (key.len() - scope.len() + value.len()) as u64;
+            size.keys += 1;
+            size.bytes += (key.len() - scope.len() + value.len()) as u64;
         }
-        Ok((keys, bytes))
+        Ok(size)
     }
 
     /// The most recent `limit` failed (skipped or dead-lettered) sequence
