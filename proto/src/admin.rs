@@ -194,6 +194,10 @@ pub struct ServerInfo {
     pub resident_bytes: u64,
     /// False when the operator turned authentication off.
     pub auth_enabled: bool,
+    /// Why puts are refused with `StorageFull` now (the storage budget, the
+    /// disk reserve, a failed write to disk), if they are.
+    #[serde(default)]
+    pub writes_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
 use crate::support::{
     TestServer, create_processor, describe_processor, eventually, plugin, processor_settings,
-    read_all,
+    read_all, server_info,
 };
 
 const DISK_BYTES: u64 = 32 * 1024 * 1024;
@@ -162,6 +162,8 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
     };
     assert_eq!(*code, ErrorCode::StorageFull, "{message}");
     assert!(message.contains("write to disk failed"), "{message}");
+    let refused = server_info(client).await.writes_refused.expect("shown");
+    assert!(refused.contains("write to disk failed"), "{refused}");
 
     // Admin writes fail with a typed, retryable error instead of hanging;
     // admin reads work.
@@ -189,6 +191,7 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
     })
     .await;
     assert!(resumed, "puts did not resume after space was freed");
+    assert_eq!(server_info(client).await.writes_refused, None);
 
     // Nothing acked was lost or reordered, sequence numbers were never
     // reused, and the processor caught up exactly once.

@@ -7,7 +7,7 @@ use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
 use crate::support::{
     TestServer, create_processor, describe_processor, eventually, plugin, processor_settings,
-    read_all,
+    read_all, server_info,
 };
 
 fn records(prefix: &str, count: usize, bytes: usize) -> Vec<PutRecord> {
@@ -175,6 +175,8 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
     assert!(code.is_retryable());
     assert!(message.contains("storage_bytes_max is 20000"), "{message}");
     assert!(acked.len() >= 15, "{} records fit", acked.len());
+    let refused = server_info(client).await.writes_refused.expect("shown");
+    assert!(refused.contains("storage_bytes_max is 20000"), "{refused}");
 
     // Reads, subscriptions, checkpoints and admin keep working; every acked
     // record is there, intact.
@@ -220,6 +222,7 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
     })
     .await;
     assert!(resumed, "puts did not resume after retention freed space");
+    assert_eq!(server_info(client).await.writes_refused, None);
     let running = eventually(Duration::from_secs(5), || async {
         processor_status().await == "running"
     })

@@ -288,6 +288,18 @@ pub fn processor_settings(
     }
 }
 
+/// What `weir status` shows about the server.
+pub async fn server_info(client: &Client) -> weir_client::admin::ServerInfo {
+    match client
+        .admin(AdminRequest::ServerInfo)
+        .await
+        .expect("server info")
+    {
+        AdminResponse::Server(info) => info,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 pub async fn create_processor(client: &Client, settings: ProcessorSettings) -> ProcessorInfo {
     match client
         .admin(AdminRequest::CreateProcessor(Box::new(settings)))

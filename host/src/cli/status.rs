@@ -85,6 +85,9 @@ fn print(snapshot: &Snapshot, previous: Option<(&Snapshot, Duration)>) {
     if !server.auth_enabled {
         println!("AUTHENTICATION DISABLED: anyone who reaches the server can do anything");
     }
+    if let Some(reason) = &server.writes_refused {
+        println!("WRITES REFUSED: {reason}");
+    }
     println!(
         "\n{:<24} {:>5} {:>12} {:>12} {:>12}",
         "stream", "shard", "records", "MiB", "records/s"

@@ -82,6 +82,7 @@ pub async fn handle(
             disk_bytes: service.storage.disk_bytes().unwrap_or(0),
             resident_bytes: crate::metrics::resident_bytes(),
             auth_enabled: service.auth.enabled(),
+            writes_refused: service.storage.space_check().err().map(|e| e.to_string()),
         }),
         AdminRequest::GetState {
             processor,
