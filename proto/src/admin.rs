@@ -41,6 +41,10 @@ pub struct ProcessorSettings {
     pub fuel_per_sec: Option<u64>,
     pub fuel_per_batch_max: Option<u64>,
     pub memory_bytes_max: Option<u64>,
+    /// State bytes (keys and values) the processor may keep, split evenly
+    /// between the source's shards.
+    #[serde(default)]
+    pub state_bytes_max: Option<u64>,
     pub on_error: FailurePolicy,
     pub start: StartPosition,
 }
@@ -81,6 +85,15 @@ pub struct TokenInfo {
     pub secret: Option<String>,
 }
 
+/// Limits to change on a processor; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorLimits {
+    pub fuel_per_sec: Option<u64>,
+    pub fuel_per_batch_max: Option<u64>,
+    pub memory_bytes_max: Option<u64>,
+    pub state_bytes_max: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
@@ -104,6 +117,12 @@ pub enum AdminRequest {
     },
     DeleteProcessor {
         name: String,
+    },
+    /// Changes a processor's limits; it keeps its cursors and state, and
+    /// its workers restart with the new limits (a halted shard too).
+    UpdateProcessor {
+        name: String,
+        limits: ProcessorLimits,
     },
     /// The server's version, uptime and resource use.
     ServerInfo,
@@ -171,6 +190,8 @@ pub struct ProcessorInfo {
     pub fuel_per_sec: u64,
     pub fuel_per_batch_max: u64,
     pub memory_bytes_max: u64,
+    #[serde(default)]
+    pub state_bytes_max: u64,
     /// Empty in `ListProcessors` answers.
     pub shards: Vec<ShardProgress>,
 }

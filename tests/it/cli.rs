@@ -301,6 +301,24 @@ fn status_shows_streams_and_processors_and_speaks_json() {
         ],
     );
     assert!(ok, "{err}");
+    let (ok, out, err) = weir(
+        data,
+        &server,
+        &[
+            "processor",
+            "update",
+            "p",
+            "--fuel-per-sec",
+            "5000000",
+            "--state-max",
+            "2MiB",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("fuel 5000000/s") && out.contains("state 2097152 B max"),
+        "{out}"
+    );
 
     let (ok, out, err) = weir(data, &server, &["status"]);
     assert!(ok, "{err}");

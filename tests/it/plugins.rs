@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_client::admin::{AdminRequest, FailurePolicy, ProcessorInfo};
+use weir_client::admin::{
+    AdminRequest, AdminResponse, FailurePolicy, ProcessorInfo, ProcessorLimits,
+};
 use weir_client::{Client, ErrorCode, PutRecord, Record};
 
 use crate::support::{
@@ -869,6 +871,46 @@ async fn a_processor_over_its_state_budget_halts_without_skipping_input() {
         shard.cursor < 40,
         "the records that did not fit were not skipped: {shard:?}"
     );
+
+    // Raising the processor's own budget restarts it where it stopped; it
+    // keeps its state and goes on without a server restart.
+    let updated = match client
+        .admin(AdminRequest::UpdateProcessor {
+            name: "per-user".into(),
+            limits: ProcessorLimits {
+                state_bytes_max: Some(4_000),
+                ..Default::default()
+            },
+        })
+        .await
+        .expect("update")
+    {
+        AdminResponse::Processor(info) => info,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(updated.state_bytes_max, 4_000);
+    wait_for_input(client, "per-user", 40).await;
+    let shard = describe_processor(client, "per-user")
+        .await
+        .shards
+        .remove(0);
+    assert_eq!(shard.status, "running", "{shard:?}");
+    assert_eq!(shard.records_failed, 0, "nothing skipped: {shard:?}");
+    assert!(shard.state_keys >= 40, "a count per user: {shard:?}");
+    assert_state_size_matches(client, "per-user").await;
+
+    // A limit of zero is refused with the setting named.
+    let error = client
+        .admin(AdminRequest::UpdateProcessor {
+            name: "per-user".into(),
+            limits: ProcessorLimits {
+                fuel_per_sec: Some(0),
+                ..Default::default()
+            },
+        })
+        .await
+        .expect_err("zero fuel");
+    assert!(error.to_string().contains("fuel-per-sec"), "{error}");
 }
 
 /// State storage cannot answer (it is being reopened after a failed write):

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use weir_client::admin::{
-    AdminRequest, AdminResponse, FailurePolicy, PluginInfo, ProcessorInfo, ProcessorSettings,
-    StartPosition,
+    AdminRequest, AdminResponse, FailurePolicy, PluginInfo, ProcessorInfo, ProcessorLimits,
+    ProcessorSettings, StartPosition,
 };
 
 use super::ConnectArgs;
@@ -66,6 +66,9 @@ pub enum ProcessorCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Change a processor's limits; it keeps its cursors and state, and its
+    /// workers restart with the new limits (a halted shard too).
+    Update(UpdateArgs),
     /// Restart a paused or halted processor from its cursors.
     Resume {
         name: String,
@@ -103,11 +106,34 @@ pub struct CreateArgs {
     /// Memory limit of the plugin instance (e.g. 64MiB).
     #[arg(long, value_parser = super::parse::bytes)]
     memory_max: Option<u64>,
+    /// State the processor may keep, split between the source's shards
+    /// (e.g. 1GiB; default: the server's processor_state_bytes_max).
+    #[arg(long, value_parser = super::parse::bytes)]
+    state_max: Option<u64>,
     /// What to do with a record the plugin fails on.
     #[arg(long, value_enum, default_value = "halt")]
     on_error: OnError,
     #[arg(long, value_enum, default_value = "trim-horizon")]
     start: Start,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    name: String,
+    /// Fuel the processor may burn per second (throttles it).
+    #[arg(long)]
+    fuel_per_sec: Option<u64>,
+    /// Fuel one call may burn before it is stopped.
+    #[arg(long)]
+    fuel_per_batch_max: Option<u64>,
+    /// Memory limit of the plugin instance (e.g. 64MiB).
+    #[arg(long, value_parser = super::parse::bytes)]
+    memory_max: Option<u64>,
+    /// State the processor may keep, split between the source's shards.
+    #[arg(long, value_parser = super::parse::bytes)]
+    state_max: Option<u64>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -169,10 +195,11 @@ fn print_processor(info: &ProcessorInfo) {
         return;
     }
     println!(
-        "  fuel {}/s, {} per batch max; memory {} B; on error {:?}{}",
+        "  fuel {}/s, {} per batch max; memory {} B; state {} B max; on error {:?}{}",
         info.fuel_per_sec,
         info.fuel_per_batch_max,
         info.memory_bytes_max,
+        info.state_bytes_max,
         settings.on_error,
         info.dead_letter_stream
             .as_ref()
@@ -285,6 +312,7 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
                 fuel_per_sec: args.fuel_per_sec,
                 fuel_per_batch_max: args.fuel_per_batch_max,
                 memory_bytes_max: args.memory_max,
+                state_bytes_max: args.state_max,
                 on_error: match args.on_error {
                     OnError::Halt => FailurePolicy::Halt,
                     OnError::Skip => FailurePolicy::Skip,
@@ -307,6 +335,18 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
         ProcessorCommand::Pause { name, connect } => {
             (AdminRequest::PauseProcessor { name }, connect)
         }
+        ProcessorCommand::Update(args) => (
+            AdminRequest::UpdateProcessor {
+                name: args.name,
+                limits: ProcessorLimits {
+                    fuel_per_sec: args.fuel_per_sec,
+                    fuel_per_batch_max: args.fuel_per_batch_max,
+                    memory_bytes_max: args.memory_max,
+                    state_bytes_max: args.state_max,
+                },
+            },
+            args.connect,
+        ),
         ProcessorCommand::Resume { name, connect } => {
             (AdminRequest::ResumeProcessor { name }, connect)
         }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weir_proto::admin::{
-    FailurePolicy, PluginInfo, ProcessorInfo, ProcessorSettings, ShardProgress, StartPosition,
-    StateEntry,
+    FailurePolicy, PluginInfo, ProcessorInfo, ProcessorLimits, ProcessorSettings, ShardProgress,
+    StartPosition, StateEntry,
 };
 use weir_proto::{Position, Retention};
 
@@ -98,6 +98,22 @@ pub struct Processors {
     record_bytes_max: usize,
     stream_shards_max: u32,
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
+}
+
+/// Every limit a processor has must let it do something.
+fn check_limits(limits: &ProcessorLimits) -> Result<(), ProcessorError> {
+    let named = [
+        ("fuel-per-sec", limits.fuel_per_sec),
+        ("fuel-per-batch-max", limits.fuel_per_batch_max),
+        ("memory-bytes-max", limits.memory_bytes_max),
+        ("state-bytes-max", limits.state_bytes_max),
+    ];
+    match named.iter().find(|(_, value)| *value == Some(0)) {
+        Some((name, _)) => Err(ProcessorError::InvalidSettings(format!(
+            "{name} must be greater than zero"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn validate_name(kind: &str, name: &str) -> Result<(), ProcessorError> {
@@ -284,6 +300,14 @@ impl Processors {
         })?)
     }
 
+    /// The processor's own state budget, or the server's default.
+    fn state_bytes_max(&self, definition: &Definition) -> u64 {
+        definition
+            .settings
+            .state_bytes_max
+            .unwrap_or(self.config.processor_state_bytes_max)
+    }
+
     fn instance_limits(&self, definition: &Definition) -> InstanceLimits {
         InstanceLimits {
             fuel_per_call_max: definition.fuel_per_batch_max,
@@ -344,11 +368,12 @@ impl Processors {
             paused: false,
             settings,
         };
-        if definition.fuel_per_sec == 0 || definition.fuel_per_batch_max == 0 {
-            return Err(ProcessorError::InvalidSettings(
-                "fuel-per-sec and fuel-per-batch-max must be greater than zero".into(),
-            ));
-        }
+        check_limits(&ProcessorLimits {
+            fuel_per_sec: Some(definition.fuel_per_sec),
+            fuel_per_batch_max: Some(definition.fuel_per_batch_max),
+            memory_bytes_max: Some(definition.memory_bytes_max),
+            state_bytes_max: definition.settings.state_bytes_max,
+        })?;
 
         // The plugin's init is the judge of the config.
         let loaded = self.load_plugin(&plugin.sha256)?;
@@ -423,7 +448,14 @@ impl Processors {
             let progress = Arc::new(Mutex::new(Progress::new("running")));
             let (stop, stop_rx) = watch::channel(false);
             let state_bytes_max =
-                self.config.processor_state_bytes_max / source.shards.len().max(1) as u64;
+                self.state_bytes_max(definition) / source.shards.len().max(1) as u64;
+            let state_limit = match definition.settings.state_bytes_max {
+                Some(max) => format!("its state-max ({max})"),
+                None => format!(
+                    "processor_state_bytes_max ({})",
+                    self.config.processor_state_bytes_max
+                ),
+            };
             let worker = Worker {
                 storage: self.storage.clone(),
                 runtime: self.runtime.clone(),
@@ -442,6 +474,7 @@ impl Processors {
                 cursor: start,
                 progress: progress.clone(),
                 state_bytes_max,
+                state_limit,
                 state_read_failure: Default::default(),
             };
             let task = tokio::spawn(worker.run(stop_rx));
@@ -500,6 +533,46 @@ impl Processors {
         .await?;
         tracing::info!(processor = name, "processor resumed");
         Ok(())
+    }
+
+    /// Changes a processor's limits. Its workers restart with them from
+    /// their cursors, so a shard halted on a limit runs again.
+    pub async fn update(
+        &self,
+        name: &str,
+        limits: ProcessorLimits,
+    ) -> Result<ProcessorInfo, ProcessorError> {
+        check_limits(&limits)?;
+        let workers = self
+            .with_processor(name, |this, processor| {
+                let definition = &mut processor.definition;
+                if let Some(fuel_per_sec) = limits.fuel_per_sec {
+                    definition.fuel_per_sec = fuel_per_sec;
+                }
+                if let Some(fuel_per_batch_max) = limits.fuel_per_batch_max {
+                    definition.fuel_per_batch_max = fuel_per_batch_max;
+                }
+                if let Some(memory_bytes_max) = limits.memory_bytes_max {
+                    definition.memory_bytes_max = memory_bytes_max;
+                }
+                if let Some(state_bytes_max) = limits.state_bytes_max {
+                    definition.settings.state_bytes_max = Some(state_bytes_max);
+                }
+                this.storage.put_processor(name, &encode(definition))?;
+                Ok(std::mem::take(&mut processor.workers))
+            })
+            .await?;
+        stop_workers(workers).await;
+        let info = self
+            .with_processor(name, |this, processor| {
+                if !processor.definition.paused {
+                    processor.workers = this.spawn_workers(&processor.definition)?;
+                }
+                this.info(&processor.definition, &processor.workers, true)
+            })
+            .await?;
+        tracing::info!(processor = name, ?limits, "processor limits changed");
+        Ok(info)
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), ProcessorError> {
@@ -612,6 +685,7 @@ impl Processors {
             fuel_per_sec: definition.fuel_per_sec,
             fuel_per_batch_max: definition.fuel_per_batch_max,
             memory_bytes_max: definition.memory_bytes_max,
+            state_bytes_max: self.state_bytes_max(definition),
             shards,
         })
     }

@@ -67,8 +67,10 @@ pub(super) struct Worker {
     pub record_bytes_max: usize,
     pub cursor: CursorState,
     pub progress: Arc<Mutex<Progress>>,
-    /// This shard's share of `processor_state_bytes_max`.
+    /// This shard's share of the processor's state budget.
     pub state_bytes_max: u64,
+    /// That budget, named for messages: "processor_state_bytes_max (N)".
+    pub state_limit: String,
     /// Shared with the plugin instance's state backing.
     pub state_read_failure: ReadFailure,
 }
@@ -664,8 +666,8 @@ impl Worker {
         if state_bytes > self.state_bytes_max && state_bytes > self.cursor.state.bytes {
             return Step::Halt(format!(
                 "state would grow to {state_bytes} bytes, over this shard's share ({} bytes) \
-                 of processor_state_bytes_max ({}); raise it, then resume the processor",
-                self.state_bytes_max, self.processing.processor_state_bytes_max
+                 of {}; raise it with `weir processor update {} --state-max SIZE`",
+                self.state_bytes_max, self.state_limit, self.processor
             ));
         }
         let commit = ProcessingCommit {

@@ -76,6 +76,9 @@ pub async fn handle(
             processors.delete(&name).await?;
             AdminResponse::Done
         }
+        AdminRequest::UpdateProcessor { name, limits } => {
+            AdminResponse::Processor(Box::new(processors.update(&name, limits).await?))
+        }
         AdminRequest::ServerInfo => AdminResponse::Server(ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_ms: service.started.elapsed().as_millis() as u64,
