@@ -105,8 +105,8 @@ fn check_limits(limits: &ProcessorLimits) -> Result<(), ProcessorError> {
     let named = [
         ("fuel-per-sec", limits.fuel_per_sec),
         ("fuel-per-batch-max", limits.fuel_per_batch_max),
-        ("memory-bytes-max", limits.memory_bytes_max),
-        ("state-bytes-max", limits.state_bytes_max),
+        ("memory-max", limits.memory_bytes_max),
+        ("state-max", limits.state_bytes_max),
     ];
     match named.iter().find(|(_, value)| *value == Some(0)) {
         Some((name, _)) => Err(ProcessorError::InvalidSettings(format!(
