@@ -208,9 +208,10 @@ pub struct ProcessingConfig {
     pub processor_idle_tick_ms: u64,
     pub state_key_bytes_max: usize,
     pub state_value_bytes_max: usize,
-    /// State (keys and values) one processor may hold; each source shard
-    /// gets an equal share. A commit that would grow a shard's state past
-    /// its share halts that shard's worker, naming this limit.
+    /// State (keys and values) one processor may hold unless it has its own
+    /// `--state-max`; each source shard gets an equal share. A commit that
+    /// would grow a shard's state past its share halts that shard's worker,
+    /// naming this limit.
     pub processor_state_bytes_max: u64,
     /// Plugins stored on the server.
     pub plugins_max: usize,
