@@ -128,11 +128,14 @@ pub struct Limits {
     pub streams_max: usize,
     /// Open subscriptions per shard.
     pub subscribers_per_shard_max: usize,
-    /// Bytes one connection may have buffered in each direction: its
-    /// requests (QUIC receive window and requests in progress; its requests
-    /// wait when it is full, so one client cannot take the server's whole
-    /// budget) and its unacknowledged answers (QUIC send window).
+    /// Request bytes one connection may have buffered: its QUIC receive
+    /// window and requests in progress; its requests wait when it is full,
+    /// so one client cannot take the server's whole budget.
     pub connection_buffered_bytes_max: usize,
+    /// Answer bytes one connection may have sent but not yet had
+    /// acknowledged (its QUIC send window): what a slow link or a client
+    /// that stops acknowledging can make the server keep.
+    pub connection_send_buffer_bytes_max: usize,
     /// Request bytes all connections together may have in memory; requests
     /// wait when it is full.
     pub server_buffered_bytes_max: usize,
@@ -160,6 +163,7 @@ impl Default for Limits {
             streams_max: 1_000,
             subscribers_per_shard_max: 64,
             connection_buffered_bytes_max: 16 * 1024 * 1024,
+            connection_send_buffer_bytes_max: 4 * 1024 * 1024,
             server_buffered_bytes_max: 256 * 1024 * 1024,
             buffer_wait_timeout_ms: 5_000,
         }
@@ -319,6 +323,10 @@ impl ServerConfig {
             (
                 "limits.server_buffered_bytes_max",
                 self.limits.server_buffered_bytes_max,
+            ),
+            (
+                "limits.connection_send_buffer_bytes_max",
+                self.limits.connection_send_buffer_bytes_max,
             ),
             ("limits.frame_bytes_max", self.limits.frame_bytes_max),
             (

@@ -61,10 +61,12 @@ pub fn bind(
             quinn::VarInt::from_u64(limits.connection_buffered_bytes_max as u64)
                 .unwrap_or(quinn::VarInt::MAX),
         )
-        // And the same for answers the client has not acknowledged, so a
-        // client that grants huge credit and never reads (a stalled
-        // subscriber) holds at most this much in QUIC's send buffers.
-        .send_window(limits.connection_buffered_bytes_max as u64)
+        // Answers sent but not yet acknowledged, kept for retransmission:
+        // a slow link or a client that stops acknowledging holds at most
+        // this much. (QUIC sends only what the client's flow control
+        // allows, so a subscriber that stops reading holds its one unsent
+        // batch in the subscription, not here.)
+        .send_window(limits.connection_send_buffer_bytes_max as u64)
         .max_idle_timeout(
             quinn::IdleTimeout::try_from(Duration::from_millis(limits.connection_idle_timeout_ms))
                 .ok(),
