@@ -339,6 +339,13 @@ pub async fn render(service: &Service) -> String {
         "1 while puts are refused with StorageFull.",
         u8::from(storage.space_check().is_err()),
     );
+    scalar(
+        &mut out,
+        "weir_storage_reopens_total",
+        "counter",
+        "Times storage was reopened after a failed write to disk.",
+        storage.reopens(),
+    );
     out
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
+use crate::metrics::{http_get, metric};
 use crate::support::{
     TestServer, create_processor, describe_processor, eventually, plugin, processor_settings,
     read_all, server_info,
@@ -192,6 +193,10 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
     .await;
     assert!(resumed, "puts did not resume after space was freed");
     assert_eq!(server_info(client).await.writes_refused, None);
+    let admin = test.server.admin_addr().expect("admin listener");
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    assert_eq!(metric(&metrics, "weir_storage_reopens_total"), 1);
+    assert_eq!(metric(&metrics, "weir_storage_full"), 0);
 
     // Nothing acked was lost or reordered, sequence numbers were never
     // reused, and the processor caught up exactly once.

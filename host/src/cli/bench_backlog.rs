@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use weir_client::{PutRecord, PutResult};
 use weir_client::admin::{AdminRequest, AdminResponse, ProcessorSettings, ShardProgress};
+use weir_client::{PutRecord, PutResult};
 
 use crate::config::Durability;
 
@@ -63,7 +63,10 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     let bar = super::bench::progress_bar(args.records, "storing");
     for batch in records(args.records, args.keys).chunks(1000) {
         let results = client.put_records("in", None, batch.to_vec()).await?;
-        if let Some(failed) = results.iter().find(|r| matches!(r, PutResult::Failed { .. })) {
+        if let Some(failed) = results
+            .iter()
+            .find(|r| matches!(r, PutResult::Failed { .. }))
+        {
             bail!("storing the backlog failed: {failed:?}");
         }
         bar.inc(batch.len() as u64);

@@ -173,7 +173,8 @@ impl Storage {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let generation = self.reopenings.fetch_add(1, Ordering::Relaxed) + 1;
+        // Only the background thread reopens, so load-then-store is safe.
+        let generation = self.reopenings.load(Ordering::Relaxed) + 1;
         let engine = Engine::open(&self.dir, &self.config, generation)?;
         let mut stored_bytes = 0;
         for stream in self.all_streams() {
@@ -185,6 +186,7 @@ impl Storage {
         }
         self.space.reset_stored_bytes(stored_bytes);
         self.engine.put(Arc::new(engine));
+        self.reopenings.store(generation, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -711,6 +711,11 @@ impl Storage {
             .map_or(0, |engine| engine.db.write_buffer_size())
     }
 
+    /// Times the engine was reopened after a failed write.
+    pub fn reopens(&self) -> u64 {
+        self.reopenings.load(Ordering::Relaxed)
+    }
+
     /// Free bytes on the data directory's filesystem (sampled).
     pub fn disk_free_bytes(&self) -> u64 {
         self.space.disk_free_bytes()
