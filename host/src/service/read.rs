@@ -9,6 +9,10 @@ use weir_proto::{ErrorCode, Position, RecordBatch, Response};
 use super::{RequestError, Service, blocking};
 use crate::storage::{Shard, StorageError};
 
+/// How long a subscription waits before reading again while storage is
+/// being reopened.
+const REOPEN_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub async fn get_records(
     service: &Arc<Service>,
     stream: &str,
@@ -121,8 +125,17 @@ impl Subscription {
             let start = self.next_sequence;
             let limit = self.service.limits.subscribe_batch_records_max;
             let bytes_max = self.service.limits.read_batch_bytes_max;
-            let batch =
-                blocking(move || Ok(storage.read(&shard, start, limit, bytes_max)?)).await?;
+            let read = blocking(move || Ok(storage.read(&shard, start, limit, bytes_max))).await?;
+            let batch = match read {
+                // Storage is being reopened after a failed write (for
+                // milliseconds, once the disk has room): wait it out
+                // rather than end the subscription.
+                Err(StorageError::Recovering) => {
+                    tokio::time::sleep(REOPEN_RETRY).await;
+                    continue;
+                }
+                read => read?,
+            };
             self.next_sequence = batch.next_sequence;
             if !batch.records.is_empty() {
                 return Ok(batch);
