@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
+use weir_client::{ErrorCode, Position, PutRecord, PutResult, Record, Retention};
 
 use crate::metrics::{http_get, metric};
 use crate::support::{
@@ -76,6 +76,17 @@ fn records(prefix: &str, count: usize) -> Vec<PutRecord> {
             )),
         })
         .collect()
+}
+
+/// Every acked record is among `stored`, with its data unchanged.
+fn assert_acked_intact(stored: &[Record], acked: &[(u64, PutRecord)], when: &str) {
+    for (sequence, record) in acked {
+        let found = stored
+            .iter()
+            .find(|r| r.sequence == *sequence)
+            .unwrap_or_else(|| panic!("acked record {sequence} missing {when}"));
+        assert_eq!(found.data, record.data, "record {sequence} {when}");
+    }
 }
 
 fn in_dir(dir: &Path) -> tempfile::TempDir {
@@ -177,13 +188,7 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
 
     // Reads keep working, and every acked record is there.
     let stored = read_all(client, "events").await;
-    for (sequence, record) in &acked {
-        let found = stored[&0]
-            .iter()
-            .find(|r| r.sequence == *sequence)
-            .expect("acked record present while the disk is full");
-        assert_eq!(found.data, record.data);
-    }
+    assert_acked_intact(&stored[&0], &acked, "while the disk is full");
 
     // Space comes back: writes resume by themselves.
     std::fs::remove_file(filler).expect("free the disk");
@@ -203,13 +208,7 @@ async fn a_really_full_disk_refuses_puts_and_writes_resume_once_space_is_freed()
     let stored = read_all(client, "events").await;
     let sequences: Vec<u64> = stored[&0].iter().map(|r| r.sequence).collect();
     assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
-    for (sequence, record) in &acked {
-        let found = stored[&0]
-            .iter()
-            .find(|r| r.sequence == *sequence)
-            .expect("acked record present after recovery");
-        assert_eq!(found.data, record.data);
-    }
+    assert_acked_intact(&stored[&0], &acked, "after recovery");
     let caught_up = eventually(Duration::from_secs(15), || async {
         let shard = &describe_processor(client, "keep").await.shards[0];
         shard.status == "running" && shard.cursor == sequences.last().map_or(0, |s| s + 1)

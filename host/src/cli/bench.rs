@@ -488,6 +488,27 @@ fn micros_since(origin: Instant) -> u64 {
     origin.elapsed().as_micros() as u64
 }
 
+/// Creates processor `bench`: plugin `bench` from stream `in` to `out`.
+pub(super) async fn create_bench_processor(
+    client: &Client,
+    config: &[(String, String)],
+) -> anyhow::Result<()> {
+    let settings = weir_client::admin::ProcessorSettings {
+        name: "bench".into(),
+        plugin: "bench".into(),
+        source: "in".into(),
+        output: Some("out".into()),
+        config: config.to_vec(),
+        ..Default::default()
+    };
+    client
+        .admin(weir_client::admin::AdminRequest::CreateProcessor(Box::new(
+            settings,
+        )))
+        .await?;
+    Ok(())
+}
+
 /// Produces records stamped with their send time, runs them through a
 /// processor, and measures when each becomes visible in the output stream.
 async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
@@ -499,19 +520,7 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         .create_stream("in", args.shards, Default::default())
         .await?;
     client.add_plugin("bench", component.into()).await?;
-    let settings = weir_client::admin::ProcessorSettings {
-        name: "bench".into(),
-        plugin: "bench".into(),
-        source: "in".into(),
-        output: Some("out".into()),
-        config: args.config.clone(),
-        ..Default::default()
-    };
-    client
-        .admin(weir_client::admin::AdminRequest::CreateProcessor(Box::new(
-            settings,
-        )))
-        .await?;
+    create_bench_processor(client, &args.config).await?;
     println!(
         "weir bench pipeline: {} records at {} records/s through {} into {} shards (fsync)",
         args.records,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use weir_client::admin::{AdminRequest, AdminResponse, ProcessorSettings, ShardProgress};
+use weir_client::admin::{AdminRequest, AdminResponse, ShardProgress};
 use weir_client::{PutRecord, PutResult};
 
 use crate::config::Durability;
@@ -73,19 +73,10 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
+    // Adding compiles the component: outside the timed part.
     client.add_plugin("bench", component.into()).await?;
-    let settings = ProcessorSettings {
-        name: "bench".into(),
-        plugin: "bench".into(),
-        source: "in".into(),
-        output: Some("out".into()),
-        config: args.config.clone(),
-        ..Default::default()
-    };
     let started = Instant::now();
-    client
-        .admin(AdminRequest::CreateProcessor(Box::new(settings)))
-        .await?;
+    super::bench::create_bench_processor(client, &args.config).await?;
     let bar = super::bench::progress_bar(args.records, "processing");
     let deadline = started + Duration::from_secs(600);
     let shards = loop {

@@ -97,6 +97,30 @@ pub struct CreateArgs {
     /// Plugin config, repeatable: --config field=price --config op=gt.
     #[arg(long = "config", value_parser = super::parse::key_value)]
     config: Vec<(String, String)>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// What to do with a record the plugin fails on.
+    #[arg(long, value_enum, default_value = "halt")]
+    on_error: OnError,
+    #[arg(long, value_enum, default_value = "trim-horizon")]
+    start: Start,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    name: String,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// A processor's limits, set at create and changed by update; unset ones
+/// take the server's defaults (create) or stay as they are (update).
+#[derive(Args)]
+struct LimitArgs {
     /// Fuel the processor may burn per second (throttles it).
     #[arg(long)]
     fuel_per_sec: Option<u64>,
@@ -110,32 +134,17 @@ pub struct CreateArgs {
     /// (e.g. 1GiB; default: the server's processor_state_bytes_max).
     #[arg(long, value_parser = super::parse::bytes)]
     state_max: Option<u64>,
-    /// What to do with a record the plugin fails on.
-    #[arg(long, value_enum, default_value = "halt")]
-    on_error: OnError,
-    #[arg(long, value_enum, default_value = "trim-horizon")]
-    start: Start,
-    #[command(flatten)]
-    connect: ConnectArgs,
 }
 
-#[derive(Args)]
-pub struct UpdateArgs {
-    name: String,
-    /// Fuel the processor may burn per second (throttles it).
-    #[arg(long)]
-    fuel_per_sec: Option<u64>,
-    /// Fuel one call may burn before it is stopped.
-    #[arg(long)]
-    fuel_per_batch_max: Option<u64>,
-    /// Memory limit of the plugin instance (e.g. 64MiB).
-    #[arg(long, value_parser = super::parse::bytes)]
-    memory_max: Option<u64>,
-    /// State the processor may keep, split between the source's shards.
-    #[arg(long, value_parser = super::parse::bytes)]
-    state_max: Option<u64>,
-    #[command(flatten)]
-    connect: ConnectArgs,
+impl LimitArgs {
+    fn to_limits(&self) -> ProcessorLimits {
+        ProcessorLimits {
+            fuel_per_sec: self.fuel_per_sec,
+            fuel_per_batch_max: self.fuel_per_batch_max,
+            memory_bytes_max: self.memory_max,
+            state_bytes_max: self.state_max,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -303,16 +312,17 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
 pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
     let (request, connect) = match command {
         ProcessorCommand::Create(args) => {
+            let limits = args.limits.to_limits();
             let settings = ProcessorSettings {
                 name: args.name,
                 plugin: args.plugin,
                 source: args.from,
                 output: args.to,
                 config: args.config,
-                fuel_per_sec: args.fuel_per_sec,
-                fuel_per_batch_max: args.fuel_per_batch_max,
-                memory_bytes_max: args.memory_max,
-                state_bytes_max: args.state_max,
+                fuel_per_sec: limits.fuel_per_sec,
+                fuel_per_batch_max: limits.fuel_per_batch_max,
+                memory_bytes_max: limits.memory_bytes_max,
+                state_bytes_max: limits.state_bytes_max,
                 on_error: match args.on_error {
                     OnError::Halt => FailurePolicy::Halt,
                     OnError::Skip => FailurePolicy::Skip,
@@ -338,12 +348,7 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
         ProcessorCommand::Update(args) => (
             AdminRequest::UpdateProcessor {
                 name: args.name,
-                limits: ProcessorLimits {
-                    fuel_per_sec: args.fuel_per_sec,
-                    fuel_per_batch_max: args.fuel_per_batch_max,
-                    memory_bytes_max: args.memory_max,
-                    state_bytes_max: args.state_max,
-                },
+                limits: args.limits.to_limits(),
             },
             args.connect,
         ),
