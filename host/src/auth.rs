@@ -11,7 +11,6 @@
 //! the local CLI reads it from there.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -68,6 +67,13 @@ fn new_secret() -> String {
     rand::rng().fill_bytes(&mut bytes);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{SECRET_PREFIX}{hex}")
+}
+
+/// Whether `secret` looks like one [`new_secret`] made.
+fn is_well_formed(secret: &str) -> bool {
+    secret
+        .strip_prefix(SECRET_PREFIX)
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A token as stored: the secret only as its hash.
@@ -171,6 +177,17 @@ pub struct Session {
     secret_hash: Mutex<Option<SecretHash>>,
 }
 
+impl Session {
+    /// Whether the connection presented a valid token (it may have been
+    /// revoked since).
+    pub fn has_authenticated(&self) -> bool {
+        self.secret_hash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
 /// The token table: loaded at start, changed by admin requests.
 pub struct Auth {
     disabled: bool,
@@ -207,18 +224,35 @@ impl Auth {
                  QUIC port may read, write and administer every stream"
             );
         } else if auth.read().is_empty() {
-            let created = auth.create(FIRST_ADMIN_TOKEN_NAME, vec![Role::Admin], None)?;
-            let secret = created.secret.unwrap_or_default();
-            let path = admin_token_path(data_dir);
-            write_owner_only(&path, &format!("{secret}\n")).map_err(|source| {
-                AuthError::TokenFile {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            tracing::info!(path = %path.display(), "created the first admin token");
+            auth.create_first_admin(data_dir)?;
         }
         Ok(auth)
+    }
+
+    /// Creates the first admin token, crash-safe: the secret is written to
+    /// `DATA/admin.token` (atomically) before its hash is stored, and a
+    /// start that finds the file but no tokens stores the file's secret. So
+    /// a kill at any moment leaves either no token and no file (a new one
+    /// is made) or a file whose secret works — never a stored token whose
+    /// secret is lost.
+    fn create_first_admin(&self, data_dir: &Path) -> Result<(), AuthError> {
+        let path = admin_token_path(data_dir);
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(text) if is_well_formed(text.trim()) => text.trim().to_owned(),
+            _ => {
+                let secret = new_secret();
+                crate::files::write_owner_only(&path, format!("{secret}\n").as_bytes()).map_err(
+                    |source| AuthError::TokenFile {
+                        path: path.clone(),
+                        source,
+                    },
+                )?;
+                secret
+            }
+        };
+        self.insert(FIRST_ADMIN_TOKEN_NAME, vec![Role::Admin], None, secret)?;
+        tracing::info!(path = %path.display(), "created the first admin token");
+        Ok(())
     }
 
     pub fn enabled(&self) -> bool {
@@ -294,6 +328,16 @@ impl Auth {
                 "a token's stream list cannot be empty; leave it out for all streams".to_owned(),
             ));
         }
+        self.insert(name, roles, streams, new_secret())
+    }
+
+    fn insert(
+        &self,
+        name: &str,
+        roles: Vec<Role>,
+        streams: Option<Vec<String>>,
+        secret: String,
+    ) -> Result<TokenInfo, AuthError> {
         let mut tokens = self.write();
         if tokens.values().any(|t| t.name() == name) {
             return Err(AuthError::TokenExists {
@@ -305,7 +349,6 @@ impl Auth {
                 tokens_max: self.tokens_max,
             });
         }
-        let secret = new_secret();
         let stored = StoredToken {
             name: name.to_owned(),
             roles,
@@ -343,19 +386,6 @@ impl Auth {
         tokens.remove(&hash);
         Ok(())
     }
-}
-
-/// Writes `contents` to a new file only its owner can read, atomically.
-fn write_owner_only(path: &Path, contents: &str) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temporary)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
 }
 
 #[cfg(test)]
@@ -398,5 +428,7 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(SECRET_PREFIX) && a.len() == SECRET_PREFIX.len() + 64);
         assert_ne!(hash_secret(&a), hash_secret(&b));
+        assert!(is_well_formed(&a));
+        assert!(!is_well_formed("weir_123") && !is_well_formed(""));
     }
 }

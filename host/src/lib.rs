@@ -15,11 +15,13 @@
 //! - [`metrics`]: Prometheus text, `/healthz` and `/readyz` on an admin
 //!   HTTP listener.
 //! - [`server`]: wires the above together; start and graceful shutdown.
+//! - [`files`]: crash-safe writes of the data directory's small files.
 //! - [`cli`]: the `weir` command (serve, stream, put, get, tail, bench, demo).
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod metrics;
 pub mod plugin;
 pub mod processor;

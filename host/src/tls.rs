@@ -17,6 +17,13 @@ fn generated_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("tls").join("key.pem")
 }
 
+fn reset_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("reset.key")
+}
+
+/// Bytes of the stateless-reset key.
+const RESET_KEY_BYTES: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("reading {path}: {source}")]
@@ -93,34 +100,47 @@ fn generate(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
         "::1".to_owned(),
     ];
     let certified = rcgen::generate_simple_self_signed(names)?;
-    let dir = cert_path.parent().unwrap_or(Path::new("."));
+    create_parent(cert_path)?;
+    // The key first, the certificate last: a start that finds no
+    // certificate generates both again.
+    write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
+    write_private(cert_path, certified.cert.pem().as_bytes())
+}
+
+fn create_parent(path: &Path) -> Result<(), TlsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
         path: dir.to_owned(),
-        source,
-    })?;
-    write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem()).map_err(|source| TlsError::Write {
-        path: cert_path.to_owned(),
         source,
     })
 }
 
-/// Writes a file readable only by its owner.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let error = |source| TlsError::Write {
+    crate::files::write_owner_only(path, contents).map_err(|source| TlsError::Write {
         path: path.to_owned(),
         source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(error)?;
-    file.write_all(contents).map_err(error)
+    })
+}
+
+/// The key that signs QUIC stateless resets, created on first start and
+/// kept private in the data directory: a restarted server must sign resets
+/// for its predecessor's connections with the same key, or their clients
+/// wait out the idle timeout before they reconnect.
+pub fn load_or_create_reset_key(data_dir: &Path) -> Result<Vec<u8>, TlsError> {
+    let path = reset_key_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == RESET_KEY_BYTES => return Ok(key),
+        // Not ours (or damaged): replace it; the only cost is that current
+        // clients are not told of this restart.
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(TlsError::Read { path, source }),
+    }
+    let mut key = vec![0; RESET_KEY_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    create_parent(&path)?;
+    write_private(&path, &key)?;
+    Ok(key)
 }
 
 /// A rustls server configuration: TLS 1.3 only, ALPN `weir/1`.

@@ -289,6 +289,32 @@ async fn first_start_writes_an_owner_only_admin_token_and_it_survives_restarts()
 }
 
 #[tokio::test]
+async fn a_first_start_killed_after_writing_admin_token_stores_that_token_next_time() {
+    // What a kill between writing the file and storing its hash leaves: a
+    // token file and no token. The next start must adopt the file's secret.
+    let dir = tempfile::tempdir().expect("dir");
+    let secret = format!("weir_{}", "ab".repeat(32));
+    std::fs::write(
+        weir::auth::admin_token_path(dir.path()),
+        format!("{secret}\n"),
+    )
+    .expect("write token file");
+    let test = crate::support::TestServer::start_in(dir, |_| {}).await;
+    assert_eq!(test.admin_token(), secret);
+    test.client
+        .list_streams()
+        .await
+        .expect("the file's secret is the admin token");
+
+    // A damaged file (a kill mid-write of an older version) is replaced.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(weir::auth::admin_token_path(dir.path()), "").expect("write");
+    let test = crate::support::TestServer::start_in(dir, |_| {}).await;
+    assert!(test.admin_token().starts_with("weir_"));
+    test.client.list_streams().await.expect("a new token works");
+}
+
+#[tokio::test]
 async fn auth_can_be_disabled_explicitly() {
     let test = TestServer::start_with(|config| config.auth.disabled = true).await;
     assert!(!weir::auth::admin_token_path(test.data_dir()).exists());

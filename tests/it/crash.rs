@@ -193,3 +193,59 @@ async fn sigkill_during_writes_loses_nothing_acked() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_writes_do_not_wait_on_a_journal_larger_than_the_write_buffer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = |name: &str, write_buffer_bytes: u64| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[storage]\nmemtable_bytes_max = 67108864\nwrite_buffer_bytes_max = {write_buffer_bytes}\n"
+            ),
+        )
+        .expect("write config");
+        path
+    };
+    // 12 MiB into four shards' memtables, unflushed, then a kill.
+    let roomy = config("roomy.toml", 64 * 1024 * 1024);
+    let mut server = ServerProcess::spawn(dir.path(), &["--config", roomy.to_str().expect("path")]);
+    let client = server.connect().await;
+    client
+        .create_stream("big", 4, Default::default())
+        .await
+        .expect("create");
+    for round in 0..6 {
+        let records = (0..4)
+            .map(|i| PutRecord {
+                partition_key: format!("k{round}-{i}"),
+                explicit_hash_key: None,
+                data: Bytes::from(vec![b'x'; 512 * 1024]),
+            })
+            .collect();
+        crate::support::put_all(&client, "big", records).await;
+    }
+    server.kill();
+
+    // Restarted with a write buffer smaller than what the journal replays.
+    let tight = config("tight.toml", 1024 * 1024);
+    let server = ServerProcess::spawn(dir.path(), &["--config", tight.to_str().expect("path")]);
+    let client = server.connect().await;
+    let started = std::time::Instant::now();
+    crate::support::put_all(
+        &client,
+        "big",
+        vec![PutRecord {
+            partition_key: "after".into(),
+            explicit_hash_key: None,
+            data: Bytes::from_static(b"after the crash"),
+        }],
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "the first put after the crash took {waited:?}"
+    );
+}

@@ -3,7 +3,10 @@
 //! then an aggregate) runs, and check after every restart that nothing
 //! acked is lost, nothing is stored twice and every processor output
 //! exists exactly once; at the end the aggregate's state must equal a
-//! model computed from the input.
+//! model computed from the input. It runs in both durability modes, and
+//! checks at every restart that no processor cursor is ahead of the
+//! outputs it committed with. A second test kills the very first start
+//! at random moments and checks the data directory still starts.
 //!
 //! It prints its seed; `WEIR_TORTURE_SEED=<seed>` repeats the kill
 //! schedule and the data (thread timing still varies).
@@ -21,11 +24,11 @@ use weir_client::admin::ProcessorSettings;
 use weir_client::{Client, ProducerConfig};
 
 use crate::support::{
-    ServerProcess, create_processor, eventually, json_field as field, plugin, processor_settings,
-    read_all,
+    ServerProcess, create_processor, describe_processor, eventually, json_field as field, plugin,
+    processor_settings, read_all,
 };
 
-const ROUNDS_DEFAULT: u64 = 4;
+const ROUNDS_DEFAULT: u64 = 3;
 const PRODUCERS: u64 = 3;
 const KEYS: u64 = 8;
 /// Long enough that no aggregate window closes during a run.
@@ -122,10 +125,27 @@ async fn stored_by_id(client: &Client, stream: &str) -> HashMap<String, (u32, u6
 async fn check_invariants(client: &Client, acked: &Acked, round: u64, seed: u64) {
     let context = format!("round {round}, seed {seed}");
     // The producers keep writing meanwhile, so read in causal order: what
-    // was acked before the outputs, the outputs before their inputs.
+    // was acked and the filter's cursors before the outputs, the outputs
+    // before their inputs.
     let acked = acked.lock().expect("acked").clone();
+    let cursors: HashMap<u32, u64> = describe_processor(client, "buys")
+        .await
+        .shards
+        .iter()
+        .map(|shard| (shard.shard, shard.cursor))
+        .collect();
     let outputs = stored_by_id(client, "buys").await;
     let events = stored_by_id(client, "events").await;
+    // Every buy the cursor has moved past is readable in the output.
+    for (id, (shard, sequence, data)) in &events {
+        let passed = cursors.get(shard).is_some_and(|cursor| sequence < cursor);
+        if passed && field(&String::from_utf8_lossy(data), "kind") == Some("buy") {
+            assert!(
+                outputs.contains_key(id),
+                "{context}: the cursor of shard {shard} passed {id} but its output is not readable"
+            );
+        }
+    }
     for (id, (shard, sequence, data)) in &acked {
         let stored = events
             .get(id)
@@ -210,13 +230,24 @@ fn settings(name: &str, plugin: &str, source: &str, config: &[(&str, &str)]) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_sigkills_lose_nothing_acked_and_processors_stay_exactly_once() {
+    torture("fsync").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_sigkills_lose_nothing_acked_in_buffered_mode_either() {
+    torture("buffered").await;
+}
+
+async fn torture(durability: &str) {
     let seed = env_u64("WEIR_TORTURE_SEED").unwrap_or_else(rand::random);
     let rounds = env_u64("WEIR_TORTURE_ROUNDS").unwrap_or(ROUNDS_DEFAULT);
-    println!("crash torture: seed {seed}, {rounds} rounds (WEIR_TORTURE_SEED={seed} repeats it)");
+    println!(
+        "crash torture ({durability}): seed {seed}, {rounds} rounds (WEIR_TORTURE_SEED={seed} repeats it)"
+    );
     let mut rng = StdRng::seed_from_u64(seed);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let args = ["--durability", "fsync"];
+    let args = ["--durability", durability];
     let mut server = ServerProcess::spawn(dir.path(), &args);
     let listen = server.addr.to_string();
     let client = server.connect().await;
@@ -318,4 +349,41 @@ async fn repeated_sigkills_lose_nothing_acked_and_processors_stay_exactly_once()
         "seed {seed}: the pipeline does not match the model: aggregate {:?}, model {model:?}",
         aggregate_totals(&client).await
     );
+}
+
+#[tokio::test]
+async fn a_kill_at_any_moment_of_the_first_start_leaves_a_data_directory_that_starts() {
+    let seed: u64 = env_u64("WEIR_TORTURE_SEED").unwrap_or_else(rand::random);
+    println!("first-start kills: seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for attempt in 0..12u64 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn weir serve");
+        let delay_ms = rng.random_range(0..=(attempt * 10).max(1));
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let _ = first.kill();
+        let _ = first.wait();
+
+        let server = ServerProcess::spawn(dir.path(), &[]);
+        let client = server.connect().await;
+        client
+            .create_stream("after-kill", 1, Default::default())
+            .await
+            .unwrap_or_else(|e| {
+                panic!("seed {seed}, killed after {delay_ms} ms: the admin token fails: {e}")
+            });
+    }
 }

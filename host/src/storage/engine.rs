@@ -56,6 +56,23 @@ impl Engine {
         })
     }
 
+    /// Creates a new database in `dir` so that a crash at any moment leaves
+    /// either no `dir` or a complete one: it is made in a temporary
+    /// directory next to `dir` (any leftover of an earlier attempt is
+    /// removed first), synced, closed and renamed into place.
+    pub fn create(dir: &Path, config: &StorageConfig) -> Result<()> {
+        let partial = dir.with_extension("partial");
+        let io = |error: std::io::Error| StorageError::Engine(error.into());
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io)?;
+        }
+        Self::open(&partial, config, 0)?
+            .db
+            .persist(PersistMode::SyncAll)?;
+        std::fs::rename(&partial, dir).map_err(io)?;
+        crate::files::sync_parent(dir).map_err(io)
+    }
+
     /// Opens (or creates) a shard's keyspace and remembers it.
     pub fn open_shard(&self, stream_id: u64, index: u32) -> Result<Keyspace> {
         let keyspace = self
@@ -91,6 +108,27 @@ impl Engine {
             .remove(&(shard.stream_id, shard.index));
         if let Some(keyspace) = removed {
             self.db.delete_keyspace(keyspace)?;
+        }
+        Ok(())
+    }
+
+    /// Seals every non-empty memtable so fjall flushes it (sealing an empty
+    /// one does nothing).
+    pub fn seal_memtables(&self) -> Result<()> {
+        let shards: Vec<Keyspace> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let fixed = [&self.meta, &self.producers, &self.checkpoints];
+        for keyspace in fixed
+            .into_iter()
+            .chain(self.processing.all())
+            .chain(&shards)
+        {
+            keyspace.rotate_memtable()?;
         }
         Ok(())
     }

@@ -222,6 +222,10 @@ pub struct Storage {
     space: Arc<space::SpaceGauge>,
     /// How many times the engine was reopened (its generation).
     reopenings: AtomicU64,
+    /// Held for writing by the writer from a processing commit until the
+    /// output shards' states are published, and for reading by cursor and
+    /// state readers: a committed cursor is never seen ahead of its outputs.
+    visibility: Arc<RwLock<()>>,
     config: StorageConfig,
 }
 
@@ -237,6 +241,9 @@ impl Storage {
     /// Opens (or creates) the store in `dir` and starts the writer, the
     /// retention task and, in buffered mode, the periodic sync.
     pub fn open(dir: &Path, config: StorageConfig) -> Result<Arc<Self>> {
+        if !dir.exists() {
+            Engine::create(dir, &config)?;
+        }
         let engine = Engine::open(dir, &config, 0)?;
         let mut streams = BTreeMap::new();
         for entry in engine.meta.prefix(layout::STREAM_META_PREFIX) {
@@ -265,18 +272,21 @@ impl Storage {
         let (writer_tx, writer_rx) = mpsc::channel(config.writer_queue_commands_max);
         let durability = match config.durability {
             Durability::Fsync => Some(PersistMode::SyncData),
-            Durability::Buffered => None,
+            // Each commit reaches the OS before it is acked (a process
+            // crash loses nothing); the periodic sync takes it to the disk.
+            Durability::Buffered => Some(PersistMode::Buffer),
         };
         let engine_slot = EngineSlot::default();
         engine_slot.put(Arc::new(engine));
+        let visibility = Arc::new(RwLock::new(()));
         let writer = writer::Writer {
             engine: engine_slot.clone(),
+            visibility: visibility.clone(),
             generation: 0,
             space: space.clone(),
             durability,
             config: config.clone(),
             dedup: Default::default(),
-            written: Default::default(),
         };
         let writer_thread = writer
             .spawn(writer_rx)
@@ -292,6 +302,7 @@ impl Storage {
             stop_background: Mutex::new(None),
             space,
             reopenings: AtomicU64::new(0),
+            visibility,
             config,
         });
         storage.start_background()?;

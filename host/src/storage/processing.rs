@@ -30,6 +30,10 @@ impl ProcessingKeyspaces {
             failures: db.keyspace(layout::FAILURES_KEYSPACE, KeyspaceCreateOptions::default)?,
         })
     }
+
+    pub fn all(&self) -> [&Keyspace; 4] {
+        [&self.plugins, &self.cursors, &self.state, &self.failures]
+    }
 }
 
 /// One processor step in one shard: everything it changed, committed in one
@@ -62,7 +66,11 @@ impl Storage {
     /// (counted once for a cursor written before Weir kept it there).
     pub fn cursor(&self, processor_id: u64, shard: u32) -> Result<Option<CursorState>> {
         let key = layout::processor_shard_prefix(processor_id, shard);
-        let Some(value) = self.engine()?.processing.cursors.get(key)? else {
+        let stored = {
+            let _visible = self.visibility.read().unwrap_or_else(|p| p.into_inner());
+            self.engine()?.processing.cursors.get(key)?
+        };
+        let Some(value) = stored else {
             return Ok(None);
         };
         let (mut cursor, with_state) = CursorState::decode(&value)?;
@@ -91,6 +99,8 @@ impl Storage {
         let mut full_prefix = scope.to_vec();
         full_prefix.extend_from_slice(prefix);
         let engine = self.engine()?;
+        // Like cursors, state is never seen ahead of the outputs it came with.
+        let _visible = self.visibility.read().unwrap_or_else(|p| p.into_inner());
         let mut entries = Vec::new();
         for entry in engine.processing.state.prefix(full_prefix).take(limit) {
             let (key, value) = entry.into_inner()?;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
@@ -122,7 +122,10 @@ enum Reply {
 
 pub(super) struct Writer {
     pub engine: EngineSlot,
-    /// The engine generation `dedup` and `written` were filled from.
+    /// See `Storage::visibility`: taken for writing around a commit that
+    /// carries processor cursors, until its outputs are published.
+    pub visibility: Arc<RwLock<()>>,
+    /// The engine generation `dedup` was filled from.
     pub generation: u64,
     /// Told of every change to a shard's stored bytes.
     pub space: Arc<SpaceGauge>,
@@ -130,9 +133,6 @@ pub(super) struct Writer {
     pub config: StorageConfig,
     /// Dedup windows read so far, keyed by (stream id, shard, producer id).
     pub dedup: HashMap<(u64, u32, u64), DedupWindow>,
-    /// Shards written since their memtables were last sealed by
-    /// [`Writer::wait_for_memtables`].
-    pub written: HashMap<(u64, u32), Arc<Shard>>,
 }
 
 /// How long the writer waits for flushes before it writes anyway (and
@@ -153,6 +153,8 @@ struct Group {
     /// value buffers for ~100 MB of memtables with one shared buffer,
     /// 116 MB with one per shard).
     values: HashMap<(u64, u32), BytesMut>,
+    /// Carries a processor cursor (see `Writer::visibility`).
+    moves_cursors: bool,
 }
 
 impl Writer {
@@ -215,7 +217,6 @@ impl Writer {
         if engine.generation != self.generation {
             self.generation = engine.generation;
             self.dedup.clear();
-            self.written.clear();
         }
         Ok(engine)
     }
@@ -224,21 +225,16 @@ impl Writer {
     /// than `write_buffer_bytes_max`, so ingest slows to what flushes write
     /// instead of memory growing with the backlog. If nothing is being
     /// flushed (every memtable active and under its own limit, as with many
-    /// shards), the memtables written since the last wait are sealed so
-    /// flushes start.
+    /// shards, or just after a restart replayed a long journal into them),
+    /// every memtable is sealed so flushes start.
     fn wait_for_memtables(&mut self, engine: &Engine) {
         let max = self.config.write_buffer_bytes_max;
         let started = std::time::Instant::now();
         while engine.db.write_buffer_size() > max {
-            if engine.db.outstanding_flushes() == 0 {
-                for shard in std::mem::take(&mut self.written).into_values() {
-                    if let Err(error) = engine
-                        .shard(&shard)
-                        .and_then(|keyspace| Ok(keyspace.rotate_memtable()?))
-                    {
-                        tracing::warn!(%error, "sealing a memtable failed");
-                    }
-                }
+            if engine.db.outstanding_flushes() == 0
+                && let Err(error) = engine.seal_memtables()
+            {
+                tracing::warn!(%error, "sealing memtables failed");
             }
             if started.elapsed() > MEMTABLE_WAIT_MAX {
                 tracing::warn!(
@@ -259,6 +255,7 @@ impl Writer {
             shards: HashMap::new(),
             replies: Vec::new(),
             values: HashMap::new(),
+            moves_cursors: false,
         }
     }
 
@@ -321,7 +318,10 @@ impl Writer {
                 group.replies.push(Reply::Unit(reply));
             }
             Command::Processing { commit, reply } => match self.apply_processing(group, commit) {
-                Ok(()) => group.replies.push(Reply::Unit(reply)),
+                Ok(()) => {
+                    group.moves_cursors = true;
+                    group.replies.push(Reply::Unit(reply));
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error));
                 }
@@ -480,14 +480,18 @@ impl Writer {
                 state.encode(),
             );
         }
+        // The cursors become readable in fjall as the batch commits, the
+        // outputs only once their shards' states are published below.
+        let visibility = group
+            .moves_cursors
+            .then(|| self.visibility.write().unwrap_or_else(|p| p.into_inner()));
         match group.batch.commit() {
             Ok(()) => {
                 for (shard, state) in group.shards.into_values() {
                     self.space.changed(shard.state().bytes, state.bytes);
                     shard.publish(state);
-                    self.written
-                        .insert((shard.stream_id, shard.index), shard.clone());
                 }
+                drop(visibility);
                 for reply in group.replies {
                     match reply {
                         Reply::Append(reply, outcome) => {
@@ -556,8 +560,6 @@ impl Writer {
         batch.commit()?;
         self.dedup
             .retain(|(stream_id, _, _), _| *stream_id != stream.id);
-        self.written
-            .retain(|(stream_id, _), _| *stream_id != stream.id);
         for shard in &stream.shards {
             self.space.changed(shard.state().bytes, 0);
             engine.delete_shard(shard)?;
