@@ -31,6 +31,10 @@ pub struct ClientConfig {
     /// reconnects): the server may have restarted without the client
     /// being able to tell.
     pub request_timeout: Duration,
+    /// Time allowed to establish a connection (QUIC and TLS handshake): a
+    /// server that is not running is reported after this, not after
+    /// `request_timeout`.
+    pub connect_timeout: Duration,
     /// Largest response frame accepted.
     pub frame_bytes_max: usize,
     /// Presented once per connection (`Authenticate`); every request then
@@ -55,6 +59,7 @@ impl ClientConfig {
             server_name: weir_proto::DEFAULT_SERVER_NAME.to_owned(),
             ca_cert: ca_cert.into(),
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
             frame_bytes_max: 64 * 1024 * 1024,
             token: None,
         }
@@ -80,9 +85,9 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Clie
         reason,
     };
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&config.ca_cert)
+    let pem = crate::read_capped(&config.ca_cert, crate::CA_FILE_BYTES_MAX)
         .map_err(|e| certificate_error(e.to_string()))?;
-    for cert in certs {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| certificate_error(e.to_string()))?;
         roots
             .add(cert)
@@ -153,9 +158,14 @@ impl Client {
             .endpoint
             .connect(config.server, &config.server_name)
             .map_err(|e| connect_error(e.to_string()))?;
-        let connection = tokio::time::timeout(config.request_timeout, connecting)
+        let connection = tokio::time::timeout(config.connect_timeout, connecting)
             .await
-            .map_err(|_| connect_error("timed out".into()))?
+            .map_err(|_| {
+                connect_error(format!(
+                    "no Weir server answered within {:?} (is `weir serve` running there?)",
+                    config.connect_timeout
+                ))
+            })?
             .map_err(|e| connect_error(e.to_string()))?;
         if let Some(token) = &config.token {
             self.authenticate(&connection, token).await?;
@@ -196,10 +206,13 @@ impl Client {
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
         // Handed to quinn as one chunk, without copying: a frame is encoded
         // once (one copy of the records) and sent as is, even when retried.
-        send.write_all_chunks(&mut [frame.clone()])
-            .await
-            .map_err(|e| lost(&e))?;
-        send.finish().map_err(|e| lost(&e))?;
+        match send.write_all_chunks(&mut [frame.clone()]).await {
+            Ok(()) => send.finish().map_err(|e| lost(&e))?,
+            // The server answered before reading the whole request (it is
+            // too large, say) and stopped the stream: read its answer.
+            Err(quinn::WriteError::Stopped(_)) => {}
+            Err(error) => return Err(lost(&error)),
+        }
         Ok((send, recv))
     }
 

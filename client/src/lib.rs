@@ -55,10 +55,43 @@ pub fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std:
     Ok(socket.into())
 }
 
+/// Largest CA certificate file read: a bundle of many certificates fits;
+/// a wrong path such as `/dev/zero` fails at once instead of filling memory.
+pub const CA_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Largest token file read (a secret is 69 bytes).
+pub const TOKEN_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Reads a whole file of at most `bytes_max` bytes; a larger one (or an
+/// endless one) is an `InvalidData` error naming the limit.
+pub fn read_capped(path: &std::path::Path, bytes_max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut contents = Vec::new();
+    std::fs::File::open(path)?
+        .take(bytes_max + 1)
+        .read_to_end(&mut contents)?;
+    if contents.len() as u64 > bytes_max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than {bytes_max} bytes; is it the right file?",
+                path.display()
+            ),
+        ));
+    }
+    Ok(contents)
+}
+
 /// Reads a token secret from a file (such as the server's
 /// `DATA/admin.token`), without surrounding whitespace.
 pub fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+    let bytes = read_capped(path, TOKEN_FILE_BYTES_MAX)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not text; is it a token file?", path.display()),
+        )
+    })?;
+    Ok(text.trim().to_owned())
 }
 
 /// Everything a client call can fail with.

@@ -4,8 +4,15 @@
 //! passed since its first record; each batch is stamped with this producer's
 //! id and the next batch sequence number, encoded once, and sent with up to
 //! `in_flight_batches_max` batches outstanding. A batch that fails in a
-//! retryable way (connection lost, server shutting down, storage hiccup) is
-//! sent again with the same stamp, so the server stores each record once.
+//! retryable way (connection lost, no server answering a reconnect, server
+//! shutting down, storage hiccup) is sent again with the same stamp, so the
+//! server stores each record once.
+//!
+//! What reaches an [`Ack`]: the record's position; a per-record refusal
+//! (invalid record, unknown stream, permission denied: never stored); or,
+//! once `retries_max` retries are spent, the last retryable error — then
+//! the record may or may not be stored, and re-sending it through a new
+//! producer can store it twice.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -279,7 +286,10 @@ async fn send_with_retries(
             Ok(results) => results
                 .iter()
                 .any(|r| matches!(r, PutResult::Failed { code, .. } if code.is_retryable())),
-            Err(error) => error.is_retryable(),
+            // The stamp makes any retry safe, so a batch is retried after
+            // every failure that may pass — reconnecting included: the
+            // attempt that lost its connection may have been stored.
+            Err(error) => error.is_retryable() || matches!(error, ClientError::Connect { .. }),
         };
         if !retry || attempt >= retries_max {
             return outcome;

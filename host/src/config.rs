@@ -124,6 +124,17 @@ pub struct Limits {
     /// Open QUIC connections from one IP address; more are closed with a
     /// reason, so one host cannot take all of `connections_max`.
     pub connections_per_address_max: usize,
+    /// Connections that have not yet authenticated: when a new one would
+    /// exceed this, the oldest unauthenticated one is closed, so strangers
+    /// who never authenticate cannot keep clients with a token out.
+    pub connections_unauthenticated_max: usize,
+    /// Time a connection has to authenticate before it is closed (only
+    /// with authentication on).
+    pub connection_auth_timeout_ms: u64,
+    /// QUIC handshakes in progress. Beyond a quarter of it, a new client
+    /// must first prove its address (a QUIC Retry, one round trip, no
+    /// server state); beyond it, new handshakes are refused.
+    pub handshakes_max: usize,
     /// Streams on the server.
     pub streams_max: usize,
     /// Open subscriptions per shard.
@@ -160,6 +171,9 @@ impl Default for Limits {
             connection_idle_timeout_ms: 30_000,
             connections_max: 1_024,
             connections_per_address_max: 256,
+            connections_unauthenticated_max: 256,
+            connection_auth_timeout_ms: 10_000,
+            handshakes_max: 1_024,
             streams_max: 1_000,
             subscribers_per_shard_max: 64,
             connection_buffered_bytes_max: 16 * 1024 * 1024,
@@ -333,6 +347,11 @@ impl ServerConfig {
                 "limits.connections_per_address_max",
                 self.limits.connections_per_address_max,
             ),
+            (
+                "limits.connections_unauthenticated_max",
+                self.limits.connections_unauthenticated_max,
+            ),
+            ("limits.handshakes_max", self.limits.handshakes_max),
             ("limits.batch_records_max", self.limits.batch_records_max),
             (
                 "processing.processor_batch_records_max",

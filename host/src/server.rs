@@ -65,6 +65,7 @@ impl Server {
             config.tls_key.as_deref(),
         )
         .map_err(TransportError::from)?;
+        let reset_key = crate::tls::load_or_create_reset_key(&dir).map_err(TransportError::from)?;
         let cert_path = identity.cert_path.clone();
         let generated_cert = identity.generated;
         let storage_config = config.storage.clone();
@@ -85,7 +86,7 @@ impl Server {
                 dir: dir.clone(),
                 source,
             })?;
-        let endpoint = transport::bind(config.listen, identity, &config.limits)?;
+        let endpoint = transport::bind(config.listen, identity, &reset_key, &config.limits)?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind {

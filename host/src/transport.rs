@@ -25,6 +25,9 @@ pub mod close_code {
     pub const SHUTDOWN: u32 = 0;
     /// `connections_max` is reached; the reason says so.
     pub const TOO_MANY_CONNECTIONS: u32 = 1;
+    /// The connection did not authenticate in time, or made room for
+    /// newer ones while it had not (`connections_unauthenticated_max`).
+    pub const NOT_AUTHENTICATED: u32 = 2;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +43,14 @@ pub enum TransportError {
     QuicTls(String),
 }
 
-/// Binds the QUIC endpoint.
+/// Binds the QUIC endpoint. `reset_key` signs stateless resets: kept
+/// across restarts, so clients of a server that crashed learn at their
+/// next packet that their connection is gone instead of waiting for the
+/// idle timeout.
 pub fn bind(
     addr: SocketAddr,
     identity: ServerIdentity,
+    reset_key: &[u8],
     limits: &crate::config::Limits,
 ) -> Result<quinn::Endpoint, TransportError> {
     let tls = crate::tls::server_config(identity)?;
@@ -72,17 +79,36 @@ pub fn bind(
                 .ok(),
         );
     config.transport_config(Arc::new(transport));
+    // Connection attempts queued before the accept loop sees them.
+    config.max_incoming(limits.handshakes_max);
     let bind_error = |source| TransportError::Bind { addr, source };
     let socket =
         weir_client::udp_socket(addr, weir_client::UDP_SOCKET_BUFFER_BYTES).map_err(bind_error)?;
     let runtime = Arc::new(quinn::TokioRuntime);
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(config),
-        socket,
-        runtime,
-    )
-    .map_err(bind_error)
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset_key,
+    )));
+    // Connection ids carry a keyed hash that the server checks before it
+    // answers a packet for an unknown connection with a reset: the same
+    // key across restarts, or the old connections' packets are dropped
+    // unanswered.
+    let cid_key = connection_id_key(reset_key);
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime).map_err(bind_error)
+}
+
+/// The connection-id hash key, derived from the reset key.
+fn connection_id_key(reset_key: &[u8]) -> u64 {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[b"weir connection ids".as_slice(), reset_key].concat(),
+    );
+    let mut key = [0; 8];
+    key.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_le_bytes(key)
 }
 
 /// Accepts connections until `shutdown` turns true, then closes them all.
@@ -91,11 +117,14 @@ pub async fn serve(
     service: Arc<Service>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let admission = Arc::new(Admission::default());
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                tokio::spawn(handle_connection(incoming, service.clone()));
+                if let Some(handshake) = admission.admit(incoming, &service.limits) {
+                    tokio::spawn(handle_connection(handshake, service.clone(), admission.clone()));
+                }
             }
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
@@ -104,14 +133,124 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(error) => {
+/// Bounds what connections cost before they have shown who they are:
+/// handshakes in progress (`handshakes_max`) and connections that have not
+/// authenticated (`connections_unauthenticated_max`).
+#[derive(Default)]
+struct Admission {
+    handshakes: std::sync::atomic::AtomicUsize,
+    /// Unauthenticated connections by admission order, oldest first.
+    unauthenticated: std::sync::Mutex<std::collections::BTreeMap<u64, quinn::Connection>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A handshake counted against `handshakes_max` until it ends.
+struct Handshake {
+    incoming: quinn::Incoming,
+    counted: HandshakeCount,
+}
+
+struct HandshakeCount(Arc<Admission>);
+
+impl Drop for HandshakeCount {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An unauthenticated connection's place in [`Admission`], given up when
+/// it authenticates or ends.
+struct PendingAuth {
+    admission: Arc<Admission>,
+    id: u64,
+}
+
+impl Drop for PendingAuth {
+    fn drop(&mut self) {
+        self.admission.unauthenticated().remove(&self.id);
+    }
+}
+
+impl Admission {
+    fn unauthenticated(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, quinn::Connection>> {
+        self.unauthenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets a connection attempt proceed, or answers it without keeping
+    /// any state: over a quarter of `handshakes_max` in progress, a client
+    /// that has not proven its address gets a Retry (spoofed floods cost
+    /// nothing); at `handshakes_max`, it is refused.
+    fn admit(
+        self: &Arc<Self>,
+        incoming: quinn::Incoming,
+        limits: &crate::config::Limits,
+    ) -> Option<Handshake> {
+        let in_progress = self.handshakes.load(Ordering::Acquire);
+        if in_progress >= limits.handshakes_max {
+            tracing::debug!(in_progress, "handshake refused: handshakes_max reached");
+            incoming.refuse();
+            return None;
+        }
+        if in_progress >= limits.handshakes_max / 4
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            let _ = incoming.retry();
+            return None;
+        }
+        self.handshakes.fetch_add(1, Ordering::AcqRel);
+        Some(Handshake {
+            incoming,
+            counted: HandshakeCount(self.clone()),
+        })
+    }
+
+    /// Counts `connection` as unauthenticated, closing the oldest such
+    /// connection when there are more than `unauthenticated_max`.
+    fn hold_unauthenticated(
+        self: &Arc<Self>,
+        connection: &quinn::Connection,
+        unauthenticated_max: usize,
+    ) -> PendingAuth {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = self.unauthenticated();
+        waiting.insert(id, connection.clone());
+        while waiting.len() > unauthenticated_max {
+            let Some((_, oldest)) = waiting.pop_first() else {
+                break;
+            };
+            let reason = format!(
+                "connections_unauthenticated_max ({unauthenticated_max}) reached: \
+                 this connection had not authenticated"
+            );
+            tracing::warn!(peer = %oldest.remote_address(), "{reason}");
+            oldest.close(close_code::NOT_AUTHENTICATED.into(), reason.as_bytes());
+        }
+        PendingAuth {
+            admission: self.clone(),
+            id,
+        }
+    }
+}
+
+async fn handle_connection(handshake: Handshake, service: Arc<Service>, admission: Arc<Admission>) {
+    let auth_timeout = Duration::from_millis(service.limits.connection_auth_timeout_ms);
+    let connection = match tokio::time::timeout(auth_timeout, handshake.incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
             tracing::debug!(%error, "handshake failed");
             return;
         }
+        Err(_) => {
+            tracing::debug!("handshake timed out (connection_auth_timeout_ms)");
+            return;
+        }
     };
+    drop(handshake.counted);
     let peer = connection.remote_address();
     let connections_max = service.limits.connections_max;
     let open = service.metrics.connections.fetch_add(1, Ordering::AcqRel);
@@ -133,18 +272,38 @@ async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
         return;
     };
     tracing::debug!(%peer, "connection accepted");
+    let pending_auth = service.auth.enabled().then(|| {
+        admission.hold_unauthenticated(&connection, service.limits.connections_unauthenticated_max)
+    });
+    let must_authenticate = pending_auth.is_some();
     let context = Arc::new(ConnectionContext {
         session: Session::default(),
         buffer: ConnectionBuffer::new(&service.limits),
+        pending_auth: std::sync::Mutex::new(pending_auth),
     });
+    let auth_deadline = tokio::time::sleep(auth_timeout);
+    tokio::pin!(auth_deadline);
     loop {
-        match connection.accept_bi().await {
-            Ok((send, recv)) => {
-                tokio::spawn(handle_stream(send, recv, service.clone(), context.clone()));
-            }
-            Err(error) => {
-                tracing::debug!(%peer, %error, "connection ended");
-                return;
+        tokio::select! {
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    tokio::spawn(handle_stream(send, recv, service.clone(), context.clone()));
+                }
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "connection ended");
+                    return;
+                }
+            },
+            () = &mut auth_deadline, if must_authenticate => {
+                if !context.session.has_authenticated() {
+                    let reason = format!(
+                        "not authenticated within connection_auth_timeout_ms ({} ms)",
+                        auth_timeout.as_millis()
+                    );
+                    tracing::debug!(%peer, "{reason}");
+                    connection.close(close_code::NOT_AUTHENTICATED.into(), reason.as_bytes());
+                    return;
+                }
             }
         }
     }
@@ -155,6 +314,8 @@ async fn handle_connection(incoming: quinn::Incoming, service: Arc<Service>) {
 struct ConnectionContext {
     session: Session,
     buffer: ConnectionBuffer,
+    /// Held until the connection authenticates.
+    pending_auth: std::sync::Mutex<Option<PendingAuth>>,
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -214,6 +375,8 @@ enum ReadOutcome {
     TimedOut,
     /// The connection's or the server's buffer budget stayed full.
     NoBuffer(String),
+    /// A plugin upload over `plugin_bytes_max`, refused from its length.
+    TooLarge(String),
     Reset,
 }
 
@@ -293,14 +456,21 @@ async fn acquire(
         .ok()
 }
 
-/// Reads one request frame: its length first, then — once the frame's
-/// bytes are reserved from the buffer budgets — its body.
+/// Bytes of an upload frame besides the component (the plugin's name and
+/// the field lengths).
+const UPLOAD_FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Reads one request frame: its length and kind first, then — once the
+/// frame's bytes are reserved from the buffer budgets — the rest. A plugin
+/// upload may be as large as `plugin_bytes_max`; every other request at
+/// most `frame_bytes_max`.
 async fn read_request(
     recv: &mut quinn::RecvStream,
     service: &Service,
     buffer: &ConnectionBuffer,
 ) -> ReadOutcome {
-    let frame_bytes_max = service.limits.frame_bytes_max;
+    let plugin_bytes_max = service.processors.plugin_bytes_max();
+    let upload_bytes_max = plugin_bytes_max + UPLOAD_FRAME_OVERHEAD_BYTES;
     let timeout = Duration::from_millis(service.limits.request_read_timeout_ms);
     let mut buf = BytesMut::new();
     if let Err(outcome) = fill(recv, &mut buf, FRAME_HEADER_BYTES, timeout).await {
@@ -308,10 +478,30 @@ async fn read_request(
     }
     let mut header = [0; FRAME_HEADER_BYTES];
     header.copy_from_slice(&buf);
-    let frame_bytes = match body_len(header, frame_bytes_max) {
-        Ok(body_bytes) => FRAME_HEADER_BYTES + body_bytes,
+    // The length alone (an empty frame is refused here); its limit depends
+    // on the kind, which comes next.
+    let body_bytes = match body_len(header, usize::MAX) {
+        Ok(body_bytes) => body_bytes,
         Err(error) => return ReadOutcome::Decode(error),
     };
+    if let Err(outcome) = fill(recv, &mut buf, FRAME_HEADER_BYTES + 1, timeout).await {
+        return outcome;
+    }
+    let frame_bytes_max = if buf[FRAME_HEADER_BYTES] == weir_proto::message::kind::ADD_PLUGIN {
+        if body_bytes > upload_bytes_max {
+            return ReadOutcome::TooLarge(format!(
+                "the upload is {body_bytes} bytes, over plugin_bytes_max ({plugin_bytes_max} \
+                 bytes) for the component; the server did not read it"
+            ));
+        }
+        upload_bytes_max
+    } else {
+        service.limits.frame_bytes_max
+    };
+    if let Err(error) = body_len(header, frame_bytes_max) {
+        return ReadOutcome::Decode(error);
+    }
+    let frame_bytes = FRAME_HEADER_BYTES + body_bytes;
     let permit = match reserve(buffer, service, frame_bytes).await {
         Ok(permit) => permit,
         Err(reason) => return ReadOutcome::NoBuffer(reason),
@@ -370,6 +560,7 @@ async fn handle_stream(
             })
         }
         ReadOutcome::NoBuffer(reason) => Err(Response::error(ErrorCode::Overloaded, reason)),
+        ReadOutcome::TooLarge(reason) => Err(Response::error(ErrorCode::InvalidPlugin, reason)),
         ReadOutcome::Decode(error) => {
             let code = match error {
                 DecodeError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
@@ -393,7 +584,18 @@ async fn handle_stream(
     // The request is in hand: stop the peer from sending more on this stream.
     let _ = recv.stop(0u32.into());
     let reply = match request {
-        Ok(request) => service.handle(request, &connection.session).await,
+        Ok(request) => {
+            let authenticating = matches!(request, Request::Authenticate { .. });
+            let reply = service.handle(request, &connection.session).await;
+            if authenticating && connection.session.has_authenticated() {
+                connection
+                    .pending_auth
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+            }
+            reply
+        }
         Err(response) => Reply::Response(response),
     };
     let mut buf = BytesMut::new();

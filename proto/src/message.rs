@@ -211,7 +211,8 @@ pub enum Response {
     Error { code: ErrorCode, message: String },
 }
 
-mod kind {
+/// Message kinds: the first byte of a frame's body.
+pub mod kind {
     pub const AUTHENTICATE: u8 = 0x05;
     pub const CREATE_STREAM: u8 = 0x01;
     pub const DELETE_STREAM: u8 = 0x02;

@@ -122,6 +122,13 @@ fn cli_verbs_find_the_local_certificate_and_work() {
 }
 
 #[test]
+fn an_endless_ca_file_is_refused_at_once() {
+    let (ok, _, stderr) = weir_local(&["stream", "list", "--ca", "/dev/zero"]);
+    assert!(!ok);
+    assert!(stderr.contains("larger than"), "{stderr}");
+}
+
+#[test]
 fn plugin_test_runs_a_component_locally_and_reports_failures() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = dir.path().join("records.jsonl");

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server on 127.0.0.1:0, real QUIC, real fjall.
 
+mod admission;
 mod auth;
 mod bad_input;
 mod checkpoints;

@@ -134,6 +134,11 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl Processors {
+    /// The largest component `plugin add` accepts.
+    pub fn plugin_bytes_max(&self) -> usize {
+        self.config.plugin_bytes_max
+    }
+
     /// Loads every processor definition and starts the workers of those not
     /// paused, each from its committed cursor.
     pub async fn start(

@@ -1,0 +1,94 @@
+//! What connections cost before they authenticate, and how fast clients
+//! find a restarted server.
+
+use std::time::{Duration, Instant};
+
+use weir_client::ProducerConfig;
+
+use crate::support::{ServerProcess, TestServer, raw_connection};
+
+#[tokio::test]
+async fn strangers_that_never_authenticate_cannot_keep_clients_out() {
+    let test = TestServer::start_with(|config| {
+        config.limits.connections_unauthenticated_max = 4;
+        config.limits.connection_auth_timeout_ms = 1_500;
+    })
+    .await;
+    let (addr, cert) = (test.server.local_addr(), test.server.cert_path());
+    let mut strangers = Vec::new();
+    for _ in 0..8 {
+        strangers.push(raw_connection(addr, cert).await);
+    }
+    // A client with a token gets in, and its connection stays.
+    let client = test.new_client().await;
+    client
+        .list_streams()
+        .await
+        .expect("authenticated client served");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = strangers
+        .iter()
+        .filter(|c| c.close_reason().is_none())
+        .count();
+    assert!(open <= 4, "{open} unauthenticated connections kept open");
+
+    // Past connection_auth_timeout_ms every stranger is gone, the client
+    // is not.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    for stranger in &strangers {
+        let reason = stranger.close_reason().expect("closed");
+        assert!(
+            reason
+                .to_string()
+                .contains("connections_unauthenticated_max")
+                || reason.to_string().contains("connection_auth_timeout_ms"),
+            "{reason}"
+        );
+    }
+    client.list_streams().await.expect("still served");
+}
+
+#[tokio::test]
+async fn clients_get_in_when_every_address_must_be_validated_first() {
+    // A quarter of one handshake is zero: every client gets a QUIC Retry.
+    let test = TestServer::start_with(|config| config.limits.handshakes_max = 1).await;
+    let client = test.new_client().await;
+    client
+        .create_stream("validated", 1, Default::default())
+        .await
+        .expect("served after a Retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_resumes_within_a_second_of_a_crash_and_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = ServerProcess::spawn(dir.path(), &[]);
+    let listen = server.addr.to_string();
+    let client = server.connect().await;
+    client
+        .create_stream("events", 1, Default::default())
+        .await
+        .expect("create");
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        retry_backoff: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let producer = client.producer("events", config);
+    let before = producer.send("k", "before").await.expect("send");
+    before.await.expect("acked before the crash");
+
+    server.kill();
+    server = ServerProcess::spawn_on(dir.path(), &listen, &[]);
+    let restarted = Instant::now();
+    let after = producer.send("k", "after").await.expect("send");
+    let (_, sequence) = after.await.expect("acked after the restart");
+    let resumed = restarted.elapsed();
+    assert_eq!(sequence, 1);
+    assert!(
+        resumed < Duration::from_secs(1),
+        "the producer took {resumed:?} to resume"
+    );
+    drop(server);
+}
