@@ -235,6 +235,28 @@ pub struct ProcessingConfig {
     pub plugins_max: usize,
     /// Processors on the server.
     pub processors_max: usize,
+    /// Linear memory of all plugin instances together (every shard of
+    /// every processor). A call that would pass it waits for memory
+    /// ("waiting for plugin memory") instead of failing its record.
+    pub plugins_memory_bytes_max: u64,
+    /// The highest `--memory-max` a processor may be given.
+    pub plugin_memory_bytes_ceiling: u64,
+    /// The highest `--fuel-per-batch-max` a processor may be given.
+    pub processor_fuel_per_batch_ceiling: u64,
+    /// Output entries one call may return; more fail the call's records.
+    pub processor_output_records_per_call_max: usize,
+    /// Output bytes one call may return; more fail the call's records.
+    pub processor_output_bytes_per_call_max: usize,
+    /// Lines a processor's plugin may log per second (`host.log`, stdout
+    /// and stderr together); more are counted and dropped.
+    pub plugin_log_lines_per_sec: u64,
+    /// The largest function (bytes of code) an uploaded component may have:
+    /// compile time grows faster than linearly with it.
+    pub plugin_function_bytes_max: usize,
+    /// Functions an uploaded component may have.
+    pub plugin_functions_max: usize,
+    /// Locals one function of an uploaded component may declare.
+    pub plugin_function_locals_max: u64,
 }
 
 impl Default for ProcessingConfig {
@@ -253,6 +275,15 @@ impl Default for ProcessingConfig {
             processor_state_bytes_max: 256 * 1024 * 1024,
             plugins_max: 100,
             processors_max: 100,
+            plugins_memory_bytes_max: 1024 * 1024 * 1024,
+            plugin_memory_bytes_ceiling: 512 * 1024 * 1024,
+            processor_fuel_per_batch_ceiling: 50_000_000_000,
+            processor_output_records_per_call_max: 100_000,
+            processor_output_bytes_per_call_max: 16 * 1024 * 1024,
+            plugin_log_lines_per_sec: 100,
+            plugin_function_bytes_max: 256 * 1024,
+            plugin_functions_max: 100_000,
+            plugin_function_locals_max: 50_000,
         }
     }
 }
@@ -361,6 +392,28 @@ impl ServerConfig {
         for (name, value) in positive {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
+            }
+        }
+        let processing = &self.processing;
+        let within = [
+            (
+                "processing.plugin_memory_bytes_max",
+                processing.plugin_memory_bytes_max,
+                "processing.plugin_memory_bytes_ceiling",
+                processing.plugin_memory_bytes_ceiling,
+            ),
+            (
+                "processing.processor_fuel_per_batch_max",
+                processing.processor_fuel_per_batch_max,
+                "processing.processor_fuel_per_batch_ceiling",
+                processing.processor_fuel_per_batch_ceiling,
+            ),
+        ];
+        for (name, value, ceiling_name, ceiling) in within {
+            if value > ceiling {
+                return Err(format!(
+                    "{name} ({value}) must not be over {ceiling_name} ({ceiling})"
+                ));
             }
         }
         Ok(())

@@ -279,6 +279,15 @@ pub async fn render(service: &Service) -> String {
                 |s| s.lag_ms / 1000,
             ),
         ];
+        let log_drops: Vec<(String, u64)> = processors
+            .iter()
+            .map(|p| {
+                (
+                    format!("processor=\"{}\"", p.settings.name),
+                    p.log_lines_dropped,
+                )
+            })
+            .collect();
         let shards: Vec<(String, ShardProgress)> = processors
             .into_iter()
             .flat_map(|processor| {
@@ -292,6 +301,12 @@ pub async fn render(service: &Service) -> String {
             })
             .collect();
         render_families(&mut out, &processor_families, &shards);
+        let log_family: [Family<u64>; 1] = [counter(
+            "weir_processor_log_lines_dropped_total",
+            "Plugin log lines dropped by plugin_log_lines_per_sec since the workers started.",
+            |dropped| *dropped,
+        )];
+        render_families(&mut out, &log_family, &log_drops);
     }
 
     scalar(

@@ -93,8 +93,11 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let runtime =
-            Arc::new(PluginRuntime::new(dir.join("compiled")).map_err(ServerError::Plugins)?);
+        let runtime = Arc::new(
+            PluginRuntime::new(dir.join("compiled"))
+                .map_err(ServerError::Plugins)?
+                .with_memory_budget(config.processing.plugins_memory_bytes_max),
+        );
         let processors = Processors::start(
             storage.clone(),
             runtime,

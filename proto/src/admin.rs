@@ -192,6 +192,10 @@ pub struct ProcessorInfo {
     pub memory_bytes_max: u64,
     #[serde(default)]
     pub state_bytes_max: u64,
+    /// Log lines the plugin wrote past `plugin_log_lines_per_sec`, dropped
+    /// since the workers last started.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
     /// Empty in `ListProcessors` answers.
     pub shards: Vec<ShardProgress>,
 }

@@ -7,6 +7,7 @@ mod checkpoints;
 mod cli;
 mod crash;
 mod disk_full;
+mod hostile;
 mod ingest;
 mod metrics;
 mod plugins;

@@ -919,7 +919,7 @@ async fn a_processor_over_its_state_budget_halts_without_skipping_input() {
 /// overwrite the stored total.
 #[test]
 fn a_state_read_storage_cannot_answer_fails_the_call() {
-    use weir::plugin::{InstanceLimits, PluginRuntime, StateBacking};
+    use weir::plugin::{InstanceLimits, PluginLog, PluginRuntime, StateBacking};
     use weir_proto::batch::{BatchRecord, InputWriter};
 
     struct Unavailable;
@@ -943,7 +943,7 @@ fn a_state_read_storage_cannot_answer_fails_the_call() {
         state_value_bytes_max: 1024 * 1024,
     };
     let mut instance = runtime
-        .instantiate(&loaded, limits, "test")
+        .instantiate(&loaded, limits, PluginLog::new("test", 100))
         .expect("instantiate");
     instance.set_state_backing(Box::new(Unavailable));
     let config = [("window-ms".to_owned(), "60000".to_owned())];

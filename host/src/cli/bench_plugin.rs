@@ -47,7 +47,7 @@ impl count_windows::Emit for CountEmits {
     }
 }
 
-use crate::plugin::{InstanceLimits, MemoryState, PluginRuntime, sha256_hex};
+use crate::plugin::{InstanceLimits, MemoryState, PluginLog, PluginRuntime, sha256_hex};
 
 #[derive(Args)]
 pub struct PluginArgs {
@@ -112,6 +112,11 @@ struct Phase {
     fuel_per_record: f64,
 }
 
+/// The benchmark's plugins log without a rate limit.
+fn bench_log() -> PluginLog {
+    PluginLog::new("bench", u64::MAX)
+}
+
 fn run_wasm(
     runtime: &PluginRuntime,
     component: &[u8],
@@ -120,7 +125,7 @@ fn run_wasm(
 ) -> anyhow::Result<Phase> {
     let sha = sha256_hex(component);
     let loaded = runtime.load(&sha, || Ok(component.to_vec()))?;
-    let mut instance = runtime.instantiate(&loaded, limits(), "bench")?;
+    let mut instance = runtime.instantiate(&loaded, limits(), bench_log())?;
     let state = MemoryState::default();
     instance.set_state_backing(Box::new(state.clone()));
     instance.init(&args.config)?;
@@ -231,7 +236,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     for _ in 0..20 {
         let started = Instant::now();
         let loaded = metered.load(&sha, bail_missing)?;
-        let mut instance = metered.instantiate(&loaded, limits(), "bench")?;
+        let mut instance = metered.instantiate(&loaded, limits(), bench_log())?;
         instance.init(&args.config)?;
         samples.push(started.elapsed());
     }

@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use weir_proto::batch::{BatchRecord, InputWriter, OutputEntry, OutputReader};
 
 use crate::config::ProcessingConfig;
-use crate::plugin::{InstanceLimits, MemoryState, PluginInstance, PluginRuntime};
+use crate::plugin::{
+    CompileLimits, InstanceLimits, MemoryState, PluginInstance, PluginLog, PluginRuntime,
+};
 use crate::storage::now_ms;
 
 #[derive(Args)]
@@ -112,7 +114,11 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         .prefix("weir-plugin-test")
         .tempdir()?;
     let runtime = PluginRuntime::new(cache.path().to_owned())?;
-    let (loaded, wit) = runtime.validate(&component, defaults.plugin_bytes_max)?;
+    let (loaded, wit) = runtime.validate(
+        &component,
+        defaults.plugin_bytes_max,
+        CompileLimits::from_config(&defaults),
+    )?;
     let limits = InstanceLimits {
         fuel_per_call_max: args
             .fuel_per_batch_max
@@ -131,7 +137,8 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
 
     let state = MemoryState::default();
     let new_instance = || -> anyhow::Result<PluginInstance> {
-        let mut instance = runtime.instantiate(&loaded, limits, "test")?;
+        let log = PluginLog::new("test", defaults.plugin_log_lines_per_sec);
+        let mut instance = runtime.instantiate(&loaded, limits, log)?;
         instance.set_state_backing(Box::new(state.clone()));
         instance.init(&args.config)?;
         Ok(instance)
@@ -202,7 +209,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
                                 }
                                 Err(message) => {
                                     failures += 1;
-                                    instance.discard_state_writes();
+                                    instance.reject_last_call();
                                     println!(
                                         "error record {}: {message}\n      input: {}",
                                         record.sequence,

@@ -215,6 +215,12 @@ fn print_processor(info: &ProcessorInfo) {
             .map(|s| format!(" -> {s}"))
             .unwrap_or_default()
     );
+    if info.log_lines_dropped > 0 {
+        println!(
+            "  log: {} lines dropped (over plugin_log_lines_per_sec)",
+            info.log_lines_dropped
+        );
+    }
     println!(
         "  {:>5} {:<16} {:>10} {:>9} {:>9} {:>10} {:>10} {:>12} {:>9} {:>7} {:>10}",
         "shard",

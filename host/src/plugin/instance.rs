@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::log_pipe::LogPipe;
+use super::log_pipe::{LogPipe, PluginLog};
+use super::memory::{MemoryBudget, MemoryRefusal};
 use super::weir::plugin::host::{Host, Level};
-use super::{EPOCH_TICK_MS, LoadedPlugin, Plugin, PluginError};
+use super::{BlockingDenied, EPOCH_TICK_MS, LoadedPlugin, Plugin, PluginError};
 
 /// Reads committed state of the (processor, shard) the instance serves.
 pub trait StateBacking: Send {
@@ -36,7 +37,8 @@ impl MemoryState {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies the instance's uncommitted state writes.
+    /// Applies the instance's uncommitted state writes (those of every
+    /// successful call since the last commit).
     pub fn commit(&self, instance: &mut PluginInstance) {
         let mut entries = self.entries();
         for (key, value) in instance.take_state_writes() {
@@ -64,15 +66,76 @@ pub type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    memory: InstanceMemory,
     instance_limits: InstanceLimits,
     backing: Option<Box<dyn StateBacking>>,
-    /// Writes of earlier successful calls not yet committed.
+    /// Writes of earlier calls the worker kept, not yet committed.
     pending: StateWrites,
+    /// Writes of the latest successful call: visible to later calls, kept
+    /// unless the worker rejects that call's output
+    /// ([`PluginInstance::reject_last_call`]).
+    last_call: StateWrites,
     /// Writes of the call in progress; kept only if it succeeds.
     call: StateWrites,
     stdout: LogPipe,
-    processor: String,
+    log: PluginLog,
+}
+
+/// The instance's linear memory: its own limit, and its share of the
+/// server's budget for all plugin instances, reserved as it grows and
+/// given back when the instance is dropped.
+struct InstanceMemory {
+    bytes_max: u64,
+    budget: Arc<MemoryBudget>,
+    reserved: u64,
+    tables_max: usize,
+}
+
+impl ResourceLimiter for InstanceMemory {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.bytes_max {
+            return Err(MemoryRefusal::InstanceLimit {
+                memory_bytes_max: self.bytes_max,
+            }
+            .into());
+        }
+        let growth = desired.saturating_sub(current) as u64;
+        self.budget.reserve(growth)?;
+        self.reserved += growth;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.tables_max)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
+impl Drop for InstanceMemory {
+    fn drop(&mut self) {
+        self.budget.release(self.reserved);
+    }
 }
 
 impl WasiView for HostState {
@@ -86,19 +149,19 @@ impl WasiView for HostState {
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let processor = self.processor.as_str();
-        let message: String = message.chars().take(1024).collect();
-        match level {
-            Level::Debug => tracing::debug!(processor, "plugin: {message}"),
-            Level::Info => tracing::info!(processor, "plugin: {message}"),
-            Level::Warn => tracing::warn!(processor, "plugin: {message}"),
-            Level::Error => tracing::error!(processor, "plugin: {message}"),
-        }
+        let level = match level {
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.log.line(level, "host.log", &message);
         Ok(())
     }
 
     fn state_get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        if let Some(value) = self.call.get(&key).or_else(|| self.pending.get(&key)) {
+        let uncommitted = [&self.call, &self.last_call, &self.pending];
+        if let Some(value) = uncommitted.into_iter().find_map(|writes| writes.get(&key)) {
             return Ok(value.clone());
         }
         match &self.backing {
@@ -141,6 +204,8 @@ pub struct PluginInstance {
     store: Store<HostState>,
     bindings: Plugin,
     metered: bool,
+    /// Fuel burned by every call so far, successful or not.
+    fuel_used: u64,
 }
 
 impl PluginInstance {
@@ -148,35 +213,35 @@ impl PluginInstance {
         engine: &Engine,
         plugin: &LoadedPlugin,
         limits: InstanceLimits,
-        processor: &str,
+        log: PluginLog,
+        budget: Arc<MemoryBudget>,
         metered: bool,
     ) -> Result<Self, PluginError> {
-        let stdout = LogPipe::default();
+        let stdout = LogPipe::new(log.clone());
         // No preopened directories, no network, no environment, no args.
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stdout.clone())
             .build();
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(limits.memory_bytes_max).unwrap_or(usize::MAX))
-            .instances(16)
-            .tables(16)
-            .memories(4)
-            .trap_on_grow_failure(true)
-            .build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: store_limits,
+            memory: InstanceMemory {
+                bytes_max: limits.memory_bytes_max,
+                budget,
+                reserved: 0,
+                tables_max: TABLE_ELEMENTS_MAX,
+            },
             instance_limits: limits,
             backing: None,
             pending: StateWrites::new(),
+            last_call: StateWrites::new(),
             call: StateWrites::new(),
             stdout,
-            processor: processor.to_owned(),
+            log,
         };
         let mut store = Store::new(engine, state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.memory);
         if metered {
             store
                 .set_fuel(limits.fuel_per_call_max)
@@ -191,6 +256,7 @@ impl PluginInstance {
             store,
             bindings,
             metered,
+            fuel_used: 0,
         })
     }
 
@@ -199,9 +265,12 @@ impl PluginInstance {
         self.store.data_mut().backing = Some(backing);
     }
 
-    /// State writes of successful calls since the last take.
+    /// State writes of the calls kept since the last take, for the commit.
     pub fn take_state_writes(&mut self) -> StateWrites {
-        std::mem::take(&mut self.store.data_mut().pending)
+        let state = self.store.data_mut();
+        let mut writes = std::mem::take(&mut state.pending);
+        writes.extend(std::mem::take(&mut state.last_call));
+        writes
     }
 
     /// Makes writes taken from a previous instance visible again (after a
@@ -210,15 +279,31 @@ impl PluginInstance {
         self.store.data_mut().pending = writes;
     }
 
-    /// Forgets writes of successful calls that will not be committed.
+    /// Forgets the latest call's writes (its output was refused, or its
+    /// record failed), keeping those of the calls before it.
+    pub fn reject_last_call(&mut self) {
+        self.store.data_mut().last_call.clear();
+    }
+
+    /// Forgets every write not yet taken.
     pub fn discard_state_writes(&mut self) {
-        self.store.data_mut().pending.clear();
+        let state = self.store.data_mut();
+        state.pending.clear();
+        state.last_call.clear();
+    }
+
+    /// Fuel burned by all calls so far, including calls that failed.
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used
     }
 
     pub fn init(&mut self, config: &[(String, String)]) -> Result<(), PluginError> {
         let result =
             self.call(|bindings, store| bindings.weir_plugin_processor().call_init(store, config))?;
-        result.output.map_err(PluginError::InitRejected)
+        self.finish(result).map(drop).map_err(|error| match error {
+            PluginError::Returned(message) => PluginError::InitRejected(message),
+            other => other,
+        })
     }
 
     /// Runs `process` on an encoded input batch, with at most `fuel_max`.
@@ -227,6 +312,7 @@ impl PluginInstance {
         let result = self
             .call(|bindings, store| bindings.weir_plugin_processor().call_process(store, batch))?;
         self.finish(result)
+            .map(|(output, fuel_used)| CallOutcome { output, fuel_used })
     }
 
     /// Runs `tick` with the host's clock, with at most `fuel_max`.
@@ -235,6 +321,7 @@ impl PluginInstance {
         let result =
             self.call(|bindings, store| bindings.weir_plugin_processor().call_tick(store, now_ms))?;
         self.finish(result)
+            .map(|(output, fuel_used)| CallOutcome { output, fuel_used })
     }
 
     fn set_budget(&mut self, fuel_max: u64) -> Result<(), PluginError> {
@@ -248,43 +335,48 @@ impl PluginInstance {
         Ok(())
     }
 
-    /// Calls into the guest, keeping its state writes only on success and
-    /// draining what it printed into the log either way.
+    /// Calls into the guest, counting the fuel it burns and draining what
+    /// it printed into the log either way. The previous call's writes are
+    /// kept from here on; this call's wait in `call` for [`Self::finish`].
     fn call<T>(
         &mut self,
         call: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> Result<Called<T>, PluginError> {
+        let state = self.store.data_mut();
+        let kept = std::mem::take(&mut state.last_call);
+        state.pending.extend(kept);
         let fuel_before = self.store.get_fuel().unwrap_or(0);
         let result = call(&self.bindings, &mut self.store);
         let fuel_used = fuel_before.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        self.fuel_used += fuel_used;
         let state = self.store.data_mut();
-        state.stdout.drain(&state.processor, "stdout");
-        let call_writes = std::mem::take(&mut state.call);
+        state.stdout.drain();
         match result {
-            Ok(output) => {
-                state.pending.extend(call_writes);
-                Ok(Called { output, fuel_used })
+            Ok(output) => Ok(Called { output, fuel_used }),
+            Err(error) => {
+                state.call.clear();
+                Err(classify(error, &state.instance_limits))
             }
-            Err(error) => Err(classify(error, &state.instance_limits)),
         }
     }
 
-    fn finish(
-        &mut self,
-        called: Called<Result<Vec<u8>, String>>,
-    ) -> Result<CallOutcome, PluginError> {
+    /// A call that returned normally: its writes become the latest call's
+    /// if it succeeded; a call that returned an error keeps none of them.
+    fn finish<T>(&mut self, called: Called<Result<T, String>>) -> Result<(T, u64), PluginError> {
+        let state = self.store.data_mut();
+        let writes = std::mem::take(&mut state.call);
         match called.output {
-            Ok(output) => Ok(CallOutcome {
-                output,
-                fuel_used: called.fuel_used,
-            }),
-            Err(message) => {
-                // A call that returned an error keeps none of its writes.
-                Err(PluginError::Returned(message))
+            Ok(output) => {
+                state.last_call = writes;
+                Ok((output, called.fuel_used))
             }
+            Err(message) => Err(PluginError::Returned(message)),
         }
     }
 }
+
+/// Elements of a table a plugin may grow to (function references).
+const TABLE_ELEMENTS_MAX: usize = 1_000_000;
 
 struct Called<T> {
     output: T,
@@ -296,8 +388,24 @@ fn deadline_ticks(timeout_ms: u64) -> u64 {
 }
 
 /// Turns a wasmtime error into what went wrong, in the user's terms: the
-/// trap or root cause, not wasmtime's whole context chain and backtrace.
+/// trap or the refusal that stopped it, not wasmtime's whole context chain
+/// and backtrace.
 fn classify(error: wasmtime::Error, limits: &InstanceLimits) -> PluginError {
+    if let Some(refusal) = error.downcast_ref::<MemoryRefusal>() {
+        return match refusal {
+            MemoryRefusal::InstanceLimit { memory_bytes_max } => PluginError::MemoryLimit {
+                memory_bytes_max: *memory_bytes_max,
+            },
+            MemoryRefusal::ServerBudget {
+                plugins_memory_bytes_max,
+            } => PluginError::ServerMemoryFull {
+                plugins_memory_bytes_max: *plugins_memory_bytes_max,
+            },
+        };
+    }
+    if error.downcast_ref::<BlockingDenied>().is_some() {
+        return PluginError::Blocking;
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
             fuel_max: limits.fuel_per_call_max,
@@ -310,15 +418,6 @@ fn classify(error: wasmtime::Error, limits: &InstanceLimits) -> PluginError {
                 .into(),
         ),
         Some(trap) => PluginError::Trap(trap.to_string()),
-        None => {
-            let text = error.root_cause().to_string();
-            if text.contains("forcing trap when growing memory") {
-                PluginError::MemoryLimit {
-                    memory_bytes_max: limits.memory_bytes_max,
-                }
-            } else {
-                PluginError::Trap(text)
-            }
-        }
+        None => PluginError::Trap(error.root_cause().to_string()),
     }
 }

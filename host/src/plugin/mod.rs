@@ -11,6 +11,7 @@
 
 pub mod instance;
 mod log_pipe;
+mod memory;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 pub use instance::{CallOutcome, InstanceLimits, MemoryState, PluginInstance, StateBacking};
+pub use log_pipe::PluginLog;
+pub use memory::MemoryBudget;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -75,6 +78,20 @@ pub enum PluginError {
         "memory limit: the plugin tried to grow its memory past memory_bytes_max ({memory_bytes_max} bytes)"
     )]
     MemoryLimit { memory_bytes_max: u64 },
+    /// The server's budget for all plugin instances' memory is taken; the
+    /// call is not the plugin's fault and is retried once memory frees up.
+    #[error(
+        "waiting for plugin memory: all plugin instances together reached plugins_memory_bytes_max ({plugins_memory_bytes_max} bytes)"
+    )]
+    ServerMemoryFull { plugins_memory_bytes_max: u64 },
+    /// The plugin tried to block (sleep, or wait for I/O).
+    #[error(
+        "the plugin tried to block (a sleep or a wait on I/O); plugins must not block, since a blocked call holds a server thread"
+    )]
+    Blocking,
+    /// The component is too large for the compiler bounds.
+    #[error("{0}")]
+    TooComplex(String),
     /// The plugin trapped (a panic, an unreachable, an invalid access).
     #[error("trapped: {0}")]
     Trap(String),
@@ -98,9 +115,37 @@ impl PluginError {
             Self::OutOfFuel { .. }
                 | Self::Timeout { .. }
                 | Self::MemoryLimit { .. }
+                | Self::ServerMemoryFull { .. }
+                | Self::Blocking
                 | Self::Trap(_)
                 | Self::Host(_)
         )
+    }
+}
+
+/// The error a plugin's blocking WASI call (`poll`, `pollable.block`)
+/// traps with: a blocked call cannot be interrupted by the epoch deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("plugins may not block")]
+pub(crate) struct BlockingDenied;
+
+/// What the compiler is given at most: a component past these is refused
+/// before compiling (cranelift's time grows faster than linearly with a
+/// function's size, and a compile cannot be interrupted).
+#[derive(Debug, Clone, Copy)]
+pub struct CompileLimits {
+    pub function_bytes_max: usize,
+    pub functions_max: usize,
+    pub function_locals_max: u64,
+}
+
+impl CompileLimits {
+    pub fn from_config(config: &crate::config::ProcessingConfig) -> Self {
+        Self {
+            function_bytes_max: config.plugin_function_bytes_max,
+            functions_max: config.plugin_functions_max,
+            function_locals_max: config.plugin_function_locals_max,
+        }
     }
 }
 
@@ -124,6 +169,8 @@ pub struct PluginRuntime {
     engine_fingerprint: u64,
     ticker_stop: Arc<AtomicBool>,
     metered: bool,
+    /// The memory of all instances together (`plugins_memory_bytes_max`).
+    memory: Arc<MemoryBudget>,
 }
 
 impl Drop for PluginRuntime {
@@ -156,6 +203,7 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host_error)?;
+        deny_blocking(&mut linker).map_err(host_error)?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(host_error)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -185,17 +233,31 @@ impl PluginRuntime {
             engine_fingerprint,
             ticker_stop,
             metered,
+            memory: Arc::new(MemoryBudget::new(u64::MAX)),
         })
     }
 
+    /// Bounds the memory of all instances together.
+    pub fn with_memory_budget(mut self, bytes_max: u64) -> Self {
+        self.memory = Arc::new(MemoryBudget::new(bytes_max));
+        self
+    }
+
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.memory
+    }
+
     /// Checks that `bytes` is a component Weir can run: its size, that it
-    /// is a component, that it exports `weir:plugin/processor` at this
-    /// host's version, and that it imports nothing the host lacks. Returns
-    /// the WIT package it was built against.
+    /// is a component within the compiler bounds, that it exports
+    /// `weir:plugin/processor` at this host's version, and that it imports
+    /// nothing the host lacks. Compiles it once and keeps the artifact in
+    /// the cache under `sha256`. Returns the WIT package it was built
+    /// against. Compiling takes a while: call it off the async thread.
     pub fn validate(
         &self,
         bytes: &[u8],
         plugin_bytes_max: usize,
+        bounds: CompileLimits,
     ) -> Result<(LoadedPlugin, String), PluginError> {
         if bytes.len() > plugin_bytes_max {
             return Err(PluginError::TooLarge {
@@ -212,12 +274,17 @@ impl PluginRuntime {
                 },
             });
         }
+        check_compile_limits(bytes, bounds)?;
         let component =
             Component::new(&self.engine, bytes).map_err(|e| PluginError::NotAComponent {
                 reason: format!("{e:#}"),
             })?;
         let wit = self.check_exports(&component)?;
         let loaded = self.prepare(&component)?;
+        let path = self.cache_path(&sha256_hex(bytes));
+        if !path.exists() {
+            self.store_artifact(&component, &path);
+        }
         Ok((loaded, wit))
     }
 
@@ -294,18 +361,6 @@ impl PluginRuntime {
         self.prepare(&compiled)
     }
 
-    /// Compiles and caches a component that was just validated.
-    pub fn cache(&self, sha256: &str, bytes: &[u8]) {
-        let path = self.cache_path(sha256);
-        if path.exists() {
-            return;
-        }
-        match Component::new(&self.engine, bytes) {
-            Ok(compiled) => self.store_artifact(&compiled, &path),
-            Err(error) => tracing::warn!(%error, "could not compile plugin for the cache"),
-        }
-    }
-
     fn store_artifact(&self, compiled: &Component, path: &std::path::Path) {
         let written = compiled
             .serialize()
@@ -326,10 +381,84 @@ impl PluginRuntime {
         &self,
         plugin: &LoadedPlugin,
         limits: InstanceLimits,
-        processor: &str,
+        log: PluginLog,
     ) -> Result<PluginInstance, PluginError> {
-        PluginInstance::new(&self.engine, plugin, limits, processor, self.metered)
+        PluginInstance::new(
+            &self.engine,
+            plugin,
+            limits,
+            log,
+            self.memory.clone(),
+            self.metered,
+        )
     }
+}
+
+/// Replaces WASI's blocking calls with ones that trap: a guest blocked in
+/// the host (`std::thread::sleep`, a wait on a pollable) is out of the
+/// epoch deadline's reach and would hold its thread for as long as it
+/// asked. Polling whether something is ready stays allowed.
+fn deny_blocking(linker: &mut Linker<instance::HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL_INTERFACE)?;
+    for blocking in ["poll", "[method]pollable.block"] {
+        poll.func_new(blocking, |_, _, _, _| Err(BlockingDenied.into()))?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The `wasi:io/poll` version wasmtime-wasi provides (newer guests'
+/// imports of 0.2.x resolve to it).
+const WASI_POLL_INTERFACE: &str = "wasi:io/poll@0.2.12";
+
+/// Refuses a component whose code is past `limits`, naming the limit,
+/// before anything is compiled.
+fn check_compile_limits(bytes: &[u8], limits: CompileLimits) -> Result<(), PluginError> {
+    let too_complex = |what: String| PluginError::TooComplex(what);
+    let mut functions = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| PluginError::NotAComponent {
+            reason: e.to_string(),
+        })?;
+        let wasmparser::Payload::CodeSectionEntry(body) = payload else {
+            continue;
+        };
+        functions += 1;
+        if functions > limits.functions_max {
+            return Err(too_complex(format!(
+                "the component has more than plugin_functions_max ({}) functions",
+                limits.functions_max
+            )));
+        }
+        let size = body.range().len();
+        if size > limits.function_bytes_max {
+            return Err(too_complex(format!(
+                "function {functions} is {size} bytes of code, over plugin_function_bytes_max \
+                 ({} bytes); split it into smaller functions",
+                limits.function_bytes_max
+            )));
+        }
+        let mut locals = 0u64;
+        let reader = body
+            .get_locals_reader()
+            .map_err(|e| PluginError::NotAComponent {
+                reason: e.to_string(),
+            })?;
+        for local in reader {
+            let (count, _) = local.map_err(|e| PluginError::NotAComponent {
+                reason: e.to_string(),
+            })?;
+            locals += u64::from(count);
+        }
+        if locals > limits.function_locals_max {
+            return Err(too_complex(format!(
+                "function {functions} declares {locals} locals, over plugin_function_locals_max ({})",
+                limits.function_locals_max
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A component's preamble: magic, then version 0x0d with layer 1.

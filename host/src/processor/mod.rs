@@ -17,9 +17,11 @@ use weir_proto::admin::{
 use weir_proto::{Position, Retention};
 
 use crate::config::{Limits, ProcessingConfig};
-use crate::plugin::{InstanceLimits, LoadedPlugin, PluginError, PluginRuntime, sha256_hex};
+use crate::plugin::{
+    CompileLimits, InstanceLimits, LoadedPlugin, PluginError, PluginLog, PluginRuntime, sha256_hex,
+};
 use crate::storage::{Storage, StorageError, now_ms};
-use worker::{Progress, Worker};
+use worker::{InstanceMaker, Progress, ReadFailure, Worker};
 
 /// Everything that can go wrong managing plugins and processors.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,8 @@ struct Definition {
 struct WorkerHandle {
     stop: watch::Sender<bool>,
     progress: Arc<Mutex<Progress>>,
+    /// The processor's log, shared by its workers.
+    log: PluginLog,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -100,8 +104,30 @@ pub struct Processors {
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
 }
 
-/// Every limit a processor has must let it do something.
-fn check_limits(limits: &ProcessorLimits) -> Result<(), ProcessorError> {
+/// Every limit a processor has must let it do something, and stay under
+/// the server's ceilings.
+fn check_limits(limits: &ProcessorLimits, config: &ProcessingConfig) -> Result<(), ProcessorError> {
+    let ceilings = [
+        (
+            "memory-max",
+            limits.memory_bytes_max,
+            "plugin_memory_bytes_ceiling",
+            config.plugin_memory_bytes_ceiling,
+        ),
+        (
+            "fuel-per-batch-max",
+            limits.fuel_per_batch_max,
+            "processor_fuel_per_batch_ceiling",
+            config.processor_fuel_per_batch_ceiling,
+        ),
+    ];
+    for (flag, value, setting, ceiling) in ceilings {
+        if let Some(value) = value.filter(|value| *value > ceiling) {
+            return Err(ProcessorError::InvalidSettings(format!(
+                "{flag} {value} is over the server's {setting} ({ceiling})"
+            )));
+        }
+    }
     let named = [
         ("fuel-per-sec", limits.fuel_per_sec),
         ("fuel-per-batch-max", limits.fuel_per_batch_max),
@@ -236,10 +262,7 @@ impl Processors {
                 sha256: existing.sha256,
             });
         }
-        let (_, wit) = self
-            .runtime
-            .validate(component, self.config.plugin_bytes_max)?;
-        self.runtime.cache(&sha256, component);
+        let wit = self.validate_plugin(component).await?;
         let record = PluginRecord {
             name: name.to_owned(),
             sha256: sha256.clone(),
@@ -293,6 +316,22 @@ impl Processors {
             .collect()
     }
 
+    /// Validates and compiles an upload on a blocking thread (compiling
+    /// takes a while), within the compiler bounds; the compiled artifact is
+    /// cached for later starts. Returns the WIT package it targets.
+    async fn validate_plugin(&self, component: &[u8]) -> Result<String, ProcessorError> {
+        let runtime = self.runtime.clone();
+        let component = component.to_vec();
+        let plugin_bytes_max = self.config.plugin_bytes_max;
+        let bounds = CompileLimits::from_config(&self.config);
+        let (_, wit) = tokio::task::spawn_blocking(move || {
+            runtime.validate(&component, plugin_bytes_max, bounds)
+        })
+        .await
+        .map_err(|e| PluginError::Host(format!("compiling the plugin panicked: {e}")))??;
+        Ok(wit)
+    }
+
     fn load_plugin(&self, sha256: &str) -> Result<LoadedPlugin, ProcessorError> {
         let storage = &self.storage;
         Ok(self.runtime.load(sha256, || {
@@ -311,6 +350,10 @@ impl Processors {
             .settings
             .state_bytes_max
             .unwrap_or(self.config.processor_state_bytes_max)
+    }
+
+    fn plugin_log(&self, processor: &str) -> PluginLog {
+        PluginLog::new(processor, self.config.plugin_log_lines_per_sec)
     }
 
     fn instance_limits(&self, definition: &Definition) -> InstanceLimits {
@@ -373,26 +416,31 @@ impl Processors {
             paused: false,
             settings,
         };
-        check_limits(&ProcessorLimits {
-            fuel_per_sec: Some(definition.fuel_per_sec),
-            fuel_per_batch_max: Some(definition.fuel_per_batch_max),
-            memory_bytes_max: Some(definition.memory_bytes_max),
-            state_bytes_max: definition.settings.state_bytes_max,
-        })?;
-
-        // The plugin's init is the judge of the config.
-        let loaded = self.load_plugin(&plugin.sha256)?;
-        let mut instance = self.runtime.instantiate(
-            &loaded,
-            self.instance_limits(&definition),
-            &definition.settings.name,
+        check_limits(
+            &ProcessorLimits {
+                fuel_per_sec: Some(definition.fuel_per_sec),
+                fuel_per_batch_max: Some(definition.fuel_per_batch_max),
+                memory_bytes_max: Some(definition.memory_bytes_max),
+                state_bytes_max: definition.settings.state_bytes_max,
+            },
+            &self.config,
         )?;
-        instance
-            .init(&definition.settings.config)
-            .map_err(|error| match error {
-                PluginError::InitRejected(message) => ProcessorError::InvalidConfig(message),
-                other => ProcessorError::Plugin(other),
-            })?;
+
+        // The plugin's init is the judge of the config. It is guest code:
+        // run it on a blocking thread, like every call.
+        let loaded = self.load_plugin(&plugin.sha256)?;
+        let (runtime, limits) = (self.runtime.clone(), self.instance_limits(&definition));
+        let log = self.plugin_log(&definition.settings.name);
+        let config = definition.settings.config.clone();
+        tokio::task::spawn_blocking(move || {
+            runtime.instantiate(&loaded, limits, log)?.init(&config)
+        })
+        .await
+        .map_err(|e| PluginError::Host(format!("plugin init panicked: {e}")))?
+        .map_err(|error| match error {
+            PluginError::InitRejected(message) => ProcessorError::InvalidConfig(message),
+            other => ProcessorError::Plugin(other),
+        })?;
 
         let shard_count = source.shards.len() as u32;
         self.ensure_stream(&output, shard_count)?;
@@ -435,6 +483,7 @@ impl Processors {
             .map(|name| self.storage.stream(name))
             .transpose()?;
         let loaded = self.load_plugin(&definition.plugin_sha256)?;
+        let log = self.plugin_log(&definition.settings.name);
         let mut workers = Vec::with_capacity(source.shards.len());
         for shard in &source.shards {
             let start = match self.storage.cursor(definition.id, shard.index)? {
@@ -461,18 +510,27 @@ impl Processors {
                     self.config.processor_state_bytes_max
                 ),
             };
-            let worker = Worker {
-                storage: self.storage.clone(),
+            let state_read_failure = ReadFailure::default();
+            let maker = Arc::new(InstanceMaker {
                 runtime: self.runtime.clone(),
                 plugin: loaded.clone(),
+                limits: self.instance_limits(definition),
+                log: log.clone(),
+                config: definition.settings.config.clone(),
+                storage: self.storage.clone(),
+                processor_id: definition.id,
+                shard: shard.index,
+                state_read_failure: state_read_failure.clone(),
+            });
+            let worker = Worker {
+                storage: self.storage.clone(),
+                maker,
                 processor: definition.settings.name.clone(),
                 processor_id: definition.id,
-                config: definition.settings.config.clone(),
                 on_error: definition.settings.on_error,
                 source: shard.clone(),
                 output: output.clone(),
                 dead_letter: dead_letter.clone(),
-                limits: self.instance_limits(definition),
                 fuel_per_sec: definition.fuel_per_sec,
                 processing: self.config.clone(),
                 record_bytes_max: self.record_bytes_max,
@@ -480,12 +538,13 @@ impl Processors {
                 progress: progress.clone(),
                 state_bytes_max,
                 state_limit,
-                state_read_failure: Default::default(),
+                state_read_failure,
             };
             let task = tokio::spawn(worker.run(stop_rx));
             workers.push(WorkerHandle {
                 stop,
                 progress,
+                log: log.clone(),
                 task,
             });
         }
@@ -547,7 +606,7 @@ impl Processors {
         name: &str,
         limits: ProcessorLimits,
     ) -> Result<ProcessorInfo, ProcessorError> {
-        check_limits(&limits)?;
+        check_limits(&limits, &self.config)?;
         let workers = self
             .with_processor(name, |this, processor| {
                 let definition = &mut processor.definition;
@@ -589,6 +648,10 @@ impl Processors {
                 .ok_or_else(|| ProcessorError::NotFound {
                     name: name.to_owned(),
                 })?;
+        // Persisted first, so a worker slow to stop cannot bring the
+        // processor back at the next start; removed again once the workers
+        // have stopped, for anything they committed meanwhile.
+        self.storage.remove_processor(name, removed.definition.id)?;
         stop_workers(removed.workers).await;
         self.storage.remove_processor(name, removed.definition.id)?;
         tracing::info!(
@@ -691,6 +754,7 @@ impl Processors {
             fuel_per_batch_max: definition.fuel_per_batch_max,
             memory_bytes_max: definition.memory_bytes_max,
             state_bytes_max: self.state_bytes_max(definition),
+            log_lines_dropped: workers.first().map_or(0, |w| w.log.dropped_lines()),
             shards,
         })
     }

@@ -23,8 +23,10 @@ use weir_proto::{Record, defaults};
 
 use super::fuel::FuelBucket;
 use crate::config::ProcessingConfig;
+use crate::plugin::instance::StateWrites;
 use crate::plugin::{
-    InstanceLimits, LoadedPlugin, PluginError, PluginInstance, PluginRuntime, StateBacking,
+    InstanceLimits, LoadedPlugin, PluginError, PluginInstance, PluginLog, PluginRuntime,
+    StateBacking,
 };
 use crate::storage::{
     AppendRecord, CursorState, ProcessingCommit, Shard, StateSize, Storage, StorageError, Stream,
@@ -52,16 +54,13 @@ impl Progress {
 
 pub(super) struct Worker {
     pub storage: Arc<Storage>,
-    pub runtime: Arc<PluginRuntime>,
-    pub plugin: LoadedPlugin,
+    pub maker: Arc<InstanceMaker>,
     pub processor: String,
     pub processor_id: u64,
-    pub config: Vec<(String, String)>,
     pub on_error: FailurePolicy,
     pub source: Arc<Shard>,
     pub output: Arc<Stream>,
     pub dead_letter: Option<Arc<Stream>>,
-    pub limits: InstanceLimits,
     pub fuel_per_sec: u64,
     pub processing: ProcessingConfig,
     pub record_bytes_max: usize,
@@ -73,6 +72,36 @@ pub(super) struct Worker {
     pub state_limit: String,
     /// Shared with the plugin instance's state backing.
     pub state_read_failure: ReadFailure,
+}
+
+/// Makes the worker's plugin instances: instantiate, state backing, `init`.
+/// Used on a blocking thread, since `init` is guest code.
+pub(super) struct InstanceMaker {
+    pub runtime: Arc<PluginRuntime>,
+    pub plugin: LoadedPlugin,
+    pub limits: InstanceLimits,
+    pub log: PluginLog,
+    pub config: Vec<(String, String)>,
+    pub storage: Arc<Storage>,
+    pub processor_id: u64,
+    pub shard: u32,
+    pub state_read_failure: ReadFailure,
+}
+
+impl InstanceMaker {
+    fn make(&self) -> Result<PluginInstance, PluginError> {
+        let mut instance = self
+            .runtime
+            .instantiate(&self.plugin, self.limits, self.log.clone())?;
+        instance.set_state_backing(Box::new(StorageState {
+            storage: self.storage.clone(),
+            processor_id: self.processor_id,
+            shard: self.shard,
+            read_failure: self.state_read_failure.clone(),
+        }));
+        instance.init(&self.config)?;
+        Ok(instance)
+    }
 }
 
 /// Committed state reads for the worker's (processor, shard).
@@ -110,17 +139,49 @@ struct Pending {
     fuel_used: u64,
 }
 
-/// A failure of one call, with the instance's fate.
+/// Why a record (or a batch) could not be processed.
 struct CallFailure {
     reason: String,
+}
+
+/// What became of one call into the plugin.
+struct Called<T> {
+    /// The instance, unless the call poisoned it or none could be made.
+    instance: Option<PluginInstance>,
+    /// State writes of earlier calls that a poisoned instance held (or
+    /// that could not be given to a new one): carried to the next instance.
+    orphaned_writes: StateWrites,
+    result: Result<T, CallError>,
+    /// Fuel the call burned, whether it succeeded or not.
+    fuel_used: u64,
+}
+
+enum CallError {
+    /// The call failed: the input's fault, or the plugin's.
+    Call(PluginError),
+    /// No instance could be made (`init` failed): no record's fault.
+    Instance(PluginError),
 }
 
 enum Step {
     Continue,
     Halt(String),
-    /// Storage refused or failed the commit for a reason that passes (full,
-    /// being reopened): start again from what is stored.
-    Retry(String),
+    /// Start again from what is stored, after waiting: storage refused or
+    /// failed the commit for a reason that passes (full, being reopened),
+    /// or the server's plugin memory is taken.
+    Retry {
+        status: &'static str,
+        reason: String,
+    },
+}
+
+impl Step {
+    fn retry_storage(reason: String) -> Self {
+        Self::Retry {
+            status: "waiting for storage",
+            reason,
+        }
+    }
 }
 
 type Outcome<T> = Result<T, CallFailure>;
@@ -134,21 +195,8 @@ impl Worker {
         }
     }
 
-    fn new_instance(&self) -> Result<PluginInstance, PluginError> {
-        let mut instance = self
-            .runtime
-            .instantiate(&self.plugin, self.limits, &self.processor)?;
-        instance.set_state_backing(Box::new(StorageState {
-            storage: self.storage.clone(),
-            processor_id: self.processor_id,
-            shard: self.source.index,
-            read_failure: self.state_read_failure.clone(),
-        }));
-        instance.init(&self.config)?;
-        Ok(instance)
-    }
-
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let _failed_if_panicking = MarkFailedOnPanic(self.progress.clone());
         let mut instance: Option<PluginInstance> = None;
         let mut bucket = FuelBucket::new(self.fuel_per_sec);
         let mut tip = self.source.watch_tip();
@@ -194,10 +242,17 @@ impl Worker {
                         let (back, step, fuel) = self.tick(instance.take()).await;
                         instance = back;
                         bucket.spend(fuel);
-                        if let Step::Retry(reason) = step {
-                            instance = None;
-                            if !self.start_over(reason, &mut stop).await {
+                        match step {
+                            Step::Continue => {}
+                            Step::Halt(reason) => {
+                                self.halt(reason, &mut stop).await;
                                 return;
+                            }
+                            Step::Retry { status, reason } => {
+                                instance = None;
+                                if !self.start_over(status, reason, &mut stop).await {
+                                    return;
+                                }
                             }
                         }
                     }
@@ -213,15 +268,12 @@ impl Worker {
             match step {
                 Step::Continue => {}
                 Step::Halt(reason) => {
-                    tracing::error!(processor = %self.processor, shard = self.source.index, %reason, "processor halted");
-                    self.set_status("halted", Some(reason));
-                    // Stay halted (and visible) until resumed, paused or removed.
-                    let _ = stop.wait_for(|stop| *stop).await;
+                    self.halt(reason, &mut stop).await;
                     return;
                 }
-                Step::Retry(reason) => {
+                Step::Retry { status, reason } => {
                     instance = None;
-                    if !self.start_over(reason, &mut stop).await {
+                    if !self.start_over(status, reason, &mut stop).await {
                         return;
                     }
                 }
@@ -229,15 +281,27 @@ impl Worker {
         }
     }
 
-    /// After a commit storage refused or failed: waits until the stored
-    /// cursor and state size can be read again and continues from them.
-    /// A failed write may still have reached the disk, so only storage
-    /// knows where the worker stands; the plugin instance was dropped, so
-    /// its in-memory state starts from the stored state too. False if
-    /// stopped while waiting.
-    async fn start_over(&mut self, reason: String, stop: &mut watch::Receiver<bool>) -> bool {
-        tracing::warn!(processor = %self.processor, shard = self.source.index, %reason, "commit not stored; starting again from the stored cursor");
-        self.set_status("waiting for storage", Some(reason));
+    /// Stays halted (and visible) until resumed, paused or removed.
+    async fn halt(&self, reason: String, stop: &mut watch::Receiver<bool>) {
+        tracing::error!(processor = %self.processor, shard = self.source.index, %reason, "processor halted");
+        self.set_status("halted", Some(reason));
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    /// After a commit storage refused or failed, or a call that found the
+    /// plugin memory taken: waits until the stored cursor and state size
+    /// can be read again and continues from them. A failed write may still
+    /// have reached the disk, so only storage knows where the worker
+    /// stands; the plugin instance was dropped, so its in-memory state
+    /// starts from the stored state too. False if stopped while waiting.
+    async fn start_over(
+        &mut self,
+        status: &'static str,
+        reason: String,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        tracing::warn!(processor = %self.processor, shard = self.source.index, %reason, "starting again from the stored cursor");
+        self.set_status(status, Some(reason));
         *self
             .state_read_failure
             .lock()
@@ -300,41 +364,91 @@ impl Worker {
     }
 
     /// Calls the plugin on a blocking thread (it may run for up to its
-    /// deadline) and hands the instance back.
+    /// deadline), first making an instance (and running its `init`) there
+    /// if there is none, with `carried` writes restored into it.
     async fn call<T: Send + 'static>(
         &self,
         instance: Option<PluginInstance>,
-        pending_state: Option<crate::plugin::instance::StateWrites>,
+        carried: StateWrites,
         call: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError> + Send + 'static,
-    ) -> (Option<PluginInstance>, Result<T, PluginError>) {
-        let fresh = instance.is_none();
-        let created = match instance {
-            Some(instance) => Ok(instance),
-            None => self.new_instance(),
-        };
-        let mut instance = match created {
-            Ok(instance) => instance,
-            Err(error) => return (None, Err(error)),
-        };
-        if let (true, Some(writes)) = (fresh, pending_state) {
-            instance.restore_state_writes(writes);
-        }
+    ) -> Called<T> {
+        let maker = self.maker.clone();
         let joined = tokio::task::spawn_blocking(move || {
+            let (mut instance, fuel_before) = match instance {
+                Some(instance) => {
+                    let fuel = instance.fuel_used();
+                    (instance, fuel)
+                }
+                None => match maker.make() {
+                    Ok(mut fresh) => {
+                        fresh.restore_state_writes(carried);
+                        // A fresh instance's `init` is paid by this call.
+                        (fresh, 0)
+                    }
+                    Err(error) => {
+                        return Called {
+                            instance: None,
+                            orphaned_writes: carried,
+                            result: Err(CallError::Instance(error)),
+                            fuel_used: 0,
+                        };
+                    }
+                },
+            };
             let result = call(&mut instance);
-            (instance, result)
+            let fuel_used = instance.fuel_used() - fuel_before;
+            match result {
+                Ok(value) => Called {
+                    instance: Some(instance),
+                    orphaned_writes: StateWrites::new(),
+                    result: Ok(value),
+                    fuel_used,
+                },
+                // After a trap wasmtime refuses further calls: replace it.
+                Err(error) if error.poisons_instance() => Called {
+                    orphaned_writes: instance.take_state_writes(),
+                    instance: None,
+                    result: Err(CallError::Call(error)),
+                    fuel_used,
+                },
+                Err(error) => Called {
+                    instance: Some(instance),
+                    orphaned_writes: StateWrites::new(),
+                    result: Err(CallError::Call(error)),
+                    fuel_used,
+                },
+            }
         })
         .await;
-        match joined {
-            Ok((instance, Ok(value))) => (Some(instance), Ok(value)),
-            Ok((instance, Err(error))) => {
-                // After a trap wasmtime refuses further calls: replace it.
-                let keep = !error.poisons_instance();
-                (keep.then_some(instance), Err(error))
-            }
-            Err(join) => (
-                None,
-                Err(PluginError::Host(format!("plugin call panicked: {join}"))),
-            ),
+        joined.unwrap_or_else(|join| Called {
+            instance: None,
+            orphaned_writes: StateWrites::new(),
+            result: Err(CallError::Call(PluginError::Host(format!(
+                "plugin call panicked: {join}"
+            )))),
+            fuel_used: 0,
+        })
+    }
+
+    /// What a call error means for the worker, if it is not the input's
+    /// fault: an instance that cannot be made halts it (`init` is the
+    /// plugin's, and no record should be skipped for it); full plugin
+    /// memory makes it wait.
+    fn not_the_inputs_fault(&self, error: &CallError) -> Option<Step> {
+        match error {
+            CallError::Call(PluginError::ServerMemoryFull { .. })
+            | CallError::Instance(PluginError::ServerMemoryFull { .. }) => Some(Step::Retry {
+                status: "waiting for plugin memory",
+                reason: match error {
+                    CallError::Call(error) | CallError::Instance(error) => error.to_string(),
+                },
+            }),
+            CallError::Instance(error) => Some(Step::Halt(format!(
+                "making a plugin instance failed (its init): {error}; fix the plugin or its \
+                 config, then `weir processor resume {}`",
+                self.processor
+            ))),
+            CallError::Call(_) => None,
         }
     }
 
@@ -345,8 +459,27 @@ impl Worker {
         inputs: &[Record],
         pending: &mut Pending,
     ) -> Outcome<()> {
+        let bytes_max = self.processing.processor_output_bytes_per_call_max;
+        if output.len() > bytes_max {
+            return Err(CallFailure {
+                reason: format!(
+                    "the call returned {} bytes of output, over \
+                     processor_output_bytes_per_call_max ({bytes_max} bytes)",
+                    output.len()
+                ),
+            });
+        }
+        let entries_max = self.processing.processor_output_records_per_call_max;
         let mut accepted = Vec::new();
-        for entry in OutputReader::new(output) {
+        for (index, entry) in OutputReader::new(output).enumerate() {
+            if index >= entries_max {
+                return Err(CallFailure {
+                    reason: format!(
+                        "the call returned more than processor_output_records_per_call_max \
+                         ({entries_max}) output entries"
+                    ),
+                });
+            }
             match entry.map_err(|e| CallFailure {
                 reason: format!("malformed plugin output: {e}"),
             })? {
@@ -421,20 +554,22 @@ impl Worker {
         records: Vec<Record>,
     ) -> (Option<PluginInstance>, Step, u64) {
         let input = encode_batch(&records);
-        let fuel_max = self.limits.fuel_per_call_max;
-        let (mut instance, result) = self
-            .call(instance, None, move |i| i.process(&input, fuel_max))
+        let fuel_max = self.maker.limits.fuel_per_call_max;
+        let called = self
+            .call(instance, StateWrites::new(), move |i| {
+                i.process(&input, fuel_max)
+            })
             .await;
+        let (mut instance, fuel) = (called.instance, called.fuel_used);
         let mut pending = Pending::default();
-        let mut fuel = 0;
-        let whole = match result {
-            Ok(outcome) => {
-                fuel += outcome.fuel_used;
-                self.accept_output(&outcome.output, &records, &mut pending)
-            }
-            Err(error) => Err(CallFailure {
-                reason: error.to_string(),
-            }),
+        let whole = match called.result {
+            Ok(outcome) => self.accept_output(&outcome.output, &records, &mut pending),
+            Err(error) => match self.not_the_inputs_fault(&error) {
+                Some(step) => return (None, step, fuel),
+                None => Err(CallFailure {
+                    reason: call_error_text(&error),
+                }),
+            },
         };
         match whole {
             Ok(()) => {
@@ -455,14 +590,15 @@ impl Worker {
                 if let Some(instance) = instance.as_mut() {
                     instance.discard_state_writes();
                 }
-                let (instance, step, more_fuel) = self.isolate(instance, records, fuel).await;
-                (instance, step, more_fuel)
+                self.isolate(instance, records, fuel).await
             }
         }
     }
 
     /// Replays a failed batch one record per call and applies the failure
-    /// policy to the records that fail alone.
+    /// policy to the records that fail alone. Each record's state writes
+    /// stay visible to the records after it (carried into a new instance
+    /// when a trap replaces it); a failed record's are dropped.
     async fn isolate(
         &mut self,
         mut instance: Option<PluginInstance>,
@@ -473,40 +609,43 @@ impl Worker {
             fuel_used: fuel_so_far,
             ..Pending::default()
         };
-        let mut state = crate::plugin::instance::StateWrites::new();
+        let mut carried = StateWrites::new();
         for record in &records {
             let input = encode_batch(std::slice::from_ref(record));
-            let fuel_max = self.limits.fuel_per_call_max;
-            // Writes of earlier records survive an instance replacement.
-            if let Some(live) = instance.as_mut() {
-                state.extend(live.take_state_writes());
-            }
-            let carried = state.clone();
-            let (back, result) = self
-                .call(instance, Some(carried), move |i| {
+            let fuel_max = self.maker.limits.fuel_per_call_max;
+            let called = self
+                .call(instance, std::mem::take(&mut carried), move |i| {
                     i.process(&input, fuel_max)
                 })
                 .await;
-            instance = back;
-            let outcome = match result {
+            instance = called.instance;
+            carried = called.orphaned_writes;
+            pending.fuel_used += called.fuel_used;
+            let outcome = match called.result {
                 Ok(outcome) => {
-                    pending.fuel_used += outcome.fuel_used;
                     self.accept_output(&outcome.output, std::slice::from_ref(record), &mut pending)
                 }
-                Err(error) => Err(CallFailure {
-                    reason: error.to_string(),
-                }),
+                Err(error) => match self.not_the_inputs_fault(&error) {
+                    Some(stop) => {
+                        // Commit the records before this one, then stop here.
+                        let fuel = pending.fuel_used;
+                        let state = kept_writes(instance.as_mut(), carried);
+                        let step = match self.commit(pending, state, record.sequence).await {
+                            Step::Continue => stop,
+                            failed => failed,
+                        };
+                        return (None, step, fuel);
+                    }
+                    None => Err(CallFailure {
+                        reason: call_error_text(&error),
+                    }),
+                },
             };
             match outcome {
-                Ok(()) => {
-                    pending.records_in += 1;
-                    if let Some(live) = instance.as_mut() {
-                        state.extend(live.take_state_writes());
-                    }
-                }
+                Ok(()) => pending.records_in += 1,
                 Err(failure) => {
                     if let Some(live) = instance.as_mut() {
-                        live.discard_state_writes();
+                        live.reject_last_call();
                     }
                     let reason = format!("record {}: {}", record.sequence, failure.reason);
                     // One log line per batch, not per record: a plugin that
@@ -517,6 +656,7 @@ impl Worker {
                     match self.on_error {
                         FailurePolicy::Halt => {
                             let fuel = pending.fuel_used;
+                            let state = kept_writes(instance.as_mut(), carried);
                             let step = match self.commit(pending, state, record.sequence).await {
                                 Step::Continue => Step::Halt(reason),
                                 halted => halted,
@@ -538,13 +678,7 @@ impl Worker {
                     }
                     self.set_status(
                         "running",
-                        Some(
-                            pending
-                                .failures
-                                .last()
-                                .map(|f| f.1.clone())
-                                .unwrap_or_default(),
-                        ),
+                        pending.failures.last().map(|failure| failure.1.clone()),
                     );
                 }
             }
@@ -561,6 +695,7 @@ impl Worker {
             .last()
             .map_or(self.cursor.next_sequence, |r| r.sequence + 1);
         let fuel = pending.fuel_used;
+        let state = kept_writes(instance.as_mut(), carried);
         let step = self.commit(pending, state, next).await;
         (instance, step, fuel)
     }
@@ -594,24 +729,32 @@ impl Worker {
         instance: Option<PluginInstance>,
     ) -> (Option<PluginInstance>, Step, u64) {
         let now = now_ms();
-        let fuel_max = self.limits.fuel_per_call_max;
-        let (mut instance, result) = self
-            .call(instance, None, move |i| i.tick(now, fuel_max))
+        let fuel_max = self.maker.limits.fuel_per_call_max;
+        let called = self
+            .call(instance, StateWrites::new(), move |i| i.tick(now, fuel_max))
             .await;
+        let (mut instance, fuel) = (called.instance, called.fuel_used);
         let mut pending = Pending::default();
-        let fuel = match result {
+        match called.result {
             Ok(outcome) => {
                 if let Err(failure) = self.accept_output(&outcome.output, &[], &mut pending) {
                     self.set_status("running", Some(format!("tick: {}", failure.reason)));
                     pending = Pending::default();
+                    if let Some(live) = instance.as_mut() {
+                        live.reject_last_call();
+                    }
                 }
-                outcome.fuel_used
             }
             Err(error) => {
-                self.set_status("running", Some(format!("tick: {error}")));
-                0
+                if let Some(step) = self.not_the_inputs_fault(&error) {
+                    return (None, step, fuel);
+                }
+                self.set_status(
+                    "running",
+                    Some(format!("tick: {}", call_error_text(&error))),
+                );
             }
-        };
+        }
         let state = instance
             .as_mut()
             .map(PluginInstance::take_state_writes)
@@ -620,7 +763,7 @@ impl Worker {
             pending.fuel_used = fuel;
             match self.commit(pending, state, self.cursor.next_sequence).await {
                 Step::Halt(reason) => self.set_status("running", Some(reason)),
-                retry @ Step::Retry(_) => return (instance, retry, fuel),
+                retry @ Step::Retry { .. } => return (instance, retry, fuel),
                 Step::Continue => {}
             }
         }
@@ -629,19 +772,14 @@ impl Worker {
 
     /// Commits a step: outputs, dead letters, failures, state and the
     /// cursor, in one atomic write. Only then does the cursor move.
-    async fn commit(
-        &mut self,
-        pending: Pending,
-        state: crate::plugin::instance::StateWrites,
-        next: u64,
-    ) -> Step {
+    async fn commit(&mut self, pending: Pending, state: StateWrites, next: u64) -> Step {
         let read_failure = self
             .state_read_failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(reason) = read_failure {
-            return Step::Retry(format!("reading state: {reason}"));
+            return Step::retry_storage(format!("reading state: {reason}"));
         }
         let mut cursor = self.cursor;
         cursor.next_sequence = next;
@@ -657,7 +795,7 @@ impl Worker {
         cursor.state = match self.state_after(&state) {
             Ok(size) => size,
             Err(error) if error.is_transient() => {
-                return Step::Retry(format!("reading state: {error}"));
+                return Step::retry_storage(format!("reading state: {error}"));
             }
             Err(error) => return Step::Halt(format!("reading state: {error}")),
         };
@@ -683,16 +821,13 @@ impl Worker {
                 self.cursor = cursor;
                 Step::Continue
             }
-            Err(error) if error.is_transient() => Step::Retry(format!("commit: {error}")),
+            Err(error) if error.is_transient() => Step::retry_storage(format!("commit: {error}")),
             Err(error) => Step::Halt(format!("commit failed: {error}")),
         }
     }
 
     /// The shard's state size once `writes` are committed.
-    fn state_after(
-        &self,
-        writes: &crate::plugin::instance::StateWrites,
-    ) -> Result<StateSize, StorageError> {
+    fn state_after(&self, writes: &StateWrites) -> Result<StateSize, StorageError> {
         let mut state = self.cursor.state;
         for (key, value) in writes {
             let old = self
@@ -709,6 +844,36 @@ impl Worker {
             }
         }
         Ok(state)
+    }
+}
+
+/// The writes to commit: a live instance's kept writes (which include any
+/// it was given when made), else those carried from a replaced one.
+fn kept_writes(instance: Option<&mut PluginInstance>, carried: StateWrites) -> StateWrites {
+    match instance {
+        Some(live) => live.take_state_writes(),
+        None => carried,
+    }
+}
+
+fn call_error_text(error: &CallError) -> String {
+    match error {
+        CallError::Call(error) | CallError::Instance(error) => error.to_string(),
+    }
+}
+
+/// Shows a worker that panicked as failed, so `processor describe` does
+/// not keep saying `running` (the panic itself is in the server log).
+struct MarkFailedOnPanic(Arc<Mutex<Progress>>);
+
+impl Drop for MarkFailedOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut progress = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            progress.status = "failed";
+            progress.last_error =
+                Some("the worker stopped on an internal error (see the server log); `weir processor resume` restarts it".into());
+        }
     }
 }
 
