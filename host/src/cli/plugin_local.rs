@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use weir_proto::batch::{BatchRecord, InputWriter, OutputEntry, OutputReader};
+use weir_proto::Record;
+use weir_proto::admin::FailurePolicy;
 
 use crate::config::ProcessingConfig;
 use crate::plugin::{
-    CompileLimits, InstanceLimits, MemoryState, PluginInstance, PluginLog, PluginRuntime,
+    CompileLimits, InstanceLimits, LoadedPlugin, MemoryState, PluginError, PluginInstance,
+    PluginLog, PluginRuntime,
 };
-use crate::storage::now_ms;
+use crate::processor::step::{self, InstanceSlot, MakeInstance, Rules, Step, Then};
+use crate::storage::{StateSize, now_ms};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -41,69 +44,89 @@ pub struct TestArgs {
     memory_max: Option<u64>,
 }
 
-struct Input {
-    sequence: u64,
-    timestamp_ms: u64,
-    key: String,
-    data: Vec<u8>,
-}
-
-fn encode(records: &[Input]) -> Vec<u8> {
-    let mut writer = InputWriter::new();
-    for record in records {
-        writer.push(&BatchRecord {
-            sequence: record.sequence,
-            timestamp_ms: record.timestamp_ms,
-            partition_key: &record.key,
-            data: &record.data,
-        });
-    }
-    writer.finish()
-}
-
 fn show(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Prints a call's outputs; an error entry or bad output is returned.
-fn print_outputs(
-    output: &[u8],
-    inputs: &[Input],
-    record_bytes_max: usize,
-) -> Result<usize, String> {
-    let mut lines = Vec::new();
-    for entry in OutputReader::new(output) {
-        match entry.map_err(|e| format!("malformed output: {e}"))? {
-            OutputEntry::Error { message, .. } => return Err(message.to_owned()),
-            OutputEntry::Keep { input_index } => {
-                let input = inputs
-                    .get(input_index as usize)
-                    .ok_or_else(|| format!("keeps input {input_index}, which does not exist"))?;
-                lines.push(format!("out key={} {}", input.key, show(&input.data)));
-            }
-            OutputEntry::Emit {
-                input_index,
-                partition_key,
-                data,
-            } => {
-                if data.len() > record_bytes_max {
-                    return Err(format!(
-                        "oversized output: {} bytes, over record_bytes_max ({record_bytes_max})",
-                        data.len()
-                    ));
-                }
-                let key = partition_key
-                    .map(str::to_owned)
-                    .or_else(|| inputs.get(input_index as usize).map(|i| i.key.clone()))
-                    .unwrap_or_else(|| "-".into());
-                lines.push(format!("out key={key} {}", show(data)));
-            }
+/// Makes instances over in-memory state, as the server makes them over
+/// stored state.
+struct LocalInstances<'a> {
+    runtime: &'a PluginRuntime,
+    loaded: LoadedPlugin,
+    limits: InstanceLimits,
+    log: PluginLog,
+    state: MemoryState,
+    config: &'a [(String, String)],
+}
+
+impl MakeInstance for LocalInstances<'_> {
+    fn make(&self) -> Result<PluginInstance, PluginError> {
+        let mut instance = self
+            .runtime
+            .instantiate(&self.loaded, self.limits, self.log.clone())?;
+        instance.set_state_backing(Box::new(self.state.clone()));
+        instance.init(self.config)?;
+        Ok(instance)
+    }
+
+    fn fuel_per_call_max(&self) -> u64 {
+        self.limits.fuel_per_call_max
+    }
+}
+
+/// What the run came to so far.
+#[derive(Default)]
+struct Tally {
+    fuel: u64,
+    outputs: usize,
+    failures: usize,
+    state: StateSize,
+}
+
+impl Tally {
+    /// Prints a step's outputs and failures and commits its state, with
+    /// the server's state budget (one shard's worth).
+    fn commit(
+        &mut self,
+        step: Step,
+        inputs: &[Record],
+        memory: &MemoryState,
+        state_bytes_max: u64,
+    ) -> anyhow::Result<()> {
+        self.fuel += step.fuel_used;
+        for (key, data) in &step.outputs {
+            println!("out key={key} {}", show(data));
+        }
+        self.outputs += step.outputs.len();
+        for (sequence, reason) in &step.failures {
+            self.failures += 1;
+            let input = inputs
+                .iter()
+                .find(|record| record.sequence == *sequence)
+                .map_or_else(String::new, |record| show(&record.data));
+            println!("error {reason}\n      input: {input}");
+        }
+        let after = step::state_after(self.state, &step.state, |key| {
+            Ok(memory
+                .entries()
+                .get(key)
+                .map(|value| (key.len() + value.len()) as u64))
+        })?;
+        step::check_state_budget(
+            self.state,
+            after,
+            state_bytes_max,
+            "processor_state_bytes_max",
+            "NAME",
+        )
+        .map_err(anyhow::Error::msg)?;
+        self.state = after;
+        memory.apply(step.state);
+        match step.then {
+            Then::Continue => Ok(()),
+            Then::Halt(reason) | Then::Wait { reason, .. } => bail!("{reason}"),
         }
     }
-    for line in &lines {
-        println!("{line}");
-    }
-    Ok(lines.len())
 }
 
 pub fn test(args: TestArgs) -> anyhow::Result<()> {
@@ -128,22 +151,33 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         state_key_bytes_max: defaults.state_key_bytes_max,
         state_value_bytes_max: defaults.state_value_bytes_max,
     };
-    let record_bytes_max = weir_proto::defaults::RECORD_BYTES_MAX;
     eprintln!(
         "{}: {} bytes, built against {wit}",
         args.file.display(),
         component.len()
     );
 
-    let state = MemoryState::default();
-    let new_instance = || -> anyhow::Result<PluginInstance> {
-        let log = PluginLog::new("test", defaults.plugin_log_lines_per_sec);
-        let mut instance = runtime.instantiate(&loaded, limits, log)?;
-        instance.set_state_backing(Box::new(state.clone()));
-        instance.init(&args.config)?;
-        Ok(instance)
+    let memory = MemoryState::default();
+    let instances = LocalInstances {
+        runtime: &runtime,
+        loaded,
+        limits,
+        log: PluginLog::new("test", defaults.plugin_log_lines_per_sec),
+        state: memory.clone(),
+        config: &args.config,
     };
-    let mut instance = new_instance()?;
+    // A config the plugin refuses is the first thing to report.
+    let mut plugin = InstanceSlot::started(instances)?;
+    let rules = Rules {
+        processor: "test".into(),
+        source_stream: args.input.display().to_string(),
+        shard: 0,
+        // Every failing record is reported, as `skip` would record it.
+        on_error: FailurePolicy::Skip,
+        record_bytes_max: weir_proto::defaults::RECORD_BYTES_MAX,
+        output_records_max: defaults.processor_output_records_per_call_max,
+        output_bytes_max: defaults.processor_output_bytes_per_call_max,
+    };
 
     let reader = std::io::BufReader::new(
         std::fs::File::open(&args.input)
@@ -156,123 +190,52 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         if line.is_empty() {
             continue;
         }
-        let key = match (&args.key, &args.key_field) {
+        let partition_key = match (&args.key, &args.key_field) {
             (_, Some(field)) => super::key_from_json(&line, field)
                 .with_context(|| format!("line {}", number + 1))?,
             (Some(key), None) => key.clone(),
             (None, None) => "test".into(),
         };
         let sequence = records.len() as u64;
-        records.push(Input {
+        records.push(Record {
             sequence,
             timestamp_ms: start_ms + sequence,
-            key,
-            data: line.into_bytes(),
+            partition_key,
+            data: line.into_bytes().into(),
         });
     }
 
-    let (mut fuel, mut outputs, mut failures) = (0u64, 0usize, 0usize);
+    let mut tally = Tally::default();
+    let state_bytes_max = defaults.processor_state_bytes_max;
+    let mut cursor = 0;
     for batch in records.chunks(defaults.processor_batch_records_max) {
-        let result = instance.process(&encode(batch), limits.fuel_per_call_max);
-        let whole = match result {
-            Ok(call) => {
-                fuel += call.fuel_used;
-                // Print nothing yet: a failed batch is replayed record by record.
-                check_outputs(&call.output, batch, record_bytes_max).map(|()| call.output)
-            }
-            Err(error) => {
-                if error.poisons_instance() {
-                    instance = new_instance()?;
-                }
-                Err(error.to_string())
-            }
-        };
-        match whole {
-            Ok(output) => {
-                outputs +=
-                    print_outputs(&output, batch, record_bytes_max).map_err(anyhow::Error::msg)?;
-                state.commit(&mut instance);
-            }
-            Err(_) => {
-                instance.discard_state_writes();
-                for record in batch {
-                    let single = std::slice::from_ref(record);
-                    match instance.process(&encode(single), limits.fuel_per_call_max) {
-                        Ok(call) => {
-                            fuel += call.fuel_used;
-                            match check_outputs(&call.output, single, record_bytes_max) {
-                                Ok(()) => {
-                                    outputs +=
-                                        print_outputs(&call.output, single, record_bytes_max)
-                                            .map_err(anyhow::Error::msg)?;
-                                    state.commit(&mut instance);
-                                }
-                                Err(message) => {
-                                    failures += 1;
-                                    instance.reject_last_call();
-                                    println!(
-                                        "error record {}: {message}\n      input: {}",
-                                        record.sequence,
-                                        show(&record.data)
-                                    );
-                                }
-                            }
-                        }
-                        Err(error) => {
-                            failures += 1;
-                            println!(
-                                "error record {}: {error}\n      input: {}",
-                                record.sequence,
-                                show(&record.data)
-                            );
-                            if error.poisons_instance() {
-                                instance = new_instance()?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let step = step::process(&mut plugin, &rules, batch, cursor);
+        cursor = step.next_sequence;
+        tally.commit(step, batch, &memory, state_bytes_max)?;
     }
     if let Some(now) = args.tick_ms {
-        let call = instance.tick(now, limits.fuel_per_call_max)?;
-        fuel += call.fuel_used;
-        outputs +=
-            print_outputs(&call.output, &[], record_bytes_max).map_err(anyhow::Error::msg)?;
-        state.commit(&mut instance);
+        let step = step::tick(&mut plugin, &rules, now, cursor);
+        if let Some(error) = &step.last_error {
+            bail!("{error}");
+        }
+        tally.commit(step, &[], &memory, state_bytes_max)?;
     }
 
-    let map = state.entries();
+    let map = memory.entries();
     for (key, value) in map.iter() {
         println!("state {} = {}", show(key), show(value));
     }
     eprintln!(
-        "{} records in, {outputs} out, {failures} failed; fuel {fuel} in all, {} per record; {} state keys",
+        "{} records in, {} out, {} failed; fuel {} in all, {} per record; {} state keys",
         records.len(),
-        fuel.checked_div(records.len() as u64).unwrap_or(0),
+        tally.outputs,
+        tally.failures,
+        tally.fuel,
+        tally.fuel.checked_div(records.len() as u64).unwrap_or(0),
         map.len()
     );
-    if failures > 0 {
-        bail!("{failures} records failed (see the errors above)");
-    }
-    Ok(())
-}
-
-fn check_outputs(output: &[u8], inputs: &[Input], record_bytes_max: usize) -> Result<(), String> {
-    for entry in OutputReader::new(output) {
-        match entry.map_err(|e| format!("malformed output: {e}"))? {
-            OutputEntry::Error { message, .. } => return Err(message.to_owned()),
-            OutputEntry::Keep { input_index } if input_index as usize >= inputs.len() => {
-                return Err(format!("keeps input {input_index}, which does not exist"));
-            }
-            OutputEntry::Emit { data, .. } if data.len() > record_bytes_max => {
-                return Err(format!(
-                    "oversized output: {} bytes, over record_bytes_max ({record_bytes_max})",
-                    data.len()
-                ));
-            }
-            _ => {}
-        }
+    if tally.failures > 0 {
+        bail!("{} records failed (see the errors above)", tally.failures);
     }
     Ok(())
 }

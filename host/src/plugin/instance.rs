@@ -40,8 +40,13 @@ impl MemoryState {
     /// Applies the instance's uncommitted state writes (those of every
     /// successful call since the last commit).
     pub fn commit(&self, instance: &mut PluginInstance) {
+        self.apply(instance.take_state_writes());
+    }
+
+    /// Applies state writes, as a processor commit does.
+    pub fn apply(&self, writes: StateWrites) {
         let mut entries = self.entries();
-        for (key, value) in instance.take_state_writes() {
+        for (key, value) in writes {
             match value {
                 Some(value) => entries.insert(key, value),
                 None => entries.remove(&key),

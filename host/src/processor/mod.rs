@@ -3,6 +3,7 @@
 //! plugins and processors and starts, pauses and stops workers.
 
 mod fuel;
+pub mod step;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::plugin::{
     CompileLimits, InstanceLimits, LoadedPlugin, PluginError, PluginLog, PluginRuntime, sha256_hex,
 };
 use crate::storage::{Storage, StorageError, now_ms};
+use step::Rules;
 use worker::{InstanceMaker, Progress, ReadFailure, Worker};
 
 /// Everything that can go wrong managing plugins and processors.
@@ -522,18 +524,25 @@ impl Processors {
                 shard: shard.index,
                 state_read_failure: state_read_failure.clone(),
             });
+            let rules = Arc::new(Rules {
+                processor: definition.settings.name.clone(),
+                source_stream: definition.settings.source.clone(),
+                shard: shard.index,
+                on_error: definition.settings.on_error,
+                record_bytes_max: self.record_bytes_max,
+                output_records_max: self.config.processor_output_records_per_call_max,
+                output_bytes_max: self.config.processor_output_bytes_per_call_max,
+            });
             let worker = Worker {
                 storage: self.storage.clone(),
                 maker,
-                processor: definition.settings.name.clone(),
+                rules,
                 processor_id: definition.id,
-                on_error: definition.settings.on_error,
                 source: shard.clone(),
                 output: output.clone(),
                 dead_letter: dead_letter.clone(),
                 fuel_per_sec: definition.fuel_per_sec,
                 processing: self.config.clone(),
-                record_bytes_max: self.record_bytes_max,
                 cursor: start,
                 progress: progress.clone(),
                 state_bytes_max,
