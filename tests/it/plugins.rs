@@ -964,3 +964,56 @@ fn a_state_read_storage_cannot_answer_fails_the_call() {
     );
     assert!(instance.take_state_writes().is_empty());
 }
+
+/// `component` as if built against contract `version`: every
+/// `weir:plugin/…@0.1.0` name renamed (the versions have the same length).
+fn built_against(component: &[u8], version: &str) -> Bytes {
+    let (from, to) = (b"@0.1.0".as_slice(), format!("@{version}").into_bytes());
+    assert_eq!(from.len(), to.len());
+    let mut bytes = component.to_vec();
+    let mut at = 0;
+    while let Some(found) = bytes[at..].windows(from.len()).position(|w| w == from) {
+        let start = at + found;
+        bytes[start..start + to.len()].copy_from_slice(&to);
+        at = start + to.len();
+    }
+    bytes.into()
+}
+
+#[tokio::test]
+async fn plugins_of_the_same_minor_contract_version_are_accepted() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    let filter = plugin("json_filter");
+    let info = client
+        .add_plugin("patch-ahead", built_against(&filter, "0.1.7"))
+        .await
+        .expect("a later patch version of the contract is accepted");
+    assert_eq!(info.wit, "weir:plugin@0.1.7");
+    stream_with_plugins(client, "in", 1, &[]).await;
+    create_processor(
+        client,
+        processor_settings(
+            "patched",
+            "patch-ahead",
+            "in",
+            &[("field", "kind"), ("op", "equals"), ("value", "buy")],
+        ),
+    )
+    .await;
+    put(client, "in", &[("k", r#"{"kind":"buy"}"#.to_owned())]).await;
+    wait_for_input(client, "patched", 1).await;
+    assert_eq!(
+        all_texts(client, "patched.out").await,
+        [r#"{"kind":"buy"}"#]
+    );
+
+    let error = client
+        .add_plugin("minor-ahead", built_against(&filter, "0.2.0"))
+        .await
+        .expect_err("another minor version is refused");
+    assert!(
+        error.to_string().contains("0.2.0") && error.to_string().contains("0.1.x"),
+        "{error}"
+    );
+}

@@ -288,22 +288,27 @@ impl PluginRuntime {
         Ok((loaded, wit))
     }
 
+    /// The contract version the component's `processor` export was built
+    /// against, if this host can run it: the same minor version within 0.x
+    /// (the same major from 1.0), as the WIT file promises.
     fn check_exports(&self, component: &Component) -> Result<String, PluginError> {
         let ty = component.component_type();
         let wanted = format!("{WIT_PACKAGE}/processor@{WIT_VERSION}");
+        let prefix = format!("{WIT_PACKAGE}/processor@");
         let mut found = Vec::new();
         for (name, _) in ty.exports(&self.engine) {
-            if name == wanted {
-                return Ok(format!("{WIT_PACKAGE}@{WIT_VERSION}"));
+            if let Some(version) = name.strip_prefix(&prefix)
+                && contract_compatible(version)
+            {
+                return Ok(format!("{WIT_PACKAGE}@{version}"));
             }
             found.push(name.to_owned());
         }
-        let message = match found
-            .iter()
-            .find(|name| name.starts_with(&format!("{WIT_PACKAGE}/processor@")))
-        {
+        let message = match found.iter().find(|name| name.starts_with(&prefix)) {
             Some(other) => format!(
-                "the component was built against {other}, but this Weir supports {wanted}; rebuild it with a matching weir-plugin SDK"
+                "the component was built against {other}, but this Weir supports {wanted} \
+                 (and its other {} versions); rebuild it with a matching weir-plugin SDK",
+                compatible_range()
             ),
             None => format!(
                 "the component does not export {wanted} (it exports: {}); build it with the weir-plugin SDK",
@@ -461,6 +466,32 @@ fn check_compile_limits(bytes: &[u8], limits: CompileLimits) -> Result<(), Plugi
     Ok(())
 }
 
+/// Whether a plugin built against contract `version` runs on this host:
+/// semver-compatible with [`WIT_VERSION`] (0.x: the same minor).
+fn contract_compatible(version: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        parts.next()?.parse::<u64>().ok()?;
+        Some((major, minor))
+    };
+    match (parse(version), parse(WIT_VERSION)) {
+        (Some((0, minor)), Some((0, host_minor))) => minor == host_minor,
+        (Some((major, _)), Some((host_major, _))) => major == host_major && major > 0,
+        _ => false,
+    }
+}
+
+/// The versions [`contract_compatible`] accepts, for messages: "0.1.x".
+fn compatible_range() -> String {
+    match WIT_VERSION.split_once('.') {
+        Some(("0", rest)) => format!("0.{}.x", rest.split('.').next().unwrap_or("0")),
+        Some((major, _)) => format!("{major}.x"),
+        None => WIT_VERSION.to_owned(),
+    }
+}
+
 /// A component's preamble: magic, then version 0x0d with layer 1.
 fn wasmparser_is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
@@ -475,4 +506,20 @@ fn deserialize_artifact(engine: &Engine, artifact: &[u8]) -> Result<Component, P
     // the file name carries the engine's compatibility hash; wasmtime also
     // checks its own version and settings header and rejects a mismatch.
     unsafe { Component::deserialize(engine, artifact) }.map_err(host_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugins_of_the_same_minor_contract_version_are_compatible() {
+        for version in ["0.1.0", "0.1.1", "0.1.42"] {
+            assert!(contract_compatible(version), "{version}");
+        }
+        for version in ["0.2.0", "0.0.9", "1.1.0", "0.1", "x.y.z", ""] {
+            assert!(!contract_compatible(version), "{version}");
+        }
+        assert_eq!(compatible_range(), "0.1.x");
+    }
 }
