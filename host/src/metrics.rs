@@ -391,11 +391,20 @@ pub async fn serve_admin(
             let text = String::from_utf8_lossy(&request[..length]);
             let path = text.split_whitespace().nth(1).unwrap_or("/");
             let (status, content_type, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "text/plain; version=0.0.4",
-                    render(&service).await,
-                ),
+                "/metrics" => {
+                    // Storage reads and the processors' lock: off the async thread.
+                    let service = service.clone();
+                    match crate::service::control_plane(async move { Ok(render(&service).await) })
+                        .await
+                    {
+                        Ok(body) => ("200 OK", "text/plain; version=0.0.4", body),
+                        Err(error) => (
+                            "500 Internal Server Error",
+                            "text/plain",
+                            format!("{}\n", error.message),
+                        ),
+                    }
+                }
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
                 "/readyz" if *shutting_down.borrow() => (
                     "503 Service Unavailable",

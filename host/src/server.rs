@@ -208,6 +208,7 @@ impl Server {
 pub struct ServerThread {
     client_config: ClientConfig,
     storage: Arc<Storage>,
+    admin_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
 }
@@ -231,7 +232,11 @@ impl ServerThread {
                             return Ok(());
                         }
                     };
-                    let info = (server.client_config(), server.storage().clone());
+                    let info = (
+                        server.client_config(),
+                        server.storage().clone(),
+                        server.admin_addr(),
+                    );
                     let _ = started_tx.send(Ok(info));
                     let _ = stop_rx.await;
                     server.shutdown().await
@@ -241,13 +246,15 @@ impl ServerThread {
                 dir: PathBuf::from("(server thread)"),
                 source,
             })?;
-        let (client_config, storage) = started_rx.recv().map_err(|_| ServerError::Storage {
-            dir: PathBuf::from("(server thread)"),
-            source: StorageError::WriterStopped,
-        })??;
+        let (client_config, storage, admin_addr) =
+            started_rx.recv().map_err(|_| ServerError::Storage {
+                dir: PathBuf::from("(server thread)"),
+                source: StorageError::WriterStopped,
+            })??;
         Ok(Self {
             client_config,
             storage,
+            admin_addr,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -264,6 +271,11 @@ impl ServerThread {
 
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
+    }
+
+    /// Where `/metrics` is served, if the admin listener is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Shuts the server down gracefully and waits for its thread.

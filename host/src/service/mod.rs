@@ -26,7 +26,6 @@ use crate::metrics::ServiceMetrics;
 use crate::processor::Processors;
 use crate::storage::{Storage, StorageError};
 
-pub use put::hash_key;
 pub use read::Subscription;
 
 /// What a request is answered with.
@@ -274,9 +273,14 @@ impl Service {
                 shard,
             } => checkpoint::get(self, &consumer, &stream, shard).await,
             Request::AddPlugin { name, component } => {
-                admin::add_plugin(self, &name, &component).await
+                let service = self.clone();
+                control_plane(async move { admin::add_plugin(&service, &name, &component).await })
+                    .await
             }
-            Request::Admin(request) => admin::handle(self, request).await,
+            Request::Admin(request) => {
+                let service = self.clone();
+                control_plane(async move { admin::handle(&service, request).await }).await
+            }
         };
         Reply::Response(result.unwrap_or_else(Response::from))
     }
@@ -297,6 +301,25 @@ pub fn validate_name(kind: &str, name: &str, code: ErrorCode) -> Result<(), Requ
         ));
     }
     Ok(())
+}
+
+/// Runs control-plane work — catalog writes synced to disk, storage
+/// scans, plugin compiles and inits, worker start-up — on the blocking
+/// pool, so the async thread (acks, reads, subscriptions) never waits for
+/// it. The future is driven there with the runtime's handle; its timers
+/// and I/O keep working, driven by the runtime's own thread.
+pub async fn control_plane<T: Send + 'static>(
+    work: impl Future<Output = Result<T, RequestError>> + Send + 'static,
+) -> Result<T, RequestError> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(work))
+        .await
+        .map_err(|e| {
+            RequestError::new(
+                ErrorCode::Internal,
+                format!("control-plane task failed: {e}"),
+            )
+        })?
 }
 
 /// Runs blocking storage work off the async threads.
