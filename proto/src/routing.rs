@@ -1,5 +1,22 @@
 //! The hash-key space: a record's 128-bit hash key (MD5 of its partition
-//! key, as in Kinesis) picks the shard whose inclusive range contains it.
+//! key, as in Kinesis, unless it gives an explicit one) picks the shard
+//! whose inclusive range contains it. Server, client and processors route
+//! with [`shard_for`], so they always agree.
+
+use md5::{Digest, Md5};
+
+/// The Kinesis rule: MD5 of the partition key, read as a big-endian 128-bit
+/// integer.
+pub fn hash_key(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+/// The shard of `shard_count` a record goes to: by its explicit hash key
+/// if it has one, else by its partition key's.
+pub fn shard_for(partition_key: &str, explicit_hash_key: Option<u128>, shard_count: u32) -> u32 {
+    let hash = explicit_hash_key.unwrap_or_else(|| hash_key(partition_key));
+    shard_for_hash_key(hash, shard_count)
+}
 
 /// floor(2^128 / shard_count), computed without overflowing u128; `None`
 /// for one shard, whose range (the whole space) is 2^128 wide.
@@ -37,6 +54,14 @@ pub fn shard_for_hash_key(hash_key: u128, shard_count: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_key_is_md5_big_endian() {
+        // MD5("") = d41d8cd98f00b204e9800998ecf8427e
+        assert_eq!(hash_key(""), 0xd41d8cd98f00b204e9800998ecf8427e);
+        assert_eq!(shard_for("", Some(u128::MAX), 4), 3);
+        assert_eq!(shard_for("", None, 4), 3);
+    }
 
     #[test]
     fn ranges_tile_the_space_and_agree_with_lookup() {

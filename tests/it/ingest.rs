@@ -71,7 +71,7 @@ async fn many_keys_into_four_shards_come_back_exactly_once_in_order() {
             );
         }
         for record in records {
-            let hash = weir::service::hash_key(&record.partition_key);
+            let hash = weir_proto::routing::hash_key(&record.partition_key);
             assert!(
                 (shard.hash_key_start..=shard.hash_key_end).contains(&hash),
                 "record with key {} in the wrong shard {}",

@@ -9,11 +9,10 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use weir_client::{Client, Position, ProducerStamp, PutRecord, PutResult};
-use weir_proto::routing::shard_for_hash_key;
+use weir_proto::routing::shard_for;
 
 use crate::config::{Durability, ServerConfig};
 use crate::server::ServerThread;
-use crate::service::hash_key;
 use crate::storage::{AppendRecord, Storage};
 
 #[derive(Subcommand)]
@@ -78,6 +77,11 @@ pub struct ProduceArgs {
     /// Skip the raw-storage baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Run the QUIC phase twice, the second time beside control-plane work
+    /// (a plugin upload and a processor creation every second, `/metrics`
+    /// every 100 ms), and print the ack p99 ratio.
+    #[arg(long)]
+    churn: bool,
 }
 
 #[derive(Args, Clone)]
@@ -117,11 +121,21 @@ pub(super) async fn embedded(
     batch: usize,
     size: usize,
 ) -> anyhow::Result<Embedded> {
+    embedded_with(durability, batch, size, |_| {}).await
+}
+
+async fn embedded_with(
+    durability: Durability,
+    batch: usize,
+    size: usize,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> anyhow::Result<Embedded> {
     let dir = tempfile::Builder::new().prefix("weir-bench").tempdir()?;
     let mut config = ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
     config.admin_listen = None;
     config.storage.durability = durability;
+    configure(&mut config);
     config.limits.fit_batches(batch, size);
     let server = ServerThread::start(config)?;
     let mut client_config = server.client_config();
@@ -183,23 +197,27 @@ impl Measured {
         self.records as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn report(&mut self, label: &str) {
+    /// The `p` quantile of the ack latencies, in milliseconds.
+    fn percentile_ms(&mut self, p: f64) -> f64 {
         self.latencies_us.sort_unstable();
-        let pct = |p: f64| {
-            if self.latencies_us.is_empty() {
-                return 0.0;
-            }
-            let index =
-                ((self.latencies_us.len() as f64 * p) as usize).min(self.latencies_us.len() - 1);
-            self.latencies_us[index] as f64 / 1000.0
-        };
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let index =
+            ((self.latencies_us.len() as f64 * p) as usize).min(self.latencies_us.len() - 1);
+        self.latencies_us[index] as f64 / 1000.0
+    }
+
+    fn report(&mut self, label: &str) {
+        let (p50, p99, p999) = (
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+        );
         println!(
-            "{label:<10} {:>10.0} records/s  {:>8.1} MB/s  ack p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  ({} records in {:.2} s)",
+            "{label:<10} {:>10.0} records/s  {:>8.1} MB/s  ack p50 {p50:.2} ms  p99 {p99:.2} ms  p999 {p999:.2} ms  ({} records in {:.2} s)",
             self.records_per_sec(),
             self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6,
-            pct(0.50),
-            pct(0.99),
-            pct(0.999),
             self.records,
             self.elapsed.as_secs_f64(),
         );
@@ -248,7 +266,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         .client
         .create_stream("bench", args.shards, Default::default())
         .await?;
-    let mut measured = produce_quic(&embedded, batches, &args).await?;
+    let mut measured = produce_quic(&embedded, batches.clone(), &args).await?;
     measured.report("quic");
     if let Some(baseline) = baseline {
         println!(
@@ -256,7 +274,120 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             measured.records_per_sec() / baseline
         );
     }
-    embedded.stop().await
+    embedded.stop().await?;
+    if args.churn {
+        let quiet_p99 = measured.percentile_ms(0.99);
+        let mut churned = produce_beside_churn(batches, &args).await?;
+        churned.report("churn");
+        println!(
+            "ack p99 beside control-plane work: {:.2}x of the quiet run",
+            churned.percentile_ms(0.99) / quiet_p99
+        );
+    }
+    Ok(())
+}
+
+/// The QUIC phase again, on a fresh server, while another client uploads
+/// a plugin (a new component each time, so each is compiled) and creates a
+/// processor every second and `/metrics` is scraped every 100 ms.
+async fn produce_beside_churn(
+    batches: Vec<Vec<PutRecord>>,
+    args: &ProduceArgs,
+) -> anyhow::Result<Measured> {
+    let embedded = embedded_with(args.durability, args.batch, args.size, |config| {
+        config.admin_listen = "127.0.0.1:0".parse().ok();
+    })
+    .await?;
+    embedded
+        .client
+        .create_stream("bench", args.shards, Default::default())
+        .await?;
+    let admin = embedded
+        .server
+        .admin_addr()
+        .context("the admin listener did not start")?;
+    let component = std::fs::read(super::demo::example_plugins_dir()?.join("json_filter.wasm"))?;
+    let churn_client = Client::connect(embedded.server.client_config()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let churn = tokio::spawn(control_plane_churn(churn_client, admin, component, stopped));
+    let measured = produce_quic(&embedded, batches, args).await;
+    let _ = stop.send(true);
+    let (uploads, scrapes) = churn.await.context("churn task")??;
+    println!(
+        "churn      {uploads} plugins uploaded and processors created, {scrapes} /metrics scrapes"
+    );
+    embedded.stop().await?;
+    measured
+}
+
+async fn control_plane_churn(
+    client: Client,
+    admin: std::net::SocketAddr,
+    component: Vec<u8>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(u64, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    client
+        .create_stream("churn-source", 1, Default::default())
+        .await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let (mut uploads, mut scrapes) = (0, 0);
+    while !*stop.borrow() {
+        tick.tick().await;
+        let mut metrics = tokio::net::TcpStream::connect(admin).await?;
+        metrics.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+        let mut body = Vec::new();
+        metrics.read_to_end(&mut body).await?;
+        scrapes += 1;
+        if scrapes % 10 == 0 {
+            uploads += 1;
+            let name = format!("churn-{uploads}");
+            let unique = with_custom_section(&component, &name);
+            client.add_plugin(&name, unique).await?;
+            let settings = weir_client::admin::ProcessorSettings {
+                name: name.clone(),
+                plugin: name,
+                source: "churn-source".into(),
+                config: vec![
+                    ("field".into(), "kind".into()),
+                    ("op".into(), "equals".into()),
+                    ("value".into(), "buy".into()),
+                ],
+                ..Default::default()
+            };
+            client
+                .admin(weir_client::admin::AdminRequest::CreateProcessor(Box::new(
+                    settings,
+                )))
+                .await?;
+        }
+    }
+    Ok((uploads, scrapes))
+}
+
+/// `component` with a custom section named `name` appended: the same
+/// plugin with another SHA-256, so the server compiles it afresh.
+fn with_custom_section(component: &[u8], name: &str) -> Bytes {
+    let mut bytes = component.to_vec();
+    let mut payload = Vec::new();
+    push_leb128(&mut payload, name.len());
+    payload.extend_from_slice(name.as_bytes());
+    bytes.push(0);
+    push_leb128(&mut bytes, payload.len());
+    bytes.extend_from_slice(&payload);
+    bytes.into()
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
 }
 
 /// The same appends straight into the storage layer: routing and group
@@ -272,7 +403,7 @@ async fn produce_raw(
         .map(|batch| {
             let mut per_shard: Vec<Vec<AppendRecord>> = vec![Vec::new(); args.shards as usize];
             for record in batch {
-                let shard = shard_for_hash_key(hash_key(&record.partition_key), args.shards);
+                let shard = shard_for(&record.partition_key, None, args.shards);
                 per_shard[shard as usize].push(AppendRecord {
                     partition_key: record.partition_key.clone(),
                     data: record.data.clone(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 use weir_proto::Record;
-use weir_proto::routing::shard_for_hash_key;
+use weir_proto::routing::shard_for;
 
 use super::fuel::FuelBucket;
 use super::step::{self, InstanceSlot, MakeInstance, Rules, Then};
@@ -492,7 +492,7 @@ fn route(stream: &Stream, records: Vec<(String, Bytes)>) -> Vec<(Arc<Shard>, Vec
     let shard_count = stream.shards.len() as u32;
     let mut per_shard: Vec<Vec<AppendRecord>> = vec![Vec::new(); stream.shards.len()];
     for (partition_key, data) in records {
-        let shard = shard_for_hash_key(crate::service::hash_key(&partition_key), shard_count);
+        let shard = shard_for(&partition_key, None, shard_count);
         per_shard[shard as usize].push(AppendRecord {
             partition_key,
             data,

@@ -4,18 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use md5::{Digest, Md5};
-use weir_proto::routing::shard_for_hash_key;
+use weir_proto::routing::shard_for;
 use weir_proto::{ErrorCode, ProducerStamp, PutRecord, PutResult, Response};
 
 use super::{RequestError, Service};
 use crate::storage::AppendRecord;
-
-/// The Kinesis rule: MD5 of the partition key, read as a big-endian 128-bit
-/// integer.
-pub fn hash_key(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
-}
 
 pub async fn put_records(
     service: &Arc<Service>,
@@ -57,10 +50,8 @@ pub async fn put_records(
     for (index, record) in records.into_iter().enumerate() {
         match check_record(service, &record.partition_key, &record.data) {
             Ok(()) => {
-                let hash = record
-                    .explicit_hash_key
-                    .unwrap_or_else(|| hash_key(&record.partition_key));
-                let shard = shard_for_hash_key(hash, shard_count) as usize;
+                let shard = shard_for(&record.partition_key, record.explicit_hash_key, shard_count)
+                    as usize;
                 routed[shard].0.push(index);
                 routed[shard].1.push(AppendRecord {
                     partition_key: record.partition_key,
@@ -140,15 +131,4 @@ fn check_record(service: &Service, partition_key: &str, data: &Bytes) -> Result<
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_key_is_md5_big_endian() {
-        // MD5("") = d41d8cd98f00b204e9800998ecf8427e
-        assert_eq!(hash_key(""), 0xd41d8cd98f00b204e9800998ecf8427e);
-    }
 }
