@@ -249,3 +249,73 @@ async fn after_a_crash_writes_do_not_wait_on_a_journal_larger_than_the_write_buf
         "the first put after the crash took {waited:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_keeps_each_shards_order_with_batches_in_flight_across_a_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = ServerProcess::spawn(dir.path(), &[]);
+    let listen = server.addr.to_string();
+    let client = server.connect().await;
+    client
+        .create_stream("ordered", 4, Default::default())
+        .await
+        .expect("create");
+    // Small batches and many in flight: plenty of chances to reorder.
+    let config = weir_client::ProducerConfig {
+        linger: Duration::from_millis(1),
+        batch_records_max: 8,
+        in_flight_batches_max: 8,
+        retries_max: 1_000,
+        retry_backoff: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let producer = client.producer("ordered", config);
+    let total = 3_000u64;
+    let sender = producer.clone();
+    // Paced, so the kill below lands while batches are in flight.
+    let sending = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        for index in 0..total {
+            let ack = sender
+                .send(format!("key-{}", index % 16), index.to_string())
+                .await
+                .expect("queued");
+            acks.push(ack);
+            if index % 25 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        acks
+    });
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    server.kill();
+    server = ServerProcess::spawn_on(dir.path(), &listen, &[]);
+    let acks = sending.await.expect("sender");
+    producer.flush().await.expect("flush");
+    for (index, ack) in acks.into_iter().enumerate() {
+        if let Err(error) = ack.await {
+            panic!("record {index} not acked (retried through the crash): {error}");
+        }
+    }
+
+    let client = server.connect().await;
+    let mut seen = HashSet::new();
+    for (shard, records) in read_all(&client, "ordered").await {
+        let indexes: Vec<u64> = records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.data).parse().expect("index"))
+            .collect();
+        for pair in indexes.windows(2) {
+            assert!(
+                pair[0] < pair[1],
+                "shard {shard}: record {} stored after {}",
+                pair[1],
+                pair[0]
+            );
+        }
+        for index in indexes {
+            assert!(seen.insert(index), "record {index} stored twice");
+        }
+    }
+    assert_eq!(seen.len() as u64, total, "every record stored once");
+}
