@@ -49,7 +49,7 @@ impl Drop for ServerProcess {
 }
 
 fn resident_bytes(pid: u32) -> u64 {
-    crate::metrics::resident_bytes_of(&format!("/proc/{pid}/status"))
+    crate::system::resident_bytes_of(&format!("/proc/{pid}/status"))
 }
 
 /// Starts `weir serve` with `config` (or the defaults), letting all of the

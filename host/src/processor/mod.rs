@@ -145,8 +145,7 @@ fn check_limits(limits: &ProcessorLimits, config: &ProcessingConfig) -> Result<(
 }
 
 fn validate_name(kind: &str, name: &str) -> Result<(), ProcessorError> {
-    crate::service::validate_name(kind, name, weir_proto::ErrorCode::InvalidArgument)
-        .map_err(|e| ProcessorError::InvalidSettings(e.message))
+    crate::names::validate(kind, name).map_err(ProcessorError::InvalidSettings)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(

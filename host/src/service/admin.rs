@@ -83,7 +83,7 @@ pub async fn handle(
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_ms: service.started.elapsed().as_millis() as u64,
             disk_bytes: service.storage.disk_bytes().unwrap_or(0),
-            resident_bytes: crate::metrics::resident_bytes(),
+            resident_bytes: crate::system::resident_bytes(),
             auth_enabled: service.auth.enabled(),
             writes_refused: service.storage.space_check().err().map(|e| e.to_string()),
         }),

@@ -22,7 +22,7 @@ use weir_proto::{ErrorCode, Request, Response};
 use crate::auth::{Auth, AuthError, Principal, Session};
 use crate::config::Limits;
 
-use crate::metrics::ServiceMetrics;
+use crate::counters::ServiceMetrics;
 use crate::processor::Processors;
 use crate::storage::{Storage, StorageError};
 
@@ -286,21 +286,9 @@ impl Service {
     }
 }
 
-/// Stream and consumer names: 1–128 characters of `[A-Za-z0-9_.-]`.
+/// A name check ([`crate::names`]) answered with `code`.
 pub fn validate_name(kind: &str, name: &str, code: ErrorCode) -> Result<(), RequestError> {
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if name.is_empty() || name.len() > weir_proto::defaults::NAME_CHARS_MAX || !valid_chars {
-        return Err(RequestError::new(
-            code,
-            format!(
-                "invalid {kind} name {name:?}: use 1-{} characters of A-Z a-z 0-9 _ - .",
-                weir_proto::defaults::NAME_CHARS_MAX
-            ),
-        ));
-    }
-    Ok(())
+    crate::names::validate(kind, name).map_err(|message| RequestError::new(code, message))
 }
 
 /// Runs control-plane work — catalog writes synced to disk, storage
@@ -329,23 +317,4 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| RequestError::new(ErrorCode::Internal, format!("storage task failed: {e}")))?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        for good in ["clicks", "a", "A-b_c.9", &"x".repeat(128)] {
-            assert!(
-                validate_name("stream", good, ErrorCode::InvalidStreamName).is_ok(),
-                "{good}"
-            );
-        }
-        for bad in ["", "has space", "slash/", "ünï", &"x".repeat(129)] {
-            let error = validate_name("stream", bad, ErrorCode::InvalidStreamName).expect_err(bad);
-            assert_eq!(error.code, ErrorCode::InvalidStreamName);
-        }
-    }
 }

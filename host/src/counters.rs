@@ -1,0 +1,70 @@
+//! Counters the service keeps where the work happens: a few atomic adds on
+//! the data path, read by [`crate::metrics`] at scrape time.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the ack-latency buckets, in milliseconds.
+const LATENCY_BOUNDS_MS: [f64; 12] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+
+/// A fixed-bucket latency histogram.
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if let Some(bucket) = LATENCY_BOUNDS_MS.iter().position(|bound| ms <= *bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the histogram in Prometheus text format.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BOUNDS_MS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                bound / 1000.0
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Counters the service keeps.
+#[derive(Default)]
+pub struct ServiceMetrics {
+    /// Time from a PutRecords request's arrival to its durable ack.
+    pub put_ack: Histogram,
+    pub subscribers: AtomicI64,
+    /// Open QUIC connections.
+    pub connections: AtomicUsize,
+    pub requests: AtomicU64,
+    pub request_errors: AtomicU64,
+}
