@@ -16,11 +16,12 @@
 //! struct NonEmpty;
 //!
 //! impl Filter for NonEmpty {
-//!     fn init(_config: &Config) -> Result<Self, String> {
+//!     fn init(_config: &Config) -> Result<Self, weir_plugin::Error> {
 //!         Ok(NonEmpty)
 //!     }
-//!     fn keep(&mut self, record: &Record<'_>) -> Result<bool, String> {
-//!         Ok(!record.data.is_empty())
+//!     fn keep(&mut self, record: &Record<'_>) -> Result<bool, weir_plugin::Error> {
+//!         let text = std::str::from_utf8(record.data)?; // any error converts
+//!         Ok(!text.is_empty())
 //!     }
 //! }
 //!
@@ -33,10 +34,15 @@
 //! Keep everything that must survive in [`state`]: it is committed with the
 //! outputs and the processor's cursor, exactly once. The plugin's own memory
 //! is lost whenever Weir restarts or replaces the instance (after a trap).
+//!
+//! Test a plugin natively with `cargo test` and [`testing::Harness`]: the
+//! same trait calls, state in memory, outputs to inspect.
 
 mod adapters;
 mod runtime;
 pub mod state;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use adapters::{Filter, FilterMap, Map};
 pub use weir_proto::batch::BatchRecord as Record;
@@ -54,6 +60,27 @@ pub mod bindings {
 
 #[doc(hidden)]
 pub use runtime::{init as __init, process as __process, tick as __tick};
+
+/// Why a plugin call failed: the message Weir shows in `processor
+/// describe`, in dead letters and in its log. `?` converts any error into
+/// it — anything that displays, such as `std::str::Utf8Error`, a `String`
+/// or a `&str` — so plugin code needs no `map_err`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+// `Error` itself does not implement `Display`, so this conversion does not
+// overlap `From<T> for T`.
+impl<E: std::fmt::Display> From<E> for Error {
+    fn from(error: E) -> Self {
+        Self(error.to_string())
+    }
+}
 
 /// The processor's `key=value` configuration.
 #[derive(Debug, Clone, Default)]
@@ -133,23 +160,27 @@ impl Output {
 pub trait Processor: Sized + 'static {
     /// Checks the config and builds the plugin; an error rejects the
     /// processor with this message.
-    fn init(config: &Config) -> Result<Self, String>;
+    fn init(config: &Config) -> Result<Self, Error>;
 
     /// Handles one record. An error fails this record only; the processor's
     /// failure policy decides what happens to it.
-    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), String>;
+    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), Error>;
 
     /// Called with the host's clock when the shard has been idle, e.g. to
     /// close time windows without waiting for the next record.
-    fn tick(&mut self, now_ms: u64, out: &mut Output) -> Result<(), String> {
+    fn tick(&mut self, now_ms: u64, out: &mut Output) -> Result<(), Error> {
         let _ = (now_ms, out);
         Ok(())
     }
 }
 
-/// Writes a line to the host's log (tagged with the processor's name).
+/// Writes a line to the host's log (tagged with the processor's name); on
+/// a native build (`cargo test`), to standard error.
 pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
     bindings::weir::plugin::host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("{level:?}: {message}");
 }
 
 pub use bindings::weir::plugin::host::Level as LogLevel;

@@ -14,7 +14,7 @@ thread_local! {
 }
 
 pub fn init<P: Processor>(config: Vec<(String, String)>) -> Result<(), String> {
-    let plugin = P::init(&Config::new(config))?;
+    let plugin = P::init(&Config::new(config)).map_err(|e| e.0)?;
     INSTANCE.with(|instance| *instance.borrow_mut() = Some(Box::new(plugin)));
     Ok(())
 }
@@ -55,8 +55,8 @@ fn process_batch<P: Processor>(batch: &[u8]) -> Result<Vec<u8>, String> {
         for (index, record) in records.enumerate() {
             let record = record.map_err(|e| format!("bad input batch: {e}"))?;
             out.input_index = index as u32;
-            if let Err(message) = plugin.process(&record, &mut out) {
-                out.writer.error(out.input_index, &message);
+            if let Err(error) = plugin.process(&record, &mut out) {
+                out.writer.error(out.input_index, error.message());
             }
         }
         Ok(out.writer.finish())
@@ -67,7 +67,7 @@ pub fn tick<P: Processor>(now_ms: u64) -> Result<Vec<u8>, String> {
     with_state_cache(|| {
         with_plugin::<P, _>(|plugin| {
             let mut out = Output::new();
-            plugin.tick(now_ms, &mut out)?;
+            plugin.tick(now_ms, &mut out).map_err(|e| e.0)?;
             Ok(out.writer.finish())
         })
     })

@@ -11,7 +11,33 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+#[cfg(target_arch = "wasm32")]
 use crate::bindings::weir::plugin::host;
+
+/// State kept in memory on a native build (`cargo test`, see
+/// [`crate::testing`]), standing in for the host's.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod host {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    thread_local! {
+        pub(crate) static STORE: RefCell<BTreeMap<Vec<u8>, Vec<u8>>> =
+            const { RefCell::new(BTreeMap::new()) };
+    }
+
+    pub fn state_get(key: &[u8]) -> Option<Vec<u8>> {
+        STORE.with(|store| store.borrow().get(key).cloned())
+    }
+
+    pub fn state_set(key: &[u8], value: &[u8]) {
+        STORE.with(|store| store.borrow_mut().insert(key.to_vec(), value.to_vec()));
+    }
+
+    pub fn state_delete(key: &[u8]) {
+        STORE.with(|store| store.borrow_mut().remove(key));
+    }
+}
 
 struct Entry {
     value: Option<Vec<u8>>,

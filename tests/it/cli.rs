@@ -208,6 +208,10 @@ fn plugin_new_scaffolds_every_kind() {
             manifest.contains("weir-plugin = { path = \"/"),
             "absolute SDK path: {manifest}"
         );
+        assert!(
+            manifest.contains(&format!("name = \"my-{kind}\"")),
+            "the crate is named after the directory: {manifest}"
+        );
         let source = std::fs::read_to_string(path.join("src/lib.rs")).expect("lib.rs");
         assert!(
             source.contains("weir_plugin::export_") && source.contains("#[test]"),

@@ -283,7 +283,7 @@ panic = "abort"
 fn body(kind: Kind) -> &'static str {
     match kind {
         Kind::Filter => {
-            r#"use weir_plugin::{Config, Filter, Record};
+            r#"use weir_plugin::{Config, Error, Filter, Record};
 
 /// Keeps records that contain the configured `needle` (default `{`).
 pub struct Plugin {
@@ -291,11 +291,11 @@ pub struct Plugin {
 }
 
 impl Filter for Plugin {
-    fn init(config: &Config) -> Result<Self, String> {
+    fn init(config: &Config) -> Result<Self, Error> {
         Ok(Self { needle: config.get("needle").unwrap_or("{").as_bytes().to_vec() })
     }
 
-    fn keep(&mut self, record: &Record<'_>) -> Result<bool, String> {
+    fn keep(&mut self, record: &Record<'_>) -> Result<bool, Error> {
         Ok(contains(record.data, &self.needle))
     }
 }
@@ -308,17 +308,17 @@ weir_plugin::export_filter!(Plugin);
 "#
         }
         Kind::Map => {
-            r#"use weir_plugin::{Config, Map, Record};
+            r#"use weir_plugin::{Config, Error, Map, Record};
 
 /// Upper-cases each record.
 pub struct Plugin;
 
 impl Map for Plugin {
-    fn init(_config: &Config) -> Result<Self, String> {
+    fn init(_config: &Config) -> Result<Self, Error> {
         Ok(Plugin)
     }
 
-    fn map(&mut self, record: &Record<'_>) -> Result<Vec<u8>, String> {
+    fn map(&mut self, record: &Record<'_>) -> Result<Vec<u8>, Error> {
         Ok(transform(record.data))
     }
 }
@@ -331,17 +331,17 @@ weir_plugin::export_map!(Plugin);
 "#
         }
         Kind::FilterMap => {
-            r#"use weir_plugin::{Config, FilterMap, Record};
+            r#"use weir_plugin::{Config, Error, FilterMap, Record};
 
 /// Drops empty records and trims the rest.
 pub struct Plugin;
 
 impl FilterMap for Plugin {
-    fn init(_config: &Config) -> Result<Self, String> {
+    fn init(_config: &Config) -> Result<Self, Error> {
         Ok(Plugin)
     }
 
-    fn filter_map(&mut self, record: &Record<'_>) -> Result<Option<Vec<u8>>, String> {
+    fn filter_map(&mut self, record: &Record<'_>) -> Result<Option<Vec<u8>>, Error> {
         Ok(transform(record.data))
     }
 }
@@ -356,17 +356,17 @@ weir_plugin::export_filter_map!(Plugin);
 "#
         }
         Kind::FlatMap => {
-            r#"use weir_plugin::{Config, Output, Processor, Record};
+            r#"use weir_plugin::{Config, Error, Output, Processor, Record};
 
 /// Emits one record per whitespace-separated word, keyed by the word.
 pub struct Plugin;
 
 impl Processor for Plugin {
-    fn init(_config: &Config) -> Result<Self, String> {
+    fn init(_config: &Config) -> Result<Self, Error> {
         Ok(Plugin)
     }
 
-    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), String> {
+    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), Error> {
         for word in words(record.data) {
             out.emit_keyed(word, word.as_bytes());
         }
@@ -382,7 +382,7 @@ weir_plugin::export_processor!(Plugin);
 "#
         }
         Kind::Aggregate => {
-            r#"use weir_plugin::{Config, Output, Processor, Record, state};
+            r#"use weir_plugin::{Config, Error, Output, Processor, Record, state};
 
 /// Counts records per partition key; every `every` records of a key it
 /// emits the running count. Counts live in state: `weir state get`.
@@ -391,7 +391,7 @@ pub struct Plugin {
 }
 
 impl Processor for Plugin {
-    fn init(config: &Config) -> Result<Self, String> {
+    fn init(config: &Config) -> Result<Self, Error> {
         let every = config.parse_or("every", 100u64)?;
         if every == 0 {
             return Err("every must be at least 1".into());
@@ -399,7 +399,7 @@ impl Processor for Plugin {
         Ok(Self { every })
     }
 
-    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), String> {
+    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), Error> {
         let key = record.partition_key.as_bytes();
         let count = state::get_u64(key) + 1;
         state::set_u64(key, count);
@@ -450,10 +450,25 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
     let sdk = sdk
         .canonicalize()
         .with_context(|| format!("no weir-plugin SDK at {} (pass --sdk DIR)", sdk.display()))?;
+    // `weir plugin new plugins/my-filter` makes the crate `my-filter`.
+    let name = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .filter(|name| {
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        })
+        .with_context(|| {
+            format!(
+                "{} does not end in a crate name (letters, digits, - and _, starting with a letter)",
+                dir.display()
+            )
+        })?;
     std::fs::create_dir_all(dir.join("src"))?;
-    let lib = args.name.replace('-', "_");
+    let lib = name.replace('-', "_");
     let manifest = CARGO_TOML
-        .replace("{name}", &args.name)
+        .replace("{name}", name)
         .replace("{lib}", &lib)
         .replace("{sdk}", &sdk.display().to_string());
     std::fs::write(dir.join("Cargo.toml"), manifest)?;

@@ -8,7 +8,7 @@
 //! No config. The chain head is kept in state under `head`.
 
 use sha2::{Digest, Sha256};
-use weir_plugin::{Config, Map, Record, state};
+use weir_plugin::{Config, Error, Map, Record, state};
 
 pub struct AuditChain;
 
@@ -19,14 +19,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Map for AuditChain {
-    fn init(config: &Config) -> Result<Self, String> {
+    fn init(config: &Config) -> Result<Self, Error> {
         match config.pairs().first() {
-            Some((key, _)) => Err(format!("audit-chain takes no config (got `{key}`)")),
+            Some((key, _)) => Err(format!("audit-chain takes no config (got `{key}`)").into()),
             None => Ok(AuditChain),
         }
     }
 
-    fn map(&mut self, record: &Record<'_>) -> Result<Vec<u8>, String> {
+    fn map(&mut self, record: &Record<'_>) -> Result<Vec<u8>, Error> {
         let previous = state::get(HEAD_KEY).unwrap_or_else(|| vec![0; 32]);
         let hash = Sha256::new()
             .chain_update(&previous)

@@ -17,7 +17,7 @@
 
 pub mod window;
 
-use weir_plugin::{Config, Output, Processor, Record, state};
+use weir_plugin::{Config, Error, Output, Processor, Record, state};
 use window::{Emit, Store, Windows};
 
 pub struct CountByKey(Windows);
@@ -46,26 +46,25 @@ impl Emit for Output {
 }
 
 impl Processor for CountByKey {
-    fn init(config: &Config) -> Result<Self, String> {
-        Windows::new(
+    fn init(config: &Config) -> Result<Self, Error> {
+        Ok(Self(Windows::new(
             config.require("window-ms")?,
             config.get("key-field"),
             config.get("sum-field"),
-        )
-        .map(Self)
+        )?))
     }
 
-    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), String> {
-        self.0.add(
+    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), Error> {
+        Ok(self.0.add(
             &mut PluginState,
             out,
             record.timestamp_ms,
             record.partition_key,
             record.data,
-        )
+        )?)
     }
 
-    fn tick(&mut self, now_ms: u64, out: &mut Output) -> Result<(), String> {
+    fn tick(&mut self, now_ms: u64, out: &mut Output) -> Result<(), Error> {
         self.0.close(&mut PluginState, out, now_ms);
         Ok(())
     }

@@ -12,21 +12,20 @@
 pub mod matcher;
 
 use matcher::Matcher;
-use weir_plugin::{Config, Filter, Record};
+use weir_plugin::{Config, Error, Filter, Record};
 
 pub struct JsonFilter(Matcher);
 
 impl Filter for JsonFilter {
-    fn init(config: &Config) -> Result<Self, String> {
-        Matcher::new(
+    fn init(config: &Config) -> Result<Self, Error> {
+        Ok(Self(Matcher::new(
             config.require("field")?,
             config.require("op")?,
             config.get("value"),
-        )
-        .map(Self)
+        )?))
     }
 
-    fn keep(&mut self, record: &Record<'_>) -> Result<bool, String> {
+    fn keep(&mut self, record: &Record<'_>) -> Result<bool, Error> {
         Ok(self.0.matches(record.data))
     }
 }

@@ -8,7 +8,7 @@
 //!   lines without one are kept only when no `min-level` is set.
 
 use regex_lite::Regex;
-use weir_plugin::{Config, Filter, Record};
+use weir_plugin::{Config, Error, Filter, Record};
 
 const LEVELS: [(&str, u8); 8] = [
     ("trace", 0),
@@ -38,7 +38,7 @@ fn level_of(line: &str) -> Option<u8> {
 }
 
 impl Filter for LogGrep {
-    fn init(config: &Config) -> Result<Self, String> {
+    fn init(config: &Config) -> Result<Self, Error> {
         let pattern = config
             .get("pattern")
             .map(|p| Regex::new(p).map_err(|e| format!("invalid pattern {p:?}: {e}")))
@@ -59,7 +59,7 @@ impl Filter for LogGrep {
         Ok(Self { pattern, min_level })
     }
 
-    fn keep(&mut self, record: &Record<'_>) -> Result<bool, String> {
+    fn keep(&mut self, record: &Record<'_>) -> Result<bool, Error> {
         let line = String::from_utf8_lossy(record.data);
         let level_ok = self
             .min_level

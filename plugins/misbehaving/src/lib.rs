@@ -17,7 +17,7 @@
 //!
 //! Records without `bad` pass through unchanged in every mode.
 
-use weir_plugin::{Config, Output, Processor, Record};
+use weir_plugin::{Config, Error, Output, Processor, Record};
 
 pub struct Misbehaving {
     mode: String,
@@ -25,7 +25,7 @@ pub struct Misbehaving {
 }
 
 impl Processor for Misbehaving {
-    fn init(config: &Config) -> Result<Self, String> {
+    fn init(config: &Config) -> Result<Self, Error> {
         let mode = config.require("mode")?.to_owned();
         match mode.as_str() {
             "reject" => return Err("this plugin rejects every config (mode=reject)".into()),
@@ -49,7 +49,7 @@ impl Processor for Misbehaving {
         })
     }
 
-    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), String> {
+    fn process(&mut self, record: &Record<'_>, out: &mut Output) -> Result<(), Error> {
         if self.mode == "print" {
             println!(
                 "record {}: {}",
@@ -83,7 +83,7 @@ impl Processor for Misbehaving {
                         weir_plugin::log(weir_plugin::LogLevel::Info, &format!("spam {line}\n"));
                     }
                 }
-                "fail" => return Err(format!("record {} is bad", record.sequence)),
+                "fail" => return Err(format!("record {} is bad", record.sequence).into()),
                 "oversized" => {
                     out.emit(&vec![b'x'; 8 << 20]);
                     return Ok(());
