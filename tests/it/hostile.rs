@@ -11,7 +11,7 @@ use weir_client::{Client, ClientError, ErrorCode, PutRecord};
 
 use crate::support::{
     ServerProcess, TestServer, create_processor, describe_processor, eventually, plugin,
-    processor_settings, put_all, read_all,
+    processor_settings, put_all, read_all, stream_with_plugins,
 };
 
 /// The slowest healthy put allowed while a hostile plugin runs (generous:
@@ -78,14 +78,7 @@ fn consumed(records: u64) -> impl Fn(&ProcessorInfo) -> bool {
 async fn blocking_amplifying_looping_and_chatty_plugins_fail_only_their_records() {
     let test = TestServer::start().await;
     let client = &test.client;
-    client
-        .add_plugin("misbehaving", plugin("misbehaving"))
-        .await
-        .expect("add");
-    client
-        .create_stream("healthy", 1, Default::default())
-        .await
-        .expect("create");
+    stream_with_plugins(client, "healthy", 1, &[("misbehaving", "misbehaving")]).await;
     let modes = ["sleep", "amplify", "loop", "log-spam", "slow-init"];
     for mode in modes {
         let stream = format!("in-{mode}");
@@ -160,14 +153,7 @@ async fn blocking_amplifying_looping_and_chatty_plugins_fail_only_their_records(
 async fn an_init_that_blocks_is_refused_at_create() {
     let test = TestServer::start().await;
     let client = &test.client;
-    client
-        .add_plugin("misbehaving", plugin("misbehaving"))
-        .await
-        .expect("add");
-    client
-        .create_stream("in", 1, Default::default())
-        .await
-        .expect("create");
+    stream_with_plugins(client, "in", 1, &[("misbehaving", "misbehaving")]).await;
     let settings = processor_settings("sleepy", "misbehaving", "in", &[("mode", "sleep-init")]);
     let error = client
         .admin(AdminRequest::CreateProcessor(Box::new(settings)))

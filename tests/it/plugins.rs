@@ -13,23 +13,8 @@ use weir_client::{Client, ErrorCode, PutRecord, Record};
 
 use crate::support::{
     ServerProcess, TestServer, create_processor, describe_processor, eventually, plugin,
-    processor_settings, put_all, read_all,
+    processor_settings, put_all, read_all, stream_with_plugins,
 };
-
-/// Creates `stream` with `shards` shards and uploads the named plugins
-/// (`(name, component file stem)`).
-async fn stream_with_plugins(client: &Client, stream: &str, shards: u32, plugins: &[(&str, &str)]) {
-    client
-        .create_stream(stream, shards, Default::default())
-        .await
-        .expect("create stream");
-    for (name, file) in plugins {
-        client
-            .add_plugin(name, plugin(file))
-            .await
-            .expect("add plugin");
-    }
-}
 
 /// Waits until the processor has consumed `records` source records.
 async fn wait_for_input(client: &Client, name: &str, records: u64) -> ProcessorInfo {

@@ -269,6 +269,26 @@ pub fn plugin(name: &str) -> bytes::Bytes {
         .into()
 }
 
+/// Creates `stream` with `shards` shards and uploads the named plugins
+/// (`(name, component file stem)`).
+pub async fn stream_with_plugins(
+    client: &Client,
+    stream: &str,
+    shards: u32,
+    plugins: &[(&str, &str)],
+) {
+    client
+        .create_stream(stream, shards, Default::default())
+        .await
+        .expect("create stream");
+    for (name, file) in plugins {
+        client
+            .add_plugin(name, plugin(file))
+            .await
+            .expect("add plugin");
+    }
+}
+
 /// Processor settings with the server's defaults for everything else.
 pub fn processor_settings(
     name: &str,

@@ -134,6 +134,19 @@ enum CommitRefused {
     Halt(String),
 }
 
+impl CommitRefused {
+    /// What the worker does about it.
+    fn then(self) -> Then {
+        match self {
+            Self::Retry(reason) => Then::Wait {
+                status: "waiting for storage",
+                reason,
+            },
+            Self::Halt(reason) => Then::Halt(reason),
+        }
+    }
+}
+
 impl Worker {
     fn set_status(&self, status: &'static str, error: Option<String>) {
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -270,14 +283,7 @@ impl Worker {
         if !step.has_changes(self.cursor.next_sequence) && step.fuel_used == 0 {
             return step.then;
         }
-        match self.commit(step).await {
-            Ok(then) => then,
-            Err(CommitRefused::Retry(reason)) => Then::Wait {
-                status: "waiting for storage",
-                reason,
-            },
-            Err(CommitRefused::Halt(reason)) => Then::Halt(reason),
-        }
+        self.commit(step).await.unwrap_or_else(CommitRefused::then)
     }
 
     /// Commits what an idle tick emitted or changed (the cursor does not
@@ -291,15 +297,11 @@ impl Worker {
             return step.then;
         }
         match self.commit(step).await {
-            Ok(then) => then,
-            Err(CommitRefused::Retry(reason)) => Then::Wait {
-                status: "waiting for storage",
-                reason,
-            },
             Err(CommitRefused::Halt(reason)) => {
                 self.set_status("running", Some(reason));
                 Then::Continue
             }
+            committed => committed.unwrap_or_else(CommitRefused::then),
         }
     }
 
