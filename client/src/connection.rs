@@ -26,10 +26,12 @@ pub struct ClientConfig {
     pub server_name: String,
     /// PEM file with the certificate (or CA) to trust.
     pub ca_cert: PathBuf,
+    /// PEM certificates to trust, given in memory; when set, `ca_cert` is
+    /// not read.
+    pub ca_pem: Option<Bytes>,
     /// Time allowed for one request, from sending it to its response. A
-    /// request that times out also closes the connection (the next call
-    /// reconnects): the server may have restarted without the client
-    /// being able to tell.
+    /// request that times out fails alone; the connection and its other
+    /// requests and subscriptions go on.
     pub request_timeout: Duration,
     /// Time allowed to establish a connection (QUIC and TLS handshake): a
     /// server that is not running is reported after this, not after
@@ -58,6 +60,7 @@ impl ClientConfig {
             server,
             server_name: weir_proto::DEFAULT_SERVER_NAME.to_owned(),
             ca_cert: ca_cert.into(),
+            ca_pem: None,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             frame_bytes_max: 64 * 1024 * 1024,
@@ -79,14 +82,23 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// How often an idle connection pings the server.
+const CONNECTION_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// A connection whose server has answered nothing (not even a keep-alive)
+/// for this long is closed, and the next call reconnects.
+const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, ClientError> {
     let certificate_error = |reason: String| ClientError::Certificate {
         path: config.ca_cert.clone(),
         reason,
     };
     let mut roots = rustls::RootCertStore::empty();
-    let pem = crate::read_capped(&config.ca_cert, crate::CA_FILE_BYTES_MAX)
-        .map_err(|e| certificate_error(e.to_string()))?;
+    let pem = match &config.ca_pem {
+        Some(pem) => pem.to_vec(),
+        None => crate::read_capped(&config.ca_cert, crate::CA_FILE_BYTES_MAX)
+            .map_err(|e| certificate_error(e.to_string()))?,
+    };
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| certificate_error(e.to_string()))?;
         roots
@@ -104,7 +116,9 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Clie
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    transport
+        .keep_alive_interval(Some(CONNECTION_KEEP_ALIVE))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(CONNECTION_IDLE_TIMEOUT).ok());
     quic.transport_config(Arc::new(transport));
     Ok(quic)
 }
@@ -225,34 +239,21 @@ impl Client {
             let mut buf = BytesMut::new();
             read_response(&mut recv, &mut buf, self.inner.config.frame_bytes_max).await
         };
-        match tokio::time::timeout(self.inner.config.request_timeout, exchange).await {
-            Ok(response) => response,
-            Err(_) => {
-                self.abandon(&connection).await;
+        // A request that takes too long fails alone: its stream is dropped
+        // (and so reset), the connection and its subscriptions go on. A
+        // restarted server resets the connection at once (stateless
+        // reset); a vanished one is found by keep-alives within
+        // CONNECTION_IDLE_TIMEOUT.
+        tokio::time::timeout(self.inner.config.request_timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
                 Err(ClientError::Connection(format!(
-                    "no response within {:?}",
+                    "no response within {:?} (request_timeout)",
                     self.inner.config.request_timeout
                 )))
-            }
-        }
+            })
     }
 
-    /// Closes a connection that let a request time out, so the next call
-    /// connects afresh. A server that was killed and restarted cannot tell
-    /// the client its old connection is gone (its stateless resets carry a
-    /// new key), so without this the client would wait for the idle timeout.
-    async fn abandon(&self, connection: &quinn::Connection) {
-        let mut slot = self.inner.connection.lock().await;
-        if slot
-            .as_ref()
-            .is_some_and(|c| c.stable_id() == connection.stable_id())
-        {
-            *slot = None;
-        }
-        connection.close(0u32.into(), b"request timed out");
-    }
-
-    /// Sends any request and returns its response.
     pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
         self.call_frame(&encode(request)).await
     }

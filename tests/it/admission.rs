@@ -92,3 +92,15 @@ async fn a_producer_resumes_within_a_second_of_a_crash_and_restart() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn a_client_can_trust_certificates_given_in_memory() {
+    let test = TestServer::start().await;
+    let mut config = test.server.client_config();
+    config.ca_pem = Some(std::fs::read(test.server.cert_path()).expect("cert").into());
+    config.ca_cert = "/nonexistent/cert.pem".into();
+    let client = weir_client::Client::connect(config)
+        .await
+        .expect("connects with the PEM in memory");
+    client.list_streams().await.expect("served");
+}

@@ -138,3 +138,43 @@ async fn deleting_a_stream_ends_its_subscriptions() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_leaves_the_connection_and_its_subscriptions_alone() {
+    let test = TestServer::start().await;
+    crate::support::stream_with_plugins(&test.client, "live", 1, &[("misbehaving", "misbehaving")])
+        .await;
+    let mut config = test.server.client_config();
+    config.request_timeout = Duration::from_millis(400);
+    let impatient = weir_client::Client::connect(config).await.expect("connect");
+    let mut subscription = impatient
+        .subscribe("live", 0, Position::Latest)
+        .await
+        .expect("subscribe");
+
+    // Creating a processor whose init spins a second outlasts the timeout.
+    let slow =
+        crate::support::processor_settings("slow", "misbehaving", "live", &[("mode", "slow-init")]);
+    let error = impatient
+        .admin(weir_client::admin::AdminRequest::CreateProcessor(Box::new(
+            slow,
+        )))
+        .await
+        .expect_err("times out");
+    assert!(error.to_string().contains("request_timeout"), "{error}");
+
+    // The subscription on the same connection still delivers.
+    test.client
+        .put_records("live", None, records(0, 1, 3))
+        .await
+        .expect("put");
+    let batch = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("delivered")
+        .expect("subscription alive");
+    assert_eq!(batch.records.len(), 1);
+    impatient
+        .list_streams()
+        .await
+        .expect("the client still works");
+}
