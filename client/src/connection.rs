@@ -16,7 +16,10 @@ use weir_proto::{
 
 use crate::ClientError;
 use crate::producer::{Producer, ProducerConfig};
-use weir_proto::admin::{AdminRequest, AdminResponse, PluginInfo, StateEntry};
+use weir_proto::admin::{
+    AdminRequest, AdminResponse, PluginInfo, ProcessorInfo, ProcessorLimits, ProcessorSettings,
+    StateEntry,
+};
 
 /// Where the server is and how to trust it.
 #[derive(Debug, Clone)]
@@ -424,6 +427,83 @@ impl Client {
         }
     }
 
+    /// Attaches a plugin to a stream; answers with its description once
+    /// the plugin's `init` accepted the config and the workers started.
+    pub async fn create_processor(
+        &self,
+        settings: ProcessorSettings,
+    ) -> Result<ProcessorInfo, ClientError> {
+        self.processor_call(AdminRequest::CreateProcessor(Box::new(settings)))
+            .await
+    }
+
+    /// A processor's settings and per-shard progress.
+    pub async fn describe_processor(&self, name: &str) -> Result<ProcessorInfo, ClientError> {
+        self.processor_call(AdminRequest::DescribeProcessor {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Every processor (without per-shard progress).
+    pub async fn list_processors(&self) -> Result<Vec<ProcessorInfo>, ClientError> {
+        match self.admin(AdminRequest::ListProcessors).await? {
+            AdminResponse::Processors(processors) => Ok(processors),
+            other => Err(unexpected_admin(&other)),
+        }
+    }
+
+    /// Changes a processor's limits; its workers restart from their cursors.
+    pub async fn update_processor(
+        &self,
+        name: &str,
+        limits: ProcessorLimits,
+    ) -> Result<ProcessorInfo, ClientError> {
+        self.processor_call(AdminRequest::UpdateProcessor {
+            name: name.to_owned(),
+            limits,
+        })
+        .await
+    }
+
+    /// Stops a processor's workers at their cursors until resumed.
+    pub async fn pause_processor(&self, name: &str) -> Result<(), ClientError> {
+        self.admin_done(AdminRequest::PauseProcessor {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Restarts a paused (or halted) processor from its cursors.
+    pub async fn resume_processor(&self, name: &str) -> Result<(), ClientError> {
+        self.admin_done(AdminRequest::ResumeProcessor {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Removes a processor, its cursors and state (its output stream stays).
+    pub async fn remove_processor(&self, name: &str) -> Result<(), ClientError> {
+        self.admin_done(AdminRequest::DeleteProcessor {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    async fn processor_call(&self, request: AdminRequest) -> Result<ProcessorInfo, ClientError> {
+        match self.admin(request).await? {
+            AdminResponse::Processor(info) => Ok(*info),
+            other => Err(unexpected_admin(&other)),
+        }
+    }
+
+    async fn admin_done(&self, request: AdminRequest) -> Result<(), ClientError> {
+        match self.admin(request).await? {
+            AdminResponse::Done => Ok(()),
+            other => Err(unexpected_admin(&other)),
+        }
+    }
+
     /// Sends a control-plane request (plugins, processors, state).
     pub async fn admin(&self, request: AdminRequest) -> Result<AdminResponse, ClientError> {
         match self.call(&Request::Admin(request)).await? {
@@ -546,6 +626,10 @@ fn closed(error: &quinn::ConnectionError) -> ClientError {
         )),
         other => ClientError::Connection(other.to_string()),
     }
+}
+
+fn unexpected_admin(response: &AdminResponse) -> ClientError {
+    ClientError::Protocol(format!("unexpected admin answer: {response:?}"))
 }
 
 fn expect_ok(response: Response) -> Result<(), ClientError> {

@@ -34,6 +34,15 @@ pub enum ServerError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("starting the processors: {0}")]
+    Processors(crate::processor::ProcessorError),
+    /// A start-up step on another thread panicked (a bug: see the log).
+    #[error("{step} failed unexpectedly: {reason}")]
+    Panicked { step: &'static str, reason: String },
+    /// The server's own thread could not be started or ended before it
+    /// said it was serving.
+    #[error("the server thread: {0}")]
+    Thread(String),
 }
 
 pub struct Server {
@@ -72,15 +81,9 @@ impl Server {
         let db_dir = dir.join("db");
         let storage = tokio::task::spawn_blocking(move || Storage::open(&db_dir, storage_config))
             .await
-            .map_err(|e| ServerError::Storage {
-                dir: dir.clone(),
-                source: StorageError::Corrupt {
-                    what: if e.is_panic() {
-                        "storage (panicked while opening)"
-                    } else {
-                        "storage"
-                    },
-                },
+            .map_err(|e| ServerError::Panicked {
+                step: "opening storage",
+                reason: e.to_string(),
             })?
             .map_err(|source| ServerError::Storage {
                 dir: dir.clone(),
@@ -105,13 +108,16 @@ impl Server {
             &config.limits,
         )
         .await
-        .map_err(|e| ServerError::Plugins(PluginError::Host(e.to_string())))?;
+        .map_err(ServerError::Processors)?;
         let (auth_storage, auth_config, auth_dir) =
             (storage.clone(), config.auth.clone(), dir.clone());
         let auth =
             tokio::task::spawn_blocking(move || Auth::open(auth_storage, &auth_config, &auth_dir))
                 .await
-                .map_err(|e| ServerError::Auth(AuthError::InvalidToken(e.to_string())))?
+                .map_err(|e| ServerError::Panicked {
+                    step: "loading tokens",
+                    reason: e.to_string(),
+                })?
                 .map_err(ServerError::Auth)?;
         // The first admin token, for clients in this process (bench, demo,
         // tests); absent when auth is off or the operator removed the file.
@@ -242,15 +248,10 @@ impl ServerThread {
                     server.shutdown().await
                 })
             })
-            .map_err(|source| ServerError::DataDir {
-                dir: PathBuf::from("(server thread)"),
-                source,
-            })?;
-        let (client_config, storage, admin_addr) =
-            started_rx.recv().map_err(|_| ServerError::Storage {
-                dir: PathBuf::from("(server thread)"),
-                source: StorageError::WriterStopped,
-            })??;
+            .map_err(|source| ServerError::Thread(format!("could not start it: {source}")))?;
+        let (client_config, storage, admin_addr) = started_rx.recv().map_err(|_| {
+            ServerError::Thread("it ended before the server started (see the log)".into())
+        })??;
         Ok(Self {
             client_config,
             storage,

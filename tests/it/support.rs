@@ -321,25 +321,17 @@ pub async fn server_info(client: &Client) -> weir_client::admin::ServerInfo {
 }
 
 pub async fn create_processor(client: &Client, settings: ProcessorSettings) -> ProcessorInfo {
-    match client
-        .admin(AdminRequest::CreateProcessor(Box::new(settings)))
+    client
+        .create_processor(settings)
         .await
         .expect("create processor")
-    {
-        AdminResponse::Processor(info) => *info,
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 pub async fn describe_processor(client: &Client, name: &str) -> ProcessorInfo {
-    match client
-        .admin(AdminRequest::DescribeProcessor { name: name.into() })
+    client
+        .describe_processor(name)
         .await
         .expect("describe processor")
-    {
-        AdminResponse::Processor(info) => *info,
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 /// Puts `records` in one request and checks every one was stored.

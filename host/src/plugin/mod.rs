@@ -322,15 +322,27 @@ impl PluginRuntime {
         Err(PluginError::WrongInterface(message))
     }
 
+    /// Links a compiled component: first its imports against what Weir
+    /// provides (the `host` interface of a compatible contract, WASI's
+    /// sandboxed interfaces), naming the first it lacks; then wasmtime's
+    /// own type check.
     fn prepare(&self, component: &Component) -> Result<LoadedPlugin, PluginError> {
-        let pre = self.linker.instantiate_pre(component).map_err(|error| {
-            let text = format!("{error:#}");
-            match text.split('`').nth(1) {
-                Some(import) if text.contains("import") => PluginError::UnsupportedImport {
+        let host_prefix = format!("{WIT_PACKAGE}/host@");
+        for (import, _) in component.component_type().imports(&self.engine) {
+            let provided = WASI_PROVIDED.iter().any(|wasi| import.starts_with(wasi))
+                || import
+                    .strip_prefix(&host_prefix)
+                    .is_some_and(contract_compatible);
+            if !provided {
+                return Err(PluginError::UnsupportedImport {
                     import: import.to_owned(),
-                },
-                _ => PluginError::UnsupportedImport { import: text },
+                });
             }
+        }
+        let pre = self.linker.instantiate_pre(component).map_err(|error| {
+            PluginError::WrongInterface(format!(
+                "the component's imports do not match what Weir provides: {error:#}"
+            ))
         })?;
         let pre = PluginPre::new(pre).map_err(|e| PluginError::WrongInterface(format!("{e:#}")))?;
         Ok(LoadedPlugin { pre })
@@ -412,6 +424,17 @@ fn deny_blocking(linker: &mut Linker<instance::HostState>) -> wasmtime::Result<(
     linker.allow_shadowing(false);
     Ok(())
 }
+
+/// The WASI packages the linker provides (sandboxed: no files, network or
+/// environment reach the plugin).
+const WASI_PROVIDED: [&str; 6] = [
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
 
 /// The `wasi:io/poll` version wasmtime-wasi provides (newer guests'
 /// imports of 0.2.x resolve to it).
