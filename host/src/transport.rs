@@ -275,7 +275,8 @@ async fn handle_connection(handshake: Handshake, service: Arc<Service>, admissio
     let pending_auth = service.auth.enabled().then(|| {
         admission.hold_unauthenticated(&connection, service.limits.connections_unauthenticated_max)
     });
-    let must_authenticate = pending_auth.is_some();
+    // Watched until it fires once: a fired `Sleep` stays ready.
+    let mut must_authenticate = pending_auth.is_some();
     let context = Arc::new(ConnectionContext {
         session: Session::default(),
         buffer: ConnectionBuffer::new(&service.limits),
@@ -295,6 +296,7 @@ async fn handle_connection(handshake: Handshake, service: Arc<Service>, admissio
                 }
             },
             () = &mut auth_deadline, if must_authenticate => {
+                must_authenticate = false;
                 if !context.session.has_authenticated() {
                     let reason = format!(
                         "not authenticated within connection_auth_timeout_ms ({} ms)",

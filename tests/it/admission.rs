@@ -104,3 +104,35 @@ async fn a_client_can_trust_certificates_given_in_memory() {
         .expect("connects with the PEM in memory");
     client.list_streams().await.expect("served");
 }
+
+/// CPU time this process has used (user + system), from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    // Fields after the command name (which ends with ')'): utime is the
+    // 12th, stime the 13th; both in clock ticks of 1/100 s on Linux.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test]
+async fn an_authenticated_connection_costs_nothing_after_the_auth_timeout() {
+    let test =
+        TestServer::start_with(|config| config.limits.connection_auth_timeout_ms = 100).await;
+    test.client.list_streams().await.expect("served");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = cpu_time();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(100),
+        "an idle server used {used:?} of CPU in a second"
+    );
+    test.client.list_streams().await.expect("still served");
+}
