@@ -122,6 +122,39 @@ fn cli_verbs_find_the_local_certificate_and_work() {
 }
 
 #[test]
+fn a_second_server_on_a_data_directory_names_the_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _first = ServerProcess::spawn(dir.path(), &[]);
+    let data = dir.path().to_str().expect("path");
+    let (ok, _, err) = weir_local(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data",
+        data,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("another Weir server is using"), "{err}");
+    assert!(!err.contains("Locked"), "no storage-engine jargon: {err}");
+}
+
+#[test]
+fn no_server_is_reported_at_once_and_plainly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A data directory with a certificate, and nothing listening.
+    drop(ServerProcess::spawn(dir.path(), &[]));
+    let started = std::time::Instant::now();
+    let (ok, _, err) = run(&["stream", "list", "--server", "127.0.0.1:9"], |command| {
+        command.env("WEIR_DATA", dir.path());
+    });
+    assert!(!ok);
+    assert!(err.contains("no Weir server answered"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
 fn an_endless_ca_file_is_refused_at_once() {
     let (ok, _, stderr) = weir_local(&["stream", "list", "--ca", "/dev/zero"]);
     assert!(!ok);
@@ -409,7 +442,11 @@ fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
     let (ok, _, err) = weir(data, &server, &["token", "revoke", "sensor"]);
     assert!(ok, "{err}");
     let (ok, _, err) = as_sensor(&["put", "clicks", "again", "--key", "k"]);
-    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    assert!(!ok && err.contains("refused the token"), "{err}");
+    assert!(
+        !err.contains("is `weir serve` running"),
+        "a refused token is not a connection problem: {err}"
+    );
     let (ok, _, err) = weir(
         data,
         &server,

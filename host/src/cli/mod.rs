@@ -162,9 +162,22 @@ impl ConnectArgs {
                 weir_client::read_token_file(&path).ok()
             }
         };
-        Client::connect(config)
-            .await
-            .with_context(|| format!("is `weir serve` running at {}?", self.server))
+        Client::connect(config).await.map_err(|error| match error {
+            // The server answered: the token is the problem, not the network.
+            weir_client::ClientError::Server {
+                code: weir_client::ErrorCode::Unauthenticated,
+                message,
+            } => anyhow::anyhow!(
+                "the server at {} refused the token ({message}); on the server's machine \
+                 the admin token is in DATA/admin.token (--data DATA), elsewhere pass one \
+                 from `weir token create` with --token or WEIR_TOKEN",
+                self.server
+            ),
+            // Its message already says no server answered, and where.
+            connect @ weir_client::ClientError::Connect { .. } => anyhow::Error::new(connect),
+            other => anyhow::Error::new(other)
+                .context(format!("talking to the server at {}", self.server)),
+        })
     }
 }
 

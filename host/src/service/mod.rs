@@ -80,6 +80,7 @@ impl RequestError {
             StorageError::WriterStopped => ErrorCode::ShuttingDown,
             StorageError::StorageFull { .. } => ErrorCode::StorageFull,
             StorageError::Corrupt { .. }
+            | StorageError::InUse { .. }
             | StorageError::Engine(_)
             | StorageError::Recovering
             | StorageError::CommitFailed { .. } => ErrorCode::StorageFailure,

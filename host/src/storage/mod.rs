@@ -109,6 +109,11 @@ pub enum StorageError {
     /// The storage engine is being reopened after a failed write.
     #[error("storage is being reopened after a failed write to disk; retry in a moment")]
     Recovering,
+    /// Another process holds the data directory's lock.
+    #[error(
+        "another Weir server is using {dir} (only one server may open a data directory; stop it or pick another --data)"
+    )]
+    InUse { dir: PathBuf },
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the storage writer has stopped (server shutting down)")]
     WriterStopped,
@@ -244,7 +249,12 @@ impl Storage {
         if !dir.exists() {
             Engine::create(dir, &config)?;
         }
-        let engine = Engine::open(dir, &config, 0)?;
+        let engine = Engine::open(dir, &config, 0).map_err(|error| match error {
+            StorageError::Engine(fjall::Error::Locked) => StorageError::InUse {
+                dir: dir.parent().unwrap_or(dir).to_owned(),
+            },
+            other => other,
+        })?;
         let mut streams = BTreeMap::new();
         for entry in engine.meta.prefix(layout::STREAM_META_PREFIX) {
             let (key, value) = entry.into_inner()?;
