@@ -154,6 +154,10 @@ async fn json_filter_keeps_matching_records_once_in_order() {
     for stream in ["clicks", "buys.out"] {
         let error = client.delete_stream(stream).await.expect_err("in use");
         assert_eq!(error.code(), Some(ErrorCode::StreamInUse), "{error}");
+        assert!(
+            error.to_string().contains("`weir processor rm buys`"),
+            "names the exact command: {error}"
+        );
     }
 
     // A plugin in use cannot be removed.

@@ -37,7 +37,9 @@ pub enum ProcessorError {
     )]
     PluginExists { name: String, sha256: String },
     /// Processors use the plugin.
-    #[error("plugin {name:?} is used by processor(s) {processors}; remove them first")]
+    #[error(
+        "plugin {name:?} is used by processor(s) {processors}; remove them first (`weir processor rm NAME`)"
+    )]
     PluginInUse { name: String, processors: String },
     /// No processor has this name.
     #[error("no processor named {name:?}")]

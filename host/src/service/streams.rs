@@ -47,8 +47,13 @@ pub async fn delete(service: &Arc<Service>, name: &str) -> Result<Response, Requ
         return Err(RequestError::new(
             ErrorCode::StreamInUse,
             format!(
-                "stream {name:?} is used by processor(s) {}; remove them first",
-                users.join(", ")
+                "stream {name:?} is used by processor(s) {}; remove them first ({})",
+                users.join(", "),
+                users
+                    .iter()
+                    .map(|user| format!("`weir processor rm {user}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
