@@ -237,8 +237,8 @@ impl Auth {
     /// secret is lost.
     fn create_first_admin(&self, data_dir: &Path) -> Result<(), AuthError> {
         let path = admin_token_path(data_dir);
-        let secret = match std::fs::read_to_string(&path) {
-            Ok(text) if is_well_formed(text.trim()) => text.trim().to_owned(),
+        let secret = match weir_client::read_token_file(&path) {
+            Ok(secret) if is_well_formed(&secret) => secret,
             _ => {
                 let secret = new_secret();
                 crate::files::write_owner_only(&path, format!("{secret}\n").as_bytes()).map_err(

@@ -67,4 +67,10 @@ pub struct ServiceMetrics {
     pub connections: AtomicUsize,
     pub requests: AtomicU64,
     pub request_errors: AtomicU64,
+    /// New clients sent a QUIC Retry (past a quarter of `handshakes_max`).
+    pub handshake_retries: AtomicU64,
+    /// New clients refused at `handshakes_max`.
+    pub handshakes_refused: AtomicU64,
+    /// Connections closed for not authenticating (timeout or eviction).
+    pub unauthenticated_closed: AtomicU64,
 }

@@ -149,6 +149,31 @@ pub async fn render(service: &Service) -> String {
             .server_buffered_bytes_max
             .saturating_sub(service.buffered.available_permits()),
     );
+    for (name, help, value) in [
+        (
+            "weir_handshake_retries_total",
+            "New QUIC clients asked to prove their address (past a quarter of handshakes_max).",
+            &metrics.handshake_retries,
+        ),
+        (
+            "weir_handshakes_refused_total",
+            "New QUIC clients refused at handshakes_max.",
+            &metrics.handshakes_refused,
+        ),
+        (
+            "weir_unauthenticated_closed_total",
+            "Connections closed for not authenticating in time or to make room.",
+            &metrics.unauthenticated_closed,
+        ),
+    ] {
+        scalar(
+            &mut out,
+            name,
+            "counter",
+            help,
+            value.load(Ordering::Relaxed),
+        );
+    }
     scalar(
         &mut out,
         "weir_requests_total",
@@ -227,6 +252,13 @@ pub async fn render(service: &Service) -> String {
         render_families(&mut out, &log_family, &log_drops);
     }
 
+    scalar(
+        &mut out,
+        "weir_plugin_memory_bytes",
+        "gauge",
+        "Linear memory of all plugin instances (bounded by plugins_memory_bytes_max).",
+        service.processors.plugin_memory_bytes(),
+    );
     scalar(
         &mut out,
         "weir_process_resident_bytes",

@@ -122,7 +122,7 @@ pub async fn serve(
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                if let Some(handshake) = admission.admit(incoming, &service.limits) {
+                if let Some(handshake) = admission.admit(incoming, &service) {
                     tokio::spawn(handle_connection(handshake, service.clone(), admission.clone()));
                 }
             }
@@ -184,14 +184,12 @@ impl Admission {
     /// any state: over a quarter of `handshakes_max` in progress, a client
     /// that has not proven its address gets a Retry (spoofed floods cost
     /// nothing); at `handshakes_max`, it is refused.
-    fn admit(
-        self: &Arc<Self>,
-        incoming: quinn::Incoming,
-        limits: &crate::config::Limits,
-    ) -> Option<Handshake> {
+    fn admit(self: &Arc<Self>, incoming: quinn::Incoming, service: &Service) -> Option<Handshake> {
+        let (limits, metrics) = (&service.limits, &service.metrics);
         let in_progress = self.handshakes.load(Ordering::Acquire);
         if in_progress >= limits.handshakes_max {
             tracing::debug!(in_progress, "handshake refused: handshakes_max reached");
+            metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             return None;
         }
@@ -199,6 +197,7 @@ impl Admission {
             && !incoming.remote_address_validated()
             && incoming.may_retry()
         {
+            metrics.handshake_retries.fetch_add(1, Ordering::Relaxed);
             let _ = incoming.retry();
             return None;
         }
@@ -214,8 +213,9 @@ impl Admission {
     fn hold_unauthenticated(
         self: &Arc<Self>,
         connection: &quinn::Connection,
-        unauthenticated_max: usize,
+        service: &Service,
     ) -> PendingAuth {
+        let unauthenticated_max = service.limits.connections_unauthenticated_max;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut waiting = self.unauthenticated();
         waiting.insert(id, connection.clone());
@@ -227,7 +227,13 @@ impl Admission {
                 "connections_unauthenticated_max ({unauthenticated_max}) reached: \
                  this connection had not authenticated"
             );
-            tracing::warn!(peer = %oldest.remote_address(), "{reason}");
+            // Debug, not warn: under a flood a line per eviction is itself
+            // a cost; the counter shows it.
+            tracing::debug!(peer = %oldest.remote_address(), "{reason}");
+            service
+                .metrics
+                .unauthenticated_closed
+                .fetch_add(1, Ordering::Relaxed);
             oldest.close(close_code::NOT_AUTHENTICATED.into(), reason.as_bytes());
         }
         PendingAuth {
@@ -272,9 +278,10 @@ async fn handle_connection(handshake: Handshake, service: Arc<Service>, admissio
         return;
     };
     tracing::debug!(%peer, "connection accepted");
-    let pending_auth = service.auth.enabled().then(|| {
-        admission.hold_unauthenticated(&connection, service.limits.connections_unauthenticated_max)
-    });
+    let pending_auth = service
+        .auth
+        .enabled()
+        .then(|| admission.hold_unauthenticated(&connection, &service));
     // Watched until it fires once: a fired `Sleep` stays ready.
     let mut must_authenticate = pending_auth.is_some();
     let context = Arc::new(ConnectionContext {
@@ -303,6 +310,10 @@ async fn handle_connection(handshake: Handshake, service: Arc<Service>, admissio
                         auth_timeout.as_millis()
                     );
                     tracing::debug!(%peer, "{reason}");
+                    service
+                        .metrics
+                        .unauthenticated_closed
+                        .fetch_add(1, Ordering::Relaxed);
                     connection.close(close_code::NOT_AUTHENTICATED.into(), reason.as_bytes());
                     return;
                 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use weir_client::ProducerConfig;
 
+use crate::metrics::{http_get, metric};
 use crate::support::{ServerProcess, TestServer, raw_connection};
 
 #[tokio::test]
@@ -47,6 +48,12 @@ async fn strangers_that_never_authenticate_cannot_keep_clients_out() {
         );
     }
     client.list_streams().await.expect("still served");
+    let (_, body) = http_get(test.server.admin_addr().expect("admin"), "/metrics").await;
+    assert_eq!(
+        metric(&body, "weir_unauthenticated_closed_total"),
+        8,
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -58,6 +65,8 @@ async fn clients_get_in_when_every_address_must_be_validated_first() {
         .create_stream("validated", 1, Default::default())
         .await
         .expect("served after a Retry");
+    let (_, body) = http_get(test.server.admin_addr().expect("admin"), "/metrics").await;
+    assert!(metric(&body, "weir_handshake_retries_total") >= 1, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

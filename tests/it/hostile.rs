@@ -227,6 +227,13 @@ async fn plugin_instances_together_stay_within_the_servers_memory_budget() {
     );
     let slowest = slowest_put(client, "wide", Duration::from_secs(1)).await;
     assert!(slowest < HEALTHY_PUT_MAX, "{slowest:?}");
+    let admin = test.server.admin_addr().expect("admin listener");
+    let (_, body) = crate::metrics::http_get(admin, "/metrics").await;
+    let held = crate::metrics::metric(&body, "weir_plugin_memory_bytes");
+    assert!(
+        held > 8 * 1024 * 1024 && held <= BUDGET,
+        "instances hold {held} bytes of a {BUDGET}-byte budget"
+    );
 }
 
 /// A component padded with a custom section to `bytes` in all.

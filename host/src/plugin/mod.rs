@@ -443,44 +443,37 @@ const WASI_POLL_INTERFACE: &str = "wasi:io/poll@0.2.12";
 /// Refuses a component whose code is past `limits`, naming the limit,
 /// before anything is compiled.
 fn check_compile_limits(bytes: &[u8], limits: CompileLimits) -> Result<(), PluginError> {
-    let too_complex = |what: String| PluginError::TooComplex(what);
+    let invalid = |e: wasmparser::BinaryReaderError| PluginError::NotAComponent {
+        reason: e.to_string(),
+    };
     let mut functions = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| PluginError::NotAComponent {
-            reason: e.to_string(),
-        })?;
+        let payload = payload.map_err(invalid)?;
         let wasmparser::Payload::CodeSectionEntry(body) = payload else {
             continue;
         };
         functions += 1;
         if functions > limits.functions_max {
-            return Err(too_complex(format!(
+            return Err(PluginError::TooComplex(format!(
                 "the component has more than plugin_functions_max ({}) functions",
                 limits.functions_max
             )));
         }
         let size = body.range().len();
         if size > limits.function_bytes_max {
-            return Err(too_complex(format!(
+            return Err(PluginError::TooComplex(format!(
                 "function {functions} is {size} bytes of code, over plugin_function_bytes_max \
                  ({} bytes); split it into smaller functions",
                 limits.function_bytes_max
             )));
         }
         let mut locals = 0u64;
-        let reader = body
-            .get_locals_reader()
-            .map_err(|e| PluginError::NotAComponent {
-                reason: e.to_string(),
-            })?;
-        for local in reader {
-            let (count, _) = local.map_err(|e| PluginError::NotAComponent {
-                reason: e.to_string(),
-            })?;
+        for local in body.get_locals_reader().map_err(invalid)? {
+            let (count, _) = local.map_err(invalid)?;
             locals += u64::from(count);
         }
         if locals > limits.function_locals_max {
-            return Err(too_complex(format!(
+            return Err(PluginError::TooComplex(format!(
                 "function {functions} declares {locals} locals, over plugin_function_locals_max ({})",
                 limits.function_locals_max
             )));

@@ -163,6 +163,11 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl Processors {
+    /// Linear memory all plugin instances hold now.
+    pub fn plugin_memory_bytes(&self) -> u64 {
+        self.runtime.memory_budget().reserved_bytes()
+    }
+
     /// The largest component `plugin add` accepts.
     pub fn plugin_bytes_max(&self) -> usize {
         self.config.plugin_bytes_max
