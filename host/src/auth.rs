@@ -69,6 +69,28 @@ fn new_secret() -> String {
     format!("{SECRET_PREFIX}{hex}")
 }
 
+/// The SigV4 secret access key of the token whose secret is `secret`, for
+/// the Kinesis API (the access key id is the token's name).
+pub fn sigv4_secret(secret: &str) -> String {
+    sigv4_secret_from_hash(&hash_secret(secret))
+}
+
+/// Derived from the secret's hash, so the client (from the secret) and the
+/// server (from what it stores) compute the same key, and tokens made
+/// before the Kinesis API existed work with it. SigV4 needs the server to
+/// hold a signing secret: whoever reads the token table can sign Kinesis
+/// requests (as with AWS's own keys), but still cannot present the token
+/// itself over QUIC.
+fn sigv4_secret_from_hash(hash: &SecretHash) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, hash);
+    let tag = ring::hmac::sign(&key, b"weir sigv4 secret access key v1");
+    let hex: String = tag.as_ref()[..20]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("weir{hex}")
+}
+
 /// Whether `secret` looks like one [`new_secret`] made.
 fn is_well_formed(secret: &str) -> bool {
     secret
@@ -188,6 +210,16 @@ impl Session {
     }
 }
 
+impl Session {
+    /// A session already bound to a token (a request whose signature was
+    /// verified with the token's key).
+    fn for_token(hash: SecretHash) -> Self {
+        Self {
+            secret_hash: Mutex::new(Some(hash)),
+        }
+    }
+}
+
 /// The token table: loaded at start, changed by admin requests.
 pub struct Auth {
     disabled: bool,
@@ -283,6 +315,15 @@ impl Auth {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(hash);
         Ok(())
+    }
+
+    /// For a SigV4-signed request: the signing secret of the token named
+    /// `name` and a session acting as it; `None` if no such token exists.
+    pub fn sigv4_identity(&self, name: &str) -> Option<(String, Session)> {
+        self.read()
+            .iter()
+            .find(|(_, token)| token.name() == name)
+            .map(|(hash, _)| (sigv4_secret_from_hash(hash), Session::for_token(*hash)))
     }
 
     /// Who the connection acts as, checked against the current table.
@@ -430,5 +471,15 @@ mod tests {
         assert_ne!(hash_secret(&a), hash_secret(&b));
         assert!(is_well_formed(&a));
         assert!(!is_well_formed("weir_123") && !is_well_formed(""));
+    }
+
+    #[test]
+    fn sigv4_secrets_are_derived_alike_from_the_secret_and_its_hash() {
+        let secret = new_secret();
+        let derived = sigv4_secret(&secret);
+        assert_eq!(derived, sigv4_secret_from_hash(&hash_secret(&secret)));
+        assert_eq!(derived.len(), 44);
+        assert_ne!(derived, sigv4_secret(&new_secret()));
+        assert!(!derived.contains(&secret[SECRET_PREFIX.len()..SECRET_PREFIX.len() + 16]));
     }
 }

@@ -14,6 +14,9 @@ use weir_proto::defaults;
 /// Where `/metrics` is served by default (loopback, next to QUIC's 7720).
 pub const DEFAULT_ADMIN_PORT: u16 = 7721;
 
+/// Where the Kinesis-compatible API listens by default (kinesalite's port).
+pub const DEFAULT_KINESIS_PORT: u16 = 4567;
+
 /// fjall refuses (panics on) smaller journals.
 const JOURNAL_BYTES_MIN: u64 = 64 * 1024 * 1024;
 
@@ -308,6 +311,39 @@ impl Default for AuthConfig {
     }
 }
 
+/// The Kinesis Data Streams API (see docs/KINESIS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// The region in the stream ARNs this server reports. Requests signed
+    /// for any region are accepted: an edge box has no region of its own.
+    pub region: String,
+    /// The account id in the stream ARNs this server reports.
+    pub account_id: String,
+    /// How far a request's signing time may be from the server's clock.
+    pub signature_clock_skew_ms_max: u64,
+    /// How long a shard iterator may be used after it was issued.
+    pub shard_iterator_ttl_ms: u64,
+    /// The largest request body read (PutRecords of 5 MiB is ~6.7 MiB as
+    /// base64 in JSON).
+    pub request_body_bytes_max: usize,
+    /// HTTP connections open at once; more wait to be accepted.
+    pub connections_max: usize,
+}
+
+impl Default for KinesisConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".to_owned(),
+            account_id: "000000000000".to_owned(),
+            signature_clock_skew_ms_max: 5 * 60 * 1000,
+            shard_iterator_ttl_ms: 5 * 60 * 1000,
+            request_body_bytes_max: 10 * 1024 * 1024,
+            connections_max: 1_024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -315,6 +351,9 @@ pub struct ServerConfig {
     /// TCP address of the admin HTTP listener (`/metrics`, `/healthz`,
     /// `/readyz`); `None` turns it off.
     pub admin_listen: Option<SocketAddr>,
+    /// TCP address of the Kinesis-compatible HTTP API (HTTP/1.1 and h2);
+    /// `None` turns it off.
+    pub kinesis_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The operator's certificate chain and key (PEM); without them Weir
     /// generates a self-signed pair in `{data_dir}/tls/`.
@@ -324,6 +363,7 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub processing: ProcessingConfig,
     pub auth: AuthConfig,
+    pub kinesis: KinesisConfig,
 }
 
 impl Default for ServerConfig {
@@ -425,6 +465,7 @@ impl ServerConfig {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7720))),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
+            kinesis_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_KINESIS_PORT))),
             data_dir: data_dir.into(),
             tls_cert: None,
             tls_key: None,
@@ -432,6 +473,7 @@ impl ServerConfig {
             limits: Limits::default(),
             processing: ProcessingConfig::default(),
             auth: AuthConfig::default(),
+            kinesis: KinesisConfig::default(),
         }
     }
 }

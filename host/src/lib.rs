@@ -9,6 +9,9 @@
 //! - [`service`]: request handling and validation, transport-agnostic.
 //! - [`auth`]: tokens, roles and per-connection sessions.
 //! - [`transport`]: the QUIC endpoint; the only module that imports quinn.
+//! - [`kinesis`]: the Kinesis Data Streams API over HTTP (SigV4, JSON and
+//!   CBOR), translated into service requests; the only module that
+//!   imports hyper.
 //! - [`plugin`]: the Wasm runtime (wasmtime); the only module that imports it.
 //! - [`processor`]: processors: one in-order worker per source shard.
 //! - [`tls`]: certificates (self-signed on first start) and rustls setup.
@@ -26,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod files;
+pub mod kinesis;
 pub mod metrics;
 pub mod names;
 pub mod plugin;

@@ -48,6 +48,7 @@ pub enum ServerError {
 pub struct Server {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    kinesis_addr: Option<SocketAddr>,
     cert_path: PathBuf,
     generated_cert: bool,
     admin_token: Option<String>,
@@ -145,10 +146,26 @@ impl Server {
             }
             None => None,
         };
+        let kinesis_addr = match config.kinesis_listen {
+            Some(addr) => {
+                let listener = crate::kinesis::bind(addr)
+                    .await
+                    .map_err(|source| TransportError::Bind { addr, source })?;
+                let bound = listener.local_addr().ok();
+                let (service, config, shutdown) =
+                    (service.clone(), config.kinesis.clone(), shutdown_rx.clone());
+                tokio::spawn(async move {
+                    crate::kinesis::serve(listener, service, config, &reset_key, shutdown).await
+                });
+                bound
+            }
+            None => None,
+        };
         let accept_loop = tokio::spawn(transport::serve(endpoint, service, shutdown_rx));
         Ok(Self {
             local_addr,
             admin_addr,
+            kinesis_addr,
             cert_path,
             generated_cert,
             admin_token,
@@ -167,6 +184,11 @@ impl Server {
     /// Where `/metrics` is served, if the admin listener is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where the Kinesis-compatible API is served, if it is on.
+    pub fn kinesis_addr(&self) -> Option<SocketAddr> {
+        self.kinesis_addr
     }
 
     /// The certificate clients should trust.

@@ -132,6 +132,8 @@ fn a_second_server_on_a_data_directory_names_the_problem() {
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
+        "--kinesis-listen",
+        "off",
         "--data",
         data,
     ]);
@@ -290,6 +292,8 @@ async fn serve_reads_a_config_file_and_names_unknown_keys() {
         config.to_str().expect("path"),
         "--listen",
         "127.0.0.1:0",
+        "--kinesis-listen",
+        "off",
     ]);
     assert!(!ok, "an unknown key stops the server from starting");
     assert!(

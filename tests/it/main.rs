@@ -9,6 +9,7 @@ mod crash;
 mod disk_full;
 mod hostile;
 mod ingest;
+mod kinesis;
 mod metrics;
 mod plugins;
 mod retention;

@@ -37,6 +37,7 @@ impl TestServer {
         let mut config = ServerConfig::new(dir.path());
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        config.kinesis_listen = Some("127.0.0.1:0".parse().expect("addr"));
         configure(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let client = connect(server.client_config()).await;
@@ -59,6 +60,7 @@ impl TestServer {
         let mut config = ServerConfig::new(self.dir.path());
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.admin_listen = None;
+        config.kinesis_listen = None;
         let server = Server::start(config).await.expect("restart");
         let client = connect(server.client_config()).await;
         Self {
@@ -105,6 +107,8 @@ impl ServerProcess {
                 listen,
                 "--admin-listen",
                 "127.0.0.1:0",
+                "--kinesis-listen",
+                "off",
                 "--data",
             ])
             .arg(data)

@@ -365,6 +365,8 @@ async fn a_kill_at_any_moment_of_the_first_start_leaves_a_data_directory_that_st
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
+                "--kinesis-listen",
+                "off",
             ])
             .arg("--data")
             .arg(dir.path())

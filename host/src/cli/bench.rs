@@ -134,6 +134,7 @@ async fn embedded_with(
     let mut config = ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
     config.admin_listen = None;
+    config.kinesis_listen = None;
     config.storage.durability = durability;
     configure(&mut config);
     config.limits.fit_batches(batch, size);

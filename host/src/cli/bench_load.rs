@@ -76,6 +76,8 @@ fn start_server(
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--kinesis-listen",
+            "off",
             "--data",
         ])
         .arg(dir)

@@ -216,6 +216,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
     config.admin_listen = Some("127.0.0.1:0".parse()?);
+    config.kinesis_listen = None;
     let server = Server::start(config).await?;
     let addr = server.local_addr();
     let client = Client::connect(server.client_config()).await?;

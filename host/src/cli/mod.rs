@@ -105,6 +105,10 @@ struct ServeArgs {
     /// TCP address for /metrics, /healthz, /readyz [default: 127.0.0.1:7721].
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// TCP address for the Kinesis Data Streams API, or `off`
+    /// [default: 127.0.0.1:4567].
+    #[arg(long, value_parser = parse::listen_or_off)]
+    kinesis_listen: Option<parse::ListenOrOff>,
     /// PEM certificate chain (default: self-signed, generated in DATA/tls/).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -352,6 +356,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(admin) = args.admin_listen {
         config.admin_listen = Some(admin);
     }
+    if let Some(parse::ListenOrOff(kinesis)) = args.kinesis_listen {
+        config.kinesis_listen = kinesis;
+    }
     if args.tls_cert.is_some() {
         config.tls_cert = args.tls_cert;
         config.tls_key = args.tls_key;
@@ -369,6 +376,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the port when --listen uses 0.
     println!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
+    if let Some(kinesis) = server.kinesis_addr() {
+        // Second line, also for scripts: where to point `endpoint_url`.
+        println!("kinesis api on http://{kinesis}");
+        let _ = std::io::stdout().flush();
+    }
     if let Some(admin) = server.admin_addr() {
         tracing::info!(%admin, "metrics at http://{admin}/metrics");
     }

@@ -26,6 +26,20 @@ pub enum TokenCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Print the AWS credentials (SigV4) of a token for the Kinesis API:
+    /// the access key id is the token's name. Computed here from the
+    /// secret; nothing is sent to the server.
+    AwsCredentials {
+        /// The token's name [default: admin, the first admin token].
+        #[arg(long, default_value = crate::auth::FIRST_ADMIN_TOKEN_NAME)]
+        name: String,
+        /// The token's secret [default: DATA/admin.token].
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The local server's data directory, to find admin.token.
+        #[arg(long = "data", env = "WEIR_DATA", default_value = "./weir-data")]
+        data_dir: std::path::PathBuf,
+    },
     /// Revoke a token: connections using it fail their next request.
     Revoke {
         name: String,
@@ -70,6 +84,13 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             match connect.connect().await?.admin(request).await? {
                 AdminResponse::Token(info) => {
                     println!("{}", describe(&info));
+                    if let Some(secret) = &info.secret {
+                        println!(
+                            "Kinesis API (SigV4): aws_access_key_id={} aws_secret_access_key={}",
+                            info.name,
+                            crate::auth::sigv4_secret(secret)
+                        );
+                    }
                     // The secret on a line of its own, for scripts:
                     // `weir token create ... | tail -1`.
                     println!("{}", info.secret.unwrap_or_default());
@@ -91,6 +112,31 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 }
                 other => bail!("unexpected answer {other:?}"),
             }
+        }
+        TokenCommand::AwsCredentials {
+            name,
+            token,
+            data_dir,
+        } => {
+            let secret = match token {
+                Some(token) => token,
+                None => {
+                    let path = crate::auth::admin_token_path(&data_dir);
+                    weir_client::read_token_file(&path).map_err(|error| {
+                        anyhow::anyhow!(
+                            "no token given and {} could not be read ({error}): pass --token \
+                             with a secret from `weir token create`",
+                            path.display()
+                        )
+                    })?
+                }
+            };
+            // The lines `~/.aws/credentials` takes under a profile.
+            println!("aws_access_key_id = {name}");
+            println!(
+                "aws_secret_access_key = {}",
+                crate::auth::sigv4_secret(&secret)
+            );
         }
         TokenCommand::Revoke { name, connect } => {
             connect

@@ -1,0 +1,250 @@
+//! The Kinesis Data Streams API over HTTP, so boto3, the AWS CLI, the AWS
+//! SDKs, Fluent Bit and Vector work against Weir unchanged.
+//!
+//! An HTTP/1.1 and HTTP/2 listener (hyper) takes `POST /` with
+//! `X-Amz-Target: Kinesis_20131202.<Operation>`, verifies the SigV4
+//! signature against Weir's tokens ([`sigv4`]), decodes the JSON or CBOR
+//! body ([`value`]) and runs the operation ([`ops`]) through the same
+//! [`Service`] the QUIC transport uses. This module is the only one that
+//! imports hyper.
+
+mod error;
+mod iterator;
+mod ops;
+pub mod sigv4;
+mod value;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+pub use error::KinesisError;
+pub use ops::{parse_shard_id, shard_id};
+pub use value::Encoding;
+
+use crate::auth::Session;
+use crate::config::KinesisConfig;
+use crate::service::Service;
+use crate::storage::now_ms;
+use iterator::IteratorKeys;
+use ops::Api;
+use value::{Fields, MapBuilder, Value};
+
+/// The `X-Amz-Target` prefix of every Kinesis operation.
+const TARGET_PREFIX: &str = "Kinesis_20131202.";
+
+/// Binds the API's TCP listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves the API on `listener` until `shutdown` turns true.
+/// `iterator_secret` is the data directory's stable secret, so shard
+/// iterators stay valid across a restart.
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    config: KinesisConfig,
+    iterator_secret: &[u8],
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let api = Arc::new(Api {
+        iterators: IteratorKeys::new(iterator_secret, config.shard_iterator_ttl_ms),
+        config,
+        service,
+    });
+    let connections = Arc::new(Semaphore::new(api.config.connections_max));
+    let read_timeout = Duration::from_millis(api.service.limits.request_read_timeout_ms);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(%error, "kinesis api: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let api = api.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(read_timeout);
+            let service = hyper::service::service_fn(move |request| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(handle(&api, request).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            tokio::select! {
+                result = connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "kinesis api: connection ended");
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+/// Answers one HTTP request.
+async fn handle(api: &Api, request: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let encoding = Encoding::from_content_type(
+        parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let result = async {
+        if parts.method != http::Method::POST {
+            return Err(KinesisError::new(
+                "UnknownOperationException",
+                "the Kinesis API takes POST / with an X-Amz-Target header",
+            ));
+        }
+        let body = read_body(api, body).await?;
+        let operation = operation(&parts.headers)?;
+        let session = authenticate(api, &parts, &body)?;
+        let fields = Fields::new(encoding.decode(&body)?)?;
+        api.call(operation, fields, &session).await
+    }
+    .await;
+    respond(encoding, result)
+}
+
+async fn read_body(api: &Api, body: Incoming) -> Result<Bytes, KinesisError> {
+    let bytes_max = api.config.request_body_bytes_max;
+    let timeout = Duration::from_millis(api.service.limits.request_read_timeout_ms);
+    match tokio::time::timeout(timeout, Limited::new(body, bytes_max).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(KinesisError::invalid_argument(format!(
+                "the request body is over kinesis.request_body_bytes_max ({bytes_max} bytes)"
+            )))
+        }
+        Ok(Err(error)) => Err(KinesisError::serialization(format!(
+            "reading the request body: {error}"
+        ))),
+        Err(_) => Err(KinesisError::serialization(format!(
+            "the request body did not arrive within {} ms (limits.request_read_timeout_ms)",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// The operation an `X-Amz-Target` header names.
+fn operation(headers: &http::HeaderMap) -> Result<&str, KinesisError> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
+        KinesisError::new(
+            "UnknownOperationException",
+            format!("X-Amz-Target must be {TARGET_PREFIX}<Operation>, not {target:?}"),
+        )
+    })
+}
+
+/// Verifies the request's signature; the session acts as the token whose
+/// name is the access key id. With `auth.disabled` anything is accepted.
+fn authenticate(
+    api: &Api,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Session, KinesisError> {
+    let auth = &api.service.auth;
+    if !auth.enabled() {
+        return Ok(Session::default());
+    }
+    let authorization = sigv4::parse_authorization(&parts.headers)?;
+    let Some((secret, session)) = auth.sigv4_identity(&authorization.access_key) else {
+        return Err(KinesisError::new(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid. (No Weir token is named \
+             by the access key id; `weir token list` shows the names.)",
+        ));
+    };
+    let signed = sigv4::SignedParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        authority: parts.uri.authority().map(|a| a.as_str()),
+        body,
+    };
+    sigv4::verify(
+        &signed,
+        &authorization,
+        &secret,
+        now_ms(),
+        api.config.signature_clock_skew_ms_max,
+    )?;
+    Ok(session)
+}
+
+fn respond(encoding: Encoding, result: Result<Value, KinesisError>) -> http::Response<Full<Bytes>> {
+    let (status, error_type, body) = match result {
+        Ok(value) => (200, None, value),
+        Err(error) => {
+            if error.status >= 500 {
+                tracing::warn!(code = error.code, message = %error.message, "kinesis api fault");
+            }
+            let body = MapBuilder::new()
+                .with("__type", error.code)
+                .with("message", error.message)
+                .build();
+            (error.status, Some(error.code), body)
+        }
+    };
+    let mut response = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, encoding.content_type())
+        .header("x-amzn-RequestId", request_id());
+    if let Some(code) = error_type {
+        response = response.header("x-amzn-ErrorType", code);
+    }
+    let body = Full::new(Bytes::from(encoding.encode(&body)));
+    response.body(body).unwrap_or_else(|_| {
+        let mut fallback = http::Response::new(Full::new(Bytes::new()));
+        *fallback.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        fallback
+    })
+}
+
+/// A random id in the UUID layout AWS uses.
+fn request_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let hex = sigv4::hex(&bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
