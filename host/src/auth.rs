@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use weir_proto::admin::{Role, TokenInfo};
 
 use crate::config::AuthConfig;
-use crate::storage::{Storage, StorageError, now_ms};
+use crate::storage::{CatalogKind, Storage, StorageError, now_ms};
 
 /// The file in the data directory holding the first admin token's secret.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -211,6 +211,14 @@ impl Session {
 }
 
 impl Session {
+    /// A new session acting as the same token (or none), for work that
+    /// outlives the request that authenticated, such as a subscription.
+    pub fn clone_identity(&self) -> Self {
+        Self {
+            secret_hash: Mutex::new(*self.secret_hash.lock().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
     /// A session already bound to a token (a request whose signature was
     /// verified with the token's key).
     fn for_token(hash: SecretHash) -> Self {
@@ -237,7 +245,7 @@ impl Auth {
         data_dir: &Path,
     ) -> Result<Self, AuthError> {
         let mut tokens = HashMap::new();
-        for bytes in storage.token_records()? {
+        for bytes in storage.catalog_records(CatalogKind::Token, "")? {
             let stored: StoredToken =
                 serde_json::from_slice(&bytes).map_err(|_| StorageError::Corrupt {
                     what: "token record",
@@ -399,7 +407,8 @@ impl Auth {
         };
         let bytes = serde_json::to_vec(&stored)
             .map_err(|e| AuthError::InvalidToken(format!("encoding token: {e}")))?;
-        self.storage.put_token(name, &bytes)?;
+        self.storage
+            .put_catalog_record(CatalogKind::Token, name, &bytes)?;
         let token = Arc::new(Token { stored });
         let mut info = token.info();
         info.secret = Some(secret);
@@ -423,7 +432,8 @@ impl Auth {
             .ok_or_else(|| AuthError::TokenNotFound {
                 name: name.to_owned(),
             })?;
-        self.storage.remove_token(name)?;
+        self.storage
+            .remove_catalog_record(CatalogKind::Token, name)?;
         tokens.remove(&hash);
         Ok(())
     }

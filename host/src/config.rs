@@ -329,6 +329,13 @@ pub struct KinesisConfig {
     pub request_body_bytes_max: usize,
     /// HTTP connections open at once; more wait to be accepted.
     pub connections_max: usize,
+    /// Enhanced fan-out consumers one stream may have registered.
+    pub consumers_per_stream_max: usize,
+    /// How long one `SubscribeToShard` answer streams before it ends (the
+    /// client subscribes again from where it got to).
+    pub subscription_session_ms: u64,
+    /// An empty event is sent after this long without records.
+    pub subscription_heartbeat_ms: u64,
 }
 
 impl Default for KinesisConfig {
@@ -340,6 +347,9 @@ impl Default for KinesisConfig {
             shard_iterator_ttl_ms: 5 * 60 * 1000,
             request_body_bytes_max: 10 * 1024 * 1024,
             connections_max: 1_024,
+            consumers_per_stream_max: 20,
+            subscription_session_ms: 5 * 60 * 1000,
+            subscription_heartbeat_ms: 5_000,
         }
     }
 }

@@ -237,6 +237,7 @@ pub struct ServerThread {
     client_config: ClientConfig,
     storage: Arc<Storage>,
     admin_addr: Option<SocketAddr>,
+    kinesis_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
 }
@@ -264,6 +265,7 @@ impl ServerThread {
                         server.client_config(),
                         server.storage().clone(),
                         server.admin_addr(),
+                        server.kinesis_addr(),
                     );
                     let _ = started_tx.send(Ok(info));
                     let _ = stop_rx.await;
@@ -271,13 +273,15 @@ impl ServerThread {
                 })
             })
             .map_err(|source| ServerError::Thread(format!("could not start it: {source}")))?;
-        let (client_config, storage, admin_addr) = started_rx.recv().map_err(|_| {
-            ServerError::Thread("it ended before the server started (see the log)".into())
-        })??;
+        let (client_config, storage, admin_addr, kinesis_addr) =
+            started_rx.recv().map_err(|_| {
+                ServerError::Thread("it ended before the server started (see the log)".into())
+            })??;
         Ok(Self {
             client_config,
             storage,
             admin_addr,
+            kinesis_addr,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -299,6 +303,11 @@ impl ServerThread {
     /// Where `/metrics` is served, if the admin listener is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where the Kinesis-compatible API is served, if it is on.
+    pub fn kinesis_addr(&self) -> Option<SocketAddr> {
+        self.kinesis_addr
     }
 
     /// Shuts the server down gracefully and waits for its thread.

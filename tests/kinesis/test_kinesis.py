@@ -470,3 +470,56 @@ def test_iterators_expire():
             assert code == "ExpiredIteratorException", message
         finally:
             server.stop()
+
+
+# --- enhanced fan-out ---------------------------------------------------------
+
+def test_stream_consumers_and_subscribe_to_shard(kinesis, stream):
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    consumer = kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="app")["Consumer"]
+    assert consumer["ConsumerStatus"] == "ACTIVE"
+    assert consumer["ConsumerARN"].startswith(arn + "/consumer/app:")
+    code, _ = error_of(lambda: kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="app"))
+    assert code == "ResourceInUseException"
+    listed = kinesis.list_stream_consumers(StreamARN=arn)["Consumers"]
+    assert [c["ConsumerName"] for c in listed] == ["app"]
+    described = kinesis.describe_stream_consumer(ConsumerARN=consumer["ConsumerARN"])
+    assert described["ConsumerDescription"]["StreamARN"] == arn
+
+    key = next(f"k{i}" for i in range(1000)
+               if int(hashlib.md5(f"k{i}".encode()).hexdigest(), 16) < 2**127)
+    first = kinesis.put_record(StreamName=stream, Data=b"before", PartitionKey=key)
+    answer = kinesis.subscribe_to_shard(
+        ConsumerARN=consumer["ConsumerARN"], ShardId="shardId-000000000000",
+        StartingPosition={"Type": "TRIM_HORIZON"})
+    events = answer["EventStream"]
+    received = []
+    continuation = None
+    for event in events:
+        batch = event["SubscribeToShardEvent"]
+        received.extend(r["Data"] for r in batch["Records"])
+        continuation = batch["ContinuationSequenceNumber"]
+        if received == [b"before"]:
+            kinesis.put_record(StreamName=stream, Data=b"live", PartitionKey=key)
+        if b"live" in received:
+            break
+    events.close()
+    assert received == [b"before", b"live"]
+    assert int(continuation) == int(first["SequenceNumber"]) + 2
+
+    # Resuming from the continuation number sees nothing twice.
+    answer = kinesis.subscribe_to_shard(
+        ConsumerARN=consumer["ConsumerARN"], ShardId="shardId-000000000000",
+        StartingPosition={"Type": "AT_SEQUENCE_NUMBER", "SequenceNumber": continuation})
+    kinesis.put_record(StreamName=stream, Data=b"after", PartitionKey=key)
+    for event in answer["EventStream"]:
+        records = event["SubscribeToShardEvent"]["Records"]
+        if records:
+            assert [r["Data"] for r in records] == [b"after"]
+            break
+    answer["EventStream"].close()
+
+    kinesis.deregister_stream_consumer(ConsumerARN=consumer["ConsumerARN"])
+    code, _ = error_of(lambda: kinesis.describe_stream_consumer(
+        StreamARN=arn, ConsumerName="app"))
+    assert code == "ResourceNotFoundException"

@@ -27,6 +27,9 @@ pub enum BenchCommand {
     Pipeline(PipelineArgs),
     /// A processor working through records already stored: catch-up rate.
     Backlog(super::bench_backlog::BacklogArgs),
+    /// PutRecords and GetRecords through the Kinesis HTTP API beside QUIC
+    /// (and, with --endpoint, beside another Kinesis-compatible server).
+    Kinesis(super::bench_kinesis::KinesisArgs),
     /// Hundreds of producing connections and stalled subscribers against a
     /// `weir serve` process: throughput, peak RSS, a probe's ack latency.
     Load(super::bench_load::LoadArgs),
@@ -53,35 +56,35 @@ pub struct PipelineArgs {
 pub struct ProduceArgs {
     /// Records to send per measured phase.
     #[arg(long, default_value_t = 200_000)]
-    records: usize,
+    pub(super) records: usize,
     /// Data bytes per record.
     #[arg(long, default_value_t = 1024)]
-    size: usize,
+    pub(super) size: usize,
     /// Records per PutRecords request.
     #[arg(long, default_value_t = 1000)]
-    batch: usize,
+    pub(super) batch: usize,
     /// Concurrent producers (each with its own QUIC connection).
     #[arg(long, default_value_t = 1)]
-    producers: usize,
+    pub(super) producers: usize,
     /// Requests each producer keeps in flight.
     #[arg(long, default_value_t = 4)]
-    in_flight: usize,
+    pub(super) in_flight: usize,
     #[arg(long, default_value_t = 4)]
-    shards: u32,
+    pub(super) shards: u32,
     #[arg(long, value_enum, default_value_t = Durability::Fsync)]
-    durability: Durability,
+    pub(super) durability: Durability,
     /// Target records/s over QUIC (0 = as fast as possible); use it to
     /// measure latency below saturation.
     #[arg(long, default_value_t = 0)]
-    rate: u64,
+    pub(super) rate: u64,
     /// Skip the raw-storage baseline.
     #[arg(long)]
-    no_baseline: bool,
+    pub(super) no_baseline: bool,
     /// Run the QUIC phase twice, the second time beside control-plane work
     /// (a plugin upload and a processor creation every second, `/metrics`
     /// every 100 ms), and print the ack p99 ratio.
     #[arg(long)]
-    churn: bool,
+    pub(super) churn: bool,
 }
 
 #[derive(Args, Clone)]
@@ -104,6 +107,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline(args).await,
         BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
         BenchCommand::Load(args) => super::bench_load::run(args).await,
+        BenchCommand::Kinesis(args) => super::bench_kinesis::run(args).await,
         BenchCommand::Plugin(args) => {
             tokio::task::spawn_blocking(move || super::bench_plugin::run(args)).await?
         }
@@ -111,7 +115,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 pub(super) struct Embedded {
-    server: ServerThread,
+    pub server: ServerThread,
     pub client: Client,
     _dir: tempfile::TempDir,
 }
@@ -124,7 +128,7 @@ pub(super) async fn embedded(
     embedded_with(durability, batch, size, |_| {}).await
 }
 
-async fn embedded_with(
+pub(super) async fn embedded_with(
     durability: Durability,
     batch: usize,
     size: usize,
@@ -159,7 +163,7 @@ impl Embedded {
 }
 
 /// Pre-built batches: keys spread over many partition keys, random data.
-fn make_batches(records: usize, size: usize, batch: usize) -> Vec<Vec<PutRecord>> {
+pub(super) fn make_batches(records: usize, size: usize, batch: usize) -> Vec<Vec<PutRecord>> {
     let data: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
     let data = Bytes::from(data);
     (0..records)
@@ -185,16 +189,16 @@ pub(super) fn progress_bar(total: usize, label: &str) -> indicatif::ProgressBar 
     bar
 }
 
-struct Measured {
-    records: usize,
-    bytes: usize,
-    elapsed: Duration,
+pub(super) struct Measured {
+    pub records: usize,
+    pub bytes: usize,
+    pub elapsed: Duration,
     /// Per-request ack latency, microseconds.
-    latencies_us: Vec<u64>,
+    pub latencies_us: Vec<u64>,
 }
 
 impl Measured {
-    fn records_per_sec(&self) -> f64 {
+    pub fn records_per_sec(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64()
     }
 
@@ -209,7 +213,7 @@ impl Measured {
         self.latencies_us[index] as f64 / 1000.0
     }
 
-    fn report(&mut self, label: &str) {
+    pub fn report(&mut self, label: &str) {
         let (p50, p99, p999) = (
             self.percentile_ms(0.50),
             self.percentile_ms(0.99),
@@ -461,7 +465,7 @@ async fn produce_raw(
     })
 }
 
-async fn produce_quic(
+pub(super) async fn produce_quic(
     embedded: &Embedded,
     batches: Vec<Vec<PutRecord>>,
     args: &ProduceArgs,

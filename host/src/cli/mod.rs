@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_backlog;
+mod bench_kinesis;
 mod bench_load;
 mod bench_plugin;
 pub mod demo;

@@ -9,6 +9,8 @@
 //! imports hyper.
 
 mod error;
+mod eventstream;
+mod fanout;
 mod iterator;
 mod ops;
 pub mod sigv4;
@@ -19,8 +21,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -35,8 +41,8 @@ use crate::config::KinesisConfig;
 use crate::service::Service;
 use crate::storage::now_ms;
 use iterator::IteratorKeys;
-use ops::Api;
-use value::{Fields, MapBuilder, Value};
+use ops::{Answer, Api};
+use value::{Fields, MapBuilder};
 
 /// The `X-Amz-Target` prefix of every Kinesis operation.
 const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -108,8 +114,32 @@ pub async fn serve(
     }
 }
 
+/// An answer's body: one buffer, or event-stream messages as a
+/// subscription produces them.
+enum Body {
+    Full(Option<Bytes>),
+    Events(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Events(feed) => feed
+                .poll_recv(cx)
+                .map(|event| event.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+}
+
 /// Answers one HTTP request.
-async fn handle(api: &Api, request: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+async fn handle(api: &Api, request: http::Request<Incoming>) -> http::Response<Body> {
     let (parts, body) = request.into_parts();
     let encoding = Encoding::from_content_type(
         parts
@@ -128,7 +158,7 @@ async fn handle(api: &Api, request: http::Request<Incoming>) -> http::Response<F
         let operation = operation(&parts.headers)?;
         let session = authenticate(api, &parts, &body)?;
         let fields = Fields::new(encoding.decode(&body)?)?;
-        api.call(operation, fields, &session).await
+        api.call(operation, fields, session, encoding).await
     }
     .await;
     respond(encoding, result)
@@ -205,9 +235,15 @@ fn authenticate(
     Ok(session)
 }
 
-fn respond(encoding: Encoding, result: Result<Value, KinesisError>) -> http::Response<Full<Bytes>> {
-    let (status, error_type, body) = match result {
-        Ok(value) => (200, None, value),
+fn respond(encoding: Encoding, result: Result<Answer, KinesisError>) -> http::Response<Body> {
+    let (status, content_type, error_type, body) = match result {
+        Ok(Answer::Value(value)) => (
+            200,
+            encoding.content_type(),
+            None,
+            Body::Full(Some(Bytes::from(encoding.encode(&value)))),
+        ),
+        Ok(Answer::Events(feed)) => (200, eventstream::CONTENT_TYPE, None, Body::Events(feed)),
         Err(error) => {
             if error.status >= 500 {
                 tracing::warn!(code = error.code, message = %error.message, "kinesis api fault");
@@ -216,19 +252,23 @@ fn respond(encoding: Encoding, result: Result<Value, KinesisError>) -> http::Res
                 .with("__type", error.code)
                 .with("message", error.message)
                 .build();
-            (error.status, Some(error.code), body)
+            (
+                error.status,
+                encoding.content_type(),
+                Some(error.code),
+                Body::Full(Some(Bytes::from(encoding.encode(&body)))),
+            )
         }
     };
     let mut response = http::Response::builder()
         .status(status)
-        .header(http::header::CONTENT_TYPE, encoding.content_type())
+        .header(http::header::CONTENT_TYPE, content_type)
         .header("x-amzn-RequestId", request_id());
     if let Some(code) = error_type {
         response = response.header("x-amzn-ErrorType", code);
     }
-    let body = Full::new(Bytes::from(encoding.encode(&body)));
     response.body(body).unwrap_or_else(|_| {
-        let mut fallback = http::Response::new(Full::new(Bytes::new()));
+        let mut fallback = http::Response::new(Body::Full(None));
         *fallback.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
         fallback
     })

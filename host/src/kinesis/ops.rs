@@ -14,7 +14,7 @@ use weir_proto::{
 
 use super::error::{KinesisError, Validation};
 use super::iterator::{IteratorKeys, IteratorPosition, ShardIterator};
-use super::value::{Fields, MapBuilder, Value};
+use super::value::{Encoding, Fields, MapBuilder, Value};
 use crate::auth::Session;
 use crate::config::KinesisConfig;
 use crate::service::{Reply, RequestError, Service};
@@ -36,6 +36,13 @@ const UNLIMITED_RETENTION_HOURS: u64 = 8_760;
 /// The shard count Kinesis gives an on-demand stream.
 const ON_DEMAND_SHARDS: u32 = 4;
 
+/// What an operation answers: one body, or (`SubscribeToShard`) a feed of
+/// event-stream messages sent as they come.
+pub enum Answer {
+    Value(Value),
+    Events(tokio::sync::mpsc::Receiver<bytes::Bytes>),
+}
+
 /// The Kinesis API over one service.
 pub struct Api {
     pub service: Arc<Service>,
@@ -44,19 +51,22 @@ pub struct Api {
 }
 
 impl Api {
-    /// Runs `operation` for a caller already authenticated as `session`.
+    /// Runs `operation` for a caller already authenticated as `session`;
+    /// answers are encoded in `encoding`.
     pub async fn call(
         &self,
         operation: &str,
         fields: Fields,
-        session: &Session,
-    ) -> Result<Value, KinesisError> {
+        session: Session,
+        encoding: Encoding,
+    ) -> Result<Answer, KinesisError> {
         let call = Call {
             api: self,
             fields,
             session,
+            encoding,
         };
-        match operation {
+        let value = match operation {
             "CreateStream" => call.create_stream().await,
             "DeleteStream" => call.delete_stream().await,
             "ListStreams" => call.list_streams().await,
@@ -68,6 +78,11 @@ impl Api {
             "GetShardIterator" => call.get_shard_iterator().await,
             "GetRecords" => call.get_records().await,
             "DescribeLimits" => call.describe_limits().await,
+            "RegisterStreamConsumer" => return call.register_stream_consumer().await,
+            "DeregisterStreamConsumer" => return call.deregister_stream_consumer().await,
+            "DescribeStreamConsumer" => return call.describe_stream_consumer().await,
+            "ListStreamConsumers" => return call.list_stream_consumers().await,
+            "SubscribeToShard" => return call.subscribe_to_shard().await,
             "UpdateShardCount" | "SplitShard" | "MergeShards" => {
                 Err(KinesisError::invalid_argument(format!(
                     "{operation} is not supported yet: Weir streams keep the shard count they \
@@ -85,10 +100,11 @@ impl Api {
                 "UnknownOperationException",
                 format!("Weir does not implement the Kinesis operation {operation:?}"),
             )),
-        }
+        };
+        value.map(Answer::Value)
     }
 
-    fn arn(&self, stream: &str) -> String {
+    pub(super) fn arn(&self, stream: &str) -> String {
         format!(
             "arn:aws:kinesis:{}:{}:stream/{stream}",
             self.config.region, self.config.account_id
@@ -97,10 +113,11 @@ impl Api {
 }
 
 /// One operation's request.
-struct Call<'a> {
-    api: &'a Api,
-    fields: Fields,
-    session: &'a Session,
+pub(super) struct Call<'a> {
+    pub api: &'a Api,
+    pub fields: Fields,
+    pub session: Session,
+    pub encoding: Encoding,
 }
 
 impl Call<'_> {
@@ -122,7 +139,7 @@ impl Call<'_> {
 
     /// Sends `request`; the service's own error, for callers that act on it.
     async fn send_raw(&self, request: Request) -> Result<Response, RequestError> {
-        match self.api.service.handle(request, self.session).await {
+        match self.api.service.handle(request, &self.session).await {
             Reply::Response(Response::Error { code, message }) => {
                 Err(RequestError::new(code, message))
             }
@@ -136,7 +153,7 @@ impl Call<'_> {
 
     /// A service error in Kinesis's words ("Stream X under account Y not
     /// found." is what clients and their users expect).
-    fn error(&self, error: RequestError, stream: Option<&str>) -> KinesisError {
+    pub(super) fn error(&self, error: RequestError, stream: Option<&str>) -> KinesisError {
         let account = &self.api.config.account_id;
         match (error.code, stream) {
             (ErrorCode::StreamNotFound, Some(stream)) => KinesisError::not_found(format!(
@@ -151,7 +168,7 @@ impl Call<'_> {
     }
 
     /// The stream a request names, by `StreamName` or `StreamARN`.
-    fn stream_name(&self) -> Result<String, KinesisError> {
+    pub(super) fn stream_name(&self) -> Result<String, KinesisError> {
         let name = self.fields.text("StreamName")?;
         let arn = self.fields.text("StreamARN")?;
         let from_arn = arn
@@ -182,7 +199,7 @@ impl Call<'_> {
             }
         };
         let mut validation = Validation::new();
-        check_stream_name(&mut validation, &name, "streamName");
+        check_name(&mut validation, &name, "streamName");
         validation.finish()?;
         Ok(name)
     }
@@ -658,7 +675,7 @@ impl Call<'_> {
         };
         let service = &self.api.service;
         service
-            .may_consume(self.session, &name)
+            .may_consume(&self.session, &name)
             .map_err(KinesisError::from)?;
         let shard_index = parse_shard_id(shard_text)?;
         let stream = service
@@ -834,7 +851,7 @@ impl Call<'_> {
     }
 }
 
-fn record_value(record: Record) -> Value {
+pub(super) fn record_value(record: Record) -> Value {
     MapBuilder::new()
         .with("SequenceNumber", record.sequence.to_string())
         .with(
@@ -862,7 +879,8 @@ fn unexpected(response: &Response) -> KinesisError {
     ))
 }
 
-fn check_stream_name(validation: &mut Validation, name: &str, field: &str) {
+/// Stream and consumer names: 1 to 128 of `[a-zA-Z0-9_.-]`.
+pub(super) fn check_name(validation: &mut Validation, name: &str, field: &str) {
     validation.check_length(name, field, 1, STREAM_NAME_CHARS_MAX);
     if !name
         .bytes()

@@ -200,6 +200,34 @@ pub fn signature(
     hmac_sha256(&key, string_to_sign.as_bytes())
 }
 
+/// The `Authorization` header value for a request (the client's side:
+/// for Weir's benchmark and tests). `parts.headers` must already hold
+/// every header in `signed_headers`, `x-amz-date` among them.
+pub fn authorization_header(
+    parts: &SignedParts<'_>,
+    signed_headers: &[&str],
+    access_key: &str,
+    secret: &str,
+    region: &str,
+) -> Result<String, KinesisError> {
+    let (amz_date, _) = request_time(parts.headers)?;
+    let authorization = Authorization {
+        access_key: access_key.to_owned(),
+        date: amz_date[..8].to_owned(),
+        region: region.to_owned(),
+        service: "kinesis".to_owned(),
+        signed_headers: signed_headers.iter().map(|h| (*h).to_owned()).collect(),
+        signature: Vec::new(),
+    };
+    let signature = signature(parts, &authorization, &amz_date, secret);
+    Ok(format!(
+        "{ALGORITHM} Credential={access_key}/{}/{region}/kinesis/aws4_request, SignedHeaders={}, Signature={}",
+        authorization.date,
+        signed_headers.join(";"),
+        hex(&signature)
+    ))
+}
+
 fn canonical_request(parts: &SignedParts<'_>, signed_headers: &[String]) -> String {
     let mut canonical_headers = String::new();
     for name in signed_headers {
@@ -416,6 +444,50 @@ mod tests {
             ..parts
         };
         let error = verify(&parts, &authorization, secret, now, 300_000).expect_err("tampered");
+        assert_eq!(error.code, "InvalidSignatureException");
+    }
+
+    #[test]
+    fn what_the_client_side_signs_the_server_side_verifies() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "127.0.0.1:4567".parse().expect("h"));
+        headers.insert("x-amz-date", "20261130T050000Z".parse().expect("h"));
+        headers.insert(
+            "x-amz-target",
+            "Kinesis_20131202.ListStreams".parse().expect("h"),
+        );
+        let parts = SignedParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            authority: None,
+            body: b"{}",
+        };
+        let header = authorization_header(
+            &parts,
+            &["host", "x-amz-date", "x-amz-target"],
+            "admin",
+            "secret",
+            "eu-west-1",
+        )
+        .expect("signs");
+        let mut signed = headers.clone();
+        signed.insert(http::header::AUTHORIZATION, header.parse().expect("h"));
+        let parts = SignedParts {
+            headers: &signed,
+            ..parts
+        };
+        let authorization = parse_authorization(&signed).expect("parses");
+        assert_eq!(authorization.region, "eu-west-1");
+        let now = parse_amz_date("20261130T050000Z").expect("date");
+        verify(&parts, &authorization, "secret", now, 300_000).expect("verifies");
+        let body_changed = SignedParts {
+            body: b"{\"Limit\":1}",
+            ..parts
+        };
+        let error = verify(&body_changed, &authorization, "secret", now, 300_000)
+            .expect_err("the body is signed");
         assert_eq!(error.code, "InvalidSignatureException");
     }
 

@@ -14,12 +14,12 @@
 //! and `next_sequence` and never reused, even after retention removes every
 //! record; records, dedup state and shard state change in one atomic batch.
 
+mod catalog;
 mod engine;
 mod layout;
 mod processing;
 mod retention;
 mod space;
-mod tokens;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -42,6 +42,7 @@ use engine::{Engine, EngineSlot};
 use layout::{ShardState, StreamMeta};
 use writer::Command;
 
+pub use catalog::CatalogKind;
 pub use layout::{CursorState, StateSize};
 pub use processing::ProcessingCommit;
 pub use writer::{AppendOutcome, AppendRecord};

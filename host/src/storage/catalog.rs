@@ -1,0 +1,55 @@
+//! Small catalog records kept in the meta keyspace as opaque bytes under
+//! a kind's prefix — access tokens (the auth module chooses their encoding
+//! and keeps only hashes of secrets), the Kinesis API's stream consumers.
+//! Each write is synced before it returns: these change rarely and must
+//! survive a crash once answered.
+
+use fjall::PersistMode;
+
+use super::{Result, Storage};
+
+/// The kinds of catalog record, each its own key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogKind {
+    Token,
+    KinesisConsumer,
+}
+
+impl CatalogKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Token => "token/",
+            Self::KinesisConsumer => "kinesis-consumer/",
+        }
+    }
+
+    fn key(self, name: &str) -> String {
+        format!("{}{name}", self.prefix())
+    }
+}
+
+impl Storage {
+    pub fn put_catalog_record(&self, kind: CatalogKind, name: &str, record: &[u8]) -> Result<()> {
+        let engine = self.engine()?;
+        engine.meta.insert(kind.key(name), record)?;
+        engine.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    pub fn remove_catalog_record(&self, kind: CatalogKind, name: &str) -> Result<()> {
+        let engine = self.engine()?;
+        engine.meta.remove(kind.key(name))?;
+        engine.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// Every record of `kind` whose name starts with `name_prefix`.
+    pub fn catalog_records(&self, kind: CatalogKind, name_prefix: &str) -> Result<Vec<Vec<u8>>> {
+        let engine = self.engine()?;
+        engine
+            .meta
+            .prefix(kind.key(name_prefix))
+            .map(|entry| Ok(entry.value()?.to_vec()))
+            .collect()
+    }
+}
