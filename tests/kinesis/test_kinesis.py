@@ -523,3 +523,54 @@ def test_stream_consumers_and_subscribe_to_shard(kinesis, stream):
     code, _ = error_of(lambda: kinesis.describe_stream_consumer(
         StreamARN=arn, ConsumerName="app"))
     assert code == "ResourceNotFoundException"
+
+
+# --- tags, retention, monitoring ------------------------------------------------
+
+def test_tags_on_streams(kinesis, stream):
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    kinesis.add_tags_to_stream(StreamName=stream, Tags={"team": "edge", "site": "plant-7"})
+    kinesis.tag_resource(ResourceARN=arn, Tags={"tier": "gold"})
+    tags = kinesis.list_tags_for_stream(StreamName=stream)
+    assert tags["Tags"] == [{"Key": "site", "Value": "plant-7"}, {"Key": "team", "Value": "edge"},
+                            {"Key": "tier", "Value": "gold"}]
+    assert not tags["HasMoreTags"]
+    page = kinesis.list_tags_for_stream(StreamName=stream, Limit=1, ExclusiveStartTagKey="site")
+    assert page["Tags"] == [{"Key": "team", "Value": "edge"}] and page["HasMoreTags"]
+    kinesis.remove_tags_from_stream(StreamName=stream, TagKeys=["site"])
+    kinesis.untag_resource(ResourceARN=arn, TagKeys=["tier"])
+    assert kinesis.list_tags_for_resource(ResourceARN=arn)["Tags"] == [
+        {"Key": "team", "Value": "edge"}]
+    code, message = error_of(lambda: kinesis.add_tags_to_stream(
+        StreamName=stream, Tags={f"k{i}": "v" for i in range(60)}))
+    assert code == "LimitExceededException", message
+
+
+def test_retention_period_changes(kinesis, stream):
+    summary = lambda: kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+    assert summary()["RetentionPeriodHours"] == 24
+    kinesis.increase_stream_retention_period(StreamName=stream, RetentionPeriodHours=72)
+    assert summary()["RetentionPeriodHours"] == 72
+    code, message = error_of(lambda: kinesis.increase_stream_retention_period(
+        StreamName=stream, RetentionPeriodHours=48))
+    assert code == "InvalidArgumentException", message
+    kinesis.decrease_stream_retention_period(StreamName=stream, RetentionPeriodHours=24)
+    assert summary()["RetentionPeriodHours"] == 24
+
+
+def test_enhanced_monitoring_is_accepted(kinesis, stream):
+    answer = kinesis.enable_enhanced_monitoring(StreamName=stream, ShardLevelMetrics=["ALL"])
+    assert answer["StreamName"] == stream and "DesiredShardLevelMetrics" in answer
+    answer = kinesis.disable_enhanced_monitoring(StreamName=stream, ShardLevelMetrics=["ALL"])
+    assert answer["DesiredShardLevelMetrics"] == []
+    code, message = error_of(lambda: kinesis.start_stream_encryption(
+        StreamName=stream, EncryptionType="KMS", KeyId="alias/aws/kinesis"))
+    assert code == "InvalidArgumentException" and "encrypt" in message
+
+
+def test_answers_carry_a_content_length(weir):
+    status, headers, body = raw_post(
+        weir.endpoint, {"X-Amz-Target": "Kinesis_20131202.ListStreams"}, b"{}")
+    assert status == 400
+    assert headers["Content-Length"] == str(len(body))
+    assert "Transfer-Encoding" not in headers

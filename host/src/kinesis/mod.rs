@@ -14,15 +14,15 @@ mod fanout;
 mod iterator;
 mod ops;
 pub mod sigv4;
+mod stream_admin;
 mod value;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -134,6 +134,20 @@ impl http_body::Body for Body {
             Body::Events(feed) => feed
                 .poll_recv(cx)
                 .map(|event| event.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    /// Exact for a single buffer, so HTTP/1.1 answers carry a
+    /// `Content-Length` instead of chunked encoding.
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Full(bytes) => {
+                http_body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Body::Events(_) => http_body::SizeHint::default(),
         }
     }
 }

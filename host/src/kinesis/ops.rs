@@ -83,6 +83,14 @@ impl Api {
             "DescribeStreamConsumer" => return call.describe_stream_consumer().await,
             "ListStreamConsumers" => return call.list_stream_consumers().await,
             "SubscribeToShard" => return call.subscribe_to_shard().await,
+            "AddTagsToStream" | "TagResource" => call.add_tags().await,
+            "RemoveTagsFromStream" | "UntagResource" => call.remove_tags().await,
+            "ListTagsForStream" => call.list_tags(true).await,
+            "ListTagsForResource" => call.list_tags(false).await,
+            "IncreaseStreamRetentionPeriod" => call.change_retention(true).await,
+            "DecreaseStreamRetentionPeriod" => call.change_retention(false).await,
+            "EnableEnhancedMonitoring" => call.enhanced_monitoring(true).await,
+            "DisableEnhancedMonitoring" => call.enhanced_monitoring(false).await,
             "UpdateShardCount" | "SplitShard" | "MergeShards" => {
                 Err(KinesisError::invalid_argument(format!(
                     "{operation} is not supported yet: Weir streams keep the shard count they \
@@ -122,7 +130,7 @@ pub(super) struct Call<'a> {
 
 impl Call<'_> {
     /// Sends `request` through the service; the answer or a Kinesis error.
-    async fn send(&self, request: Request) -> Result<Response, KinesisError> {
+    pub(super) async fn send(&self, request: Request) -> Result<Response, KinesisError> {
         let stream = match &request {
             Request::CreateStream { name, .. }
             | Request::DeleteStream { name }
@@ -346,7 +354,7 @@ impl Call<'_> {
             .build()
     }
 
-    fn retention_hours(description: &StreamDescription) -> u64 {
+    pub(super) fn retention_hours(description: &StreamDescription) -> u64 {
         description
             .retention
             .age_ms

@@ -72,7 +72,9 @@ impl Encoding {
 
     pub fn encode(self, value: &Value) -> Vec<u8> {
         match self {
-            Self::Json => to_json(value).to_string().into_bytes(),
+            // Serialized straight from the tree: a GetRecords answer is
+            // megabytes of base64, so no intermediate copy of it.
+            Self::Json => serde_json::to_vec(&Json(value)).unwrap_or_default(),
             Self::Cbor => {
                 let mut out = Vec::new();
                 // Writing to a Vec cannot fail, and every Value has a CBOR form.
@@ -133,24 +135,25 @@ fn from_cbor(value: ciborium::Value) -> Result<Value, KinesisError> {
     })
 }
 
-fn to_json(value: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Null => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(i) => J::from(*i),
-        Value::Float(f) => J::from(*f),
-        Value::Text(s) => J::String(s.clone()),
-        Value::Blob(b) => J::String(BASE64.encode(b)),
-        // Epoch seconds with a fraction, as the JSON protocol wants.
-        Value::Time(ms) => J::from(*ms as f64 / 1000.0),
-        Value::List(items) => J::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => J::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.clone(), to_json(v)))
-                .collect(),
-        ),
+/// A value written as AWS JSON 1.1: blobs as base64 text, timestamps as
+/// epoch seconds with a fraction.
+struct Json<'a>(&'a Value);
+
+impl serde::Serialize for Json<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => serializer.serialize_unit(),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::Float(f) => serializer.serialize_f64(*f),
+            Value::Text(s) => serializer.serialize_str(s),
+            Value::Blob(b) => serializer.serialize_str(&BASE64.encode(b)),
+            Value::Time(ms) => serializer.serialize_f64(*ms as f64 / 1000.0),
+            Value::List(items) => serializer.collect_seq(items.iter().map(Json)),
+            Value::Map(entries) => {
+                serializer.collect_map(entries.iter().map(|(key, value)| (key, Json(value))))
+            }
+        }
     }
 }
 
@@ -259,6 +262,12 @@ impl Fields {
         }
     }
 
+    /// The fields as key-value pairs (for maps whose keys are data, such
+    /// as tags).
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.entries.iter().map(|(key, value)| (key, value))
+    }
+
     fn get(&self, name: &str) -> Option<&Value> {
         self.entries
             .iter()
@@ -353,7 +362,7 @@ mod tests {
             .build();
         assert_eq!(
             String::from_utf8(Encoding::Json.encode(&answer)).expect("utf8"),
-            r#"{"At":1.5,"Data":"aGVsbG8="}"#
+            r#"{"Data":"aGVsbG8=","At":1.5}"#
         );
     }
 

@@ -27,6 +27,7 @@ use crate::processor::Processors;
 use crate::storage::{Storage, StorageError};
 
 pub use read::Subscription;
+pub use streams::set_retention;
 
 /// What a request is answered with.
 pub enum Reply {
@@ -158,9 +159,13 @@ impl Service {
     /// Whether `session` may still read `stream`: a subscription asks
     /// before each batch, so revoking its token ends it.
     pub fn may_consume(&self, session: &Session, stream: &str) -> Result<(), RequestError> {
-        self.auth
-            .principal(session)?
-            .require(Role::Consume, Some(stream))?;
+        self.may(session, Role::Consume, stream)
+    }
+
+    /// Whether `session` has `role` on `stream` (for requests that have
+    /// no `Request` of their own, such as the Kinesis API's tags).
+    pub fn may(&self, session: &Session, role: Role, stream: &str) -> Result<(), RequestError> {
+        self.auth.principal(session)?.require(role, Some(stream))?;
         Ok(())
     }
 

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use weir_proto::{ErrorCode, Response, Retention};
 
+use weir_proto::admin::Role;
+
 use super::{RequestError, Service, blocking, validate_name};
+use crate::auth::Session;
 
 pub async fn create(
     service: &Arc<Service>,
@@ -20,12 +23,7 @@ pub async fn create(
             format!("a stream needs 1 to {shards_max} shards (stream_shards_max), not {shards}"),
         ));
     }
-    if retention.age_ms == Some(0) || retention.bytes == Some(0) {
-        return Err(RequestError::new(
-            ErrorCode::InvalidArgument,
-            "retention age and bytes must be greater than zero (omit them to keep records forever)",
-        ));
-    }
+    check_retention(retention)?;
     let streams_max = service.limits.streams_max;
     if service.storage.list_streams().len() >= streams_max {
         return Err(RequestError::new(
@@ -39,6 +37,32 @@ pub async fn create(
     let name = name.to_owned();
     blocking(move || Ok(storage.create_stream(&name, shards, retention)?)).await?;
     Ok(Response::Ok)
+}
+
+/// Changes how long (and how much) a stream keeps; needs the `admin` role
+/// on the stream. The next retention pass applies it.
+pub async fn set_retention(
+    service: &Arc<Service>,
+    session: &Session,
+    name: &str,
+    retention: Retention,
+) -> Result<Response, RequestError> {
+    service.may(session, Role::Admin, name)?;
+    check_retention(retention)?;
+    let storage = service.storage.clone();
+    let name = name.to_owned();
+    blocking(move || Ok(storage.set_retention(&name, retention)?)).await?;
+    Ok(Response::Ok)
+}
+
+fn check_retention(retention: Retention) -> Result<(), RequestError> {
+    if retention.age_ms == Some(0) || retention.bytes == Some(0) {
+        return Err(RequestError::new(
+            ErrorCode::InvalidArgument,
+            "retention age and bytes must be greater than zero (omit them to keep records forever)",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn delete(service: &Arc<Service>, name: &str) -> Result<Response, RequestError> {

@@ -1,6 +1,7 @@
 //! Small catalog records kept in the meta keyspace as opaque bytes under
 //! a kind's prefix — access tokens (the auth module chooses their encoding
-//! and keeps only hashes of secrets), the Kinesis API's stream consumers.
+//! and keeps only hashes of secrets), the Kinesis API's stream consumers
+//! and tags.
 //! Each write is synced before it returns: these change rarely and must
 //! survive a crash once answered.
 
@@ -13,6 +14,7 @@ use super::{Result, Storage};
 pub enum CatalogKind {
     Token,
     KinesisConsumer,
+    KinesisTags,
 }
 
 impl CatalogKind {
@@ -20,6 +22,7 @@ impl CatalogKind {
         match self {
             Self::Token => "token/",
             Self::KinesisConsumer => "kinesis-consumer/",
+            Self::KinesisTags => "kinesis-tags/",
         }
     }
 

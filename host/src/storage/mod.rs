@@ -194,12 +194,17 @@ impl Shard {
 pub struct Stream {
     pub id: u64,
     pub name: String,
-    pub retention: Retention,
+    retention: Mutex<Retention>,
     pub shards: Vec<Arc<Shard>>,
     deleted: Arc<AtomicBool>,
 }
 
 impl Stream {
+    /// What the stream keeps now (it can be changed while it runs).
+    pub fn retention(&self) -> Retention {
+        *self.retention.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn shard(&self, index: u32) -> Result<&Arc<Shard>> {
         self.shards
             .get(index as usize)
@@ -471,6 +476,25 @@ impl Storage {
         Ok(())
     }
 
+    /// Changes a stream's retention, durably; the next retention pass
+    /// applies it.
+    pub fn set_retention(&self, name: &str, retention: Retention) -> Result<()> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let stream = self.stream(name)?;
+        let stream_meta = StreamMeta {
+            id: stream.id,
+            shard_count: stream.shards.len() as u32,
+            retention,
+        };
+        let engine = self.engine()?;
+        engine
+            .meta
+            .insert(layout::stream_meta_key(name), stream_meta.encode())?;
+        engine.db.persist(PersistMode::SyncData)?;
+        *stream.retention.lock().unwrap_or_else(|p| p.into_inner()) = retention;
+        Ok(())
+    }
+
     /// Deletes a stream, its records, dedup state and checkpoints.
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let stream = {
@@ -511,7 +535,7 @@ impl Storage {
             .collect();
         Ok(StreamDescription {
             name: stream.name.clone(),
-            retention: stream.retention,
+            retention: stream.retention(),
             shards,
         })
     }
@@ -771,7 +795,7 @@ fn open_stream(engine: &Engine, name: &str, stream_meta: &StreamMeta) -> Result<
     Ok(Stream {
         id: stream_meta.id,
         name: name.to_owned(),
-        retention: stream_meta.retention,
+        retention: Mutex::new(stream_meta.retention),
         shards,
         deleted,
     })

@@ -16,7 +16,7 @@ use super::{Result, Shard, Storage, now_ms};
 
 pub(super) fn enforce(storage: &Storage) {
     for stream in storage.all_streams() {
-        let retention = stream.retention;
+        let retention = stream.retention();
         if retention.age_ms.is_none() && retention.bytes.is_none() {
             continue;
         }
