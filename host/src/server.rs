@@ -90,6 +90,14 @@ impl Server {
                 dir: dir.clone(),
                 source,
             })?;
+        // The Kinesis API presents the same certificate to HTTPS clients.
+        let http_tls = match config.kinesis_listen {
+            Some(_) => Some(Arc::new(
+                crate::tls::http_server_config(identity.clone_identity())
+                    .map_err(TransportError::from)?,
+            )),
+            None => None,
+        };
         let endpoint = transport::bind(config.listen, identity, &reset_key, &config.limits)?;
         let local_addr = endpoint
             .local_addr()
@@ -146,8 +154,8 @@ impl Server {
             }
             None => None,
         };
-        let kinesis_addr = match config.kinesis_listen {
-            Some(addr) => {
+        let kinesis_addr = match (config.kinesis_listen, http_tls) {
+            (Some(addr), Some(tls)) => {
                 let listener = crate::kinesis::bind(addr)
                     .await
                     .map_err(|source| TransportError::Bind { addr, source })?;
@@ -155,11 +163,12 @@ impl Server {
                 let (service, config, shutdown) =
                     (service.clone(), config.kinesis.clone(), shutdown_rx.clone());
                 tokio::spawn(async move {
-                    crate::kinesis::serve(listener, service, config, &reset_key, shutdown).await
+                    crate::kinesis::serve(listener, tls, service, config, &reset_key, shutdown)
+                        .await
                 });
                 bound
             }
-            None => None,
+            _ => None,
         };
         let accept_loop = tokio::spawn(transport::serve(endpoint, service, shutdown_rx));
         Ok(Self {

@@ -57,6 +57,18 @@ pub struct ServerIdentity {
     pub generated: bool,
 }
 
+impl ServerIdentity {
+    /// A copy, for a second listener presenting the same certificate.
+    pub fn clone_identity(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            cert_path: self.cert_path.clone(),
+            generated: self.generated,
+        }
+    }
+}
+
 pub fn load_or_generate(
     data_dir: &Path,
     cert: Option<&Path>,
@@ -143,13 +155,26 @@ pub fn load_or_create_reset_key(data_dir: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(key)
 }
 
-/// A rustls server configuration: TLS 1.3 only, ALPN `weir/1`.
+/// A rustls server configuration for QUIC: TLS 1.3 only, ALPN `weir/1`.
 pub fn server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    with_alpn(identity, vec![weir_proto::ALPN.to_vec()])
+}
+
+/// The same certificate for the Kinesis HTTP API: ALPN `h2` and
+/// `http/1.1`, TLS 1.3.
+pub fn http_server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    with_alpn(identity, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+}
+
+fn with_alpn(
+    identity: ServerIdentity,
+    alpn: Vec<Vec<u8>>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(identity.chain, identity.key)?;
-    config.alpn_protocols = vec![weir_proto::ALPN.to_vec()];
+    config.alpn_protocols = alpn;
     Ok(config)
 }

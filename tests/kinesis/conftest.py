@@ -46,6 +46,9 @@ class Weir:
         assert kinesis.startswith("kinesis api on "), kinesis
         self.quic_addr = quic.removeprefix("listening on ")
         self.endpoint = kinesis.removeprefix("kinesis api on ")
+        # The same port speaks HTTPS with the server's certificate.
+        self.tls_endpoint = self.endpoint.replace("http://", "https://")
+        self.cert = os.path.join(self.data_dir, "tls", "cert.pem")
 
     def kill(self):
         self.process.kill()
@@ -74,11 +77,12 @@ class Weir:
         values = dict(line.split(" = ") for line in out.strip().splitlines())
         return values["aws_access_key_id"], values["aws_secret_access_key"]
 
-    def client(self, credentials=None, **config):
+    def client(self, credentials=None, tls=False, **config):
         key, secret = credentials or self.admin_credentials()
         return boto3.client(
             "kinesis",
-            endpoint_url=self.endpoint,
+            endpoint_url=self.tls_endpoint if tls else self.endpoint,
+            verify=self.cert if tls else None,
             region_name=REGION,
             aws_access_key_id=key,
             aws_secret_access_key=secret,

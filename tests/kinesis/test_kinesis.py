@@ -316,16 +316,9 @@ def test_malformed_requests_get_typed_errors(weir):
     assert json.loads(body)["__type"] == "UnknownOperationException"
 
 
-def sign(weir, operation, body, content_type="application/x-amz-json-1.1", credentials=None):
+def sign(weir, operation, body, content_type="application/x-amz-json-1.1"):
     """Headers for a request signed with botocore's own SigV4 signer."""
-    key, secret = credentials or weir.admin_credentials()
-    request = botocore.awsrequest.AWSRequest(
-        method="POST", url=weir.endpoint + "/", data=body,
-        headers={"Content-Type": content_type,
-                 "X-Amz-Target": f"Kinesis_20131202.{operation}"})
-    botocore.auth.SigV4Auth(
-        botocore.credentials.Credentials(key, secret), "kinesis", REGION).add_auth(request)
-    return dict(request.headers.items())
+    return sign_for(weir, weir.endpoint, operation, body, content_type)
 
 
 # --- authentication ---------------------------------------------------------
@@ -574,3 +567,41 @@ def test_answers_carry_a_content_length(weir):
     assert status == 400
     assert headers["Content-Length"] == str(len(body))
     assert "Transfer-Encoding" not in headers
+
+
+# --- TLS and HTTP/2 on the same port ------------------------------------------------
+
+def test_https_with_the_servers_certificate(weir, stream):
+    kinesis = weir.client(tls=True)
+    put = kinesis.put_record(StreamName=stream, Data=b"over tls", PartitionKey="t")
+    records, _ = read_shard(kinesis, stream, put["ShardId"])
+    assert [r["Data"] for r in records] == [b"over tls"]
+
+
+def test_http2_with_and_without_tls(weir, stream):
+    import ssl
+
+    import httpx
+    body = json.dumps({"StreamName": stream}).encode()
+    for endpoint, client in [
+        (weir.tls_endpoint, httpx.Client(http2=True, verify=ssl.create_default_context(cafile=weir.cert))),
+        # Cleartext HTTP/2 with prior knowledge (no upgrade dance).
+        (weir.endpoint, httpx.Client(http1=False, http2=True)),
+    ]:
+        with client:
+            headers = {**sign_for(weir, endpoint, "DescribeStreamSummary", body)}
+            response = client.post(endpoint + "/", content=body, headers=headers)
+            assert response.http_version == "HTTP/2", endpoint
+            assert response.status_code == 200, response.text
+            assert response.json()["StreamDescriptionSummary"]["StreamName"] == stream
+
+
+def sign_for(weir, endpoint, operation, body, content_type="application/x-amz-json-1.1"):
+    key, secret = weir.admin_credentials()
+    request = botocore.awsrequest.AWSRequest(
+        method="POST", url=endpoint + "/", data=body,
+        headers={"Content-Type": content_type,
+                 "X-Amz-Target": f"Kinesis_20131202.{operation}"})
+    botocore.auth.SigV4Auth(
+        botocore.credentials.Credentials(key, secret), "kinesis", REGION).add_auth(request)
+    return dict(request.headers.items())

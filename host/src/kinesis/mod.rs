@@ -52,11 +52,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves the API on `listener` until `shutdown` turns true.
-/// `iterator_secret` is the data directory's stable secret, so shard
-/// iterators stay valid across a restart.
+/// Serves the API on `listener` until `shutdown` turns true: plain HTTP
+/// and, for clients that open with a TLS handshake, HTTPS with `tls` (the
+/// server's certificate) on the same port. `iterator_secret` is the data
+/// directory's stable secret, so shard iterators stay valid across a
+/// restart.
 pub async fn serve(
     listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
     service: Arc<Service>,
     config: KinesisConfig,
     iterator_secret: &[u8],
@@ -89,28 +92,66 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let api = api.clone();
-        let mut shutdown = shutdown.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(read_timeout);
-            let service = hyper::service::service_fn(move |request| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(handle(&api, request).await) }
-            });
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
-            tokio::select! {
-                result = connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(%peer, %error, "kinesis api: connection ended");
+            // A TLS connection opens with a handshake record (0x16); an
+            // HTTP one with a method name.
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(read_timeout, tcp.peek(&mut first)).await;
+            if !matches!(peeked, Ok(Ok(1))) {
+                return;
+            }
+            if first[0] == TLS_HANDSHAKE {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                match tokio::time::timeout(read_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        serve_connection(stream, api, peer, read_timeout, shutdown).await
                     }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "kinesis api: TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(%peer, "kinesis api: TLS handshake timed out"),
                 }
-                _ = shutdown.changed() => {}
+            } else {
+                serve_connection(tcp, api, peer, read_timeout, shutdown).await;
             }
         });
+    }
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// HTTP/1.1 or HTTP/2 (by the client's preface) on one connection, until
+/// it ends or the server shuts down.
+async fn serve_connection<I>(
+    io: I,
+    api: Arc<Api>,
+    peer: SocketAddr,
+    read_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    let service = hyper::service::service_fn(move |request| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(handle(&api, request).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "kinesis api: connection ended");
+            }
+        }
+        _ = shutdown.changed() => {}
     }
 }
 
