@@ -111,7 +111,7 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
         access_key: crate::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
         secret: crate::auth::sigv4_secret(&secret),
     };
-    let mut http = put_over_http(&target, &batches, &args).await?;
+    let mut http = put_over_http(&target, "bench", &batches, &args).await?;
     http.report("http put");
     println!(
         "ratio      HTTP PutRecords {:.2}x of QUIC",
@@ -163,7 +163,9 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
             access_key: args.access_key.clone(),
             secret: args.secret_key.clone(),
         };
-        let mut measured = put_over_http(&other, &batches, &args).await?;
+        // A stream of its own: the endpoint may still hold an earlier run's.
+        let stream = format!("weir-bench-{}", now_ms());
+        let mut measured = put_over_http(&other, &stream, &batches, &args).await?;
         measured.report("endpoint");
         println!(
             "ratio      Weir's HTTP PutRecords {:.1}x of {endpoint}",
@@ -177,17 +179,18 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
 /// prepared PutRecords request.
 async fn put_over_http(
     target: &Target,
+    stream: &str,
     batches: &[Vec<weir_client::PutRecord>],
     args: &KinesisArgs,
 ) -> anyhow::Result<Measured> {
     let mut connection = Connection::open(target).await?;
-    let create = serde_json::json!({"StreamName": "bench", "ShardCount": args.shards});
+    let create = serde_json::json!({"StreamName": stream, "ShardCount": args.shards});
     let (status, body) = connection.call("CreateStream", &create.to_string()).await?;
     if status != 200 {
         bail!("CreateStream: {status} {}", String::from_utf8_lossy(&body));
     }
     // Emulators create streams asynchronously: wait until ACTIVE.
-    let describe = serde_json::json!({"StreamName": "bench"}).to_string();
+    let describe = serde_json::json!({"StreamName": stream}).to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = connection.call("DescribeStreamSummary", &describe).await?;
@@ -207,7 +210,7 @@ async fn put_over_http(
                 .iter()
                 .map(|r| serde_json::json!({"Data": BASE64.encode(&r.data), "PartitionKey": r.partition_key}))
                 .collect();
-            let body = serde_json::json!({"StreamName": "bench", "Records": records}).to_string();
+            let body = serde_json::json!({"StreamName": stream, "Records": records}).to_string();
             request_bytes(target, "PutRecords", &body)
         })
         .collect::<anyhow::Result<_>>()?;
