@@ -70,7 +70,7 @@ fn cli_verbs_find_the_local_certificate_and_work() {
         "{\"user\":\"a\",\"n\":1}\n{\"user\":\"b\",\"n\":2}\n{\"user\":\"c\",\"n\":3}\n",
     )
     .expect("write");
-    let (ok, _, err) = weir(
+    let (ok, out, err) = weir(
         data,
         &server,
         &[
@@ -83,6 +83,8 @@ fn cli_verbs_find_the_local_certificate_and_work() {
         ],
     );
     assert!(ok, "put --file failed: {err}");
+    // Not a terminal: no progress bar, but the summary for scripts.
+    assert_eq!(out.trim(), "3 stored, 0 failed");
 
     let (ok, out, _) = weir(data, &server, &["stream", "describe", "clicks"]);
     assert!(ok);
@@ -427,6 +429,9 @@ fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
     assert!(ok, "{err}");
     let secret = out.lines().last().expect("secret line").to_owned();
     assert!(secret.starts_with("weir_"), "{out}");
+    assert!(out.contains("shown only now"), "{out}");
+    assert!(out.contains(&format!("WEIR_TOKEN={secret}")), "{out}");
+    assert!(out.contains("aws_access_key_id=sensor"), "{out}");
 
     // With --token the CLI acts as that token: it may put, not create.
     let as_sensor = |args: &[&str]| {

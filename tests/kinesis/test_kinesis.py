@@ -340,7 +340,7 @@ def test_sigv4_failures_and_token_roles(weir, kinesis, stream):
 
     out = weir.weir("token", "create", "--name", "sensor", "--role", "produce",
                     "--streams", stream)
-    line = next(l for l in out.splitlines() if l.startswith("Kinesis API (SigV4):"))
+    line = next(l.strip() for l in out.splitlines() if l.strip().startswith("Kinesis API (SigV4):"))
     fields = dict(part.split("=", 1) for part in line.split(": ", 1)[1].split())
     sensor = weir.client((fields["aws_access_key_id"], fields["aws_secret_access_key"]))
     sensor.put_record(StreamName=stream, Data=b"from the sensor", PartitionKey="s")
@@ -605,3 +605,19 @@ def sign_for(weir, endpoint, operation, body, content_type="application/x-amz-js
     botocore.auth.SigV4Auth(
         botocore.credentials.Credentials(key, secret), "kinesis", REGION).add_auth(request)
     return dict(request.headers.items())
+
+
+# --- one store, two protocols -----------------------------------------------------
+
+def test_records_cross_between_quic_and_the_kinesis_api(weir, kinesis, stream):
+    # Written over QUIC by the weir CLI, read with boto3 ...
+    weir.weir("put", stream, "from quic", "--key", "same-key")
+    put = kinesis.put_record(StreamName=stream, Data=b"from kinesis", PartitionKey="same-key")
+    records, _ = read_shard(kinesis, stream, put["ShardId"])
+    assert [r["Data"] for r in records] == [b"from quic", b"from kinesis"]
+    # ... and the Kinesis API's record read over QUIC, with the same
+    # sequence number.
+    shard = put["ShardId"].removeprefix("shardId-").lstrip("0") or "0"
+    out = weir.weir("get", stream, "--shard", shard, "--from", "trim-horizon")
+    assert "from quic" in out and "from kinesis" in out
+    assert put["SequenceNumber"] in out

@@ -13,7 +13,7 @@ mod plugins;
 mod status;
 mod tokens;
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,11 +147,15 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    async fn connect(&self) -> anyhow::Result<Client> {
-        let ca = self
-            .ca
+    /// The certificate this client trusts.
+    pub(crate) fn ca_path(&self) -> PathBuf {
+        self.ca
             .clone()
-            .unwrap_or_else(|| crate::tls::generated_cert_path(&self.data_dir));
+            .unwrap_or_else(|| crate::tls::generated_cert_path(&self.data_dir))
+    }
+
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let ca = self.ca_path();
         if !ca.exists() {
             bail!(
                 "no certificate at {}: start `weir serve` here first, or pass --ca FILE (and --server ADDR)",
@@ -530,15 +534,28 @@ async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Re
     let reader = std::io::BufReader::new(
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
     );
-    let progress = indicatif::ProgressBar::new(bytes_total).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+    // Progress only for a person watching (indicatif draws on stderr);
+    // the summary below is printed either way, for scripts too.
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(bytes_total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let producer = client.producer(&args.stream, ProducerConfig::default());
     let mut acks = Vec::new();
     let (mut stored, mut failed) = (0u64, 0u64);
+    let mut tally = |result: Result<_, weir_client::ClientError>| match result {
+        Ok(_) => stored += 1,
+        Err(error) => {
+            failed += 1;
+            progress.suspend(|| eprintln!("record failed: {error}"));
+        }
+    };
     for (number, line) in reader.lines().enumerate() {
         let line =
             line.with_context(|| format!("reading line {} of {}", number + 1, file.display()))?;
@@ -557,24 +574,16 @@ async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Re
         // Collect answers as we go so memory stays bounded on big files.
         if acks.len() >= 10_000 {
             for ack in acks.drain(..) {
-                match ack.await {
-                    Ok(_) => stored += 1,
-                    Err(_) => failed += 1,
-                }
+                tally(ack.await);
             }
         }
     }
     producer.flush().await?;
     for ack in acks {
-        match ack.await {
-            Ok(_) => stored += 1,
-            Err(error) => {
-                failed += 1;
-                progress.println(format!("record failed: {error}"));
-            }
-        }
+        tally(ack.await);
     }
-    progress.finish_with_message(format!("{stored} stored, {failed} failed"));
+    progress.finish_and_clear();
+    println!("{stored} stored, {failed} failed");
     if failed > 0 {
         bail!("{failed} records were not stored");
     }

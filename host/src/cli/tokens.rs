@@ -83,17 +83,22 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             };
             match connect.connect().await?.admin(request).await? {
                 AdminResponse::Token(info) => {
+                    let secret = info.secret.clone().unwrap_or_default();
                     println!("{}", describe(&info));
-                    if let Some(secret) = &info.secret {
-                        println!(
-                            "Kinesis API (SigV4): aws_access_key_id={} aws_secret_access_key={}",
-                            info.name,
-                            crate::auth::sigv4_secret(secret)
-                        );
-                    }
+                    println!("The secret is shown only now. A client of this server needs:");
+                    println!(
+                        "  WEIR_SERVER={} WEIR_CA={} WEIR_TOKEN={secret}",
+                        connect.server,
+                        connect.ca_path().display()
+                    );
+                    println!(
+                        "  Kinesis API (SigV4): aws_access_key_id={} aws_secret_access_key={}",
+                        info.name,
+                        crate::auth::sigv4_secret(&secret)
+                    );
                     // The secret on a line of its own, for scripts:
                     // `weir token create ... | tail -1`.
-                    println!("{}", info.secret.unwrap_or_default());
+                    println!("{secret}");
                 }
                 other => bail!("unexpected answer {other:?}"),
             }
