@@ -142,7 +142,7 @@ async fn serve_connection<I>(
         .header_read_timeout(read_timeout);
     let service = hyper::service::service_fn(move |request| {
         let api = api.clone();
-        async move { Ok::<_, Infallible>(handle(&api, request).await) }
+        async move { Ok::<_, Infallible>(handle(api, request).await) }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::select! {
@@ -193,8 +193,14 @@ impl http_body::Body for Body {
     }
 }
 
+/// Bodies and answers up to this size are handled on the async thread;
+/// larger ones (hashing, parsing and encoding megabytes takes
+/// milliseconds) on the blocking pool, so acks and reads never wait for
+/// them.
+const INLINE_BYTES_MAX: usize = 64 * 1024;
+
 /// Answers one HTTP request.
-async fn handle(api: &Api, request: http::Request<Incoming>) -> http::Response<Body> {
+async fn handle(api: Arc<Api>, request: http::Request<Incoming>) -> http::Response<Body> {
     let (parts, body) = request.into_parts();
     let encoding = Encoding::from_content_type(
         parts
@@ -209,14 +215,72 @@ async fn handle(api: &Api, request: http::Request<Incoming>) -> http::Response<B
                 "the Kinesis API takes POST / with an X-Amz-Target header",
             ));
         }
-        let body = read_body(api, body).await?;
-        let operation = operation(&parts.headers)?;
-        let session = authenticate(api, &parts, &body)?;
-        let fields = Fields::new(encoding.decode(&body)?)?;
-        api.call(operation, fields, session, encoding).await
+        let body = read_body(&api, body).await?;
+        let operation = operation(&parts.headers)?.to_owned();
+        let checked = {
+            let api = api.clone();
+            offload(body.len(), move || {
+                let session = authenticate(&api, &parts, &body)?;
+                Ok((session, Fields::new(encoding.decode(&body)?)?))
+            })
+        };
+        let (session, fields) = checked.await?;
+        api.call(&operation, fields, session, encoding).await
     }
     .await;
-    respond(encoding, result)
+    let (status, error_type, body) = match result {
+        Ok(Answer::Value(value)) => {
+            let encoded = offload(value.approx_bytes(), move || Ok(encoding.encode(&value))).await;
+            match encoded {
+                Ok(bytes) => (200, None, Body::Full(Some(Bytes::from(bytes)))),
+                Err(error) => error_answer(encoding, error),
+            }
+        }
+        Ok(Answer::Events(feed)) => (200, None, Body::Events(feed)),
+        Err(error) => error_answer(encoding, error),
+    };
+    let content_type = match body {
+        Body::Events(_) => eventstream::CONTENT_TYPE,
+        Body::Full(_) => encoding.content_type(),
+    };
+    let mut response = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header("x-amzn-RequestId", request_id());
+    if let Some(code) = error_type {
+        response = response.header("x-amzn-ErrorType", code);
+    }
+    response.body(body).unwrap_or_else(|_| {
+        let mut fallback = http::Response::new(Body::Full(None));
+        *fallback.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        fallback
+    })
+}
+
+/// Runs `work` here if it is about `bytes` small, else on the blocking pool.
+async fn offload<T: Send + 'static>(
+    bytes: usize,
+    work: impl FnOnce() -> Result<T, KinesisError> + Send + 'static,
+) -> Result<T, KinesisError> {
+    if bytes <= INLINE_BYTES_MAX {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| KinesisError::internal(format!("a request task failed: {e}")))?
+}
+
+/// An error's status, code and body `{"__type": ..., "message": ...}`.
+fn error_answer(encoding: Encoding, error: KinesisError) -> (u16, Option<&'static str>, Body) {
+    if error.status >= 500 {
+        tracing::warn!(code = error.code, message = %error.message, "kinesis api fault");
+    }
+    let body = MapBuilder::new()
+        .with("__type", error.code)
+        .with("message", error.message)
+        .build();
+    let bytes = Bytes::from(encoding.encode(&body));
+    (error.status, Some(error.code), Body::Full(Some(bytes)))
 }
 
 async fn read_body(api: &Api, body: Incoming) -> Result<Bytes, KinesisError> {
@@ -288,45 +352,6 @@ fn authenticate(
         api.config.signature_clock_skew_ms_max,
     )?;
     Ok(session)
-}
-
-fn respond(encoding: Encoding, result: Result<Answer, KinesisError>) -> http::Response<Body> {
-    let (status, content_type, error_type, body) = match result {
-        Ok(Answer::Value(value)) => (
-            200,
-            encoding.content_type(),
-            None,
-            Body::Full(Some(Bytes::from(encoding.encode(&value)))),
-        ),
-        Ok(Answer::Events(feed)) => (200, eventstream::CONTENT_TYPE, None, Body::Events(feed)),
-        Err(error) => {
-            if error.status >= 500 {
-                tracing::warn!(code = error.code, message = %error.message, "kinesis api fault");
-            }
-            let body = MapBuilder::new()
-                .with("__type", error.code)
-                .with("message", error.message)
-                .build();
-            (
-                error.status,
-                encoding.content_type(),
-                Some(error.code),
-                Body::Full(Some(Bytes::from(encoding.encode(&body)))),
-            )
-        }
-    };
-    let mut response = http::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header("x-amzn-RequestId", request_id());
-    if let Some(code) = error_type {
-        response = response.header("x-amzn-ErrorType", code);
-    }
-    response.body(body).unwrap_or_else(|_| {
-        let mut fallback = http::Response::new(Body::Full(None));
-        *fallback.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-        fallback
-    })
 }
 
 /// A random id in the UUID layout AWS uses.

@@ -28,6 +28,23 @@ pub enum Value {
     Map(Vec<(String, Value)>),
 }
 
+impl Value {
+    /// About how many bytes the value's text and blobs take (to decide
+    /// where to encode it, not how).
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Value::Text(s) => s.len(),
+            Value::Blob(b) => b.len(),
+            Value::List(items) => items.iter().map(Value::approx_bytes).sum(),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(key, value)| key.len() + value.approx_bytes())
+                .sum(),
+            _ => 8,
+        }
+    }
+}
+
 /// How a request's body is encoded; the answer uses the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
