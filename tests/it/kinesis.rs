@@ -7,6 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use weir::kinesis::client::{Connection, Target};
+
+use crate::support::{
+    TestServer, create_processor, eventually, purchase_filter, read_all, stream_with_plugins,
+};
 
 fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("kinesis")
@@ -58,4 +66,76 @@ fn boto3_the_aws_cli_and_cbor_clients_work_against_weir() {
         status.success(),
         "the Kinesis API suite failed (its output is above)"
     );
+}
+
+/// Records put through the Kinesis API are Weir records like any other:
+/// a processor filters them, and its output is readable over QUIC.
+#[tokio::test]
+async fn processors_run_over_records_put_through_the_kinesis_api() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    stream_with_plugins(client, "clicks", 2, &[("json-filter", "json_filter")]).await;
+    create_processor(client, purchase_filter("buys", "clicks")).await;
+    let target = Target {
+        addr: test.server.kinesis_addr().expect("the Kinesis API is on"),
+        access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
+        secret: weir::auth::sigv4_secret(&test.admin_token()),
+    };
+    let mut connection = Connection::open(&target).await.expect("connect");
+    let records: Vec<serde_json::Value> = (0..30)
+        .map(|i| {
+            let event = if i % 3 == 0 { "purchase" } else { "view" };
+            let data = format!(r#"{{"event":"{event}","i":{i}}}"#);
+            serde_json::json!({
+                "Data": base64::engine::general_purpose::STANDARD.encode(data),
+                "PartitionKey": format!("user-{}", i % 5),
+            })
+        })
+        .collect();
+    let request = serde_json::json!({"StreamName": "clicks", "Records": records});
+    let (status, body) = connection
+        .call("PutRecords", &request.to_string())
+        .await
+        .expect("PutRecords");
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["FailedRecordCount"], 0, "{answer}");
+
+    let all_out = || async {
+        read_all(client, "buys.out")
+            .await
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            == 10
+    };
+    assert!(
+        eventually(Duration::from_secs(30), all_out).await,
+        "the processor passed the 10 purchases"
+    );
+    for records in read_all(client, "buys.out").await.values() {
+        for record in records {
+            let text = String::from_utf8_lossy(&record.data);
+            assert!(text.contains("purchase"), "{text}");
+        }
+    }
+
+    // A wrong secret is refused before anything is stored.
+    let forged = Target {
+        secret: "not the secret".into(),
+        ..target
+    };
+    let mut connection = Connection::open(&forged).await.expect("connect");
+    let (status, body) = connection
+        .call("PutRecords", &request.to_string())
+        .await
+        .expect("an answer");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("InvalidSignatureException"));
+    let stored: usize = read_all(client, "clicks")
+        .await
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(stored, 30);
 }

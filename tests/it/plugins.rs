@@ -13,7 +13,7 @@ use weir_client::{Client, ErrorCode, PutRecord, Record};
 
 use crate::support::{
     ServerProcess, TestServer, create_processor, describe_processor, eventually, plugin,
-    processor_settings, put_all, read_all, stream_with_plugins,
+    processor_settings, purchase_filter, put_all, read_all, stream_with_plugins,
 };
 
 /// Waits until the processor has consumed `records` source records.
@@ -80,16 +80,7 @@ async fn json_filter_keeps_matching_records_once_in_order() {
         .expect("re-add");
     assert_eq!(again.sha256, info.sha256);
 
-    create_processor(
-        client,
-        processor_settings(
-            "buys",
-            "json-filter",
-            "clicks",
-            &[("field", "event"), ("op", "equals"), ("value", "purchase")],
-        ),
-    )
-    .await;
+    create_processor(client, purchase_filter("buys", "clicks")).await;
     let records: Vec<(String, String)> = (0..300)
         .map(|i| {
             let event = if i % 3 == 0 { "purchase" } else { "view" };
@@ -481,12 +472,7 @@ async fn processors_chain_into_a_two_stage_pipeline() {
         ],
     )
     .await;
-    let mut purchases = processor_settings(
-        "purchases",
-        "json-filter",
-        "clicks",
-        &[("field", "event"), ("op", "equals"), ("value", "purchase")],
-    );
+    let mut purchases = purchase_filter("purchases", "clicks");
     purchases.output = Some("purchases".into());
     create_processor(client, purchases).await;
     let mut totals = processor_settings(

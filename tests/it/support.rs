@@ -312,6 +312,18 @@ pub fn processor_settings(
     }
 }
 
+/// Settings for a json-filter processor `name` on `source` that keeps
+/// records whose `event` is `purchase` (the plugin uploaded as
+/// `json-filter`).
+pub fn purchase_filter(name: &str, source: &str) -> ProcessorSettings {
+    processor_settings(
+        name,
+        "json-filter",
+        source,
+        &[("field", "event"), ("op", "equals"), ("value", "purchase")],
+    )
+}
+
 /// What `weir status` shows about the server.
 pub async fn server_info(client: &Client) -> weir_client::admin::ServerInfo {
     match client

@@ -8,19 +8,16 @@
 //! each connection is a plain HTTP/1.1 keep-alive socket that writes the
 //! prepared bytes and reads the answer.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::bench::{Measured, ProduceArgs, embedded_with, make_batches, produce_quic};
 use crate::config::Durability;
-use crate::kinesis::sigv4;
+use crate::kinesis::client::{Connection, Target};
 use crate::storage::now_ms;
 
 #[derive(Args, Clone)]
@@ -51,14 +48,6 @@ pub struct KinesisArgs {
     access_key: String,
     #[arg(long, default_value = "weir-bench")]
     secret_key: String,
-}
-
-/// Where to send requests and how to sign them.
-#[derive(Clone)]
-struct Target {
-    addr: SocketAddr,
-    access_key: String,
-    secret: String,
 }
 
 pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
@@ -211,7 +200,7 @@ async fn put_over_http(
                 .map(|r| serde_json::json!({"Data": BASE64.encode(&r.data), "PartitionKey": r.partition_key}))
                 .collect();
             let body = serde_json::json!({"StreamName": stream, "Records": records}).to_string();
-            request_bytes(target, "PutRecords", &body)
+            Ok(target.request("PutRecords", &body)?)
         })
         .collect::<anyhow::Result<_>>()?;
     let queue = std::sync::Arc::new(std::sync::Mutex::new(requests.into_iter()));
@@ -312,110 +301,4 @@ struct RecordData<'a> {
 fn base64_decoded_len(text: &str) -> usize {
     let padding = text.bytes().rev().take_while(|b| *b == b'=').count();
     text.len() / 4 * 3 - padding
-}
-
-/// A signed HTTP/1.1 request, ready to write.
-fn request_bytes(target: &Target, operation: &str, body: &str) -> anyhow::Result<Vec<u8>> {
-    let date = sigv4::format_amz_date(now_ms());
-    let mut headers = http::HeaderMap::new();
-    headers.insert("host", target.addr.to_string().parse()?);
-    headers.insert("x-amz-date", date.parse()?);
-    headers.insert(
-        "x-amz-target",
-        format!("Kinesis_20131202.{operation}").parse()?,
-    );
-    let parts = sigv4::SignedParts {
-        method: "POST",
-        path: "/",
-        query: "",
-        headers: &headers,
-        authority: None,
-        body: body.as_bytes(),
-    };
-    let authorization = sigv4::authorization_header(
-        &parts,
-        &["host", "x-amz-date", "x-amz-target"],
-        &target.access_key,
-        &target.secret,
-        "us-east-1",
-    )?;
-    let mut request = format!(
-        "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-amz-json-1.1\r\n\
-         x-amz-target: Kinesis_20131202.{operation}\r\nx-amz-date: {}\r\n\
-         authorization: {authorization}\r\ncontent-length: {}\r\n\r\n",
-        target.addr,
-        date,
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body.as_bytes());
-    Ok(request)
-}
-
-/// One keep-alive HTTP/1.1 connection: a request out, its answer in.
-struct Connection {
-    target: Target,
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Connection {
-    async fn open(target: &Target) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(target.addr)
-            .await
-            .with_context(|| format!("connecting to {}", target.addr))?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            target: target.clone(),
-            stream,
-            buffer: Vec::new(),
-        })
-    }
-
-    async fn call(&mut self, operation: &str, body: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-        let request = request_bytes(&self.target, operation, body)?;
-        self.send(&request).await
-    }
-
-    /// Writes a prepared request and reads the status and body.
-    async fn send(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-        self.stream.write_all(request).await?;
-        let header_end = loop {
-            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
-                break end + 4;
-            }
-            self.fill().await?;
-        };
-        let head = String::from_utf8_lossy(&self.buffer[..header_end]).to_ascii_lowercase();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("no status line")?;
-        let length: usize = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .context("the answer has no content-length")?;
-        while self.buffer.len() < header_end + length {
-            self.fill().await?;
-        }
-        let body = self.buffer[header_end..header_end + length].to_vec();
-        self.buffer.drain(..header_end + length);
-        Ok((status, body))
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        let mut chunk = [0u8; 64 * 1024];
-        let read = self.stream.read(&mut chunk).await?;
-        if read == 0 {
-            bail!("the server closed the connection");
-        }
-        self.buffer.extend_from_slice(&chunk[..read]);
-        Ok(())
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -8,6 +8,7 @@
 //! [`Service`] the QUIC transport uses. This module is the only one that
 //! imports hyper.
 
+pub mod client;
 mod error;
 mod eventstream;
 mod fanout;
