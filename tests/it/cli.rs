@@ -463,3 +463,44 @@ fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
     );
     assert!(!ok && err.contains("unknown role"), "{err}");
 }
+
+/// `--output json` gives scripts one JSON document (JSON lines for `get`)
+/// with the documented field names.
+#[test]
+fn verbs_that_read_print_json_for_scripts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let server = ServerProcess::spawn(data, &[]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        let (ok, out, err) = weir(data, &server, &args);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &["stream", "create", "clicks", "--shards", "1"],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = weir(data, &server, &["put", "clicks", "hello", "--key", "k"]);
+    assert!(ok, "{err}");
+
+    assert_eq!(json(&["stream", "list"]), serde_json::json!(["clicks"]));
+    let described = json(&["stream", "describe", "clicks"]);
+    assert_eq!(described["name"], "clicks");
+    assert_eq!(described["shards"][0]["records"], 1);
+
+    let record = json(&["get", "clicks", "--shard", "0"]);
+    assert_eq!(record["data"], "hello");
+    assert_eq!(record["partition_key"], "k");
+    assert_eq!(record["sequence"], 0);
+    assert_eq!(record["shard"], 0);
+
+    let tokens = json(&["token", "list"]);
+    assert_eq!(tokens[0]["name"], "admin");
+    assert!(tokens[0].get("secret").is_none_or(|s| s.is_null()));
+    assert_eq!(json(&["plugin", "list"]), serde_json::json!([]));
+    assert_eq!(json(&["processor", "list"]), serde_json::json!([]));
+}

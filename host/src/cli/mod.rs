@@ -190,6 +190,34 @@ impl ConnectArgs {
     }
 }
 
+/// How a verb that reads data prints it.
+#[derive(Args, Clone, Copy, Default)]
+pub struct OutputArgs {
+    /// `text` for people; `json` for scripts: one JSON document, or one
+    /// per line for `get` and `tail` (README "Output for scripts").
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl OutputArgs {
+    /// Prints `value` as one line of JSON if JSON was asked for; whether
+    /// it did (else the caller prints text).
+    pub fn json(&self, value: &impl serde::Serialize) -> anyhow::Result<bool> {
+        if self.output != OutputFormat::Json {
+            return Ok(false);
+        }
+        println!("{}", serde_json::to_string(value)?);
+        Ok(true)
+    }
+}
+
 #[derive(Subcommand)]
 enum StreamCommand {
     /// Create a stream.
@@ -209,11 +237,15 @@ enum StreamCommand {
     /// List streams.
     List {
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Show a stream's shards: hash-key ranges, sequence numbers, sizes.
     Describe {
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -254,6 +286,8 @@ struct GetArgs {
     #[arg(long, default_value_t = 100)]
     limit: u32,
     #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
     connect: ConnectArgs,
 }
 
@@ -263,6 +297,8 @@ struct TailArgs {
     /// trim-horizon, latest, at:SEQ, after:SEQ, time:MILLIS.
     #[arg(long, value_parser = parse::position, default_value = "latest")]
     from: Position,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -446,13 +482,21 @@ async fn stream(command: StreamCommand) -> anyhow::Result<()> {
             client.create_stream(&name, shards, retention).await?;
             println!("created stream {name} with {shards} shard(s)");
         }
-        StreamCommand::List { connect } => {
-            for name in connect.connect().await?.list_streams().await? {
-                println!("{name}");
+        StreamCommand::List { output, connect } => {
+            let names = connect.connect().await?.list_streams().await?;
+            if !output.json(&names)? {
+                names.iter().for_each(|name| println!("{name}"));
             }
         }
-        StreamCommand::Describe { name, connect } => {
+        StreamCommand::Describe {
+            name,
+            output,
+            connect,
+        } => {
             let description = connect.connect().await?.describe_stream(&name).await?;
+            if output.json(&description)? {
+                return Ok(());
+            }
             let show = |value: Option<u64>, unit: &str| {
                 value.map_or("none".to_owned(), |v| format!("{v} {unit}"))
             };
@@ -610,18 +654,43 @@ pub(crate) async fn read_count(client: &Client, stream: &str) -> usize {
     }
 }
 
-fn print_record(shard: Option<u32>, record: &Record) {
-    let data = String::from_utf8_lossy(&record.data);
-    match shard {
-        Some(shard) => println!(
-            "shard={shard} seq={} ts={} key={} {data}",
-            record.sequence, record.timestamp_ms, record.partition_key
-        ),
-        None => println!(
-            "seq={} ts={} key={} {data}",
-            record.sequence, record.timestamp_ms, record.partition_key
-        ),
+/// A record as `get` and `tail` print it: text, or one JSON object per
+/// line (`data` when it is UTF-8, else `data_base64`).
+fn print_record(output: OutputArgs, shard: u32, record: &Record) -> anyhow::Result<()> {
+    let text = std::str::from_utf8(&record.data).ok();
+    let line = RecordLine {
+        shard,
+        sequence: record.sequence,
+        timestamp_ms: record.timestamp_ms,
+        partition_key: &record.partition_key,
+        data: text,
+        data_base64: text.is_none().then(|| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&record.data)
+        }),
+    };
+    if !output.json(&line)? {
+        println!(
+            "shard={shard} seq={} ts={} key={} {}",
+            record.sequence,
+            record.timestamp_ms,
+            record.partition_key,
+            String::from_utf8_lossy(&record.data)
+        );
     }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct RecordLine<'a> {
+    shard: u32,
+    sequence: u64,
+    timestamp_ms: u64,
+    partition_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<()> {
@@ -630,7 +699,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         .get_records(&args.stream, args.shard, args.from, args.limit)
         .await?;
     for record in &batch.records {
-        print_record(None, record);
+        print_record(args.output, args.shard, record)?;
     }
     eprintln!(
         "next position: at:{} ({} records, {} ms behind the tip)",
@@ -670,7 +739,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             line = received.recv() => match line {
-                Some(Ok((shard, record))) => print_record(Some(shard), &record),
+                Some(Ok((shard, record))) => print_record(args.output, shard, &record)?,
                 Some(Err(error)) => return Err(error),
                 None => return Ok(()),
             },

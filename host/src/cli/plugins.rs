@@ -9,7 +9,7 @@ use weir_client::admin::{
     ProcessorSettings, StartPosition,
 };
 
-use super::ConnectArgs;
+use super::{ConnectArgs, OutputArgs};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -24,11 +24,15 @@ pub enum PluginCommand {
     /// List plugins.
     List {
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Show a plugin: hash, size, WIT version, processors using it.
     Describe {
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -52,11 +56,15 @@ pub enum ProcessorCommand {
     /// List processors.
     List {
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Per shard: cursor, lag, records in/out, fuel, state size, errors.
     Describe {
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -171,6 +179,8 @@ pub enum StateCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
 }
@@ -279,23 +289,35 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                 .await?;
             print_plugin(&info);
         }
-        PluginCommand::List { connect } => match connect
+        PluginCommand::List { output, connect } => match connect
             .connect()
             .await?
             .admin(AdminRequest::ListPlugins)
             .await?
         {
-            AdminResponse::Plugins(plugins) => plugins.iter().for_each(print_plugin),
+            AdminResponse::Plugins(plugins) => {
+                if !output.json(&plugins)? {
+                    plugins.iter().for_each(print_plugin);
+                }
+            }
             other => bail!("unexpected answer {other:?}"),
         },
-        PluginCommand::Describe { name, connect } => {
+        PluginCommand::Describe {
+            name,
+            output,
+            connect,
+        } => {
             match connect
                 .connect()
                 .await?
                 .admin(AdminRequest::DescribePlugin { name })
                 .await?
             {
-                AdminResponse::Plugin(info) => print_plugin(&info),
+                AdminResponse::Plugin(info) => {
+                    if !output.json(&info)? {
+                        print_plugin(&info);
+                    }
+                }
                 other => bail!("unexpected answer {other:?}"),
             }
         }
@@ -316,6 +338,7 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
 }
 
 pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
+    let mut output = OutputArgs::default();
     let (request, connect) = match command {
         ProcessorCommand::Create(args) => {
             let limits = args.limits.to_limits();
@@ -344,8 +367,19 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
                 args.connect,
             )
         }
-        ProcessorCommand::List { connect } => (AdminRequest::ListProcessors, connect),
-        ProcessorCommand::Describe { name, connect } => {
+        ProcessorCommand::List {
+            output: asked,
+            connect,
+        } => {
+            output = asked;
+            (AdminRequest::ListProcessors, connect)
+        }
+        ProcessorCommand::Describe {
+            name,
+            output: asked,
+            connect,
+        } => {
+            output = asked;
             (AdminRequest::DescribeProcessor { name }, connect)
         }
         ProcessorCommand::Pause { name, connect } => {
@@ -364,8 +398,16 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
         ProcessorCommand::Rm { name, connect } => (AdminRequest::DeleteProcessor { name }, connect),
     };
     match connect.connect().await?.admin(request).await? {
-        AdminResponse::Processor(info) => print_processor(&info),
-        AdminResponse::Processors(list) => list.iter().for_each(print_processor),
+        AdminResponse::Processor(info) => {
+            if !output.json(&info)? {
+                print_processor(&info);
+            }
+        }
+        AdminResponse::Processors(list) => {
+            if !output.json(&list)? {
+                list.iter().for_each(print_processor);
+            }
+        }
         AdminResponse::Done => println!("done"),
         other => bail!("unexpected answer {other:?}"),
     }
@@ -378,6 +420,7 @@ pub async fn state(command: StateCommand) -> anyhow::Result<()> {
         key,
         prefix,
         limit,
+        output,
         connect,
     } = command;
     let request = AdminRequest::GetState {
@@ -388,6 +431,9 @@ pub async fn state(command: StateCommand) -> anyhow::Result<()> {
     };
     match connect.connect().await?.admin(request).await? {
         AdminResponse::State(entries) => {
+            if output.json(&entries)? {
+                return Ok(());
+            }
             for entry in entries {
                 let value = entry.value_hex.unwrap_or(entry.value);
                 println!("shard={} {} = {value}", entry.shard, entry.key);

@@ -4,7 +4,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use weir_client::admin::{AdminRequest, AdminResponse, Role, TokenInfo};
 
-use super::ConnectArgs;
+use super::{ConnectArgs, OutputArgs};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -23,6 +23,8 @@ pub enum TokenCommand {
     },
     /// List tokens: names, roles, streams (never secrets).
     List {
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -103,7 +105,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 other => bail!("unexpected answer {other:?}"),
             }
         }
-        TokenCommand::List { connect } => {
+        TokenCommand::List { output, connect } => {
             match connect
                 .connect()
                 .await?
@@ -111,8 +113,10 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 .await?
             {
                 AdminResponse::Tokens(tokens) => {
-                    for info in &tokens {
-                        println!("{}", describe(info));
+                    if !output.json(&tokens)? {
+                        tokens
+                            .iter()
+                            .for_each(|info| println!("{}", describe(info)));
                     }
                 }
                 other => bail!("unexpected answer {other:?}"),
