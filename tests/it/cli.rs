@@ -504,3 +504,25 @@ fn verbs_that_read_print_json_for_scripts() {
     assert_eq!(json(&["plugin", "list"]), serde_json::json!([]));
     assert_eq!(json(&["processor", "list"]), serde_json::json!([]));
 }
+
+/// `weir demo data` writes the clicks the README's pipeline filters and
+/// sums, so the tour shows output at every step.
+#[test]
+fn demo_data_feeds_the_tour_pipeline() {
+    let (ok, out, err) = weir_local(&["demo", "data", "--records", "200"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 200);
+    for click in &lines {
+        for field in ["user", "campaign", "event", "price_cents"] {
+            assert!(!click[field].is_null(), "{field} missing in {click}");
+        }
+    }
+    assert!(
+        lines.iter().any(|c| c["event"] == "purchase"),
+        "some clicks are purchases, so `purchases` and `revenue` get records"
+    );
+}

@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::io::Write;
+
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use weir_client::admin::{AdminRequest, AdminResponse, ProcessorSettings};
 use weir_client::{Client, Position, ProducerConfig};
 
@@ -25,6 +27,29 @@ pub struct DemoArgs {
     /// Print every record as it is tailed (default: a summary per second).
     #[arg(long)]
     verbose: bool,
+    #[command(subcommand)]
+    command: Option<DemoCommand>,
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// Write sample clicks as JSON lines to stdout (the records the demo
+    /// produces: user, campaign, event, price_cents), for
+    /// `weir put clicks --file clicks.jsonl --key-field user`.
+    Data {
+        #[arg(long, default_value_t = 1_000)]
+        records: u64,
+    },
+}
+
+/// `weir demo data`: sample clicks, one JSON object per line.
+fn write_sample_data(records: u64) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for i in 0..records {
+        writeln!(out, "{}", sample_click(i).1)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 const USERS: u32 = 500;
@@ -210,6 +235,9 @@ async fn top_campaigns(client: &Client) -> String {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if let Some(DemoCommand::Data { records }) = args.command {
+        return write_sample_data(records);
+    }
     println!("Building the example plugins for wasm32-wasip2 (the first run takes a minute)...");
     let plugins = tokio::task::spawn_blocking(example_plugins_dir).await?;
     let dir = tempfile::Builder::new().prefix("weir-demo").tempdir()?;
@@ -246,6 +274,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "  weir put clicks --key user-1 '{{\"event\":\"purchase\",\"campaign\":\"spring-sale\",\"price_cents\":1999}}'"
     );
+    println!("  weir demo data --records 2000 > clicks.jsonl");
     println!("  weir put clicks --file clicks.jsonl --key-field user");
     println!("  (cd plugins && cargo build --release --target wasm32-wasip2)");
     println!(

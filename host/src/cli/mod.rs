@@ -50,7 +50,8 @@ enum LogFormat {
 enum Command {
     /// Run the server (no config needed: data in ./weir-data, QUIC on 127.0.0.1:7720).
     Serve(ServeArgs),
-    /// Start a server on a temporary directory, produce sample clicks and tail them.
+    /// A live pipeline on a temporary server: sample clicks -> purchases ->
+    /// revenue per campaign (`weir demo data` writes the sample clicks).
     Demo(demo::DemoArgs),
     /// Create, list, describe and delete streams.
     #[command(subcommand)]
