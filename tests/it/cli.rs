@@ -526,3 +526,48 @@ fn demo_data_feeds_the_tour_pipeline() {
         "some clicks are purchases, so `purchases` and `revenue` get records"
     );
 }
+
+/// The scaffold flow exactly as docs/PLUGINS.md gives it: `plugin new`,
+/// build for wasm32-wasip2, `plugin test` over the scaffold's
+/// `sample.jsonl` with `--key-field user`.
+#[test]
+fn the_documented_scaffold_flow_works() {
+    let examples = crate::support::plugin_dir();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crate_dir = dir.path().join("my-plugin");
+    let (ok, _, err) = weir_local(&["plugin", "new", crate_dir.to_str().expect("path")]);
+    assert!(ok, "{err}");
+    // Reuse the example plugins' build of the SDK: same pinned versions,
+    // same target directory (examples is TARGET/wasm32-wasip2/release).
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    std::fs::copy(plugins.join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("lock");
+    let target = examples
+        .ancestors()
+        .nth(2)
+        .expect("the examples' target directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&crate_dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "the scaffold builds");
+    let component = examples.join("my_plugin.wasm");
+    let sample = crate_dir.join("sample.jsonl");
+    let (ok, out, err) = weir_local(&[
+        "plugin",
+        "test",
+        component.to_str().expect("path"),
+        "--input",
+        sample.to_str().expect("path"),
+        "--config",
+        "needle=purchase",
+        "--key-field",
+        "user",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("out key=b"), "the purchase passes: {out}");
+    assert!(!out.contains("out key=a"), "a view does not: {out}");
+}

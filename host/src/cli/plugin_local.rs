@@ -480,7 +480,8 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("src").join("lib.rs"), source)?;
     std::fs::write(
         dir.join("sample.jsonl"),
-        "{\"user\":\"a\",\"event\":\"view\"}\n{\"user\":\"b\",\"event\":\"purchase\"}\nplain text line\n",
+        // Every line has the `user` field PLUGINS.md's `--key-field user` reads.
+        "{\"user\":\"a\",\"event\":\"view\"}\n{\"user\":\"b\",\"event\":\"purchase\"}\n{\"user\":\"c\",\"event\":\"view\"}\n",
     )?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
     println!(
