@@ -621,3 +621,18 @@ def test_records_cross_between_quic_and_the_kinesis_api(weir, kinesis, stream):
     out = weir.weir("get", stream, "--shard", shard, "--from", "trim-horizon")
     assert "from quic" in out and "from kinesis" in out
     assert put["SequenceNumber"] in out
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(weir):
+    import http.client
+    host, port = weir.endpoint.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", "/")
+    connection.putheader("X-Amz-Target", "Kinesis_20131202.PutRecords")
+    connection.putheader("Content-Length", str(64 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 400
+    assert body["__type"] == "InvalidArgumentException"
+    assert "request_body_bytes_max" in body["message"]

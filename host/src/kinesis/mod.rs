@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 pub use error::KinesisError;
 pub use ops::{parse_shard_id, shard_id};
@@ -216,7 +216,7 @@ async fn handle(api: Arc<Api>, request: http::Request<Incoming>) -> http::Respon
                 "the Kinesis API takes POST / with an X-Amz-Target header",
             ));
         }
-        let body = read_body(&api, body).await?;
+        let (body, _reserved) = read_body(&api, &parts.headers, body).await?;
         let operation = operation(&parts.headers)?.to_owned();
         let checked = {
             let api = api.clone();
@@ -284,15 +284,48 @@ fn error_answer(encoding: Encoding, error: KinesisError) -> (u16, Option<&'stati
     (error.status, Some(error.code), Body::Full(Some(bytes)))
 }
 
-async fn read_body(api: &Api, body: Incoming) -> Result<Bytes, KinesisError> {
+/// Reads a request body after reserving its declared size (or the
+/// largest allowed, when it declares none) from the server's request
+/// budget, `limits.server_buffered_bytes_max`, which QUIC requests share:
+/// requests in memory stay within it however many connections send. The
+/// reservation lasts until the operation is done.
+async fn read_body(
+    api: &Api,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<(Bytes, OwnedSemaphorePermit), KinesisError> {
+    let limits = &api.service.limits;
     let bytes_max = api.config.request_body_bytes_max;
-    let timeout = Duration::from_millis(api.service.limits.request_read_timeout_ms);
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(bytes_max);
+    if declared > bytes_max {
+        return Err(too_large(bytes_max));
+    }
+    let reserve = declared.clamp(1, limits.server_buffered_bytes_max.max(1));
+    let wait = Duration::from_millis(limits.buffer_wait_timeout_ms);
+    let permits = u32::try_from(reserve).unwrap_or(u32::MAX);
+    let permit = tokio::time::timeout(
+        wait,
+        api.service.buffered.clone().acquire_many_owned(permits),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or_else(|| {
+        KinesisError::throughput(format!(
+            "the server's request buffers are full (limits.server_buffered_bytes_max, {} \
+             bytes); retry",
+            limits.server_buffered_bytes_max
+        ))
+    })?;
+    let timeout = Duration::from_millis(limits.request_read_timeout_ms);
     match tokio::time::timeout(timeout, Limited::new(body, bytes_max).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), permit)),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(KinesisError::invalid_argument(format!(
-                "the request body is over kinesis.request_body_bytes_max ({bytes_max} bytes)"
-            )))
+            Err(too_large(bytes_max))
         }
         Ok(Err(error)) => Err(KinesisError::serialization(format!(
             "reading the request body: {error}"
@@ -302,6 +335,12 @@ async fn read_body(api: &Api, body: Incoming) -> Result<Bytes, KinesisError> {
             timeout.as_millis()
         ))),
     }
+}
+
+fn too_large(bytes_max: usize) -> KinesisError {
+    KinesisError::invalid_argument(format!(
+        "the request body is over kinesis.request_body_bytes_max ({bytes_max} bytes)"
+    ))
 }
 
 /// The operation an `X-Amz-Target` header names.
