@@ -502,6 +502,8 @@ fn verbs_that_read_print_json_for_scripts() {
     assert_eq!(tokens[0]["name"], "admin");
     assert!(tokens[0].get("secret").is_none_or(|s| s.is_null()));
     assert_eq!(json(&["plugin", "list"]), serde_json::json!([]));
+    let status = json(&["status"]);
+    assert_eq!(status["streams"][0]["name"], "clicks");
     assert_eq!(json(&["processor", "list"]), serde_json::json!([]));
 }
 

@@ -208,10 +208,14 @@ pub enum OutputFormat {
 }
 
 impl OutputArgs {
+    pub fn is_json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+
     /// Prints `value` as one line of JSON if JSON was asked for; whether
     /// it did (else the caller prints text).
     pub fn json(&self, value: &impl serde::Serialize) -> anyhow::Result<bool> {
-        if self.output != OutputFormat::Json {
+        if !self.is_json() {
             return Ok(false);
         }
         println!("{}", serde_json::to_string(value)?);

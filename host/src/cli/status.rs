@@ -10,16 +10,19 @@ use serde::Serialize;
 use weir_client::admin::{AdminRequest, AdminResponse, ProcessorInfo, ServerInfo};
 use weir_client::{Client, StreamDescription};
 
-use super::ConnectArgs;
+use super::{ConnectArgs, OutputArgs};
 
 #[derive(Args)]
 pub struct StatusArgs {
     /// Refresh every 2 seconds (rates are computed between refreshes).
     #[arg(long)]
     watch: bool,
-    /// Print one JSON document instead of the screen.
+    /// Print one JSON document instead of the screen (the same as
+    /// `--output json`).
     #[arg(long, conflicts_with = "watch")]
     json: bool,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -156,7 +159,7 @@ fn print(snapshot: &Snapshot, previous: Option<(&Snapshot, Duration)>) {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let client = args.connect.connect().await?;
-    if args.json {
+    if args.json || args.output.is_json() {
         println!(
             "{}",
             serde_json::to_string_pretty(&snapshot(&client).await?)?

@@ -110,6 +110,16 @@ impl Validation {
         ));
     }
 
+    /// The error for one missing field alone.
+    pub fn missing(field: &str) -> KinesisError {
+        let mut validation = Self::new();
+        validation.required(field);
+        match validation.finish() {
+            Err(error) => error,
+            Ok(()) => KinesisError::invalid_argument(format!("{field} is required")),
+        }
+    }
+
     pub fn check_length(&mut self, value: &str, field: &str, min: usize, max: usize) {
         let length = value.chars().count();
         if length < min {

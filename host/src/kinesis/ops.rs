@@ -771,12 +771,7 @@ impl Call<'_> {
             GET_RECORDS_LIMIT_MAX,
         )?;
         let Some(text) = text else {
-            let mut validation = Validation::new();
-            validation.required("shardIterator");
-            return Err(validation
-                .finish()
-                .err()
-                .unwrap_or_else(|| KinesisError::invalid_argument("ShardIterator is required")));
+            return Err(Validation::missing("shardIterator"));
         };
         let now = now_ms();
         let iterator = self.api.iterators.open(text, now)?;
