@@ -238,3 +238,20 @@ pub enum AdminResponse {
     Token(TokenInfo),
     Tokens(Vec<TokenInfo>),
 }
+
+impl AdminResponse {
+    /// What kind of answer this is, in words (for messages).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Plugin(_) => "a plugin",
+            Self::Plugins(_) => "a list of plugins",
+            Self::Processor(_) => "a processor",
+            Self::Processors(_) => "a list of processors",
+            Self::State(_) => "state entries",
+            Self::Server(_) => "server information",
+            Self::Token(_) => "a token",
+            Self::Tokens(_) => "a list of tokens",
+        }
+    }
+}

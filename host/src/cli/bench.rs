@@ -512,7 +512,7 @@ pub(super) async fn produce_quic(
                         .iter()
                         .find(|r| matches!(r, PutResult::Failed { .. }))
                     {
-                        bail!("record failed: {code:?}: {message}");
+                        bail!("record failed: {}: {message}", code.name());
                     }
                     bar.inc(count);
                 }

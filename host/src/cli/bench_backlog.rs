@@ -119,6 +119,6 @@ async fn progress(client: &weir_client::Client) -> anyhow::Result<Vec<ShardProgr
         .await?
     {
         AdminResponse::Processor(info) => Ok(info.shards),
-        other => bail!("unexpected answer {other:?}"),
+        other => Err(super::unexpected(&other)),
     }
 }

@@ -191,6 +191,16 @@ impl ConnectArgs {
     }
 }
 
+/// An admin answer the command did not expect: a client and server of
+/// different versions, most likely.
+pub(crate) fn unexpected(answer: &weir_client::admin::AdminResponse) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the server answered with {} where this command expected something else \
+         (are `weir` and the server the same version?)",
+        answer.kind()
+    )
+}
+
 /// How a verb that reads data prints it.
 #[derive(Args, Clone, Copy, Default)]
 pub struct OutputArgs {
@@ -564,7 +574,7 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
                     println!("shard {shard} sequence {sequence}");
                 }
                 Some(weir_client::PutResult::Failed { code, message }) => {
-                    bail!("{code:?}: {message}")
+                    bail!("{}: {message}", code.name())
                 }
                 None => bail!("the server returned no result"),
             }

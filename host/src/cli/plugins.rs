@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use weir_client::admin::{
     AdminRequest, AdminResponse, FailurePolicy, PluginInfo, ProcessorInfo, ProcessorLimits,
@@ -300,7 +300,7 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                     plugins.iter().for_each(print_plugin);
                 }
             }
-            other => bail!("unexpected answer {other:?}"),
+            other => return Err(super::unexpected(&other)),
         },
         PluginCommand::Describe {
             name,
@@ -318,7 +318,7 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                         print_plugin(&info);
                     }
                 }
-                other => bail!("unexpected answer {other:?}"),
+                other => return Err(super::unexpected(&other)),
             }
         }
         PluginCommand::New(args) => super::plugin_local::new(args)?,
@@ -409,7 +409,7 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
             }
         }
         AdminResponse::Done => println!("done"),
-        other => bail!("unexpected answer {other:?}"),
+        other => return Err(super::unexpected(&other)),
     }
     Ok(())
 }
@@ -439,7 +439,7 @@ pub async fn state(command: StateCommand) -> anyhow::Result<()> {
                 println!("shard={} {} = {value}", entry.shard, entry.key);
             }
         }
-        other => bail!("unexpected answer {other:?}"),
+        other => return Err(super::unexpected(&other)),
     }
     Ok(())
 }

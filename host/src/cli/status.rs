@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 use weir_client::admin::{AdminRequest, AdminResponse, ProcessorInfo, ServerInfo};
@@ -37,7 +36,7 @@ struct Snapshot {
 async fn snapshot(client: &Client) -> anyhow::Result<Snapshot> {
     let server = match client.admin(AdminRequest::ServerInfo).await? {
         AdminResponse::Server(info) => info,
-        other => bail!("unexpected answer {other:?}"),
+        other => return Err(super::unexpected(&other)),
     };
     let mut streams = Vec::new();
     for name in client.list_streams().await? {
@@ -45,7 +44,7 @@ async fn snapshot(client: &Client) -> anyhow::Result<Snapshot> {
     }
     let names: Vec<String> = match client.admin(AdminRequest::ListProcessors).await? {
         AdminResponse::Processors(list) => list.into_iter().map(|p| p.settings.name).collect(),
-        other => bail!("unexpected answer {other:?}"),
+        other => return Err(super::unexpected(&other)),
     };
     let mut processors = Vec::new();
     for name in names {

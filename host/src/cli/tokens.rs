@@ -1,6 +1,5 @@
 //! `weir token`: create, list and revoke access tokens.
 
-use anyhow::bail;
 use clap::Subcommand;
 use weir_client::admin::{AdminRequest, AdminResponse, Role, TokenInfo};
 
@@ -102,7 +101,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                     // `weir token create ... | tail -1`.
                     println!("{secret}");
                 }
-                other => bail!("unexpected answer {other:?}"),
+                other => return Err(super::unexpected(&other)),
             }
         }
         TokenCommand::List { output, connect } => {
@@ -119,7 +118,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                             .for_each(|info| println!("{}", describe(info)));
                     }
                 }
-                other => bail!("unexpected answer {other:?}"),
+                other => return Err(super::unexpected(&other)),
             }
         }
         TokenCommand::AwsCredentials {
