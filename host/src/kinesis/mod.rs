@@ -34,8 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 pub use error::KinesisError;
-pub use ops::{parse_shard_id, shard_id};
-pub use value::Encoding;
+pub use ops::shard_id;
 
 use crate::auth::Session;
 use crate::config::KinesisConfig;
@@ -43,7 +42,7 @@ use crate::service::Service;
 use crate::storage::now_ms;
 use iterator::IteratorKeys;
 use ops::{Answer, Api};
-use value::{Fields, MapBuilder};
+use value::{Encoding, Fields, MapBuilder};
 
 /// The `X-Amz-Target` prefix of every Kinesis operation.
 const TARGET_PREFIX: &str = "Kinesis_20131202.";
