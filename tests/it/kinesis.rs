@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use weir::kinesis::client::{Connection, Target};
+use weir::storage::CatalogKind;
 
 use crate::support::{
     TestServer, create_processor, eventually, purchase_filter, read_all, stream_with_plugins,
@@ -138,4 +139,61 @@ async fn processors_run_over_records_put_through_the_kinesis_api() {
         .map(Vec::len)
         .sum();
     assert_eq!(stored, 30);
+}
+
+/// A stream's Kinesis consumers and tags go with it: deleting the stream
+/// leaves none of its catalog records behind.
+#[tokio::test]
+async fn deleting_a_stream_removes_its_consumers_and_tags() {
+    let test = TestServer::start().await;
+    let target = Target {
+        addr: test.server.kinesis_addr().expect("the Kinesis API is on"),
+        access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
+        secret: weir::auth::sigv4_secret(&test.admin_token()),
+    };
+    let mut connection = Connection::open(&target).await.expect("connect");
+    let mut call = async |operation: &str, body: serde_json::Value| {
+        let (status, answer) = connection
+            .call(operation, &body.to_string())
+            .await
+            .expect("an answer");
+        assert_eq!(
+            status,
+            200,
+            "{operation}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    };
+    call(
+        "CreateStream",
+        serde_json::json!({"StreamName": "s", "ShardCount": 1}),
+    )
+    .await;
+    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/s";
+    call(
+        "RegisterStreamConsumer",
+        serde_json::json!({"StreamARN": arn, "ConsumerName": "app"}),
+    )
+    .await;
+    call(
+        "AddTagsToStream",
+        serde_json::json!({"StreamName": "s", "Tags": {"team": "edge"}}),
+    )
+    .await;
+    let storage = test.server.storage().clone();
+    let stream_id = storage.stream("s").expect("stream").id;
+    let records_of_stream = || {
+        [CatalogKind::KinesisConsumer, CatalogKind::KinesisTags]
+            .iter()
+            .map(|kind| {
+                storage
+                    .catalog_records(*kind, &format!("{stream_id}/"))
+                    .expect("read the catalog")
+                    .len()
+            })
+            .sum::<usize>()
+    };
+    assert_eq!(records_of_stream(), 2);
+    call("DeleteStream", serde_json::json!({"StreamName": "s"})).await;
+    assert_eq!(records_of_stream(), 0);
 }

@@ -13,8 +13,17 @@ use super::{Result, Storage};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatalogKind {
     Token,
+    /// Named `{stream_id}/{consumer}`: removed with the stream.
     KinesisConsumer,
+    /// Named `{stream_id}/`: removed with the stream.
     KinesisTags,
+}
+
+/// The key prefixes of every record that belongs to stream `stream_id`,
+/// removed in the same batch that drops the stream.
+pub(super) fn stream_record_prefixes(stream_id: u64) -> [String; 2] {
+    [CatalogKind::KinesisConsumer, CatalogKind::KinesisTags]
+        .map(|kind| kind.key(&format!("{stream_id}/")))
 }
 
 impl CatalogKind {

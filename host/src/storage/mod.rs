@@ -495,7 +495,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes a stream, its records, dedup state and checkpoints.
+    /// Deletes a stream, its records, dedup state, checkpoints and the
+    /// catalog records that belong to it (Kinesis consumers and tags).
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         let stream = {
             let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());

@@ -557,6 +557,11 @@ impl Writer {
         for entry in engine.checkpoints.prefix(&checkpoint_prefix) {
             batch.remove(&engine.checkpoints, entry.key()?);
         }
+        for prefix in super::catalog::stream_record_prefixes(stream.id) {
+            for entry in engine.meta.prefix(&prefix) {
+                batch.remove(&engine.meta, entry.key()?);
+            }
+        }
         batch.commit()?;
         self.dedup
             .retain(|(stream_id, _, _), _| *stream_id != stream.id);
