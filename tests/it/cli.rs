@@ -128,17 +128,9 @@ fn a_second_server_on_a_data_directory_names_the_problem() {
     let dir = tempfile::tempdir().expect("temp dir");
     let _first = ServerProcess::spawn(dir.path(), &[]);
     let data = dir.path().to_str().expect("path");
-    let (ok, _, err) = weir_local(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--kinesis-listen",
-        "off",
-        "--data",
-        data,
-    ]);
+    let mut args = crate::support::serve_args("127.0.0.1:0").to_vec();
+    args.extend(["--data", data]);
+    let (ok, _, err) = weir_local(&args);
     assert!(!ok);
     assert!(err.contains("another Weir server is using"), "{err}");
     assert!(!err.contains("Locked"), "no storage-engine jargon: {err}");

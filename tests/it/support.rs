@@ -85,6 +85,21 @@ pub async fn connect(mut config: ClientConfig) -> Client {
     Client::connect(config).await.expect("client connects")
 }
 
+/// `weir serve` with QUIC on `listen`, the admin listener on a free
+/// loopback port and the Kinesis API off (tests run many servers at once;
+/// the API's fixed default port would collide). `--data DIR` follows.
+pub fn serve_args(listen: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--listen",
+        listen,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--kinesis-listen",
+        "off",
+    ]
+}
+
 /// The `weir` binary as a child process, killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -101,16 +116,8 @@ impl ServerProcess {
     /// Starts `weir serve` on `listen` and waits for its "listening on" line.
     pub fn spawn_on(data: &Path, listen: &str, extra_args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-            .args([
-                "serve",
-                "--listen",
-                listen,
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--kinesis-listen",
-                "off",
-                "--data",
-            ])
+            .args(serve_args(listen))
+            .arg("--data")
             .arg(data)
             .args(extra_args)
             .env("WEIR_LOG", "warn")

@@ -359,15 +359,7 @@ async fn a_kill_at_any_moment_of_the_first_start_leaves_a_data_directory_that_st
     for attempt in 0..12u64 {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--kinesis-listen",
-                "off",
-            ])
+            .args(crate::support::serve_args("127.0.0.1:0"))
             .arg("--data")
             .arg(dir.path())
             .stdout(std::process::Stdio::null())

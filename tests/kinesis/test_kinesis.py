@@ -530,6 +530,8 @@ def test_tags_on_streams(kinesis, stream):
     assert not tags["HasMoreTags"]
     page = kinesis.list_tags_for_stream(StreamName=stream, Limit=1, ExclusiveStartTagKey="site")
     assert page["Tags"] == [{"Key": "team", "Value": "edge"}] and page["HasMoreTags"]
+    code, message = error_of(lambda: kinesis.list_tags_for_stream(StreamName=stream, Limit=51))
+    assert code == "ValidationException" and "less than or equal to 50" in message
     kinesis.remove_tags_from_stream(StreamName=stream, TagKeys=["site"])
     kinesis.untag_resource(ResourceARN=arn, TagKeys=["tier"])
     assert kinesis.list_tags_for_resource(ResourceARN=arn)["Tags"] == [

@@ -212,7 +212,7 @@ impl Call<'_> {
         Ok(name)
     }
 
-    fn limit(
+    pub(super) fn limit(
         &self,
         field: &str,
         aws_field: &str,
@@ -303,9 +303,12 @@ impl Call<'_> {
             ));
         };
         names.sort();
-        names.retain(|name| start.as_ref().is_none_or(|start| name > start));
-        let more = names.len() > limit;
-        names.truncate(limit);
+        let (names, more) = page(
+            names
+                .into_iter()
+                .filter(|name| start.as_ref().is_none_or(|start| name > start)),
+            limit,
+        );
         let summaries = names
             .iter()
             .map(|name| {
@@ -370,13 +373,7 @@ impl Call<'_> {
             .map(parse_shard_id)
             .transpose()?;
         let description = self.describe(&name).await?;
-        let mut shards: Vec<&ShardDescription> = description
-            .shards
-            .iter()
-            .filter(|s| after.is_none_or(|after| s.shard > after))
-            .collect();
-        let more = shards.len() > limit;
-        shards.truncate(limit);
+        let (shards, more) = shard_page(&description, after, limit);
         Ok(MapBuilder::new()
             .with(
                 "StreamDescription",
@@ -465,13 +462,7 @@ impl Call<'_> {
             }
         }
         let description = self.describe(&name).await?;
-        let mut shards: Vec<&ShardDescription> = description
-            .shards
-            .iter()
-            .filter(|s| after.is_none_or(|after| s.shard > after))
-            .collect();
-        let more = shards.len() > limit;
-        shards.truncate(limit);
+        let (shards, more) = shard_page(&description, after, limit);
         let next_token = more
             .then(|| {
                 shards
@@ -864,6 +855,28 @@ pub(super) fn record_value(record: Record) -> Value {
         .with("Data", Value::Blob(record.data))
         .with("PartitionKey", record.partition_key)
         .build()
+}
+
+/// The first `limit` items and whether more follow: one page of a
+/// paginated listing.
+pub(super) fn page<T>(items: impl Iterator<Item = T>, limit: usize) -> (Vec<T>, bool) {
+    let mut items: Vec<T> = items.take(limit.saturating_add(1)).collect();
+    let more = items.len() > limit;
+    items.truncate(limit);
+    (items, more)
+}
+
+/// One page of a stream's shards: those after shard `after`, at most `limit`.
+fn shard_page(
+    description: &StreamDescription,
+    after: Option<u32>,
+    limit: usize,
+) -> (Vec<&ShardDescription>, bool) {
+    let shards = description.shards.iter();
+    page(
+        shards.filter(|s| after.is_none_or(|after| s.shard > after)),
+        limit,
+    )
 }
 
 fn unexpected(response: &Response) -> KinesisError {

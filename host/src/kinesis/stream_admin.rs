@@ -10,7 +10,7 @@ use weir_proto::admin::Role;
 use weir_proto::{Request, Response, Retention};
 
 use super::error::{KinesisError, Validation};
-use super::ops::Call;
+use super::ops::{Call, page};
 use super::value::{MapBuilder, Value};
 use crate::service::RequestError;
 use crate::storage::CatalogKind;
@@ -135,13 +135,17 @@ impl Call<'_> {
         let (_, stream_id) = self.tagged_stream(Role::Consume)?;
         let tags = self.tags(stream_id)?;
         let start = self.fields.text("ExclusiveStartTagKey")?;
-        let limit = self.fields.int("Limit")?.unwrap_or(i64::MAX).max(1) as usize;
-        let mut selected: Vec<(&String, &String)> = tags
-            .iter()
-            .filter(|(key, _)| start.is_none_or(|start| key.as_str() > start))
-            .collect();
-        let more = selected.len() > limit;
-        selected.truncate(limit);
+        let limit = self.limit(
+            "Limit",
+            "limit",
+            TAGS_PER_STREAM_MAX as i64,
+            TAGS_PER_STREAM_MAX as i64,
+        )?;
+        let (selected, more) = page(
+            tags.iter()
+                .filter(|(key, _)| start.is_none_or(|start| key.as_str() > start)),
+            limit,
+        );
         let list = selected
             .into_iter()
             .map(|(key, value)| {
