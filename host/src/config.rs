@@ -354,6 +354,38 @@ impl Default for KinesisConfig {
     }
 }
 
+/// Sinks: forwarding streams to other engines (see docs/SINKS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Sinks the server keeps.
+    pub sinks_max: usize,
+    /// Records in one upstream request: a sink's `--batch-records` default
+    /// and ceiling (NATS takes at most 1 000 in one atomic batch).
+    pub sink_batch_records_max: u32,
+    /// Record bytes in one upstream request at most.
+    pub sink_batch_bytes_max: usize,
+    /// How long an upstream request (a publish, a tail lookup) may take
+    /// before it counts as failed and is retried.
+    pub sink_request_timeout_ms: u64,
+    /// The longest wait between retries while an upstream is unreachable
+    /// or refusing (waits start at a tenth of a second and double, with
+    /// jitter).
+    pub sink_retry_backoff_ms_max: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            sinks_max: 64,
+            sink_batch_records_max: 1_000,
+            sink_batch_bytes_max: 4 * 1024 * 1024,
+            sink_request_timeout_ms: 5_000,
+            sink_retry_backoff_ms_max: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -374,6 +406,7 @@ pub struct ServerConfig {
     pub processing: ProcessingConfig,
     pub auth: AuthConfig,
     pub kinesis: KinesisConfig,
+    pub sinks: SinkConfig,
 }
 
 impl Default for ServerConfig {
@@ -435,6 +468,10 @@ impl ServerConfig {
             ("limits.handshakes_max", self.limits.handshakes_max),
             ("limits.batch_records_max", self.limits.batch_records_max),
             (
+                "sinks.sink_batch_records_max",
+                self.sinks.sink_batch_records_max as usize,
+            ),
+            (
                 "processing.processor_batch_records_max",
                 self.processing.processor_batch_records_max,
             ),
@@ -484,6 +521,7 @@ impl ServerConfig {
             processing: ProcessingConfig::default(),
             auth: AuthConfig::default(),
             kinesis: KinesisConfig::default(),
+            sinks: SinkConfig::default(),
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   imports hyper.
 //! - [`plugin`]: the Wasm runtime (wasmtime); the only module that imports it.
 //! - [`processor`]: processors: one in-order worker per source shard.
+//! - [`sink`]: forwarding streams to other engines (NATS JetStream); the
+//!   only module that imports their clients.
 //! - [`tls`]: certificates (self-signed on first start) and rustls setup.
 //! - [`metrics`]: Prometheus text rendered from the service, `/healthz` and
 //!   `/readyz`, on an admin HTTP listener.
@@ -36,6 +38,7 @@ pub mod plugin;
 pub mod processor;
 pub mod server;
 pub mod service;
+pub mod sink;
 pub mod storage;
 pub mod system;
 pub mod tls;

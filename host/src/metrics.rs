@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use weir_proto::admin::ShardProgress;
+use weir_proto::admin::{ShardProgress, SinkShardProgress};
 
 use crate::service::Service;
 use crate::storage::ShardStats;
@@ -250,6 +250,56 @@ pub async fn render(service: &Service) -> String {
             |dropped| *dropped,
         )];
         render_families(&mut out, &log_family, &log_drops);
+    }
+
+    if let Ok(sinks) = service.sinks.list_detailed().await {
+        let sink_families: [Family<SinkShardProgress>; 7] = [
+            counter(
+                "weir_sink_records_forwarded_total",
+                "Records the upstream acknowledged.",
+                |s| s.records_forwarded,
+            ),
+            counter(
+                "weir_sink_bytes_forwarded_total",
+                "Record bytes the upstream acknowledged.",
+                |s| s.bytes_forwarded,
+            ),
+            gauge(
+                "weir_sink_lag_records",
+                "Source records not yet forwarded.",
+                |s| s.lag_records,
+            ),
+            gauge(
+                "weir_sink_lag_bytes",
+                "Source bytes not yet forwarded (from the shard's average record size).",
+                |s| s.lag_bytes,
+            ),
+            gauge(
+                "weir_sink_lag_seconds",
+                "Age of the oldest record not yet forwarded.",
+                |s| s.lag_ms / 1000,
+            ),
+            gauge(
+                "weir_sink_last_ack_timestamp_seconds",
+                "When the upstream last acknowledged records (Unix time; 0: never).",
+                |s| s.last_ack_ms.unwrap_or(0) / 1000,
+            ),
+            gauge(
+                "weir_sink_backing_off",
+                "1 while the worker waits to retry an unreachable or refusing upstream.",
+                |s| u64::from(s.status == "backing off"),
+            ),
+        ];
+        let shards: Vec<(String, SinkShardProgress)> = sinks
+            .into_iter()
+            .flat_map(|sink| {
+                let name = sink.settings.name;
+                sink.shards
+                    .into_iter()
+                    .map(move |shard| (format!("sink=\"{name}\",shard=\"{}\"", shard.shard), shard))
+            })
+            .collect();
+        render_families(&mut out, &sink_families, &shards);
     }
 
     scalar(

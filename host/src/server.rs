@@ -14,6 +14,7 @@ use crate::config::ServerConfig;
 use crate::plugin::{PluginError, PluginRuntime};
 use crate::processor::Processors;
 use crate::service::Service;
+use crate::sink::{SinkError, Sinks};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{self, TransportError};
 
@@ -36,6 +37,8 @@ pub enum ServerError {
     },
     #[error("starting the processors: {0}")]
     Processors(crate::processor::ProcessorError),
+    #[error("starting the sinks: {0}")]
+    Sinks(SinkError),
     /// A start-up step on another thread panicked (a bug: see the log).
     #[error("{step} failed unexpectedly: {reason}")]
     Panicked { step: &'static str, reason: String },
@@ -55,6 +58,7 @@ pub struct Server {
     auth_enabled: bool,
     storage: Arc<Storage>,
     processors: Arc<Processors>,
+    sinks: Arc<Sinks>,
     shutdown: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
 }
@@ -118,6 +122,13 @@ impl Server {
         )
         .await
         .map_err(ServerError::Processors)?;
+        let sinks = Sinks::start(
+            storage.clone(),
+            config.sinks.clone(),
+            crate::tls::box_id(&reset_key),
+        )
+        .await
+        .map_err(ServerError::Sinks)?;
         let (auth_storage, auth_config, auth_dir) =
             (storage.clone(), config.auth.clone(), dir.clone());
         let auth =
@@ -135,6 +146,7 @@ impl Server {
         let service = Arc::new(Service::new(
             storage.clone(),
             processors.clone(),
+            sinks.clone(),
             auth,
             config.limits,
         ));
@@ -181,6 +193,7 @@ impl Server {
             auth_enabled,
             storage,
             processors,
+            sinks,
             shutdown,
             accept_loop,
         })
@@ -232,6 +245,7 @@ impl Server {
         let _ = self.shutdown.send(true);
         let _ = self.accept_loop.await;
         self.processors.shutdown().await;
+        self.sinks.shutdown().await;
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || storage.shutdown())
             .await

@@ -155,6 +155,20 @@ pub fn load_or_create_reset_key(data_dir: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(key)
 }
 
+/// This box's name for the world (in sinks' message ids): 16 hex digits
+/// derived from the reset key, so it stays the same across restarts of
+/// one data directory and differs between boxes.
+pub fn box_id(reset_key: &[u8]) -> String {
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key),
+        b"weir box id",
+    );
+    tag.as_ref()[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// A rustls server configuration for QUIC: TLS 1.3 only, ALPN `weir/1`.
 pub fn server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
     with_alpn(identity, vec![weir_proto::ALPN.to_vec()])

@@ -49,6 +49,59 @@ pub struct ProcessorSettings {
     pub start: StartPosition,
 }
 
+/// Everything `weir sink create` sets. `None` values take the server's
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SinkSettings {
+    pub name: String,
+    /// The Weir stream whose records are forwarded.
+    pub source: String,
+    /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX` (more schemes to come).
+    /// A password in the URL is never shown back.
+    pub to: String,
+    /// A file on the server holding the upstream's credentials (for NATS,
+    /// a `.creds` file); only its path is stored and shown.
+    #[serde(default)]
+    pub credentials_file: Option<String>,
+    pub start: StartPosition,
+    /// Records per upstream request.
+    pub batch_records: Option<u32>,
+    /// How long a short batch waits for more records before it is sent.
+    pub linger_ms: Option<u64>,
+    /// Bytes of record data forwarded per second at most, over all shards.
+    pub bytes_per_sec: Option<u64>,
+}
+
+/// One source shard of a sink, as `weir sink describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkShardProgress {
+    pub shard: u32,
+    /// `forwarding`, `backing off`, `paused`, `stopped`.
+    pub status: String,
+    /// Next source sequence number to forward.
+    pub cursor: u64,
+    pub lag_records: u64,
+    /// Estimated from the shard's average record size.
+    pub lag_bytes: u64,
+    /// Age of the oldest record not yet forwarded.
+    pub lag_ms: u64,
+    pub records_forwarded: u64,
+    pub bytes_forwarded: u64,
+    /// When the upstream last acknowledged records (Unix ms).
+    pub last_ack_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkInfo {
+    /// The settings, with any password in `to` replaced by `***`.
+    pub settings: SinkSettings,
+    pub paused: bool,
+    pub created_ms: u64,
+    /// Empty in `ListSinks` answers.
+    pub shards: Vec<SinkShardProgress>,
+}
+
 /// What a token allows. `Admin` includes `Produce` and `Consume` on the
 /// same streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,6 +176,21 @@ pub enum AdminRequest {
     UpdateProcessor {
         name: String,
         limits: ProcessorLimits,
+    },
+    CreateSink(Box<SinkSettings>),
+    ListSinks,
+    DescribeSink {
+        name: String,
+    },
+    PauseSink {
+        name: String,
+    },
+    ResumeSink {
+        name: String,
+    },
+    /// Removes a sink and its cursors; what it forwarded stays upstream.
+    DeleteSink {
+        name: String,
     },
     /// The server's version, uptime and resource use.
     ServerInfo,
@@ -234,6 +302,8 @@ pub enum AdminResponse {
     Processor(Box<ProcessorInfo>),
     Processors(Vec<ProcessorInfo>),
     State(Vec<StateEntry>),
+    Sink(Box<SinkInfo>),
+    Sinks(Vec<SinkInfo>),
     Server(ServerInfo),
     Token(TokenInfo),
     Tokens(Vec<TokenInfo>),
@@ -249,6 +319,8 @@ impl AdminResponse {
             Self::Processor(_) => "a processor",
             Self::Processors(_) => "a list of processors",
             Self::State(_) => "state entries",
+            Self::Sink(_) => "a sink",
+            Self::Sinks(_) => "a list of sinks",
             Self::Server(_) => "server information",
             Self::Token(_) => "a token",
             Self::Tokens(_) => "a list of tokens",

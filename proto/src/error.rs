@@ -89,7 +89,8 @@ error_codes! {
     InvalidShardCount = 13, retryable = false;
     /// The stream has no shard with that id.
     ShardNotFound = 14, retryable = false;
-    /// The stream is a processor's source or output; remove the processor first.
+    /// The stream is a processor's source or output, or a sink's source;
+    /// remove those first.
     StreamInUse = 15, retryable = false;
     /// A record's data exceeds `record_bytes_max`.
     RecordTooLarge = 20, retryable = false;
@@ -128,6 +129,8 @@ error_codes! {
     ProcessorNotFound = 64, retryable = false;
     /// The plugin's init rejected the processor's config; the message is the plugin's.
     InvalidConfig = 65, retryable = false;
+    /// No sink with that name exists.
+    SinkNotFound = 66, retryable = false;
     /// The connection has not authenticated, or its token is unknown or was
     /// revoked.
     Unauthenticated = 70, retryable = false;

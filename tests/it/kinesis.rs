@@ -14,42 +14,16 @@ use weir::kinesis::client::{Connection, Target};
 use weir::storage::CatalogKind;
 
 use crate::support::{
-    TestServer, create_processor, eventually, purchase_filter, read_all, stream_with_plugins,
+    TestServer, create_processor, eventually, purchase_filter, read_all, stream_with_plugins, venv,
 };
 
 fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("kinesis")
 }
 
-/// A venv with the pinned clients, rebuilt when the pins change.
-fn venv() -> PathBuf {
-    let requirements = suite_dir().join("requirements.txt");
-    let pins = std::fs::read_to_string(&requirements).expect("read requirements.txt");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kinesis-venv");
-    let stamp = dir.join("requirements.installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
-        return dir;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    run(Command::new(&python).args(["-m", "venv"]).arg(&dir));
-    run(Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements));
-    std::fs::write(&stamp, pins).expect("write the venv stamp");
-    dir
-}
-
-fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
-}
-
 #[test]
 fn boto3_the_aws_cli_and_cbor_clients_work_against_weir() {
-    let venv = venv();
+    let venv = venv("kinesis-venv", &suite_dir().join("requirements.txt"));
     let bin = venv.join("bin");
     let path = format!(
         "{}:{}",

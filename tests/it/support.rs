@@ -198,6 +198,35 @@ pub async fn read_all(client: &Client, stream: &str) -> HashMap<u32, Vec<Record>
     all
 }
 
+/// A venv in the target directory with the packages pinned in
+/// `requirements` (installed from PyPI once, again when the pins change).
+/// Tests that need the same venv wait for each other here.
+pub fn venv(name: &str, requirements: &Path) -> PathBuf {
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    let pins = std::fs::read_to_string(requirements).expect("read the requirements");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let stamp = dir.join("requirements.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    run(Command::new(&python).args(["-m", "venv"]).arg(&dir));
+    run(Command::new(dir.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(requirements));
+    std::fs::write(&stamp, pins).expect("write the venv stamp");
+    dir
+}
+
+fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where

@@ -10,6 +10,7 @@ mod memory;
 mod parse;
 mod plugin_local;
 mod plugins;
+mod sinks;
 mod status;
 mod tokens;
 
@@ -68,6 +69,10 @@ enum Command {
     /// Attach plugins to streams; pause, resume, describe, remove.
     #[command(subcommand)]
     Processor(plugins::ProcessorCommand),
+    /// Forward a stream to NATS JetStream: create, list, describe, pause,
+    /// resume, remove.
+    #[command(subcommand)]
+    Sink(sinks::SinkCommand),
     /// Query a processor's aggregate state.
     #[command(subcommand)]
     State(plugins::StateCommand),
@@ -380,6 +385,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Plugin(command) => plugins::plugin(command).await,
         Command::Processor(command) => plugins::processor(command).await,
         Command::State(command) => plugins::state(command).await,
+        Command::Sink(command) => sinks::run(command).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Status(args) => status::run(args).await,
         Command::Token(command) => tokens::run(command).await,

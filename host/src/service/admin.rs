@@ -1,5 +1,5 @@
-//! AddPlugin and the control-plane requests: plugins, processors, state,
-//! tokens.
+//! AddPlugin and the control-plane requests: plugins, processors, sinks,
+//! state, tokens.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use weir_proto::{ErrorCode, Response};
 use super::{RequestError, Service, blocking, validate_name};
 use crate::plugin::PluginError;
 use crate::processor::ProcessorError;
+use crate::sink::SinkError;
 
 /// State entries one `GetState` may return.
 const STATE_ENTRIES_MAX: u32 = 10_000;
@@ -29,6 +30,19 @@ impl From<ProcessorError> for RequestError {
             ProcessorError::Plugin(PluginError::InitRejected(_)) => ErrorCode::InvalidConfig,
             ProcessorError::Plugin(_) => ErrorCode::InvalidPlugin,
             ProcessorError::Storage(storage) => return Self::from_storage(storage),
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
+impl From<SinkError> for RequestError {
+    fn from(error: SinkError) -> Self {
+        let code = match &error {
+            SinkError::NotFound { .. } => ErrorCode::SinkNotFound,
+            SinkError::Exists { .. } => ErrorCode::AlreadyExists,
+            SinkError::InvalidSettings(_) => ErrorCode::InvalidArgument,
+            SinkError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            SinkError::Storage(storage) => return Self::from_storage(storage),
         };
         Self::new(code, error.to_string())
     }
@@ -78,6 +92,25 @@ pub async fn handle(
         }
         AdminRequest::UpdateProcessor { name, limits } => {
             AdminResponse::Processor(Box::new(processors.update(&name, limits).await?))
+        }
+        AdminRequest::CreateSink(settings) => {
+            AdminResponse::Sink(Box::new(service.sinks.create(*settings).await?))
+        }
+        AdminRequest::ListSinks => AdminResponse::Sinks(service.sinks.list().await?),
+        AdminRequest::DescribeSink { name } => {
+            AdminResponse::Sink(Box::new(service.sinks.describe(&name).await?))
+        }
+        AdminRequest::PauseSink { name } => {
+            service.sinks.pause(&name).await?;
+            AdminResponse::Done
+        }
+        AdminRequest::ResumeSink { name } => {
+            service.sinks.resume(&name).await?;
+            AdminResponse::Done
+        }
+        AdminRequest::DeleteSink { name } => {
+            service.sinks.delete(&name).await?;
+            AdminResponse::Done
         }
         AdminRequest::ServerInfo => AdminResponse::Server(ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -24,6 +24,7 @@ use crate::config::Limits;
 
 use crate::counters::ServiceMetrics;
 use crate::processor::Processors;
+use crate::sink::Sinks;
 use crate::storage::{Storage, StorageError};
 
 pub use read::Subscription;
@@ -111,6 +112,7 @@ impl From<AuthError> for RequestError {
 pub struct Service {
     pub storage: Arc<Storage>,
     pub processors: Arc<Processors>,
+    pub sinks: Arc<Sinks>,
     pub auth: Auth,
     pub limits: Limits,
     /// The server's request-buffer budget in bytes
@@ -126,12 +128,14 @@ impl Service {
     pub fn new(
         storage: Arc<Storage>,
         processors: Arc<Processors>,
+        sinks: Arc<Sinks>,
         auth: Auth,
         limits: Limits,
     ) -> Self {
         Self {
             storage,
             processors,
+            sinks,
             auth,
             buffered: Arc::new(tokio::sync::Semaphore::new(
                 limits.server_buffered_bytes_max,

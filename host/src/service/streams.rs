@@ -66,18 +66,25 @@ fn check_retention(retention: Retention) -> Result<(), RequestError> {
 }
 
 pub async fn delete(service: &Arc<Service>, name: &str) -> Result<Response, RequestError> {
-    let users = service.processors.users_of_stream(name).await;
-    if !users.is_empty() {
+    let processors = service.processors.users_of_stream(name).await;
+    let sinks = service.sinks.users_of_stream(name).await;
+    if !processors.is_empty() || !sinks.is_empty() {
+        let users: Vec<String> = processors
+            .iter()
+            .map(|user| format!("processor {user}"))
+            .chain(sinks.iter().map(|user| format!("sink {user}")))
+            .collect();
+        let commands: Vec<String> = processors
+            .iter()
+            .map(|user| format!("`weir processor rm {user}`"))
+            .chain(sinks.iter().map(|user| format!("`weir sink rm {user}`")))
+            .collect();
         return Err(RequestError::new(
             ErrorCode::StreamInUse,
             format!(
-                "stream {name:?} is used by processor(s) {}; remove them first ({})",
+                "stream {name:?} is used by {}; remove them first ({})",
                 users.join(", "),
-                users
-                    .iter()
-                    .map(|user| format!("`weir processor rm {user}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                commands.join(", ")
             ),
         ));
     }

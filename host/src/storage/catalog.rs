@@ -1,7 +1,7 @@
 //! Small catalog records kept in the meta keyspace as opaque bytes under
 //! a kind's prefix — access tokens (the auth module chooses their encoding
 //! and keeps only hashes of secrets), the Kinesis API's stream consumers
-//! and tags.
+//! and tags, sinks and their cursors.
 //! Each write is synced before it returns: these change rarely and must
 //! survive a crash once answered.
 
@@ -17,6 +17,10 @@ pub enum CatalogKind {
     KinesisConsumer,
     /// Named `{stream_id}/`: removed with the stream.
     KinesisTags,
+    /// A sink's definition, named by the sink.
+    Sink,
+    /// Named `{sink_id}/{shard}`: removed with the sink.
+    SinkCursor,
 }
 
 /// The key prefixes of every record that belongs to stream `stream_id`,
@@ -32,6 +36,8 @@ impl CatalogKind {
             Self::Token => "token/",
             Self::KinesisConsumer => "kinesis-consumer/",
             Self::KinesisTags => "kinesis-tags/",
+            Self::Sink => "sink/",
+            Self::SinkCursor => "sink-cursor/",
         }
     }
 
@@ -53,6 +59,30 @@ impl Storage {
         engine.meta.remove(kind.key(name))?;
         engine.db.persist(PersistMode::SyncData)?;
         Ok(())
+    }
+
+    /// Removes, in one synced batch, the record `name` of `kind` and every
+    /// record of `children_kind` whose name starts with `children_prefix`.
+    pub fn remove_catalog_record_with(
+        &self,
+        kind: CatalogKind,
+        name: &str,
+        children_kind: CatalogKind,
+        children_prefix: &str,
+    ) -> Result<()> {
+        let engine = self.engine()?;
+        let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
+        batch.remove(&engine.meta, kind.key(name));
+        for entry in engine.meta.prefix(children_kind.key(children_prefix)) {
+            batch.remove(&engine.meta, entry.key()?);
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The record `name` of `kind`, if there is one.
+    pub fn catalog_record(&self, kind: CatalogKind, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.engine()?.meta.get(kind.key(name))?.map(|v| v.to_vec()))
     }
 
     /// Every record of `kind` whose name starts with `name_prefix`.

@@ -1,0 +1,184 @@
+//! `weir sink`: forwarding a stream to NATS JetStream (and, later, other
+//! engines).
+
+use clap::{Args, Subcommand};
+use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings, StartPosition};
+
+use super::{ConnectArgs, OutputArgs};
+
+#[derive(Subcommand)]
+pub enum SinkCommand {
+    /// Forward a stream to another engine, in order, resuming by itself.
+    Create(CreateArgs),
+    /// List sinks.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Per shard: state, cursor, lag (records, bytes, age), last ack, last error.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Stop forwarding (the cursors stay; records wait in Weir).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Forward again from the cursors (also: retry now instead of after
+    /// the current backoff).
+    Resume {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Remove a sink and its cursors (what it forwarded stays upstream).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    name: String,
+    /// Source stream (a processor's output stream works too).
+    #[arg(long)]
+    from: String,
+    /// Upstream: nats://HOST:PORT[,HOST:PORT…]/SUBJECT-PREFIX (shard N goes
+    /// to SUBJECT-PREFIX.N).
+    #[arg(long)]
+    to: String,
+    /// A credentials file on the server (NATS: a .creds file); only its
+    /// path is stored.
+    #[arg(long)]
+    credentials_file: Option<String>,
+    #[arg(long, value_enum, default_value = "trim-horizon")]
+    start: Start,
+    /// Records per upstream request (default and ceiling: the server's
+    /// sink_batch_records_max).
+    #[arg(long)]
+    batch_records: Option<u32>,
+    /// How long a short batch waits for more records before it is sent.
+    #[arg(long)]
+    linger_ms: Option<u64>,
+    /// Record bytes forwarded per second at most, over all shards.
+    #[arg(long, value_parser = super::parse::bytes)]
+    bytes_per_sec: Option<u64>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Start {
+    TrimHorizon,
+    Latest,
+}
+
+pub async fn run(command: SinkCommand) -> anyhow::Result<()> {
+    let mut output = OutputArgs::default();
+    let (request, connect) = match command {
+        SinkCommand::Create(args) => {
+            let settings = SinkSettings {
+                name: args.name,
+                source: args.from,
+                to: args.to,
+                credentials_file: args.credentials_file,
+                start: match args.start {
+                    Start::TrimHorizon => StartPosition::TrimHorizon,
+                    Start::Latest => StartPosition::Latest,
+                },
+                batch_records: args.batch_records,
+                linger_ms: args.linger_ms,
+                bytes_per_sec: args.bytes_per_sec,
+            };
+            (AdminRequest::CreateSink(Box::new(settings)), args.connect)
+        }
+        SinkCommand::List {
+            output: asked,
+            connect,
+        } => {
+            output = asked;
+            (AdminRequest::ListSinks, connect)
+        }
+        SinkCommand::Describe {
+            name,
+            output: asked,
+            connect,
+        } => {
+            output = asked;
+            (AdminRequest::DescribeSink { name }, connect)
+        }
+        SinkCommand::Pause { name, connect } => (AdminRequest::PauseSink { name }, connect),
+        SinkCommand::Resume { name, connect } => (AdminRequest::ResumeSink { name }, connect),
+        SinkCommand::Rm { name, connect } => (AdminRequest::DeleteSink { name }, connect),
+    };
+    match connect.connect().await?.admin(request).await? {
+        AdminResponse::Sink(info) => {
+            if !output.json(&info)? {
+                print_sink(&info);
+            }
+        }
+        AdminResponse::Sinks(list) => {
+            if !output.json(&list)? {
+                list.iter().for_each(print_sink);
+            }
+        }
+        AdminResponse::Done => println!("done"),
+        other => return Err(super::unexpected(&other)),
+    }
+    Ok(())
+}
+
+fn print_sink(info: &SinkInfo) {
+    let settings = &info.settings;
+    println!(
+        "sink {}  {} -> {}{}",
+        settings.name,
+        settings.source,
+        settings.to,
+        if info.paused { "  (paused)" } else { "" }
+    );
+    if info.shards.is_empty() {
+        return;
+    }
+    println!(
+        "  {:>5} {:<12} {:>10} {:>9} {:>11} {:>8} {:>11} {:>13} {:>10}",
+        "shard",
+        "state",
+        "cursor",
+        "lag",
+        "lag bytes",
+        "lag ms",
+        "forwarded",
+        "bytes",
+        "ack ago ms"
+    );
+    let now = crate::storage::now_ms();
+    for shard in &info.shards {
+        println!(
+            "  {:>5} {:<12} {:>10} {:>9} {:>11} {:>8} {:>11} {:>13} {:>10}",
+            shard.shard,
+            shard.status,
+            shard.cursor,
+            shard.lag_records,
+            shard.lag_bytes,
+            shard.lag_ms,
+            shard.records_forwarded,
+            shard.bytes_forwarded,
+            shard
+                .last_ack_ms
+                .map_or("-".to_owned(), |at| now.saturating_sub(at).to_string()),
+        );
+        if let Some(error) = &shard.last_error {
+            println!("        last error: {error}");
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Sinks: durable, ordered, resumable forwarding of a Weir stream to an
+//! engine users already run (NATS JetStream today).
+//!
+//! A sink is like a processor without a plugin: one worker per source
+//! shard reads in sequence order, hands a batch to the upstream, and moves
+//! its cursor (a catalog record, synced) only after the upstream
+//! acknowledged the batch. While the upstream is unreachable or refusing,
+//! records stay in Weir and the worker backs off and tries again; nothing
+//! is skipped (unless retention removes it first, which is reported).
+//!
+//! Each upstream module ([`nats`]) is the only place that imports its
+//! client library; the worker sees it through [`upstream::Upstream`].
+
+mod nats;
+mod target;
+mod upstream;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use weir_proto::admin::{SinkInfo, SinkSettings, SinkShardProgress, StartPosition};
+
+use crate::config::SinkConfig;
+use crate::storage::{CatalogKind, Shard, Storage, StorageError, now_ms};
+
+pub use target::Target;
+use worker::{ByteBucket, Progress, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("no sink named {name:?}")]
+    NotFound { name: String },
+    #[error("a sink named {name:?} already exists")]
+    Exists { name: String },
+    #[error("{0}")]
+    InvalidSettings(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A sink as the catalog keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Definition {
+    /// Scopes the sink's cursors: a sink created again under the same name
+    /// starts afresh.
+    id: u64,
+    settings: SinkSettings,
+    paused: bool,
+    created_ms: u64,
+}
+
+/// Where one shard of a sink stands, as the catalog keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SinkCursor {
+    /// The next source sequence number to forward.
+    pub next_sequence: u64,
+    pub records_forwarded: u64,
+    pub bytes_forwarded: u64,
+    pub last_ack_ms: Option<u64>,
+}
+
+fn cursor_name(sink_id: u64, shard: u32) -> String {
+    format!("{sink_id}/{shard}")
+}
+
+struct Running {
+    definition: Definition,
+    /// One per source shard; empty while paused.
+    workers: Vec<Arc<Mutex<Progress>>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Every sink on this server and its workers.
+pub struct Sinks {
+    storage: Arc<Storage>,
+    config: SinkConfig,
+    /// This box's name in message ids, so records from two boxes never
+    /// collide upstream.
+    box_id: String,
+    running: tokio::sync::Mutex<BTreeMap<String, Running>>,
+}
+
+impl Sinks {
+    /// Loads the catalog's sinks and starts the ones not paused.
+    pub async fn start(
+        storage: Arc<Storage>,
+        config: SinkConfig,
+        box_id: String,
+    ) -> Result<Arc<Self>, SinkError> {
+        let sinks = Arc::new(Self {
+            storage,
+            config,
+            box_id,
+            running: Default::default(),
+        });
+        let stored = sinks.storage.catalog_records(CatalogKind::Sink, "")?;
+        let mut running = sinks.running.lock().await;
+        for bytes in stored {
+            let definition: Definition =
+                serde_json::from_slice(&bytes).map_err(|_| StorageError::Corrupt {
+                    what: "a sink definition",
+                })?;
+            let name = definition.settings.name.clone();
+            let sink = sinks.launch(definition)?;
+            running.insert(name, sink);
+        }
+        drop(running);
+        Ok(sinks)
+    }
+
+    /// Stops every worker (cursors are already durable).
+    pub async fn shutdown(&self) {
+        let mut running = self.running.lock().await;
+        for sink in running.values_mut() {
+            stop(sink).await;
+        }
+    }
+
+    pub async fn create(&self, settings: SinkSettings) -> Result<SinkInfo, SinkError> {
+        crate::names::validate("sink", &settings.name).map_err(SinkError::InvalidSettings)?;
+        Target::parse(&settings.to).map_err(SinkError::InvalidSettings)?;
+        if let Some(path) = &settings.credentials_file {
+            std::fs::metadata(path).map_err(|error| {
+                SinkError::InvalidSettings(format!(
+                    "cannot read the credentials file {path:?} on the server: {error}"
+                ))
+            })?;
+        }
+        let batch_max = self.config.sink_batch_records_max;
+        if let Some(batch) = settings.batch_records
+            && !(1..=batch_max).contains(&batch)
+        {
+            return Err(SinkError::InvalidSettings(format!(
+                "--batch-records must be 1 to {batch_max} (sinks.sink_batch_records_max), not {batch}"
+            )));
+        }
+        if settings.bytes_per_sec == Some(0) {
+            return Err(SinkError::InvalidSettings(
+                "--bytes-per-sec must be at least 1 (omit it for no cap)".into(),
+            ));
+        }
+        let source = self.storage.stream(&settings.source)?;
+        let mut running = self.running.lock().await;
+        if running.contains_key(&settings.name) {
+            return Err(SinkError::Exists {
+                name: settings.name,
+            });
+        }
+        if running.len() >= self.config.sinks_max {
+            return Err(SinkError::LimitExceeded(format!(
+                "this server keeps at most {} sinks (sinks.sinks_max)",
+                self.config.sinks_max
+            )));
+        }
+        let definition = Definition {
+            id: rand::random::<u64>() >> 1,
+            settings,
+            paused: false,
+            created_ms: now_ms(),
+        };
+        let storage = self.storage.clone();
+        let (stored, start) = (definition.clone(), definition.settings.start);
+        let shards = source.shards.clone();
+        blocking(move || {
+            for shard in &shards {
+                let next_sequence = match start {
+                    StartPosition::TrimHorizon => 0,
+                    StartPosition::Latest => shard.stats().records_appended,
+                };
+                let cursor = SinkCursor {
+                    next_sequence,
+                    ..SinkCursor::default()
+                };
+                put_cursor(&storage, stored.id, shard.index, &cursor)?;
+            }
+            put_definition(&storage, &stored)
+        })
+        .await?;
+        let name = definition.settings.name.clone();
+        let sink = self.launch(definition)?;
+        let info = self.info(&sink, true)?;
+        running.insert(name, sink);
+        Ok(info)
+    }
+
+    pub async fn list(&self) -> Result<Vec<SinkInfo>, SinkError> {
+        self.infos(false).await
+    }
+
+    /// Every sink with its shards (for metrics).
+    pub async fn list_detailed(&self) -> Result<Vec<SinkInfo>, SinkError> {
+        self.infos(true).await
+    }
+
+    async fn infos(&self, with_shards: bool) -> Result<Vec<SinkInfo>, SinkError> {
+        let running = self.running.lock().await;
+        running
+            .values()
+            .map(|sink| self.info(sink, with_shards))
+            .collect()
+    }
+
+    pub async fn describe(&self, name: &str) -> Result<SinkInfo, SinkError> {
+        let running = self.running.lock().await;
+        self.info(find(&running, name)?, true)
+    }
+
+    pub async fn pause(&self, name: &str) -> Result<(), SinkError> {
+        self.set_paused(name, true).await
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<(), SinkError> {
+        self.set_paused(name, false).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<(), SinkError> {
+        let mut running = self.running.lock().await;
+        let sink = running
+            .get_mut(name)
+            .ok_or_else(|| SinkError::NotFound { name: name.into() })?;
+        // A resume restarts the workers even if they were running: it is
+        // also how an operator retries at once instead of after a backoff.
+        stop(sink).await;
+        let mut definition = sink.definition.clone();
+        definition.paused = paused;
+        let (storage, stored) = (self.storage.clone(), definition.clone());
+        blocking(move || put_definition(&storage, &stored)).await?;
+        *sink = self.launch(definition)?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), SinkError> {
+        let mut running = self.running.lock().await;
+        let sink = running
+            .get_mut(name)
+            .ok_or_else(|| SinkError::NotFound { name: name.into() })?;
+        stop(sink).await;
+        let (storage, id, name_owned) = (self.storage.clone(), sink.definition.id, name.to_owned());
+        blocking(move || {
+            storage.remove_catalog_record_with(
+                CatalogKind::Sink,
+                &name_owned,
+                CatalogKind::SinkCursor,
+                &format!("{id}/"),
+            )
+        })
+        .await?;
+        running.remove(name);
+        Ok(())
+    }
+
+    /// Sinks reading `stream` (a stream in use cannot be deleted).
+    pub async fn users_of_stream(&self, stream: &str) -> Vec<String> {
+        let running = self.running.lock().await;
+        running
+            .values()
+            .filter(|sink| sink.definition.settings.source == stream)
+            .map(|sink| sink.definition.settings.name.clone())
+            .collect()
+    }
+
+    /// Starts the workers of a sink that is not paused.
+    fn launch(&self, definition: Definition) -> Result<Running, SinkError> {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut sink = Running {
+            definition,
+            workers: Vec::new(),
+            stop,
+            tasks: Vec::new(),
+        };
+        if sink.definition.paused {
+            return Ok(sink);
+        }
+        let settings = &sink.definition.settings;
+        let source = self.storage.stream(&settings.source)?;
+        let target = Target::parse(&settings.to).map_err(SinkError::InvalidSettings)?;
+        let connection = upstream::Connection::open(
+            &target,
+            settings,
+            std::time::Duration::from_millis(self.config.sink_request_timeout_ms),
+        );
+        let bucket = settings
+            .bytes_per_sec
+            .map(|rate| Arc::new(tokio::sync::Mutex::new(ByteBucket::new(rate))));
+        for shard in &source.shards {
+            let cursor = stored_cursor(&self.storage, sink.definition.id, shard.index)?;
+            let progress = Arc::new(Mutex::new(Progress::new(cursor)));
+            let worker = Worker {
+                storage: self.storage.clone(),
+                sink_id: sink.definition.id,
+                sink: settings.name.clone(),
+                shard: shard.clone(),
+                upstream: connection.for_shard(&self.box_id, shard),
+                cursor,
+                batch_records: settings
+                    .batch_records
+                    .unwrap_or(self.config.sink_batch_records_max)
+                    as usize,
+                batch_bytes_max: self.config.sink_batch_bytes_max,
+                linger: std::time::Duration::from_millis(settings.linger_ms.unwrap_or(0)),
+                backoff_max: std::time::Duration::from_millis(
+                    self.config.sink_retry_backoff_ms_max,
+                ),
+                bucket: bucket.clone(),
+                progress: progress.clone(),
+                acked_since_sync: false,
+            };
+            sink.workers.push(progress);
+            sink.tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+        }
+        Ok(sink)
+    }
+
+    fn info(&self, sink: &Running, with_shards: bool) -> Result<SinkInfo, SinkError> {
+        let definition = &sink.definition;
+        let mut settings = definition.settings.clone();
+        settings.to = Target::redacted(&settings.to);
+        let mut shards = Vec::new();
+        if with_shards {
+            let source = self.storage.stream(&settings.source)?;
+            for shard in &source.shards {
+                let progress = sink
+                    .workers
+                    .get(shard.index as usize)
+                    .map(|p| p.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                let (status, cursor, last_error) = match progress {
+                    _ if definition.paused => (
+                        "paused".to_owned(),
+                        stored_cursor(&self.storage, definition.id, shard.index)?,
+                        None,
+                    ),
+                    Some(progress) => (
+                        progress.status.to_owned(),
+                        progress.cursor,
+                        progress.last_error,
+                    ),
+                    None => (
+                        "stopped".to_owned(),
+                        stored_cursor(&self.storage, definition.id, shard.index)?,
+                        None,
+                    ),
+                };
+                let lag = lag(&self.storage, shard, cursor.next_sequence)?;
+                shards.push(SinkShardProgress {
+                    shard: shard.index,
+                    status,
+                    cursor: cursor.next_sequence,
+                    lag_records: lag.records,
+                    lag_bytes: lag.bytes,
+                    lag_ms: lag.age_ms,
+                    records_forwarded: cursor.records_forwarded,
+                    bytes_forwarded: cursor.bytes_forwarded,
+                    last_ack_ms: cursor.last_ack_ms,
+                    last_error,
+                });
+            }
+        }
+        Ok(SinkInfo {
+            settings,
+            paused: definition.paused,
+            created_ms: definition.created_ms,
+            shards,
+        })
+    }
+}
+
+fn find<'a>(running: &'a BTreeMap<String, Running>, name: &str) -> Result<&'a Running, SinkError> {
+    running
+        .get(name)
+        .ok_or_else(|| SinkError::NotFound { name: name.into() })
+}
+
+async fn stop(sink: &mut Running) {
+    let _ = sink.stop.send(true);
+    for task in sink.tasks.drain(..) {
+        let _ = task.await;
+    }
+    sink.workers.clear();
+}
+
+struct Lag {
+    records: u64,
+    bytes: u64,
+    age_ms: u64,
+}
+
+/// How far `cursor` is behind the shard's tip: records, bytes (from the
+/// shard's average record size) and the age of the oldest record.
+fn lag(storage: &Storage, shard: &Shard, cursor: u64) -> Result<Lag, StorageError> {
+    let stats = shard.stats();
+    let records = stats.records_appended.saturating_sub(cursor);
+    if records == 0 {
+        return Ok(Lag {
+            records: 0,
+            bytes: 0,
+            age_ms: 0,
+        });
+    }
+    let bytes = (u128::from(stats.bytes_appended) * u128::from(records)
+        / u128::from(stats.records_appended.max(1))) as u64;
+    let age_ms = match storage.read(shard, cursor, 1, usize::MAX) {
+        Ok(batch) => batch
+            .records
+            .first()
+            .map_or(0, |oldest| now_ms().saturating_sub(oldest.timestamp_ms)),
+        Err(StorageError::PositionTrimmed { .. }) => 0,
+        Err(error) => return Err(error),
+    };
+    Ok(Lag {
+        records,
+        bytes,
+        age_ms,
+    })
+}
+
+fn put_definition(storage: &Storage, definition: &Definition) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(definition).expect("a sink definition encodes as JSON");
+    storage.put_catalog_record(CatalogKind::Sink, &definition.settings.name, &bytes)
+}
+
+pub(crate) fn put_cursor(
+    storage: &Storage,
+    sink_id: u64,
+    shard: u32,
+    cursor: &SinkCursor,
+) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(cursor).expect("a sink cursor encodes as JSON");
+    storage.put_catalog_record(
+        CatalogKind::SinkCursor,
+        &cursor_name(sink_id, shard),
+        &bytes,
+    )
+}
+
+fn stored_cursor(storage: &Storage, sink_id: u64, shard: u32) -> Result<SinkCursor, StorageError> {
+    let Some(bytes) =
+        storage.catalog_record(CatalogKind::SinkCursor, &cursor_name(sink_id, shard))?
+    else {
+        return Ok(SinkCursor::default());
+    };
+    serde_json::from_slice(&bytes).map_err(|_| StorageError::Corrupt {
+        what: "a sink cursor",
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| StorageError::WriterStopped)?
+}

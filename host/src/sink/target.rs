@@ -1,0 +1,136 @@
+//! Where a sink forwards to, parsed from its URL.
+
+/// A sink's upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `nats://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]/SUBJECT-PREFIX`: shard
+    /// N goes to subject `SUBJECT-PREFIX.N`, stored by whichever JetStream
+    /// stream captures it.
+    Nats {
+        /// The server list as the client takes it (`nats://…` each).
+        servers: Vec<String>,
+        subject_prefix: String,
+    },
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            format!("sink URL {url:?} has no scheme: expected nats://HOST:PORT/SUBJECT-PREFIX")
+        })?;
+        match scheme {
+            "nats" => {
+                let (hosts, prefix) = rest.split_once('/').ok_or_else(|| {
+                    format!(
+                        "sink URL {} names no subject prefix: expected nats://HOST:PORT/SUBJECT-PREFIX",
+                        Self::redacted(url)
+                    )
+                })?;
+                validate_subject_prefix(prefix)?;
+                let (credentials, hosts) = match hosts.rsplit_once('@') {
+                    Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+                    None => (String::new(), hosts),
+                };
+                if hosts.is_empty() {
+                    return Err("a nats:// sink URL needs at least one HOST:PORT".into());
+                }
+                let servers = hosts
+                    .split(',')
+                    .map(|host| format!("nats://{credentials}{host}"))
+                    .collect();
+                Ok(Self::Nats {
+                    servers,
+                    subject_prefix: prefix.to_owned(),
+                })
+            }
+            other => Err(format!(
+                "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX"
+            )),
+        }
+    }
+
+    /// `url` with any password replaced by `***`, for showing back.
+    pub fn redacted(url: &str) -> String {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.to_owned();
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                let hidden = if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    // A lone token is a secret too.
+                    "***".to_owned()
+                };
+                format!("{scheme}://{hidden}@{hosts}{path}")
+            }
+            None => url.to_owned(),
+        }
+    }
+}
+
+/// NATS subject tokens, without wildcards: the prefix is published to, not
+/// subscribed to.
+fn validate_subject_prefix(prefix: &str) -> Result<(), String> {
+    let valid_token = |token: &str| {
+        !token.is_empty()
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if prefix.split('.').all(valid_token) {
+        Ok(())
+    } else {
+        Err(format!(
+            "subject prefix {prefix:?} must be dot-separated tokens of letters, digits, '_' and '-' (no wildcards)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_urls_parse_into_servers_and_a_subject_prefix() {
+        let target = Target::parse("nats://a:1,b:2/edge.box-1").expect("valid");
+        assert_eq!(
+            target,
+            Target::Nats {
+                servers: vec!["nats://a:1".into(), "nats://b:2".into()],
+                subject_prefix: "edge.box-1".into(),
+            }
+        );
+        let with_user = Target::parse("nats://u:p@a:1/x").expect("valid");
+        let Target::Nats { servers, .. } = with_user;
+        assert_eq!(servers, ["nats://u:p@a:1"]);
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_expected() {
+        for (url, says) in [
+            ("127.0.0.1:4222/x", "no scheme"),
+            ("kafkaa://h:1/t", "not supported"),
+            ("nats://h:1", "no subject prefix"),
+            ("nats://h:1/a.*", "no wildcards"),
+            ("nats://h:1/a..b", "dot-separated"),
+            ("nats:///a", "at least one HOST:PORT"),
+        ] {
+            let error = Target::parse(url).expect_err(url);
+            assert!(error.contains(says), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show_back() {
+        assert_eq!(
+            Target::redacted("nats://user:secret@h:1/x"),
+            "nats://user:***@h:1/x"
+        );
+        assert_eq!(Target::redacted("nats://token@h:1/x"), "nats://***@h:1/x");
+        assert_eq!(Target::redacted("nats://h:1/x"), "nats://h:1/x");
+    }
+}

@@ -1,0 +1,70 @@
+//! The upstream as a sink worker sees it, whatever the engine: a
+//! connection shared by the sink's workers, and per shard a publisher that
+//! says where the upstream stands and takes batches in order.
+
+use std::time::Duration;
+
+use weir_proto::Record;
+use weir_proto::admin::SinkSettings;
+
+use super::nats;
+use super::target::Target;
+use crate::storage::Shard;
+
+/// Why the upstream did not take a batch (or could not be asked): the
+/// worker backs off, asks where the upstream stands, and tries again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UpstreamError(pub String);
+
+/// One sink's connection to its upstream.
+pub(super) enum Connection {
+    Nats(nats::Connection),
+}
+
+impl Connection {
+    pub fn open(target: &Target, settings: &SinkSettings, request_timeout: Duration) -> Self {
+        match target {
+            Target::Nats {
+                servers,
+                subject_prefix,
+            } => Self::Nats(nats::Connection::new(
+                servers.clone(),
+                subject_prefix.clone(),
+                settings,
+                request_timeout,
+            )),
+        }
+    }
+
+    /// The publisher for one source shard.
+    pub fn for_shard(&self, box_id: &str, shard: &Shard) -> Upstream {
+        match self {
+            Self::Nats(connection) => Upstream::Nats(connection.for_shard(box_id, shard)),
+        }
+    }
+}
+
+/// One source shard's way upstream.
+pub(super) enum Upstream {
+    Nats(nats::ShardPublisher),
+}
+
+impl Upstream {
+    /// Asks the upstream where it stands (after a start, a failure or a
+    /// lost acknowledgement): the source sequence number after the last
+    /// record it stored from this shard, if it can tell.
+    pub async fn sync(&mut self) -> Result<Option<u64>, UpstreamError> {
+        match self {
+            Self::Nats(publisher) => publisher.sync().await,
+        }
+    }
+
+    /// Sends `records` (consecutive, in sequence order) and returns once
+    /// the upstream acknowledged all of them.
+    pub async fn send(&mut self, records: &[Record]) -> Result<(), UpstreamError> {
+        match self {
+            Self::Nats(publisher) => publisher.send(records).await,
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! One sink worker: forwards one source shard in sequence order. Sync with
+//! the upstream → read a batch → send → commit the cursor → repeat; on any
+//! failure, back off (capped, jittered) and sync again. The cursor moves
+//! only after the upstream acknowledged, so a crash repeats at most the
+//! batch in flight (and the NATS upstream's sync does not repeat even that).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use weir_proto::Record;
+
+use super::upstream::Upstream;
+use super::{SinkCursor, put_cursor};
+use crate::storage::{Shard, Storage, StorageError, now_ms};
+
+/// The first wait after a failure; it doubles up to the configured cap.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+
+/// What `sink describe` shows of a running worker.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub status: &'static str,
+    pub cursor: SinkCursor,
+    pub last_error: Option<String>,
+}
+
+impl Progress {
+    pub fn new(cursor: SinkCursor) -> Self {
+        Self {
+            status: "forwarding",
+            cursor,
+            last_error: None,
+        }
+    }
+}
+
+/// `--bytes-per-sec`: a token bucket shared by the sink's workers, holding
+/// at most one second of bytes.
+pub struct ByteBucket {
+    rate: u64,
+    available: f64,
+    refilled: Instant,
+}
+
+impl ByteBucket {
+    pub fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            available: rate as f64,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes `bytes` (which may leave the bucket in debt) and says how long
+    /// to wait before sending them.
+    fn take(&mut self, bytes: u64) -> Duration {
+        let now = Instant::now();
+        let rate = self.rate as f64;
+        self.available =
+            (self.available + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        self.available -= bytes as f64;
+        if self.available >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.available / rate)
+        }
+    }
+}
+
+pub(super) struct Worker {
+    pub storage: Arc<Storage>,
+    pub sink_id: u64,
+    pub sink: String,
+    pub shard: Arc<Shard>,
+    pub upstream: Upstream,
+    pub cursor: SinkCursor,
+    pub batch_records: usize,
+    pub batch_bytes_max: usize,
+    pub linger: Duration,
+    pub backoff_max: Duration,
+    pub bucket: Option<Arc<tokio::sync::Mutex<ByteBucket>>>,
+    pub progress: Arc<Mutex<Progress>>,
+    /// Whether a batch went through since the last sync.
+    pub acked_since_sync: bool,
+}
+
+/// Why the worker stopped forwarding for now.
+enum Stop {
+    /// Told to stop (pause, removal, shutdown).
+    Asked,
+    /// A failure: back off, sync, go on.
+    Failed(String),
+}
+
+impl Worker {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let Stop::Failed(reason) = self.forward(&mut stop).await else {
+                return;
+            };
+            if self.acked_since_sync {
+                // It forwarded for a while before this failure: a new
+                // outage starts with short waits again.
+                backoff = BACKOFF_START;
+            }
+            tracing::warn!(sink = %self.sink, shard = self.shard.index, %reason, "sink backing off");
+            self.report("backing off", Some(reason));
+            let wait = jittered(backoff);
+            backoff = (backoff * 2).min(self.backoff_max);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Syncs with the upstream, then forwards until a failure or a stop.
+    async fn forward(&mut self, stop: &mut watch::Receiver<bool>) -> Stop {
+        self.acked_since_sync = false;
+        let resume = tokio::select! {
+            synced = self.upstream.sync() => synced,
+            _ = stop.changed() => return Stop::Asked,
+        };
+        match resume {
+            Ok(Some(next)) if next > self.cursor.next_sequence => {
+                // The upstream holds records the cursor had not counted (a
+                // crash before the cursor commit): they are not sent again.
+                tracing::info!(sink = %self.sink, shard = self.shard.index, from = self.cursor.next_sequence, to = next, "upstream is ahead of the sink's cursor; skipping what it already has");
+                let cursor = SinkCursor {
+                    next_sequence: next,
+                    ..self.cursor
+                };
+                if let Err(error) = self.commit(cursor).await {
+                    return Stop::Failed(format!("saving the cursor: {error}"));
+                }
+            }
+            Ok(_) => {}
+            Err(error) => return Stop::Failed(error.to_string()),
+        }
+        self.report("forwarding", None);
+        let mut tip = self.shard.watch_tip();
+        loop {
+            if *stop.borrow() {
+                return Stop::Asked;
+            }
+            tip.borrow_and_update();
+            let records = match self.read_batch().await {
+                Ok(records) => records,
+                Err(error) => return Stop::Failed(format!("reading the source: {error}")),
+            };
+            if records.is_empty() {
+                if self.shard_deleted() {
+                    return Stop::Asked;
+                }
+                tokio::select! {
+                    _ = tip.changed() => continue,
+                    _ = stop.changed() => return Stop::Asked,
+                }
+            }
+            let records = if records.len() < self.batch_records && !self.linger.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(self.linger) => {}
+                    _ = stop.changed() => return Stop::Asked,
+                }
+                match self.read_batch().await {
+                    Ok(more) => more,
+                    Err(error) => return Stop::Failed(format!("reading the source: {error}")),
+                }
+            } else {
+                records
+            };
+            let bytes: u64 = records.iter().map(|r| r.data.len() as u64).sum();
+            if let Some(bucket) = &self.bucket {
+                let wait = bucket.lock().await.take(bytes);
+                if !wait.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return Stop::Asked,
+                    }
+                }
+            }
+            let sent = tokio::select! {
+                sent = self.upstream.send(&records) => sent,
+                _ = stop.changed() => return Stop::Asked,
+            };
+            if let Err(error) = sent {
+                return Stop::Failed(error.to_string());
+            }
+            let last = records.last().map_or(0, |r| r.sequence);
+            let cursor = SinkCursor {
+                next_sequence: last + 1,
+                records_forwarded: self.cursor.records_forwarded + records.len() as u64,
+                bytes_forwarded: self.cursor.bytes_forwarded + bytes,
+                last_ack_ms: Some(now_ms()),
+            };
+            if let Err(error) = self.commit(cursor).await {
+                return Stop::Failed(format!("saving the cursor: {error}"));
+            }
+            self.acked_since_sync = true;
+        }
+    }
+
+    async fn read_batch(&mut self) -> Result<Vec<Record>, StorageError> {
+        let (storage, shard) = (self.storage.clone(), self.shard.clone());
+        let (start, limit, bytes_max) = (
+            self.cursor.next_sequence,
+            self.batch_records,
+            self.batch_bytes_max,
+        );
+        let read =
+            tokio::task::spawn_blocking(move || storage.read(&shard, start, limit, bytes_max))
+                .await
+                .map_err(|_| StorageError::WriterStopped)?;
+        match read {
+            Ok(batch) => Ok(batch.records),
+            Err(StorageError::PositionTrimmed { first_sequence, .. }) => {
+                // Retention removed records before they were forwarded: say
+                // so loudly, and go on from what is left.
+                let lost = first_sequence - start;
+                tracing::warn!(sink = %self.sink, shard = self.shard.index, lost, "retention removed records before they were forwarded");
+                self.report(
+                    "forwarding",
+                    Some(format!(
+                        "retention removed {lost} records before they were forwarded"
+                    )),
+                );
+                self.cursor.next_sequence = first_sequence;
+                Ok(Vec::new())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Saves the cursor durably, then makes it the worker's.
+    async fn commit(&mut self, cursor: SinkCursor) -> Result<(), StorageError> {
+        let (storage, sink_id, shard) = (self.storage.clone(), self.sink_id, self.shard.index);
+        tokio::task::spawn_blocking(move || put_cursor(&storage, sink_id, shard, &cursor))
+            .await
+            .map_err(|_| StorageError::WriterStopped)??;
+        self.cursor = cursor;
+        self.lock_progress().cursor = cursor;
+        Ok(())
+    }
+
+    fn shard_deleted(&self) -> bool {
+        self.storage
+            .stream(&self.shard.stream_name)
+            .map_or(true, |stream| stream.id != self.shard.stream_id)
+    }
+
+    fn report(&self, status: &'static str, error: Option<String>) {
+        let mut progress = self.lock_progress();
+        progress.status = status;
+        if error.is_some() {
+            progress.last_error = error;
+        }
+    }
+
+    fn lock_progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `wait` ± 50 %, so workers that failed together do not retry together.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(rand::random_range(0.5..1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_bucket_holds_one_second_and_makes_debts_wait() {
+        let mut bucket = ByteBucket::new(1_000);
+        assert_eq!(bucket.take(600), Duration::ZERO);
+        assert_eq!(bucket.take(400), Duration::ZERO);
+        let wait = bucket.take(500);
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_half_either_way() {
+        for _ in 0..100 {
+            let wait = jittered(Duration::from_millis(1_000));
+            assert!((500..=1_500).contains(&wait.as_millis()), "{wait:?}");
+        }
+    }
+}

