@@ -9,6 +9,8 @@
 //! - [`service`]: request handling and validation, transport-agnostic.
 //! - [`auth`]: tokens, roles and per-connection sessions.
 //! - [`transport`]: the QUIC endpoint; the only module that imports quinn.
+//! - [`aws`]: SigV4 signing and verification, and a minimal signed HTTP
+//!   client for Kinesis-compatible APIs.
 //! - [`kinesis`]: the Kinesis Data Streams API over HTTP (SigV4, JSON and
 //!   CBOR), translated into service requests; the only module that
 //!   imports hyper.
@@ -27,6 +29,7 @@
 //! - [`cli`]: the `weir` command (serve, stream, put, get, tail, bench, demo).
 
 pub mod auth;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod counters;

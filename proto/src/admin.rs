@@ -56,8 +56,9 @@ pub struct SinkSettings {
     pub name: String,
     /// The Weir stream whose records are forwarded.
     pub source: String,
-    /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX` (more schemes to come).
-    /// A password in the URL is never shown back.
+    /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX` or
+    /// `kinesis://HOST:PORT/STREAM`. A password in the URL is never shown
+    /// back.
     pub to: String,
     /// A file on the server holding the upstream's credentials (for NATS,
     /// a `.creds` file); only its path is stored and shown.

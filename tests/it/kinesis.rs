@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use weir::kinesis::client::{Connection, Target};
+use weir::aws::client::{Connection, Target};
 use weir::storage::CatalogKind;
 
 use crate::support::{
@@ -55,6 +55,7 @@ async fn processors_run_over_records_put_through_the_kinesis_api() {
         addr: test.server.kinesis_addr().expect("the Kinesis API is on"),
         access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
         secret: weir::auth::sigv4_secret(&test.admin_token()),
+        region: "us-east-1".into(),
     };
     let mut connection = Connection::open(&target).await.expect("connect");
     let records: Vec<serde_json::Value> = (0..30)
@@ -124,6 +125,7 @@ async fn deleting_a_stream_removes_its_consumers_and_tags() {
         addr: test.server.kinesis_addr().expect("the Kinesis API is on"),
         access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
         secret: weir::auth::sigv4_secret(&test.admin_token()),
+        region: "us-east-1".into(),
     };
     let mut connection = Connection::open(&target).await.expect("connect");
     let mut call = async |operation: &str, body: serde_json::Value| {

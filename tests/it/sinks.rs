@@ -154,21 +154,22 @@ async fn describe_sink(client: &Client, name: &str) -> SinkInfo {
     }
 }
 
-/// Puts records `r{from}` … `r{to - 1}` (64 bytes each) and returns their
-/// contents, all acked.
+/// Puts records `r{i}` (64 bytes each, partition key `k{i % 50}`) for
+/// each `i` in `range` and returns their contents, all acked.
 async fn put_range(client: &Client, stream: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    let contents: Vec<String> = range.map(|i| format!("r{i:<62}")).collect();
-    for chunk in contents.chunks(500) {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, data)| PutRecord {
-                partition_key: format!("k{}", i % 50),
-                explicit_hash_key: None,
-                data: bytes::Bytes::from(data.clone()),
-            })
-            .collect();
-        put_all(client, stream, records).await;
+    let records: Vec<PutRecord> = range
+        .map(|i| PutRecord {
+            partition_key: format!("k{}", i % 50),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from(format!("r{i:<62}")),
+        })
+        .collect();
+    let contents = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
+    for chunk in records.chunks(500) {
+        put_all(client, stream, chunk.to_vec()).await;
     }
     contents
 }
@@ -479,4 +480,267 @@ async fn sink_requests_are_checked_and_sinks_can_be_paused_resumed_and_removed()
         .delete_stream("clicks")
         .await
         .expect("no longer in use");
+}
+
+/// kinesalite (npm, pinned in tests/sinks/package.json) on 127.0.0.1, the
+/// stand-in for AWS; killed when dropped.
+struct Kinesalite {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Kinesalite {
+    fn start() -> Self {
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sinks");
+        let prefix = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sink-npm");
+        {
+            let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+            let pins = std::fs::read_to_string(suite.join("package.json")).expect("package.json");
+            let stamp = prefix.join("package.installed");
+            if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) {
+                std::fs::create_dir_all(&prefix).expect("npm prefix");
+                std::fs::copy(suite.join("package.json"), prefix.join("package.json"))
+                    .expect("copy package.json");
+                let status = std::process::Command::new("npm")
+                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&prefix)
+                    .status()
+                    .expect("run npm");
+                assert!(status.success(), "npm install kinesalite failed");
+                std::fs::write(&stamp, pins).expect("stamp");
+            }
+        }
+        let mut child = std::process::Command::new("node")
+            .arg(suite.join("kinesalite.js"))
+            .env("NODE_PATH", prefix.join("node_modules"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start kinesalite");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("kinesalite says where it listens");
+        let port: u16 = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line from kinesalite: {line:?}"));
+        Self {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One Kinesis API call that must succeed; its JSON answer.
+async fn kinesis_call(
+    target: &weir::aws::client::Target,
+    operation: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let mut connection = weir::aws::client::Connection::open(target)
+        .await
+        .expect("connect to the Kinesis API");
+    let (status, answer) = connection
+        .call(operation, &body.to_string())
+        .await
+        .expect("an answer");
+    assert_eq!(
+        status,
+        200,
+        "{operation}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Some servers answer CreateStream with an empty body.
+    if answer.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&answer).expect("JSON")
+}
+
+/// Every record of a Kinesis stream as (partition key, data), read with
+/// GetRecords from each shard's trim horizon.
+async fn kinesis_read_all(
+    target: &weir::aws::client::Target,
+    stream: &str,
+) -> Vec<(String, String)> {
+    use base64::Engine;
+    let shards = kinesis_call(
+        target,
+        "ListShards",
+        serde_json::json!({"StreamName": stream}),
+    )
+    .await;
+    let mut records = Vec::new();
+    for shard in shards["Shards"].as_array().expect("shards") {
+        let iterator = kinesis_call(
+            target,
+            "GetShardIterator",
+            serde_json::json!({
+                "StreamName": stream,
+                "ShardId": shard["ShardId"],
+                "ShardIteratorType": "TRIM_HORIZON",
+            }),
+        )
+        .await;
+        let mut iterator = iterator["ShardIterator"].clone();
+        loop {
+            let page = kinesis_call(
+                target,
+                "GetRecords",
+                serde_json::json!({"ShardIterator": iterator, "Limit": 10000}),
+            )
+            .await;
+            let got = page["Records"].as_array().expect("records");
+            for record in got {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(record["Data"].as_str().expect("data"))
+                    .expect("base64");
+                records.push((
+                    record["PartitionKey"].as_str().expect("key").to_owned(),
+                    String::from_utf8(data).expect("UTF-8"),
+                ));
+            }
+            if got.is_empty() {
+                break;
+            }
+            iterator = page["NextShardIterator"].clone();
+        }
+    }
+    records
+}
+
+/// Forwards to the Kinesis API at `upstream` (stream `central`, made
+/// here) across a SIGKILL of Weir: every acked record arrives, with its
+/// partition key; duplicates are allowed (at least once) and counted.
+async fn forward_to_kinesis_across_a_crash(
+    upstream: &weir::aws::client::Target,
+    credentials_file: Option<String>,
+) {
+    kinesis_call(
+        upstream,
+        "CreateStream",
+        serde_json::json!({"StreamName": "central", "ShardCount": 2}),
+    )
+    .await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut weir = ServerProcess::spawn(data.path(), &[]);
+    let mut client = weir.connect().await;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create stream");
+    let settings = SinkSettings {
+        credentials_file,
+        batch_records: Some(100),
+        bytes_per_sec: Some(100_000),
+        ..sink_settings(
+            "south",
+            "clicks",
+            format!("kinesis://{}/central", upstream.addr),
+        )
+    };
+    create_sink(&client, settings).await.expect("create sink");
+
+    let mut acked: HashSet<String> = put_range(&client, "clicks", 0..2_000)
+        .await
+        .into_iter()
+        .collect();
+    let started = eventually(Duration::from_secs(20), || async {
+        describe_sink(&client, "south")
+            .await
+            .shards
+            .iter()
+            .any(|shard| shard.records_forwarded > 0)
+    })
+    .await;
+    assert!(started, "{:?}", describe_sink(&client, "south").await);
+    let info = describe_sink(&client, "south").await;
+    assert!(
+        info.shards.iter().any(|s| s.lag_records > 0),
+        "killed mid-run: {info:?}"
+    );
+    weir.kill();
+    weir = ServerProcess::spawn(data.path(), &[]);
+    client = weir.connect().await;
+    acked.extend(put_range(&client, "clicks", 2_000..3_000).await);
+    let drained = eventually(Duration::from_secs(60), || async {
+        describe_sink(&client, "south")
+            .await
+            .shards
+            .iter()
+            .all(|shard| shard.lag_records == 0)
+    })
+    .await;
+    assert!(drained, "{:?}", describe_sink(&client, "south").await);
+
+    let forwarded = kinesis_read_all(upstream, "central").await;
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    for (key, data) in &forwarded {
+        assert!(acked.contains(data), "{data} was never acked");
+        let index: usize = data[1..].trim().parse().expect("r{i}");
+        assert_eq!(key, &format!("k{}", index % 50), "partition key kept");
+        if !seen.insert(data.clone()) {
+            duplicates += 1;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        acked.len(),
+        "every acked record reached Kinesis"
+    );
+    println!(
+        "kinesis sink: {} records, {duplicates} sent again after the crash",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kinesis_sink_forwards_to_kinesalite_without_loss_across_a_crash() {
+    let kinesalite = tokio::task::block_in_place(Kinesalite::start);
+    let upstream = weir::aws::client::Target {
+        addr: kinesalite.addr,
+        access_key: "any".into(),
+        secret: "any".into(),
+        region: "us-east-1".into(),
+    };
+    forward_to_kinesis_across_a_crash(&upstream, None).await;
+}
+
+/// Box to box: the upstream is another Weir's Kinesis API, which checks
+/// the sink's signature (credentials from a file, as `weir token
+/// aws-credentials` prints them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kinesis_sink_forwards_to_another_weir_with_signed_requests() {
+    let central = TestServer::start().await;
+    let upstream = weir::aws::client::Target {
+        addr: central
+            .server
+            .kinesis_addr()
+            .expect("the Kinesis API is on"),
+        access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
+        secret: weir::auth::sigv4_secret(&central.admin_token()),
+        region: "us-east-1".into(),
+    };
+    let credentials = central.data_dir().join("edge.credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            upstream.access_key, upstream.secret
+        ),
+    )
+    .expect("write credentials");
+    forward_to_kinesis_across_a_crash(&upstream, Some(credentials.display().to_string())).await;
 }

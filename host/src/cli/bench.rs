@@ -33,6 +33,9 @@ pub enum BenchCommand {
     /// Hundreds of producing connections and stalled subscribers against a
     /// `weir serve` process: throughput, peak RSS, a probe's ack latency.
     Load(super::bench_load::LoadArgs),
+    /// A sink forwarding a stored backlog to NATS JetStream, beside the same
+    /// records published straight to JetStream; put latency meanwhile.
+    Sink(super::bench_sink::SinkArgs),
 }
 
 #[derive(Args, Clone)]
@@ -108,6 +111,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
         BenchCommand::Load(args) => super::bench_load::run(args).await,
         BenchCommand::Kinesis(args) => super::bench_kinesis::run(args).await,
+        BenchCommand::Sink(args) => super::bench_sink::run(args).await,
         BenchCommand::Plugin(args) => {
             tokio::task::spawn_blocking(move || super::bench_plugin::run(args)).await?
         }

@@ -16,8 +16,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 
 use super::bench::{Measured, ProduceArgs, embedded_with, make_batches, produce_quic};
+use crate::aws::client::{Connection, Target};
 use crate::config::Durability;
-use crate::kinesis::client::{Connection, Target};
 use crate::storage::now_ms;
 
 #[derive(Args, Clone)]
@@ -99,6 +99,7 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
             .context("the Kinesis listener did not start")?,
         access_key: crate::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
         secret: crate::auth::sigv4_secret(&secret),
+        region: "us-east-1".into(),
     };
     let mut http = put_over_http(&target, "bench", &batches, &args).await?;
     http.report("http put");
@@ -151,6 +152,7 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
             addr,
             access_key: args.access_key.clone(),
             secret: args.secret_key.clone(),
+            region: "us-east-1".into(),
         };
         // A stream of its own: the endpoint may still hold an earlier run's.
         let stream = format!("weir-bench-{}", now_ms());

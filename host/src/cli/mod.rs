@@ -5,6 +5,7 @@ mod bench_backlog;
 mod bench_kinesis;
 mod bench_load;
 mod bench_plugin;
+mod bench_sink;
 pub mod demo;
 mod memory;
 mod parse;
@@ -69,8 +70,8 @@ enum Command {
     /// Attach plugins to streams; pause, resume, describe, remove.
     #[command(subcommand)]
     Processor(plugins::ProcessorCommand),
-    /// Forward a stream to NATS JetStream: create, list, describe, pause,
-    /// resume, remove.
+    /// Forward a stream to NATS JetStream or a Kinesis API: create, list,
+    /// describe, pause, resume, remove.
     #[command(subcommand)]
     Sink(sinks::SinkCommand),
     /// Query a processor's aggregate state.
@@ -363,8 +364,9 @@ fn describe_error(error: &anyhow::Error) -> String {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn,async_nats=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,5 +1,4 @@
-//! `weir sink`: forwarding a stream to NATS JetStream (and, later, other
-//! engines).
+//! `weir sink`: forwarding a stream to NATS JetStream or a Kinesis API.
 
 use clap::{Args, Subcommand};
 use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings, StartPosition};
@@ -53,11 +52,12 @@ pub struct CreateArgs {
     #[arg(long)]
     from: String,
     /// Upstream: nats://HOST:PORT[,HOST:PORT…]/SUBJECT-PREFIX (shard N goes
-    /// to SUBJECT-PREFIX.N).
+    /// to SUBJECT-PREFIX.N) or kinesis://HOST:PORT/STREAM[?region=REGION].
     #[arg(long)]
     to: String,
-    /// A credentials file on the server (NATS: a .creds file); only its
-    /// path is stored.
+    /// A credentials file on the server (NATS: a .creds file; Kinesis:
+    /// aws_access_key_id / aws_secret_access_key lines); only its path is
+    /// stored.
     #[arg(long)]
     credentials_file: Option<String>,
     #[arg(long, value_enum, default_value = "trim-horizon")]

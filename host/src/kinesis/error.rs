@@ -15,6 +15,12 @@ pub struct KinesisError {
     pub message: String,
 }
 
+impl From<crate::aws::sigv4::SignatureError> for KinesisError {
+    fn from(error: crate::aws::sigv4::SignatureError) -> Self {
+        Self::new(error.code, error.message)
+    }
+}
+
 impl KinesisError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -121,8 +121,8 @@ impl IteratorKeys {
                 format!(
                     "Iterator expired. The iterator was created at time {} while right now it is {} \
                      and this is more than {} ms (kinesis.shard_iterator_ttl_ms) later.",
-                    super::sigv4::format_amz_date(issued_ms),
-                    super::sigv4::format_amz_date(now_ms),
+                    crate::aws::sigv4::format_amz_date(issued_ms),
+                    crate::aws::sigv4::format_amz_date(now_ms),
                     self.ttl_ms
                 ),
             ));

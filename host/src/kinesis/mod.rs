@@ -3,18 +3,16 @@
 //!
 //! An HTTP/1.1 and HTTP/2 listener (hyper) takes `POST /` with
 //! `X-Amz-Target: Kinesis_20131202.<Operation>`, verifies the SigV4
-//! signature against Weir's tokens ([`sigv4`]), decodes the JSON or CBOR
+//! signature against Weir's tokens ([`crate::aws::sigv4`]), decodes the JSON or CBOR
 //! body ([`value`]) and runs the operation ([`ops`]) through the same
 //! [`Service`] the QUIC transport uses. This module is the only one that
 //! imports hyper.
 
-pub mod client;
 mod error;
 mod eventstream;
 mod fanout;
 mod iterator;
 mod ops;
-pub mod sigv4;
 mod stream_admin;
 mod value;
 
@@ -25,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::aws::sigv4;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};

@@ -1,5 +1,5 @@
 //! Sinks: durable, ordered, resumable forwarding of a Weir stream to an
-//! engine users already run (NATS JetStream today).
+//! engine users already run: NATS JetStream, Kinesis APIs.
 //!
 //! A sink is like a processor without a plugin: one worker per source
 //! shard reads in sequence order, hands a batch to the upstream, and moves
@@ -8,9 +8,11 @@
 //! records stay in Weir and the worker backs off and tries again; nothing
 //! is skipped (unless retention removes it first, which is reported).
 //!
-//! Each upstream module ([`nats`]) is the only place that imports its
-//! client library; the worker sees it through [`upstream::Upstream`].
+//! Each upstream module ([`nats`], [`kinesis`]) is the only place that
+//! imports its client library; the worker sees it through
+//! [`upstream::Upstream`].
 
+mod kinesis;
 mod nats;
 mod target;
 mod upstream;
@@ -26,6 +28,7 @@ use weir_proto::admin::{SinkInfo, SinkSettings, SinkShardProgress, StartPosition
 use crate::config::SinkConfig;
 use crate::storage::{CatalogKind, Shard, Storage, StorageError, now_ms};
 
+pub use nats::bench as nats_bench;
 pub use target::Target;
 use worker::{ByteBucket, Progress, Worker};
 

@@ -394,3 +394,81 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn not_synced() -> UpstreamError {
     UpstreamError("not in step with JetStream yet".into())
 }
+
+/// For `weir bench sink`: the same client library used directly, as the
+/// yardstick the sink is measured against.
+pub mod bench {
+    use std::time::{Duration, Instant};
+
+    use async_nats::jetstream::{self, stream};
+    use bytes::Bytes;
+
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    async fn context(servers: &[String]) -> Result<jetstream::Context, Error> {
+        let client = async_nats::ConnectOptions::new().connect(servers).await?;
+        Ok(jetstream::new(client))
+    }
+
+    /// (Re)creates JetStream stream `name` over `subjects`, with atomic
+    /// batches allowed.
+    pub async fn recreate_stream(
+        servers: &[String],
+        name: &str,
+        subjects: &str,
+        replicas: usize,
+    ) -> Result<(), Error> {
+        let js = context(servers).await?;
+        let _ = js.delete_stream(name).await;
+        js.create_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![subjects.into()],
+            num_replicas: replicas,
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_stream(servers: &[String], name: &str) -> Result<(), Error> {
+        context(servers).await?.delete_stream(name).await?;
+        Ok(())
+    }
+
+    /// Publishes `per_subject[i]` to `{prefix}.{i}`, one task per subject,
+    /// each keeping `window` acks outstanding (JetStream's usual fast
+    /// path): how long until every record was acknowledged.
+    pub async fn publish_direct(
+        servers: &[String],
+        prefix: &str,
+        per_subject: Vec<Vec<Bytes>>,
+        window: usize,
+    ) -> Result<Duration, Error> {
+        let js = context(servers).await?;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for (index, records) in per_subject.into_iter().enumerate() {
+            let (js, subject) = (js.clone(), format!("{prefix}.{index}"));
+            tasks.push(tokio::spawn(async move {
+                let mut pending = std::collections::VecDeque::new();
+                for data in records {
+                    if pending.len() >= window {
+                        let ack: jetstream::context::PublishAckFuture =
+                            pending.pop_front().ok_or("empty window")?;
+                        ack.await?;
+                    }
+                    pending.push_back(js.publish(subject.clone(), data).await?);
+                }
+                for ack in pending {
+                    ack.await?;
+                }
+                Ok::<(), Error>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        Ok(started.elapsed())
+    }
+}

@@ -11,6 +11,14 @@ pub enum Target {
         servers: Vec<String>,
         subject_prefix: String,
     },
+    /// `kinesis://HOST:PORT/STREAM[?region=REGION]`: a Kinesis Data
+    /// Streams API over plain HTTP (another Weir box, an emulator, a local
+    /// proxy to AWS).
+    Kinesis {
+        host: String,
+        stream: String,
+        region: String,
+    },
 }
 
 impl Target {
@@ -43,8 +51,45 @@ impl Target {
                     subject_prefix: prefix.to_owned(),
                 })
             }
+            "kinesis" => {
+                let (host, rest) = rest.split_once('/').ok_or_else(|| {
+                    format!("sink URL {url} names no stream: expected kinesis://HOST:PORT/STREAM")
+                })?;
+                let (stream, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let mut region = "us-east-1".to_owned();
+                for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+                    match pair.split_once('=') {
+                        Some(("region", value)) if !value.is_empty() => region = value.to_owned(),
+                        _ => {
+                            return Err(format!(
+                                "unknown kinesis:// URL option {pair:?} (only region=REGION)"
+                            ));
+                        }
+                    }
+                }
+                if !host.contains(':') || host.contains('@') {
+                    return Err(format!(
+                        "kinesis:// needs HOST:PORT, not {host:?} (credentials go in --credentials-file)"
+                    ));
+                }
+                if stream.is_empty()
+                    || !stream
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                {
+                    return Err(format!(
+                        "Kinesis stream name {stream:?} must be 1 or more of [A-Za-z0-9_.-]"
+                    ));
+                }
+                Ok(Self::Kinesis {
+                    host: host.to_owned(),
+                    stream: stream.to_owned(),
+                    region,
+                })
+            }
             other => Err(format!(
-                "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX"
+                "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX \
+                 or kinesis://HOST:PORT/STREAM"
             )),
         }
     }
@@ -105,8 +150,15 @@ mod tests {
             }
         );
         let with_user = Target::parse("nats://u:p@a:1/x").expect("valid");
-        let Target::Nats { servers, .. } = with_user;
-        assert_eq!(servers, ["nats://u:p@a:1"]);
+        assert!(matches!(with_user, Target::Nats { servers, .. } if servers == ["nats://u:p@a:1"]));
+        assert_eq!(
+            Target::parse("kinesis://h:4567/central?region=eu-west-1").expect("valid"),
+            Target::Kinesis {
+                host: "h:4567".into(),
+                stream: "central".into(),
+                region: "eu-west-1".into(),
+            }
+        );
     }
 
     #[test]
@@ -118,6 +170,10 @@ mod tests {
             ("nats://h:1/a.*", "no wildcards"),
             ("nats://h:1/a..b", "dot-separated"),
             ("nats:///a", "at least one HOST:PORT"),
+            ("kinesis://h:1", "names no stream"),
+            ("kinesis://h/s", "HOST:PORT"),
+            ("kinesis://k:s@h:1/s", "--credentials-file"),
+            ("kinesis://h:1/s?profile=x", "only region"),
         ] {
             let error = Target::parse(url).expect_err(url);
             assert!(error.contains(says), "{url}: {error}");

@@ -7,8 +7,8 @@ use std::time::Duration;
 use weir_proto::Record;
 use weir_proto::admin::SinkSettings;
 
-use super::nats;
 use super::target::Target;
+use super::{kinesis, nats};
 use crate::storage::Shard;
 
 /// Why the upstream did not take a batch (or could not be asked): the
@@ -20,6 +20,7 @@ pub struct UpstreamError(pub String);
 /// One sink's connection to its upstream.
 pub(super) enum Connection {
     Nats(nats::Connection),
+    Kinesis(kinesis::Connection),
 }
 
 impl Connection {
@@ -34,6 +35,17 @@ impl Connection {
                 settings,
                 request_timeout,
             )),
+            Target::Kinesis {
+                host,
+                stream,
+                region,
+            } => Self::Kinesis(kinesis::Connection::new(
+                host.clone(),
+                stream.clone(),
+                region.clone(),
+                settings.credentials_file.clone(),
+                request_timeout,
+            )),
         }
     }
 
@@ -41,6 +53,7 @@ impl Connection {
     pub fn for_shard(&self, box_id: &str, shard: &Shard) -> Upstream {
         match self {
             Self::Nats(connection) => Upstream::Nats(connection.for_shard(box_id, shard)),
+            Self::Kinesis(connection) => Upstream::Kinesis(connection.for_shard()),
         }
     }
 }
@@ -48,6 +61,7 @@ impl Connection {
 /// One source shard's way upstream.
 pub(super) enum Upstream {
     Nats(nats::ShardPublisher),
+    Kinesis(kinesis::ShardPublisher),
 }
 
 impl Upstream {
@@ -57,6 +71,7 @@ impl Upstream {
     pub async fn sync(&mut self) -> Result<Option<u64>, UpstreamError> {
         match self {
             Self::Nats(publisher) => publisher.sync().await,
+            Self::Kinesis(publisher) => publisher.sync().await,
         }
     }
 
@@ -65,6 +80,7 @@ impl Upstream {
     pub async fn send(&mut self, records: &[Record]) -> Result<(), UpstreamError> {
         match self {
             Self::Nats(publisher) => publisher.send(records).await,
+            Self::Kinesis(publisher) => publisher.send(records).await,
         }
     }
 }

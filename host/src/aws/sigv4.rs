@@ -10,7 +10,23 @@
 use http::HeaderMap;
 use ring::{digest, hmac};
 
-use super::error::KinesisError;
+/// Why a request's signature was not accepted: the AWS error code
+/// (`IncompleteSignatureException`, …) and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct SignatureError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SignatureError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
@@ -37,19 +53,19 @@ pub struct Authorization {
     pub signature: Vec<u8>,
 }
 
-fn incomplete(message: impl Into<String>) -> KinesisError {
-    KinesisError::new("IncompleteSignatureException", message)
+fn incomplete(message: impl Into<String>) -> SignatureError {
+    SignatureError::new("IncompleteSignatureException", message)
 }
 
-fn invalid_signature(message: impl Into<String>) -> KinesisError {
-    KinesisError::new("InvalidSignatureException", message)
+fn invalid_signature(message: impl Into<String>) -> SignatureError {
+    SignatureError::new("InvalidSignatureException", message)
 }
 
 /// Reads the `Authorization` header; a request without one is
 /// `MissingAuthenticationTokenException`.
-pub fn parse_authorization(headers: &HeaderMap) -> Result<Authorization, KinesisError> {
+pub fn parse_authorization(headers: &HeaderMap) -> Result<Authorization, SignatureError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(KinesisError::new(
+        return Err(SignatureError::new(
             "MissingAuthenticationTokenException",
             "Missing Authentication Token",
         ));
@@ -112,7 +128,7 @@ pub fn parse_authorization(headers: &HeaderMap) -> Result<Authorization, Kinesis
 }
 
 /// The request's `X-Amz-Date` as written and as epoch milliseconds.
-pub fn request_time(headers: &HeaderMap) -> Result<(String, u64), KinesisError> {
+pub fn request_time(headers: &HeaderMap) -> Result<(String, u64), SignatureError> {
     let value = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
@@ -136,7 +152,7 @@ pub fn verify(
     secret: &str,
     now_ms: u64,
     clock_skew_ms_max: u64,
-) -> Result<(), KinesisError> {
+) -> Result<(), SignatureError> {
     let (amz_date, signed_ms) = request_time(parts.headers)?;
     if !amz_date.starts_with(&authorization.date) {
         return Err(invalid_signature(format!(
@@ -209,7 +225,7 @@ pub fn authorization_header(
     access_key: &str,
     secret: &str,
     region: &str,
-) -> Result<String, KinesisError> {
+) -> Result<String, SignatureError> {
     let (amz_date, _) = request_time(parts.headers)?;
     let authorization = Authorization {
         access_key: access_key.to_owned(),

@@ -1,7 +1,8 @@
 //! A minimal Kinesis API client: SigV4-signed JSON requests over one
-//! keep-alive HTTP/1.1 connection. For Weir's own benchmark and tests,
-//! which need a load generator cheaper than an AWS SDK (requests can be
-//! built and signed before the clock starts); not a general client.
+//! keep-alive HTTP/1.1 connection, plain (no TLS). For the Kinesis sink
+//! and for Weir's own benchmark and tests, which need a load generator
+//! cheaper than an AWS SDK (requests can be built and signed before the
+//! clock starts); not a general client.
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub access_key: String,
     pub secret: String,
+    /// The region in the signature's credential scope.
+    pub region: String,
 }
 
 /// Why a call failed.
@@ -62,7 +65,7 @@ impl Target {
             &["host", "x-amz-date", "x-amz-target"],
             &self.access_key,
             &self.secret,
-            "us-east-1",
+            &self.region,
         )
         .map_err(|e| sign_error(&e))?;
         let mut request = format!(
