@@ -56,8 +56,8 @@ pub struct SinkSettings {
     pub name: String,
     /// The Weir stream whose records are forwarded.
     pub source: String,
-    /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX` or
-    /// `kinesis://HOST:PORT/STREAM`. A password in the URL is never shown
+    /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX`, `kafka://HOST:PORT/TOPIC`
+    /// or `kinesis://HOST:PORT/STREAM`. A password in the URL is never shown
     /// back.
     pub to: String,
     /// A file on the server holding the upstream's credentials (for NATS,

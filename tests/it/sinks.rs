@@ -13,11 +13,11 @@ use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings};
 use weir_client::{Client, ErrorCode, PutRecord};
 
 use crate::metrics::{http_get, metric};
-use crate::nats_cluster::NatsCluster;
 use crate::support::{
     ServerProcess, TestServer, create_processor, eventually, purchase_filter, put_all,
     stream_with_plugins,
 };
+use crate::upstreams::{Kinesalite, NatsCluster, Tansu};
 
 /// Creates JetStream stream `name` over `subjects`, retrying while a cold
 /// cluster elects its meta leader.
@@ -482,66 +482,6 @@ async fn sink_requests_are_checked_and_sinks_can_be_paused_resumed_and_removed()
         .expect("no longer in use");
 }
 
-/// kinesalite (npm, pinned in tests/sinks/package.json) on 127.0.0.1, the
-/// stand-in for AWS; killed when dropped.
-struct Kinesalite {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Kinesalite {
-    fn start() -> Self {
-        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sinks");
-        let prefix = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sink-npm");
-        {
-            let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-            let pins = std::fs::read_to_string(suite.join("package.json")).expect("package.json");
-            let stamp = prefix.join("package.installed");
-            if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) {
-                std::fs::create_dir_all(&prefix).expect("npm prefix");
-                std::fs::copy(suite.join("package.json"), prefix.join("package.json"))
-                    .expect("copy package.json");
-                let status = std::process::Command::new("npm")
-                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&prefix)
-                    .status()
-                    .expect("run npm");
-                assert!(status.success(), "npm install kinesalite failed");
-                std::fs::write(&stamp, pins).expect("stamp");
-            }
-        }
-        let mut child = std::process::Command::new("node")
-            .arg(suite.join("kinesalite.js"))
-            .env("NODE_PATH", prefix.join("node_modules"))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start kinesalite");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("kinesalite says where it listens");
-        let port: u16 = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected line from kinesalite: {line:?}"));
-        Self {
-            child,
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Kinesalite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One Kinesis API call that must succeed; its JSON answer.
 async fn kinesis_call(
     target: &weir::aws::client::Target,
@@ -743,4 +683,200 @@ async fn a_kinesis_sink_forwards_to_another_weir_with_signed_requests() {
     )
     .expect("write credentials");
     forward_to_kinesis_across_a_crash(&upstream, Some(credentials.display().to_string())).await;
+}
+
+/// One forwarded Kafka record: where it landed and what it says.
+struct KafkaForwarded {
+    partition: i32,
+    key: String,
+    data: String,
+    shard: String,
+    sequence: u64,
+}
+
+async fn kafka_client(tansu: &Tansu) -> rskafka::client::Client {
+    rskafka::client::ClientBuilder::new(vec![format!("127.0.0.1:{}", tansu.port)])
+        .build()
+        .await
+        .expect("connect to the broker")
+}
+
+async fn create_kafka_topic(tansu: &Tansu, topic: &str, partitions: i32) {
+    let client = kafka_client(tansu).await;
+    let controller = client.controller_client().expect("a controller client");
+    controller
+        .create_topic(topic, partitions, 1, 5_000)
+        .await
+        .expect("create the topic");
+}
+
+/// Every record of every partition of `topic`, in offset order.
+async fn read_kafka_topic(tansu: &Tansu, topic: &str, partitions: i32) -> Vec<KafkaForwarded> {
+    use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+    let client = kafka_client(tansu).await;
+    let mut forwarded = Vec::new();
+    for partition in 0..partitions {
+        let reader = client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .expect("a partition client");
+        let end = reader
+            .get_offset(OffsetAt::Latest)
+            .await
+            .expect("high watermark");
+        let mut offset = reader
+            .get_offset(OffsetAt::Earliest)
+            .await
+            .expect("low watermark");
+        while offset < end {
+            let (records, _) = reader
+                .fetch_records(offset, 1..4_000_000, 1_000)
+                .await
+                .expect("fetch");
+            for record in records {
+                offset = record.offset + 1;
+                let header = |name: &str| {
+                    String::from_utf8(record.record.headers.get(name).cloned().unwrap_or_default())
+                        .expect("UTF-8 header")
+                };
+                forwarded.push(KafkaForwarded {
+                    partition,
+                    key: String::from_utf8(record.record.key.clone().unwrap_or_default())
+                        .expect("UTF-8 key"),
+                    data: String::from_utf8(record.record.value.clone().unwrap_or_default())
+                        .expect("UTF-8 value"),
+                    shard: header("weir-shard"),
+                    sequence: header("weir-sequence").parse().expect("weir-sequence"),
+                });
+            }
+        }
+    }
+    forwarded
+}
+
+/// Checks every one of `acked` is in `forwarded` exactly once (the tail
+/// read on resume keeps a crash from repeating a batch), keys kept, each
+/// partition holding its shard's records in order.
+fn assert_kafka_exactly_once(forwarded: &[KafkaForwarded], acked: &HashSet<String>) {
+    let mut seen = HashSet::new();
+    for record in forwarded {
+        assert!(
+            acked.contains(&record.data),
+            "{} was never acked",
+            record.data
+        );
+        assert!(
+            seen.insert(record.data.clone()),
+            "{} reached Kafka twice",
+            record.data
+        );
+        let index: usize = record.data[1..].trim().parse().expect("r{i}");
+        assert_eq!(
+            record.key,
+            format!("k{}", index % 50),
+            "the partition key is the Kafka key"
+        );
+        assert_eq!(
+            record.shard,
+            record.partition.to_string(),
+            "shard N goes to partition N"
+        );
+    }
+    assert_eq!(seen.len(), acked.len(), "every acked record reached Kafka");
+    for partition in 0..2 {
+        let sequences: Vec<u64> = forwarded
+            .iter()
+            .filter(|r| r.partition == partition)
+            .map(|r| r.sequence)
+            .collect();
+        assert!(
+            sequences.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "partition {partition} in order"
+        );
+    }
+}
+
+/// Kafka through a Weir crash and a broker restart. Tansu's in-memory
+/// engine starts empty again, so after its restart the check is that
+/// every record put while it was down arrives, once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_restart() {
+    let mut tansu = tokio::task::block_in_place(Tansu::start);
+    create_kafka_topic(&tansu, "events", 2).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut weir = ServerProcess::spawn(data.path(), &[]);
+    let mut client = weir.connect().await;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create stream");
+    let settings = SinkSettings {
+        batch_records: Some(100),
+        bytes_per_sec: Some(100_000),
+        ..sink_settings(
+            "west",
+            "clicks",
+            format!("kafka://127.0.0.1:{}/events", tansu.port),
+        )
+    };
+    create_sink(&client, settings).await.expect("create sink");
+
+    let mut acked: HashSet<String> = put_range(&client, "clicks", 0..2_000)
+        .await
+        .into_iter()
+        .collect();
+    let started = eventually(Duration::from_secs(20), || async {
+        describe_sink(&client, "west")
+            .await
+            .shards
+            .iter()
+            .any(|shard| shard.records_forwarded > 0)
+    })
+    .await;
+    assert!(started, "{:?}", describe_sink(&client, "west").await);
+    let info = describe_sink(&client, "west").await;
+    assert!(
+        info.shards.iter().any(|s| s.lag_records > 0),
+        "killed mid-run: {info:?}"
+    );
+    weir.kill();
+    weir = ServerProcess::spawn(data.path(), &[]);
+    client = weir.connect().await;
+    acked.extend(put_range(&client, "clicks", 2_000..3_000).await);
+    let drained = || async {
+        describe_sink(&client, "west")
+            .await
+            .shards
+            .iter()
+            .all(|shard| shard.lag_records == 0)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), drained).await,
+        "{:?}",
+        describe_sink(&client, "west").await
+    );
+    assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, &acked);
+
+    tansu.kill();
+    let while_down: HashSet<String> = put_range(&client, "clicks", 3_000..3_500)
+        .await
+        .into_iter()
+        .collect();
+    let backing_off = eventually(Duration::from_secs(30), || async {
+        describe_sink(&client, "west")
+            .await
+            .shards
+            .iter()
+            .all(|shard| shard.status == "backing off" && shard.lag_records > 0)
+    })
+    .await;
+    assert!(backing_off, "{:?}", describe_sink(&client, "west").await);
+    tokio::task::block_in_place(|| tansu.restart());
+    create_kafka_topic(&tansu, "events", 2).await;
+    assert!(
+        eventually(Duration::from_secs(60), drained).await,
+        "{:?}",
+        describe_sink(&client, "west").await
+    );
+    assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, &while_down);
 }

@@ -70,8 +70,8 @@ enum Command {
     /// Attach plugins to streams; pause, resume, describe, remove.
     #[command(subcommand)]
     Processor(plugins::ProcessorCommand),
-    /// Forward a stream to NATS JetStream or a Kinesis API: create, list,
-    /// describe, pause, resume, remove.
+    /// Forward a stream to NATS JetStream, Kafka or a Kinesis API: create,
+    /// list, describe, pause, resume, remove.
     #[command(subcommand)]
     Sink(sinks::SinkCommand),
     /// Query a processor's aggregate state.

@@ -1,4 +1,4 @@
-//! `weir sink`: forwarding a stream to NATS JetStream or a Kinesis API.
+//! `weir sink`: forwarding a stream to NATS JetStream, Kafka or a Kinesis API.
 
 use clap::{Args, Subcommand};
 use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings, StartPosition};
@@ -52,7 +52,8 @@ pub struct CreateArgs {
     #[arg(long)]
     from: String,
     /// Upstream: nats://HOST:PORT[,HOST:PORT…]/SUBJECT-PREFIX (shard N goes
-    /// to SUBJECT-PREFIX.N) or kinesis://HOST:PORT/STREAM[?region=REGION].
+    /// to SUBJECT-PREFIX.N), kafka://HOST:PORT[,HOST:PORT…]/TOPIC (shard N
+    /// to partition N) or kinesis://HOST:PORT/STREAM[?region=REGION].
     #[arg(long)]
     to: String,
     /// A credentials file on the server (NATS: a .creds file; Kinesis:

@@ -1,5 +1,5 @@
 //! Sinks: durable, ordered, resumable forwarding of a Weir stream to an
-//! engine users already run: NATS JetStream, Kinesis APIs.
+//! engine users already run: NATS JetStream, Kafka, Kinesis APIs.
 //!
 //! A sink is like a processor without a plugin: one worker per source
 //! shard reads in sequence order, hands a batch to the upstream, and moves
@@ -8,10 +8,11 @@
 //! records stay in Weir and the worker backs off and tries again; nothing
 //! is skipped (unless retention removes it first, which is reported).
 //!
-//! Each upstream module ([`nats`], [`kinesis`]) is the only place that
+//! Each upstream module ([`nats`], [`kafka`], [`kinesis`]) is the only place that
 //! imports its client library; the worker sees it through
 //! [`upstream::Upstream`].
 
+mod kafka;
 mod kinesis;
 mod nats;
 mod target;
@@ -313,6 +314,8 @@ impl Sinks {
                 bucket: bucket.clone(),
                 progress: progress.clone(),
                 acked_since_sync: false,
+                saved_at: std::time::Instant::now(),
+                cursor_unsaved: false,
             };
             sink.workers.push(progress);
             sink.tasks.push(tokio::spawn(worker.run(stop_rx.clone())));

@@ -19,6 +19,9 @@ pub enum Target {
         stream: String,
         region: String,
     },
+    /// `kafka://HOST:PORT[,HOST:PORT…]/TOPIC`: shard N goes to partition
+    /// N mod the topic's partition count.
+    Kafka { brokers: Vec<String>, topic: String },
 }
 
 impl Target {
@@ -87,9 +90,39 @@ impl Target {
                     region,
                 })
             }
+            "kafka" => {
+                let (hosts, topic) = rest.split_once('/').ok_or_else(|| {
+                    format!("sink URL {url} names no topic: expected kafka://HOST:PORT/TOPIC")
+                })?;
+                if topic.is_empty()
+                    || topic.len() > 249
+                    || !topic
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                {
+                    return Err(format!(
+                        "Kafka topic {topic:?} must be 1 to 249 of [A-Za-z0-9_.-]"
+                    ));
+                }
+                let brokers: Vec<String> = hosts
+                    .split(',')
+                    .filter(|host| !host.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if brokers.is_empty() || brokers.iter().any(|b| !b.contains(':') || b.contains('@'))
+                {
+                    return Err(format!(
+                        "kafka:// needs HOST:PORT[,HOST:PORT…], not {hosts:?}"
+                    ));
+                }
+                Ok(Self::Kafka {
+                    brokers,
+                    topic: topic.to_owned(),
+                })
+            }
             other => Err(format!(
-                "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX \
-                 or kinesis://HOST:PORT/STREAM"
+                "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX, \
+                 kinesis://HOST:PORT/STREAM or kafka://HOST:PORT/TOPIC"
             )),
         }
     }
@@ -152,6 +185,13 @@ mod tests {
         let with_user = Target::parse("nats://u:p@a:1/x").expect("valid");
         assert!(matches!(with_user, Target::Nats { servers, .. } if servers == ["nats://u:p@a:1"]));
         assert_eq!(
+            Target::parse("kafka://a:9092,b:9092/events").expect("valid"),
+            Target::Kafka {
+                brokers: vec!["a:9092".into(), "b:9092".into()],
+                topic: "events".into(),
+            }
+        );
+        assert_eq!(
             Target::parse("kinesis://h:4567/central?region=eu-west-1").expect("valid"),
             Target::Kinesis {
                 host: "h:4567".into(),
@@ -166,6 +206,7 @@ mod tests {
         for (url, says) in [
             ("127.0.0.1:4222/x", "no scheme"),
             ("kafkaa://h:1/t", "not supported"),
+            ("redis://h:1/t", "kafka://HOST:PORT/TOPIC"),
             ("nats://h:1", "no subject prefix"),
             ("nats://h:1/a.*", "no wildcards"),
             ("nats://h:1/a..b", "dot-separated"),
@@ -174,6 +215,9 @@ mod tests {
             ("kinesis://h/s", "HOST:PORT"),
             ("kinesis://k:s@h:1/s", "--credentials-file"),
             ("kinesis://h:1/s?profile=x", "only region"),
+            ("kafka://h:1", "names no topic"),
+            ("kafka://h:1/a b", "must be 1 to 249"),
+            ("kafka:///t", "HOST:PORT"),
         ] {
             let error = Target::parse(url).expect_err(url);
             assert!(error.contains(says), "{url}: {error}");

@@ -8,7 +8,7 @@ use weir_proto::Record;
 use weir_proto::admin::SinkSettings;
 
 use super::target::Target;
-use super::{kinesis, nats};
+use super::{kafka, kinesis, nats};
 use crate::storage::Shard;
 
 /// Why the upstream did not take a batch (or could not be asked): the
@@ -21,6 +21,7 @@ pub struct UpstreamError(pub String);
 pub(super) enum Connection {
     Nats(nats::Connection),
     Kinesis(kinesis::Connection),
+    Kafka(kafka::Connection),
 }
 
 impl Connection {
@@ -46,6 +47,12 @@ impl Connection {
                 settings.credentials_file.clone(),
                 request_timeout,
             )),
+            Target::Kafka { brokers, topic } => Self::Kafka(kafka::Connection::new(
+                brokers.clone(),
+                topic.clone(),
+                &settings.name,
+                request_timeout,
+            )),
         }
     }
 
@@ -54,6 +61,7 @@ impl Connection {
         match self {
             Self::Nats(connection) => Upstream::Nats(connection.for_shard(box_id, shard)),
             Self::Kinesis(connection) => Upstream::Kinesis(connection.for_shard()),
+            Self::Kafka(connection) => Upstream::Kafka(connection.for_shard(box_id, shard)),
         }
     }
 }
@@ -62,6 +70,7 @@ impl Connection {
 pub(super) enum Upstream {
     Nats(nats::ShardPublisher),
     Kinesis(kinesis::ShardPublisher),
+    Kafka(kafka::ShardPublisher),
 }
 
 impl Upstream {
@@ -72,7 +81,14 @@ impl Upstream {
         match self {
             Self::Nats(publisher) => publisher.sync().await,
             Self::Kinesis(publisher) => publisher.sync().await,
+            Self::Kafka(publisher) => publisher.sync().await,
         }
+    }
+
+    /// Whether [`Self::sync`] finds the exact resume point whatever Weir's
+    /// cursor says (so the cursor need not be saved after every batch).
+    pub fn knows_position(&self) -> bool {
+        matches!(self, Self::Nats(_))
     }
 
     /// Sends `records` (consecutive, in sequence order) and returns once
@@ -81,6 +97,7 @@ impl Upstream {
         match self {
             Self::Nats(publisher) => publisher.send(records).await,
             Self::Kinesis(publisher) => publisher.send(records).await,
+            Self::Kafka(publisher) => publisher.send(records).await,
         }
     }
 }

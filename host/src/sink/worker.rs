@@ -16,6 +16,9 @@ use crate::storage::{Shard, Storage, StorageError, now_ms};
 
 /// The first wait after a failure; it doubles up to the configured cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
+/// How often a worker whose upstream knows where to resume saves its
+/// cursor while it forwards.
+const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What `sink describe` shows of a running worker.
 #[derive(Debug, Clone)]
@@ -84,6 +87,9 @@ pub(super) struct Worker {
     pub progress: Arc<Mutex<Progress>>,
     /// Whether a batch went through since the last sync.
     pub acked_since_sync: bool,
+    /// When the cursor was last saved, and whether it moved since.
+    pub saved_at: Instant,
+    pub cursor_unsaved: bool,
 }
 
 /// Why the worker stopped forwarding for now.
@@ -155,6 +161,11 @@ impl Worker {
                 if self.shard_deleted() {
                     return Stop::Asked;
                 }
+                if self.cursor_unsaved
+                    && let Err(error) = self.commit(self.cursor).await
+                {
+                    return Stop::Failed(format!("saving the cursor: {error}"));
+                }
                 tokio::select! {
                     _ = tip.changed() => continue,
                     _ = stop.changed() => return Stop::Asked,
@@ -196,7 +207,14 @@ impl Worker {
                 bytes_forwarded: self.cursor.bytes_forwarded + bytes,
                 last_ack_ms: Some(now_ms()),
             };
-            if let Err(error) = self.commit(cursor).await {
+            if self.upstream.knows_position() && self.saved_at.elapsed() < CURSOR_SAVE_INTERVAL {
+                // The upstream says where to resume: the cursor is only a
+                // record of progress, saved at most once a second (and
+                // when the shard is caught up) instead of an fsync a batch.
+                self.cursor = cursor;
+                self.cursor_unsaved = true;
+                self.lock_progress().cursor = cursor;
+            } else if let Err(error) = self.commit(cursor).await {
                 return Stop::Failed(format!("saving the cursor: {error}"));
             }
             self.acked_since_sync = true;
@@ -241,6 +259,8 @@ impl Worker {
             .await
             .map_err(|_| StorageError::WriterStopped)??;
         self.cursor = cursor;
+        self.cursor_unsaved = false;
+        self.saved_at = Instant::now();
         self.lock_progress().cursor = cursor;
         Ok(())
     }

