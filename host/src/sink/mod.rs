@@ -111,7 +111,21 @@ impl Sinks {
                     what: "a sink definition",
                 })?;
             let name = definition.settings.name.clone();
-            let sink = sinks.launch(definition)?;
+            let sink = match sinks.launch(definition.clone()) {
+                Ok(sink) => sink,
+                Err(error) => {
+                    // One broken sink must not keep the server from
+                    // starting: it stays listed, without workers, for
+                    // `weir sink rm`.
+                    tracing::error!(sink = %name, %error, "sink not started");
+                    Running {
+                        definition,
+                        workers: Vec::new(),
+                        stop: watch::channel(false).0,
+                        tasks: Vec::new(),
+                    }
+                }
+            };
             running.insert(name, sink);
         }
         drop(running);
@@ -186,6 +200,15 @@ impl Sinks {
             put_definition(&storage, &stored)
         })
         .await?;
+        let source_now = self.storage.stream(&definition.settings.source).ok();
+        if source_now.map(|stream| stream.id) != Some(source.id) {
+            // Deleted while the sink was being created: undo.
+            self.forget(&definition).await?;
+            return Err(StorageError::StreamNotFound {
+                name: definition.settings.source,
+            }
+            .into());
+        }
         let name = definition.settings.name.clone();
         let sink = self.launch(definition)?;
         let info = self.info(&sink, true)?;
@@ -245,18 +268,27 @@ impl Sinks {
             .get_mut(name)
             .ok_or_else(|| SinkError::NotFound { name: name.into() })?;
         stop(sink).await;
-        let (storage, id, name_owned) = (self.storage.clone(), sink.definition.id, name.to_owned());
+        self.forget(&sink.definition).await?;
+        running.remove(name);
+        Ok(())
+    }
+
+    /// Removes a sink's definition and cursors from the catalog.
+    async fn forget(&self, definition: &Definition) -> Result<(), StorageError> {
+        let (storage, id, name) = (
+            self.storage.clone(),
+            definition.id,
+            definition.settings.name.clone(),
+        );
         blocking(move || {
             storage.remove_catalog_record_with(
                 CatalogKind::Sink,
-                &name_owned,
+                &name,
                 CatalogKind::SinkCursor,
                 &format!("{id}/"),
             )
         })
-        .await?;
-        running.remove(name);
-        Ok(())
+        .await
     }
 
     /// Sinks reading `stream` (a stream in use cannot be deleted).
