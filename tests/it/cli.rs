@@ -565,3 +565,72 @@ fn the_documented_scaffold_flow_works() {
     assert!(out.contains("out key=b"), "the purchase passes: {out}");
     assert!(!out.contains("out key=a"), "a view does not: {out}");
 }
+
+#[test]
+fn sink_verbs_create_describe_pause_resume_and_remove() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let server = ServerProcess::spawn(data, &[]);
+    let ok = |args: &[&str]| -> String {
+        let (ok, out, err) = weir(data, &server, args);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        serde_json::from_str(ok(&args).trim()).expect("JSON")
+    };
+    ok(&["stream", "create", "clicks", "--shards", "2"]);
+    // Nothing listens on port 1: the sink backs off, which is enough here.
+    let created = ok(&[
+        "sink",
+        "create",
+        "s",
+        "--from",
+        "clicks",
+        "--to",
+        "nats://u:pw@127.0.0.1:1/edge",
+        "--batch-records",
+        "10",
+        "--bytes-per-sec",
+        "64KiB",
+    ]);
+    assert!(
+        created.contains("sink s  clicks -> nats://u:***@127.0.0.1:1/edge")
+            && !created.contains("pw"),
+        "{created}"
+    );
+    let described = json(&["sink", "describe", "s"]);
+    assert_eq!(described["settings"]["to"], "nats://u:***@127.0.0.1:1/edge");
+    assert_eq!(described["settings"]["batch_records"], 10);
+    assert_eq!(described["settings"]["bytes_per_sec"], 65_536);
+    assert_eq!(described["shards"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json(&["sink", "list"]).as_array().map(Vec::len), Some(1));
+
+    let (deleted, _, err) = weir(data, &server, &["stream", "delete", "clicks"]);
+    assert!(!deleted && err.contains("`weir sink rm s`"), "{err}");
+    let (created, _, err) = weir(
+        data,
+        &server,
+        &[
+            "sink",
+            "create",
+            "t",
+            "--from",
+            "clicks",
+            "--to",
+            "redis://h:1/x",
+        ],
+    );
+    assert!(!created && err.contains("not supported"), "{err}");
+
+    assert_eq!(ok(&["sink", "pause", "s"]).trim(), "done");
+    assert_eq!(json(&["sink", "describe", "s"])["paused"], true);
+    ok(&["sink", "resume", "s"]);
+    assert_eq!(json(&["sink", "describe", "s"])["paused"], false);
+    ok(&["sink", "rm", "s"]);
+    let (found, _, err) = weir(data, &server, &["sink", "describe", "s"]);
+    assert!(!found && err.contains("no sink named \"s\""), "{err}");
+    ok(&["stream", "delete", "clicks"]);
+}
