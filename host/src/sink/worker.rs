@@ -137,6 +137,10 @@ impl Worker {
                 tracing::info!(sink = %self.sink, shard = self.shard.index, from = self.cursor.next_sequence, to = next, "upstream is ahead of the sink's cursor; skipping what it already has");
                 let cursor = SinkCursor {
                     next_sequence: next,
+                    // Forwarded by this sink before its cursor was saved
+                    // (their bytes are not known here).
+                    records_forwarded: self.cursor.records_forwarded
+                        + (next - self.cursor.next_sequence),
                     ..self.cursor
                 };
                 if let Err(error) = self.commit(cursor).await {
