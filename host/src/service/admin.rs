@@ -42,6 +42,7 @@ impl From<SinkError> for RequestError {
             SinkError::Exists { .. } => ErrorCode::AlreadyExists,
             SinkError::InvalidSettings(_) => ErrorCode::InvalidArgument,
             SinkError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            SinkError::Thread(_) => ErrorCode::Internal,
             SinkError::Storage(storage) => return Self::from_storage(storage),
         };
         Self::new(code, error.to_string())

@@ -45,6 +45,8 @@ pub enum SinkError {
     LimitExceeded(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("starting the sinks' thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A sink as the catalog keeps it.
@@ -88,6 +90,36 @@ pub struct Sinks {
     /// collide upstream.
     box_id: String,
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
+    thread: SinkThread,
+}
+
+/// The sinks' own thread and runtime: forwarding (reading batches,
+/// encoding them for the upstream, the clients' connections) never takes
+/// the server's async thread from its acks.
+struct SinkThread {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the registry: the thread's runtime ends, and with it
+    /// any task still on it.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SinkThread {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("weir-sinks".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
 }
 
 impl Sinks {
@@ -102,6 +134,7 @@ impl Sinks {
             config,
             box_id,
             running: Default::default(),
+            thread: SinkThread::start().map_err(SinkError::Thread)?,
         });
         let stored = sinks.storage.catalog_records(CatalogKind::Sink, "")?;
         let mut running = sinks.running.lock().await;
@@ -350,7 +383,8 @@ impl Sinks {
                 cursor_unsaved: false,
             };
             sink.workers.push(progress);
-            sink.tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+            sink.tasks
+                .push(self.thread.handle.spawn(worker.run(stop_rx.clone())));
         }
         Ok(sink)
     }
