@@ -51,12 +51,7 @@ async fn processors_run_over_records_put_through_the_kinesis_api() {
     let client = &test.client;
     stream_with_plugins(client, "clicks", 2, &[("json-filter", "json_filter")]).await;
     create_processor(client, purchase_filter("buys", "clicks")).await;
-    let target = Target {
-        addr: test.server.kinesis_addr().expect("the Kinesis API is on"),
-        access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
-        secret: weir::auth::sigv4_secret(&test.admin_token()),
-        region: "us-east-1".into(),
-    };
+    let target = test.kinesis_target();
     let mut connection = Connection::open(&target).await.expect("connect");
     let records: Vec<serde_json::Value> = (0..30)
         .map(|i| {
@@ -121,12 +116,7 @@ async fn processors_run_over_records_put_through_the_kinesis_api() {
 #[tokio::test]
 async fn deleting_a_stream_removes_its_consumers_and_tags() {
     let test = TestServer::start().await;
-    let target = Target {
-        addr: test.server.kinesis_addr().expect("the Kinesis API is on"),
-        access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
-        secret: weir::auth::sigv4_secret(&test.admin_token()),
-        region: "us-east-1".into(),
-    };
+    let target = test.kinesis_target();
     let mut connection = Connection::open(&target).await.expect("connect");
     let mut call = async |operation: &str, body: serde_json::Value| {
         let (status, answer) = connection

@@ -262,12 +262,11 @@ async fn a_sink_forwards_exactly_once_through_leader_loss_weir_crashes_and_clust
     tokio::time::sleep(Duration::from_secs(2)).await;
     tokio::task::block_in_place(|| cluster.restart_all());
 
-    let drained = eventually(Duration::from_secs(120), || async {
-        let info = describe_sink(&client, "north").await;
-        info.shards.iter().all(|shard| shard.lag_records == 0)
-    })
-    .await;
-    assert!(drained, "{:?}", describe_sink(&client, "north").await);
+    assert!(
+        eventually(Duration::from_secs(120), || drained(&client, "north")).await,
+        "{:?}",
+        describe_sink(&client, "north").await
+    );
     let info = describe_sink(&client, "north").await;
     assert!(
         info.shards
@@ -560,6 +559,79 @@ async fn kinesis_read_all(
     records
 }
 
+/// A Weir process with a sink that was SIGKILLed mid-run and restarted,
+/// and has since forwarded everything acked.
+struct CrashRun {
+    client: Client,
+    acked: HashSet<String>,
+    _weir: ServerProcess,
+    _data: tempfile::TempDir,
+}
+
+/// Starts Weir with a 2-shard `clicks` stream and the sink `settings`
+/// (slowed to 100 kB/s in batches of 100, so the kill lands mid-run), puts
+/// 2 000 records, SIGKILLs Weir while the sink forwards, restarts it, puts
+/// 1 000 more and waits until the sink has no lag.
+async fn forward_across_a_weir_crash(settings: SinkSettings) -> CrashRun {
+    let name = settings.name.clone();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut weir = ServerProcess::spawn(data.path(), &[]);
+    let mut client = weir.connect().await;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create stream");
+    let settings = SinkSettings {
+        batch_records: Some(100),
+        bytes_per_sec: Some(100_000),
+        ..settings
+    };
+    create_sink(&client, settings).await.expect("create sink");
+
+    let mut acked: HashSet<String> = put_range(&client, "clicks", 0..2_000)
+        .await
+        .into_iter()
+        .collect();
+    let started = eventually(Duration::from_secs(20), || async {
+        describe_sink(&client, &name)
+            .await
+            .shards
+            .iter()
+            .any(|shard| shard.records_forwarded > 0)
+    })
+    .await;
+    assert!(started, "{:?}", describe_sink(&client, &name).await);
+    let info = describe_sink(&client, &name).await;
+    assert!(
+        info.shards.iter().any(|s| s.lag_records > 0),
+        "killed mid-run: {info:?}"
+    );
+    weir.kill();
+    weir = ServerProcess::spawn(data.path(), &[]);
+    client = weir.connect().await;
+    acked.extend(put_range(&client, "clicks", 2_000..3_000).await);
+    assert!(
+        eventually(Duration::from_secs(60), || drained(&client, &name)).await,
+        "{:?}",
+        describe_sink(&client, &name).await
+    );
+    CrashRun {
+        client,
+        acked,
+        _weir: weir,
+        _data: data,
+    }
+}
+
+/// Whether every shard of sink `name` has forwarded all it holds.
+async fn drained(client: &Client, name: &str) -> bool {
+    describe_sink(client, name)
+        .await
+        .shards
+        .iter()
+        .all(|shard| shard.lag_records == 0)
+}
+
 /// Forwards to the Kinesis API at `upstream` (stream `central`, made
 /// here) across a SIGKILL of Weir: every acked record arrives, with its
 /// partition key; duplicates are allowed (at least once) and counted.
@@ -573,56 +645,16 @@ async fn forward_to_kinesis_across_a_crash(
         serde_json::json!({"StreamName": "central", "ShardCount": 2}),
     )
     .await;
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut weir = ServerProcess::spawn(data.path(), &[]);
-    let mut client = weir.connect().await;
-    client
-        .create_stream("clicks", 2, Default::default())
-        .await
-        .expect("create stream");
     let settings = SinkSettings {
         credentials_file,
-        batch_records: Some(100),
-        bytes_per_sec: Some(100_000),
         ..sink_settings(
             "south",
             "clicks",
             format!("kinesis://{}/central", upstream.addr),
         )
     };
-    create_sink(&client, settings).await.expect("create sink");
-
-    let mut acked: HashSet<String> = put_range(&client, "clicks", 0..2_000)
-        .await
-        .into_iter()
-        .collect();
-    let started = eventually(Duration::from_secs(20), || async {
-        describe_sink(&client, "south")
-            .await
-            .shards
-            .iter()
-            .any(|shard| shard.records_forwarded > 0)
-    })
-    .await;
-    assert!(started, "{:?}", describe_sink(&client, "south").await);
-    let info = describe_sink(&client, "south").await;
-    assert!(
-        info.shards.iter().any(|s| s.lag_records > 0),
-        "killed mid-run: {info:?}"
-    );
-    weir.kill();
-    weir = ServerProcess::spawn(data.path(), &[]);
-    client = weir.connect().await;
-    acked.extend(put_range(&client, "clicks", 2_000..3_000).await);
-    let drained = eventually(Duration::from_secs(60), || async {
-        describe_sink(&client, "south")
-            .await
-            .shards
-            .iter()
-            .all(|shard| shard.lag_records == 0)
-    })
-    .await;
-    assert!(drained, "{:?}", describe_sink(&client, "south").await);
+    let run = forward_across_a_weir_crash(settings).await;
+    let acked = &run.acked;
 
     let forwarded = kinesis_read_all(upstream, "central").await;
     let mut seen = HashSet::new();
@@ -664,15 +696,7 @@ async fn a_kinesis_sink_forwards_to_kinesalite_without_loss_across_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kinesis_sink_forwards_to_another_weir_with_signed_requests() {
     let central = TestServer::start().await;
-    let upstream = weir::aws::client::Target {
-        addr: central
-            .server
-            .kinesis_addr()
-            .expect("the Kinesis API is on"),
-        access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
-        secret: weir::auth::sigv4_secret(&central.admin_token()),
-        region: "us-east-1".into(),
-    };
+    let upstream = central.kinesis_target();
     let credentials = central.data_dir().join("edge.credentials");
     std::fs::write(
         &credentials,
@@ -803,80 +827,35 @@ fn assert_kafka_exactly_once(forwarded: &[KafkaForwarded], acked: &HashSet<Strin
 async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_restart() {
     let mut tansu = tokio::task::block_in_place(Tansu::start);
     create_kafka_topic(&tansu, "events", 2).await;
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut weir = ServerProcess::spawn(data.path(), &[]);
-    let mut client = weir.connect().await;
-    client
-        .create_stream("clicks", 2, Default::default())
-        .await
-        .expect("create stream");
-    let settings = SinkSettings {
-        batch_records: Some(100),
-        bytes_per_sec: Some(100_000),
-        ..sink_settings(
-            "west",
-            "clicks",
-            format!("kafka://127.0.0.1:{}/events", tansu.port),
-        )
-    };
-    create_sink(&client, settings).await.expect("create sink");
-
-    let mut acked: HashSet<String> = put_range(&client, "clicks", 0..2_000)
-        .await
-        .into_iter()
-        .collect();
-    let started = eventually(Duration::from_secs(20), || async {
-        describe_sink(&client, "west")
-            .await
-            .shards
-            .iter()
-            .any(|shard| shard.records_forwarded > 0)
-    })
-    .await;
-    assert!(started, "{:?}", describe_sink(&client, "west").await);
-    let info = describe_sink(&client, "west").await;
-    assert!(
-        info.shards.iter().any(|s| s.lag_records > 0),
-        "killed mid-run: {info:?}"
+    let settings = sink_settings(
+        "west",
+        "clicks",
+        format!("kafka://127.0.0.1:{}/events", tansu.port),
     );
-    weir.kill();
-    weir = ServerProcess::spawn(data.path(), &[]);
-    client = weir.connect().await;
-    acked.extend(put_range(&client, "clicks", 2_000..3_000).await);
-    let drained = || async {
-        describe_sink(&client, "west")
-            .await
-            .shards
-            .iter()
-            .all(|shard| shard.lag_records == 0)
-    };
-    assert!(
-        eventually(Duration::from_secs(60), drained).await,
-        "{:?}",
-        describe_sink(&client, "west").await
-    );
-    assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, &acked);
+    let run = forward_across_a_weir_crash(settings).await;
+    let (client, acked) = (&run.client, &run.acked);
+    assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, acked);
 
     tansu.kill();
-    let while_down: HashSet<String> = put_range(&client, "clicks", 3_000..3_500)
+    let while_down: HashSet<String> = put_range(client, "clicks", 3_000..3_500)
         .await
         .into_iter()
         .collect();
     let backing_off = eventually(Duration::from_secs(30), || async {
-        describe_sink(&client, "west")
+        describe_sink(client, "west")
             .await
             .shards
             .iter()
             .all(|shard| shard.status == "backing off" && shard.lag_records > 0)
     })
     .await;
-    assert!(backing_off, "{:?}", describe_sink(&client, "west").await);
+    assert!(backing_off, "{:?}", describe_sink(client, "west").await);
     tokio::task::block_in_place(|| tansu.restart());
     create_kafka_topic(&tansu, "events", 2).await;
     assert!(
-        eventually(Duration::from_secs(60), drained).await,
+        eventually(Duration::from_secs(60), || drained(client, "west")).await,
         "{:?}",
-        describe_sink(&client, "west").await
+        describe_sink(client, "west").await
     );
     assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, &while_down);
 }

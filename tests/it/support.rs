@@ -74,6 +74,16 @@ impl TestServer {
         connect(self.server.client_config()).await
     }
 
+    /// The server's Kinesis API, signed as its first admin token.
+    pub fn kinesis_target(&self) -> weir::aws::client::Target {
+        weir::aws::client::Target {
+            addr: self.server.kinesis_addr().expect("the Kinesis API is on"),
+            access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
+            secret: weir::auth::sigv4_secret(&self.admin_token()),
+            region: "us-east-1".into(),
+        }
+    }
+
     /// The secret of the server's first admin token.
     pub fn admin_token(&self) -> String {
         self.server.client_config().token.expect("auth is on")
