@@ -155,7 +155,9 @@ pub enum AdminRequest {
     DescribePlugin {
         name: String,
     },
-    RemovePlugin {
+    /// Deletes a plugin (refused while a processor uses it).
+    #[serde(alias = "remove-plugin")]
+    DeletePlugin {
         name: String,
     },
     CreateProcessor(Box<ProcessorSettings>),
@@ -210,8 +212,10 @@ pub enum AdminRequest {
         streams: Option<Vec<String>>,
     },
     ListTokens,
-    /// Revokes a token; requests on connections that use it fail from now on.
-    RevokeToken {
+    /// Deletes (revokes) a token; requests on connections that use it fail
+    /// from now on.
+    #[serde(alias = "revoke-token")]
+    DeleteToken {
         name: String,
     },
 }
@@ -326,5 +330,22 @@ impl AdminResponse {
             Self::Token(_) => "a token",
             Self::Tokens(_) => "a list of tokens",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_are_delete_and_the_old_names_still_parse() {
+        let plugin = AdminRequest::DeletePlugin { name: "p".into() };
+        let token = AdminRequest::DeleteToken { name: "t".into() };
+        let json = |request: &AdminRequest| serde_json::to_string(request).expect("encode");
+        assert_eq!(json(&plugin), r#"{"op":"delete-plugin","name":"p"}"#);
+        assert_eq!(json(&token), r#"{"op":"delete-token","name":"t"}"#);
+        let parse = |text: &str| serde_json::from_str::<AdminRequest>(text).expect("decode");
+        assert_eq!(parse(r#"{"op":"remove-plugin","name":"p"}"#), plugin);
+        assert_eq!(parse(r#"{"op":"revoke-token","name":"t"}"#), token);
     }
 }

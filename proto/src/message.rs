@@ -716,7 +716,7 @@ mod tests {
                 roles: vec![crate::admin::Role::Produce],
                 streams: Some(vec!["clicks".into()]),
             }),
-            Request::Admin(AdminRequest::RevokeToken {
+            Request::Admin(AdminRequest::DeleteToken {
                 name: "sensors".into(),
             }),
         ];

@@ -203,7 +203,7 @@ async fn tokens_limit_each_connection_to_its_roles_and_streams() {
     // Revocation reaches the open connection's next request; what it
     // stored stays.
     admin
-        .admin(AdminRequest::RevokeToken {
+        .admin(AdminRequest::DeleteToken {
             name: "sensor".into(),
         })
         .await
@@ -245,7 +245,7 @@ async fn tokens_limit_each_connection_to_its_roles_and_streams() {
 
     // A running subscription ends once its token is revoked.
     admin
-        .admin(AdminRequest::RevokeToken {
+        .admin(AdminRequest::DeleteToken {
             name: "reader".into(),
         })
         .await

@@ -440,7 +440,7 @@ fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
     assert!(out.contains("sensor") && out.contains("produce") && out.contains("clicks"));
     assert!(!out.contains(&secret), "list never shows secrets");
 
-    let (ok, _, err) = weir(data, &server, &["token", "revoke", "sensor"]);
+    let (ok, _, err) = weir(data, &server, &["token", "delete", "sensor"]);
     assert!(ok, "{err}");
     let (ok, _, err) = as_sensor(&["put", "clicks", "again", "--key", "k"]);
     assert!(!ok && err.contains("refused the token"), "{err}");
@@ -609,7 +609,7 @@ fn sink_verbs_create_describe_pause_resume_and_remove() {
     assert_eq!(json(&["sink", "list"]).as_array().map(Vec::len), Some(1));
 
     let (deleted, _, err) = weir(data, &server, &["stream", "delete", "clicks"]);
-    assert!(!deleted && err.contains("`weir sink rm s`"), "{err}");
+    assert!(!deleted && err.contains("`weir sink delete s`"), "{err}");
     let (created, _, err) = weir(
         data,
         &server,
@@ -629,8 +629,9 @@ fn sink_verbs_create_describe_pause_resume_and_remove() {
     assert_eq!(json(&["sink", "describe", "s"])["paused"], true);
     ok(&["sink", "resume", "s"]);
     assert_eq!(json(&["sink", "describe", "s"])["paused"], false);
-    ok(&["sink", "rm", "s"]);
+    ok(&["sink", "delete", "s"]);
     let (found, _, err) = weir(data, &server, &["sink", "describe", "s"]);
     assert!(!found && err.contains("no sink named \"s\""), "{err}");
-    ok(&["stream", "delete", "clicks"]);
+    // `rm` is an alias of `delete` on every kind.
+    ok(&["stream", "rm", "clicks"]);
 }

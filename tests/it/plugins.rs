@@ -146,14 +146,14 @@ async fn json_filter_keeps_matching_records_once_in_order() {
         let error = client.delete_stream(stream).await.expect_err("in use");
         assert_eq!(error.code(), Some(ErrorCode::StreamInUse), "{error}");
         assert!(
-            error.to_string().contains("`weir processor rm buys`"),
+            error.to_string().contains("`weir processor delete buys`"),
             "names the exact command: {error}"
         );
     }
 
     // A plugin in use cannot be removed.
     let error = client
-        .admin(AdminRequest::RemovePlugin {
+        .admin(AdminRequest::DeletePlugin {
             name: "json-filter".into(),
         })
         .await

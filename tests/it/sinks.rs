@@ -446,7 +446,10 @@ async fn sink_requests_are_checked_and_sinks_can_be_paused_resumed_and_removed()
 
     let in_use = client.delete_stream("clicks").await.expect_err("in use");
     assert_eq!(in_use.code(), Some(ErrorCode::StreamInUse));
-    assert!(in_use.to_string().contains("`weir sink rm s`"), "{in_use}");
+    assert!(
+        in_use.to_string().contains("`weir sink delete s`"),
+        "{in_use}"
+    );
 
     client
         .admin(AdminRequest::PauseSink { name: "s".into() })

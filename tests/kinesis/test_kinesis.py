@@ -351,7 +351,7 @@ def test_sigv4_failures_and_token_roles(weir, kinesis, stream):
     assert code == "AccessDeniedException"
     assert sensor.list_streams()["StreamNames"] == [stream]
 
-    weir.weir("token", "revoke", "sensor")
+    weir.weir("token", "delete", "sensor")
     code, _ = error_of(lambda: sensor.put_record(StreamName=stream, Data=b"x", PartitionKey="s"))
     assert code == "UnrecognizedClientException"
 

@@ -85,7 +85,7 @@ enum Command {
     Config(ConfigCommand),
     /// One screen: streams, shards, rates, processors, lag, fuel, errors, disk.
     Status(status::StatusArgs),
-    /// Create, list and revoke access tokens.
+    /// Create, list and delete (revoke) access tokens.
     #[command(subcommand)]
     Token(tokens::TokenCommand),
 }
@@ -271,6 +271,7 @@ enum StreamCommand {
         connect: ConnectArgs,
     },
     /// Delete a stream and all its records.
+    #[command(visible_alias = "rm")]
     Delete {
         name: String,
         #[command(flatten)]

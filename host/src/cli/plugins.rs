@@ -36,8 +36,9 @@ pub enum PluginCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Remove a plugin (refused while a processor uses it).
-    Rm {
+    /// Delete a plugin (refused while a processor uses it).
+    #[command(visible_alias = "rm")]
+    Delete {
         name: String,
         #[command(flatten)]
         connect: ConnectArgs,
@@ -83,8 +84,9 @@ pub enum ProcessorCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Remove a processor, its cursors and state (its output stream stays).
-    Rm {
+    /// Delete a processor, its cursors and state (its output stream stays).
+    #[command(visible_alias = "rm")]
+    Delete {
         name: String,
         #[command(flatten)]
         connect: ConnectArgs,
@@ -325,13 +327,13 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Test(args) => {
             tokio::task::spawn_blocking(move || super::plugin_local::test(args)).await??
         }
-        PluginCommand::Rm { name, connect } => {
+        PluginCommand::Delete { name, connect } => {
             connect
                 .connect()
                 .await?
-                .admin(AdminRequest::RemovePlugin { name: name.clone() })
+                .admin(AdminRequest::DeletePlugin { name: name.clone() })
                 .await?;
-            println!("removed plugin {name}");
+            println!("deleted plugin {name}");
         }
     }
     Ok(())
@@ -395,7 +397,9 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
         ProcessorCommand::Resume { name, connect } => {
             (AdminRequest::ResumeProcessor { name }, connect)
         }
-        ProcessorCommand::Rm { name, connect } => (AdminRequest::DeleteProcessor { name }, connect),
+        ProcessorCommand::Delete { name, connect } => {
+            (AdminRequest::DeleteProcessor { name }, connect)
+        }
     };
     match connect.connect().await?.admin(request).await? {
         AdminResponse::Processor(info) => {

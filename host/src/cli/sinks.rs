@@ -37,8 +37,9 @@ pub enum SinkCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Remove a sink and its cursors (what it forwarded stays upstream).
-    Rm {
+    /// Delete a sink and its cursors (what it forwarded stays upstream).
+    #[command(visible_alias = "rm")]
+    Delete {
         name: String,
         #[command(flatten)]
         connect: ConnectArgs,
@@ -119,7 +120,7 @@ pub async fn run(command: SinkCommand) -> anyhow::Result<()> {
         }
         SinkCommand::Pause { name, connect } => (AdminRequest::PauseSink { name }, connect),
         SinkCommand::Resume { name, connect } => (AdminRequest::ResumeSink { name }, connect),
-        SinkCommand::Rm { name, connect } => (AdminRequest::DeleteSink { name }, connect),
+        SinkCommand::Delete { name, connect } => (AdminRequest::DeleteSink { name }, connect),
     };
     match connect.connect().await?.admin(request).await? {
         AdminResponse::Sink(info) => {

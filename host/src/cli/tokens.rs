@@ -1,4 +1,4 @@
-//! `weir token`: create, list and revoke access tokens.
+//! `weir token`: create, list and delete (revoke) access tokens.
 
 use clap::Subcommand;
 use weir_client::admin::{AdminRequest, AdminResponse, Role, TokenInfo};
@@ -41,8 +41,9 @@ pub enum TokenCommand {
         #[arg(long = "data", env = "WEIR_DATA", default_value = "./weir-data")]
         data_dir: std::path::PathBuf,
     },
-    /// Revoke a token: connections using it fail their next request.
-    Revoke {
+    /// Delete (revoke) a token: connections using it fail their next request.
+    #[command(visible_aliases = ["revoke", "rm"])]
+    Delete {
         name: String,
         #[command(flatten)]
         connect: ConnectArgs,
@@ -146,13 +147,13 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 crate::auth::sigv4_secret(&secret)
             );
         }
-        TokenCommand::Revoke { name, connect } => {
+        TokenCommand::Delete { name, connect } => {
             connect
                 .connect()
                 .await?
-                .admin(AdminRequest::RevokeToken { name: name.clone() })
+                .admin(AdminRequest::DeleteToken { name: name.clone() })
                 .await?;
-            println!("revoked token {name}");
+            println!("deleted token {name}");
         }
     }
     Ok(())

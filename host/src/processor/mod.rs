@@ -38,7 +38,7 @@ pub enum ProcessorError {
     PluginExists { name: String, sha256: String },
     /// Processors use the plugin.
     #[error(
-        "plugin {name:?} is used by processor(s) {processors}; remove them first (`weir processor rm NAME`)"
+        "plugin {name:?} is used by processor(s) {processors}; delete them first (`weir processor delete NAME`)"
     )]
     PluginInUse { name: String, processors: String },
     /// No processor has this name.

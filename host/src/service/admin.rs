@@ -68,7 +68,7 @@ pub async fn handle(
         AdminRequest::DescribePlugin { name } => {
             AdminResponse::Plugin(processors.describe_plugin(&name).await?)
         }
-        AdminRequest::RemovePlugin { name } => {
+        AdminRequest::DeletePlugin { name } => {
             processors.remove_plugin(&name).await?;
             AdminResponse::Done
         }
@@ -149,7 +149,7 @@ pub async fn handle(
             )
         }
         AdminRequest::ListTokens => AdminResponse::Tokens(service.auth.list()),
-        AdminRequest::RevokeToken { name } => {
+        AdminRequest::DeleteToken { name } => {
             let service = service.clone();
             blocking(move || Ok(service.auth.revoke(&name)?)).await?;
             AdminResponse::Done

@@ -76,8 +76,12 @@ pub async fn delete(service: &Arc<Service>, name: &str) -> Result<Response, Requ
             .collect();
         let commands: Vec<String> = processors
             .iter()
-            .map(|user| format!("`weir processor rm {user}`"))
-            .chain(sinks.iter().map(|user| format!("`weir sink rm {user}`")))
+            .map(|user| format!("`weir processor delete {user}`"))
+            .chain(
+                sinks
+                    .iter()
+                    .map(|user| format!("`weir sink delete {user}`")),
+            )
             .collect();
         return Err(RequestError::new(
             ErrorCode::StreamInUse,

@@ -149,7 +149,7 @@ impl Sinks {
                 Err(error) => {
                     // One broken sink must not keep the server from
                     // starting: it stays listed, without workers, for
-                    // `weir sink rm`.
+                    // `weir sink delete`.
                     tracing::error!(sink = %name, %error, "sink not started");
                     Running {
                         definition,
