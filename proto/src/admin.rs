@@ -19,6 +19,17 @@ pub enum FailurePolicy {
     DeadLetter,
 }
 
+impl FailurePolicy {
+    /// As `--on-error` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Halt => "halt",
+            Self::Skip => "skip",
+            Self::DeadLetter => "dead-letter",
+        }
+    }
+}
+
 /// Where a new processor starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -88,7 +88,7 @@ fn cli_verbs_find_the_local_certificate_and_work() {
 
     let (ok, out, _) = weir(data, &server, &["stream", "describe", "clicks"]);
     assert!(ok);
-    assert!(out.contains("86400000 ms"), "{out}");
+    assert!(out.contains("retention  age: 1.0 d, size: unlimited"), "{out}");
     let mut got = String::new();
     for shard in ["0", "1"] {
         let (ok, out, err) = weir(
@@ -358,7 +358,7 @@ fn status_shows_streams_and_processors_and_speaks_json() {
     );
     assert!(ok, "{err}");
     assert!(
-        out.contains("fuel 5000000/s") && out.contains("state 2097152 B max"),
+        out.contains("fuel 5000000/s") && out.contains("state 2.0 MiB; on error: halt"),
         "{out}"
     );
 

@@ -11,6 +11,7 @@ mod memory;
 mod parse;
 mod plugin_local;
 mod plugins;
+mod show;
 mod sinks;
 mod status;
 mod tokens;
@@ -521,14 +522,14 @@ async fn stream(command: StreamCommand) -> anyhow::Result<()> {
             if output.json(&description)? {
                 return Ok(());
             }
-            let show = |value: Option<u64>, unit: &str| {
-                value.map_or("none".to_owned(), |v| format!("{v} {unit}"))
+            let limit = |value: Option<u64>, show: fn(u64) -> String| {
+                value.map_or("unlimited".to_owned(), show)
             };
             println!("stream     {}", description.name);
             println!(
-                "retention  age: {}, bytes: {}",
-                show(description.retention.age_ms, "ms"),
-                show(description.retention.bytes, "B")
+                "retention  age: {}, size: {}",
+                limit(description.retention.age_ms, show::duration_ms),
+                limit(description.retention.bytes, show::bytes)
             );
             println!(
                 "{:>5}  {:>34}  {:>34}  {:>12}  {:>12}  {:>10}  {:>12}",
@@ -538,7 +539,7 @@ async fn stream(command: StreamCommand) -> anyhow::Result<()> {
                 "first seq",
                 "last seq",
                 "records",
-                "bytes"
+                "size"
             );
             for shard in description.shards {
                 let seq = |s: Option<u64>| s.map_or("-".to_owned(), |s| s.to_string());
@@ -550,7 +551,7 @@ async fn stream(command: StreamCommand) -> anyhow::Result<()> {
                     seq(shard.first_sequence),
                     seq(shard.last_sequence),
                     shard.records,
-                    shard.bytes
+                    show::bytes(shard.bytes)
                 );
             }
         }
@@ -726,8 +727,10 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         print_record(args.output, args.shard, record)?;
     }
     eprintln!(
-        "next position: at:{} ({} records, {} ms behind the tip)",
-        batch.next_sequence, batch.records_behind_tip, batch.millis_behind_tip
+        "next position: at:{} ({} records, {} behind the tip)",
+        batch.next_sequence,
+        batch.records_behind_tip,
+        show::duration_ms(batch.millis_behind_tip)
     );
     Ok(())
 }

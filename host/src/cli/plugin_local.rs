@@ -152,9 +152,9 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         state_value_bytes_max: defaults.state_value_bytes_max,
     };
     eprintln!(
-        "{}: {} bytes, built against {wit}",
+        "{}: {}, built against {wit}",
         args.file.display(),
-        component.len()
+        super::show::bytes(component.len() as u64)
     );
 
     let memory = MemoryState::default();

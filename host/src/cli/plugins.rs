@@ -9,7 +9,7 @@ use weir_client::admin::{
     ProcessorSettings, StartPosition,
 };
 
-use super::{ConnectArgs, OutputArgs};
+use super::{ConnectArgs, OutputArgs, show};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -194,8 +194,11 @@ fn print_plugin(info: &PluginInfo) {
         info.used_by.join(",")
     };
     println!(
-        "{:<24} {}  {:>9} B  {}  used by: {used}",
-        info.name, info.sha256, info.bytes, info.wit
+        "{:<24} {}  {:>10}  {}  used by: {used}",
+        info.name,
+        info.sha256,
+        show::bytes(info.bytes),
+        info.wit
     );
 }
 
@@ -216,12 +219,12 @@ fn print_processor(info: &ProcessorInfo) {
         return;
     }
     println!(
-        "  fuel {}/s, {} per batch max; memory {} B; state {} B max; on error {:?}{}",
+        "  limits: fuel {}/s, {} per batch; memory {}; state {}; on error: {}{}",
         info.fuel_per_sec,
         info.fuel_per_batch_max,
-        info.memory_bytes_max,
-        info.state_bytes_max,
-        settings.on_error,
+        show::bytes(info.memory_bytes_max),
+        show::bytes(info.state_bytes_max),
+        settings.on_error.name(),
         info.dead_letter_stream
             .as_ref()
             .map(|s| format!(" -> {s}"))
@@ -239,13 +242,13 @@ fn print_processor(info: &ProcessorInfo) {
         "status",
         "cursor",
         "lag",
-        "lag ms",
+        "lag age",
         "in",
         "out",
         "fuel",
         "fuel/rec",
         "failed",
-        "state B"
+        "state"
     );
     for shard in &info.shards {
         let per_record = shard.fuel_used.checked_div(shard.records_in).unwrap_or(0);
@@ -255,21 +258,23 @@ fn print_processor(info: &ProcessorInfo) {
             shard.status,
             shard.cursor,
             shard.lag_records,
-            shard.lag_ms,
+            show::duration_ms(shard.lag_ms),
             shard.records_in,
             shard.records_out,
             shard.fuel_used,
             per_record,
             shard.records_failed,
-            shard.state_bytes
+            show::bytes(shard.state_bytes)
         );
         if let Some(error) = &shard.last_error {
             println!("        last error: {error}");
         }
         if !shard.failed_sequences.is_empty() {
+            let sequences: Vec<String> =
+                shard.failed_sequences.iter().map(u64::to_string).collect();
             println!(
-                "        failed sequences (newest first): {:?}",
-                shard.failed_sequences
+                "        failed sequences (newest first): {}",
+                sequences.join(", ")
             );
         }
     }
@@ -439,8 +444,11 @@ pub async fn state(command: StateCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             for entry in entries {
-                let value = entry.value_hex.unwrap_or(entry.value);
-                println!("shard={} {} = {value}", entry.shard, entry.key);
+                let value = match entry.value_hex {
+                    Some(hex) => format!("(binary, hex) {hex}"),
+                    None => entry.value,
+                };
+                println!("shard {}  key {}  value {value}", entry.shard, entry.key);
             }
         }
         other => return Err(super::unexpected(&other)),

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings, StartPosition};
 
-use super::{ConnectArgs, OutputArgs};
+use super::{ConnectArgs, OutputArgs, show};
 
 #[derive(Subcommand)]
 pub enum SinkCommand {
@@ -153,15 +153,7 @@ fn print_sink(info: &SinkInfo) {
     }
     println!(
         "  {:>5} {:<12} {:>10} {:>9} {:>11} {:>8} {:>11} {:>13} {:>10}",
-        "shard",
-        "state",
-        "cursor",
-        "lag",
-        "lag bytes",
-        "lag ms",
-        "forwarded",
-        "bytes",
-        "ack ago ms"
+        "shard", "state", "cursor", "lag", "lag size", "lag age", "forwarded", "size", "last ack"
     );
     let now = crate::storage::now_ms();
     for shard in &info.shards {
@@ -171,13 +163,14 @@ fn print_sink(info: &SinkInfo) {
             shard.status,
             shard.cursor,
             shard.lag_records,
-            shard.lag_bytes,
-            shard.lag_ms,
+            show::bytes(shard.lag_bytes),
+            show::duration_ms(shard.lag_ms),
             shard.records_forwarded,
-            shard.bytes_forwarded,
-            shard
-                .last_ack_ms
-                .map_or("-".to_owned(), |at| now.saturating_sub(at).to_string()),
+            show::bytes(shard.bytes_forwarded),
+            shard.last_ack_ms.map_or("-".to_owned(), |at| format!(
+                "{} ago",
+                show::duration_ms(now.saturating_sub(at))
+            )),
         );
         if let Some(error) = &shard.last_error {
             println!("        last error: {error}");

@@ -9,7 +9,7 @@ use serde::Serialize;
 use weir_client::admin::{AdminRequest, AdminResponse, ProcessorInfo, ServerInfo};
 use weir_client::{Client, StreamDescription};
 
-use super::{ConnectArgs, OutputArgs};
+use super::{ConnectArgs, OutputArgs, show};
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -62,10 +62,6 @@ async fn snapshot(client: &Client) -> anyhow::Result<Snapshot> {
     })
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
 /// Records appended per shard: the last sequence + 1 (sequences are dense).
 fn appended(description: &StreamDescription) -> HashMap<u32, u64> {
     description
@@ -78,11 +74,11 @@ fn appended(description: &StreamDescription) -> HashMap<u32, u64> {
 fn print(snapshot: &Snapshot, previous: Option<(&Snapshot, Duration)>) {
     let server = &snapshot.server;
     println!(
-        "weir {}  up {}s  storage {:.1} MiB (journal preallocation included)  rss {:.1} MiB",
+        "weir {}  up {}  storage {} (journal preallocation included)  memory {}",
         server.version,
-        server.uptime_ms / 1000,
-        mib(server.disk_bytes),
-        mib(server.resident_bytes)
+        show::duration_ms(server.uptime_ms),
+        show::bytes(server.disk_bytes),
+        show::bytes(server.resident_bytes)
     );
     if !server.auth_enabled {
         println!("AUTHENTICATION DISABLED: anyone who reaches the server can do anything");
@@ -92,7 +88,7 @@ fn print(snapshot: &Snapshot, previous: Option<(&Snapshot, Duration)>) {
     }
     println!(
         "\n{:<24} {:>5} {:>12} {:>12} {:>12}",
-        "stream", "shard", "records", "MiB", "records/s"
+        "stream", "shard", "records", "size", "records/s"
     );
     for stream in &snapshot.streams {
         let before = previous
@@ -109,11 +105,11 @@ fn print(snapshot: &Snapshot, previous: Option<(&Snapshot, Duration)>) {
                 _ => "-".into(),
             };
             println!(
-                "{:<24} {:>5} {:>12} {:>12.2} {:>12}",
+                "{:<24} {:>5} {:>12} {:>12} {:>12}",
                 stream.name,
                 shard.shard,
                 shard.records,
-                mib(shard.bytes),
+                show::bytes(shard.bytes),
                 rate
             );
         }
