@@ -88,7 +88,10 @@ fn cli_verbs_find_the_local_certificate_and_work() {
 
     let (ok, out, _) = weir(data, &server, &["stream", "describe", "clicks"]);
     assert!(ok);
-    assert!(out.contains("retention  age: 1.0 d, size: unlimited"), "{out}");
+    assert!(
+        out.contains("retention  age: 1.0 d, size: unlimited"),
+        "{out}"
+    );
     let mut got = String::new();
     for shard in ["0", "1"] {
         let (ok, out, err) = weir(
@@ -388,12 +391,110 @@ fn demo_runs_the_pipeline_and_stops_by_itself() {
         out.contains("weir processor create revenue"),
         "prints the steps by hand: {out}"
     );
+    // Not a terminal: one short line a second, not a screen.
     assert!(
-        out.contains("purchases: lag"),
-        "shows processor lag and fuel: {out}"
+        !out.contains("\x1b["),
+        "no terminal control in a pipe: {out}"
     );
-    assert!(out.contains("top campaigns this window: "), "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("clicks/s")).collect();
+    assert!(lines.len() >= 3, "a line a second: {out}");
+    for line in &lines {
+        assert!(line.chars().count() <= 80, "fits 80 columns: {line:?}");
+        assert!(line.contains(" lag "), "each stage's lag: {line}");
+    }
     assert!(out.contains("Stopped."), "{out}");
+}
+
+/// The demo on a real terminal (a pseudo-terminal from util-linux's
+/// `script`): a screen redrawn in place on the alternate screen, keys read
+/// one by one (`b` bursts), and the terminal as it was afterwards.
+#[test]
+fn demo_draws_a_live_screen_and_gives_the_terminal_back() {
+    use std::io::Write as _;
+    crate::support::plugin_dir();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let weir = env!("CARGO_BIN_EXE_weir-under-test");
+    let session =
+        format!("stty cols 80 rows 24; {weir} demo --duration 10s --rate 1000; echo; stty -a");
+    let mut script = Command::new("script")
+        .args([
+            "--quiet",
+            "--flush",
+            "--return",
+            "--command",
+            &session,
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("WEIR_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the demo on a pseudo-terminal");
+    let mut keys = script.stdin.take().expect("stdin");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    keys.write_all(b"b").expect("press b");
+    let output = script.wait_with_output().expect("script");
+    drop(keys);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    let enter = out
+        .find("\x1b[?1049h")
+        .expect("enters the alternate screen");
+    let leave = out
+        .rfind("\x1b[?1049l")
+        .expect("leaves the alternate screen");
+    let screen = &out[enter..leave];
+    assert!(
+        screen.matches("\x1b[H").count() >= 5,
+        "redraws in place: {out}"
+    );
+    let last_frame = screen.rsplit("\x1b[H").next().expect("a frame");
+    for part in [
+        "clicks/s",
+        "purchases  json-filter",
+        "revenue    count-by-key",
+        "open window",
+        "closed windows",
+        "storage",
+    ] {
+        assert!(
+            last_frame.contains(part),
+            "{part:?} on the screen: {last_frame}"
+        );
+    }
+    for line in last_frame.split("\r\n") {
+        let visible = line.replace("\x1b[K", "").replace("\x1b[J", "");
+        assert!(
+            visible.chars().count() <= 80,
+            "fits 80 columns: {visible:?}"
+        );
+    }
+    assert!(
+        last_frame.split("\r\n").count() <= 24,
+        "fits 24 rows: {last_frame}"
+    );
+    assert!(
+        screen.contains("burst: 200000 clicks queued"),
+        "b bursts: {out}"
+    );
+    let after = &out[leave..];
+    let stored: u64 = after
+        .split("Stopped. ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the summary after the screen");
+    assert!(
+        stored > 20_000,
+        "the burst adds clicks beyond 1000/s: {stored}"
+    );
+    assert!(after.contains("weir processor create revenue"), "{after}");
+    // The terminal reads lines and echoes again.
+    assert!(
+        after.contains(" icanon ") && after.contains(" echo "),
+        "{after}"
+    );
 }
 
 #[test]

@@ -308,7 +308,9 @@ pub async fn read_raw_response(recv: &mut quinn::RecvStream) -> weir_proto::Resp
 /// returns the directory holding the `.wasm` components.
 pub fn plugin_dir() -> &'static Path {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| weir::cli::demo::example_plugins_dir().expect("build the example plugins"))
+    BUILT.get_or_init(|| {
+        weir::cli::demo::example_plugins_dir(false).expect("build the example plugins")
+    })
 }
 
 /// A built plugin component's bytes, e.g. `plugin("json_filter")`.
