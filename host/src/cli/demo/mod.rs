@@ -233,6 +233,30 @@ struct Control {
     burst: AtomicU64,
 }
 
+impl Control {
+    /// Applies a key press: `b` queues a burst, `+` doubles the rate and
+    /// `-` halves it. Returns what to tell the user, or `None` for other keys.
+    fn press(&self, key: u8) -> Option<String> {
+        let change_rate = |change: fn(u64) -> u64| {
+            let rate = change(self.rate.load(Ordering::Relaxed))
+                .clamp(*RATE_RANGE.start(), *RATE_RANGE.end());
+            self.rate.store(rate, Ordering::Relaxed);
+            format!("rate: {rate} clicks/s")
+        };
+        match key {
+            b'b' | b'B' => {
+                self.burst.fetch_add(BURST_RECORDS, Ordering::Relaxed);
+                Some(format!(
+                    "burst: {BURST_RECORDS} clicks queued at once; watch the lag"
+                ))
+            }
+            b'+' | b'=' => Some(change_rate(|rate| rate.saturating_mul(2))),
+            b'-' | b'_' => Some(change_rate(|rate| rate / 2)),
+            _ => None,
+        }
+    }
+}
+
 /// Sends `control.rate` clicks a second, plus each burst asked for.
 async fn produce(producer: Producer, control: &Control) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(PRODUCE_TICK);
@@ -327,7 +351,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         rate: AtomicU64::new(args.rate.clamp(*RATE_RANGE.start(), *RATE_RANGE.end())),
         burst: AtomicU64::new(0),
     };
-    let screen = Screen::enter();
+    let (screen, mut keys) = match Screen::enter() {
+        Some((screen, keys)) => (Some(screen), keys),
+        // Not a terminal: no keys (a channel nothing sends on).
+        None => (None, tokio::sync::mpsc::unbounded_channel().1),
+    };
     if screen.is_none() {
         print_steps_by_hand();
         println!(
@@ -338,10 +366,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     let producer = client.producer("clicks", ProducerConfig::default());
-    let (screen, mut keys) = match screen {
-        Some((screen, keys)) => (Some(screen), keys),
-        None => (None, tokio::sync::mpsc::unbounded_channel().1),
-    };
     let show = async {
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -352,20 +376,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             tokio::select! {
                 _ = tick.tick() => {}
                 Some(key) = keys.recv() => {
-                    match key {
-                        b'q' | b'Q' => return,
-                        b'b' | b'B' => {
-                            control.burst.fetch_add(BURST_RECORDS, Ordering::Relaxed);
-                            message = format!("burst: {} clicks queued at once; watch the lag", BURST_RECORDS);
-                        }
-                        b'+' | b'=' | b'-' | b'_' => {
-                            let rate = control.rate.load(Ordering::Relaxed);
-                            let rate = if matches!(key, b'+' | b'=') { rate * 2 } else { rate / 2 };
-                            let rate = rate.clamp(*RATE_RANGE.start(), *RATE_RANGE.end());
-                            control.rate.store(rate, Ordering::Relaxed);
-                            message = format!("rate: {rate} clicks/s");
-                        }
-                        _ => {}
+                    if matches!(key, b'q' | b'Q') {
+                        return;
+                    }
+                    if let Some(said) = control.press(key) {
+                        message = said;
                     }
                     continue;
                 }
@@ -425,4 +440,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     client.close().await;
     server.shutdown().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_burst_and_change_the_rate_within_its_range() {
+        let control = Control {
+            rate: AtomicU64::new(40),
+            burst: AtomicU64::new(0),
+        };
+        assert_eq!(control.press(b'+').as_deref(), Some("rate: 80 clicks/s"));
+        for _ in 0..5 {
+            control.press(b'-');
+        }
+        assert_eq!(control.rate.load(Ordering::Relaxed), *RATE_RANGE.start());
+        control.press(b'b');
+        control.press(b'b');
+        assert_eq!(control.burst.load(Ordering::Relaxed), 2 * BURST_RECORDS);
+        assert_eq!(control.press(b'x'), None);
+    }
 }
