@@ -47,6 +47,16 @@ pub enum Durability {
     Buffered,
 }
 
+impl Durability {
+    /// As `--durability` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fsync => "fsync",
+            Self::Buffered => "buffered",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {

@@ -149,8 +149,27 @@ fn no_server_is_reported_at_once_and_plainly() {
         command.env("WEIR_DATA", dir.path());
     });
     assert!(!ok);
-    assert!(err.contains("no Weir server answered"), "{err}");
+    assert!(err.contains("no Weir server answered within 5s"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
+
+    // The wait is a named setting.
+    let started = std::time::Instant::now();
+    let (ok, _, err) = run(
+        &[
+            "stream",
+            "list",
+            "--server",
+            "127.0.0.1:9",
+            "--connect-timeout",
+            "1s",
+        ],
+        |command| {
+            command.env("WEIR_DATA", dir.path());
+        },
+    );
+    assert!(!ok);
+    assert!(err.contains("no Weir server answered within 1s"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
 
 #[test]

@@ -238,14 +238,14 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         bail!("--records, --batch, --producers and --in-flight must be positive");
     }
     println!(
-        "weir bench produce: {} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards, {:?}{}",
+        "weir bench produce: {} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards, {}{}",
         args.records,
         args.size,
         args.batch,
         args.producers,
         args.in_flight,
         args.shards,
-        args.durability,
+        args.durability.name(),
         if args.rate > 0 {
             format!(", paced at {} records/s", args.rate)
         } else {

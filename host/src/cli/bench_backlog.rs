@@ -63,11 +63,11 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     let bar = super::bench::progress_bar(args.records, "storing");
     for batch in records(args.records, args.keys).chunks(1000) {
         let results = client.put_records("in", None, batch.to_vec()).await?;
-        if let Some(failed) = results
+        if let Some(PutResult::Failed { code, message }) = results
             .iter()
             .find(|r| matches!(r, PutResult::Failed { .. }))
         {
-            bail!("storing the backlog failed: {failed:?}");
+            bail!("storing the backlog failed: {}: {message}", code.name());
         }
         bar.inc(batch.len() as u64);
     }
@@ -84,7 +84,10 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
         let done: u64 = shards.iter().map(|s| s.cursor).sum();
         bar.set_position(done);
         if let Some(halted) = shards.iter().find(|s| s.status == "halted") {
-            bail!("the processor halted: {:?}", halted.last_error);
+            bail!(
+                "the processor halted: {}",
+                halted.last_error.as_deref().unwrap_or("no error recorded")
+            );
         }
         if done as usize >= args.records {
             break shards;

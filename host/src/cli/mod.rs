@@ -152,6 +152,10 @@ pub struct ConnectArgs {
     /// admin token).
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// How long to wait for the server to answer the connection (e.g. 5s,
+    /// 500ms) before saying none did.
+    #[arg(long, env = "WEIR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse::duration_ms)]
+    connect_timeout: u64,
 }
 
 impl ConnectArgs {
@@ -172,6 +176,7 @@ impl ConnectArgs {
         }
         let mut config = ClientConfig::new(self.server, ca);
         config.server_name = self.server_name.clone();
+        config.connect_timeout = std::time::Duration::from_millis(self.connect_timeout);
         config.token = match &self.token {
             Some(token) => Some(token.clone()),
             None => {

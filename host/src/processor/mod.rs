@@ -650,7 +650,14 @@ impl Processors {
                 this.info(&processor.definition, &processor.workers, true)
             })
             .await?;
-        tracing::info!(processor = name, ?limits, "processor limits changed");
+        tracing::info!(
+            processor = name,
+            fuel_per_sec = info.fuel_per_sec,
+            fuel_per_batch_max = info.fuel_per_batch_max,
+            memory_bytes_max = info.memory_bytes_max,
+            state_bytes_max = info.state_bytes_max,
+            "processor limits changed"
+        );
         Ok(info)
     }
 

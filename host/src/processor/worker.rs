@@ -276,7 +276,7 @@ impl Worker {
             if step.failures.len() > 1 {
                 tracing::warn!(processor = %self.processor(), shard = self.source.index, failed = step.failures.len(), "records failed in one batch (see processor describe)");
             } else {
-                tracing::warn!(processor = %self.processor(), shard = self.source.index, policy = ?self.rules.on_error, reason = %error, "record failed");
+                tracing::warn!(processor = %self.processor(), shard = self.source.index, policy = self.rules.on_error.name(), reason = %error, "record failed");
             }
             self.set_status("running", Some(error.clone()));
         }
