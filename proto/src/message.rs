@@ -125,6 +125,9 @@ pub struct Retention {
 pub struct StreamDescription {
     pub name: String,
     pub retention: Retention,
+    /// When the stream was created, in ms since the epoch (0: before
+    /// Weir recorded it).
+    pub created_ms: u64,
     pub shards: Vec<ShardDescription>,
 }
 
@@ -475,6 +478,7 @@ impl Response {
             Self::Stream(description) => encode_frame(buf, kind::STREAM, |b| {
                 put_string(b, &description.name);
                 put_retention(b, description.retention);
+                b.put_u64_le(description.created_ms);
                 b.put_u32_le(description.shards.len() as u32);
                 for shard in &description.shards {
                     b.put_u32_le(shard.shard);
@@ -539,6 +543,7 @@ impl Response {
             kind::STREAM => {
                 let name = r.string("stream name")?;
                 let retention = read_retention(&mut r)?;
+                let created_ms = r.u64("created ms")?;
                 let count = r.count("shard count", 4 + 32 + 2 + 16)?;
                 let mut shards = Vec::with_capacity(count);
                 for _ in 0..count {
@@ -555,6 +560,7 @@ impl Response {
                 Self::Stream(StreamDescription {
                     name,
                     retention,
+                    created_ms,
                     shards,
                 })
             }
@@ -744,6 +750,7 @@ mod tests {
             Response::Stream(StreamDescription {
                 name: "a".into(),
                 retention: Retention::default(),
+                created_ms: 1_764_000_000_000,
                 shards: vec![ShardDescription {
                     shard: 0,
                     hash_key_start: 0,

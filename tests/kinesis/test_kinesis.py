@@ -54,6 +54,8 @@ def test_stream_lifecycle_and_descriptions(kinesis):
     assert description["StreamStatus"] == "ACTIVE"
     assert description["StreamARN"] == f"arn:aws:kinesis:{REGION}:000000000000:stream/lifecycle"
     assert description["RetentionPeriodHours"] == 24
+    created = description["StreamCreationTimestamp"]
+    assert abs(time.time() - created.timestamp()) < 300, created
     assert [s["ShardId"] for s in description["Shards"]] == [
         "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"]
     ranges = [(int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
@@ -63,6 +65,7 @@ def test_stream_lifecycle_and_descriptions(kinesis):
 
     summary = kinesis.describe_stream_summary(StreamARN=description["StreamARN"])
     assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 3
+    assert summary["StreamDescriptionSummary"]["StreamCreationTimestamp"] == created
 
     page = kinesis.describe_stream(StreamName="lifecycle", Limit=2)["StreamDescription"]
     assert len(page["Shards"]) == 2 and page["HasMoreShards"]
@@ -88,6 +91,8 @@ def test_list_streams_paginates(kinesis):
         first = kinesis.list_streams(Limit=2)
         assert first["HasMoreStreams"] and len(first["StreamNames"]) == 2
         assert first["StreamSummaries"][0]["StreamStatus"] == "ACTIVE"
+        created = first["StreamSummaries"][0]["StreamCreationTimestamp"]
+        assert abs(time.time() - created.timestamp()) < 300, created
         seen = list(first["StreamNames"])
         token = first["NextToken"]
         while token:

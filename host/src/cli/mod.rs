@@ -531,6 +531,14 @@ async fn stream(command: StreamCommand) -> anyhow::Result<()> {
                 value.map_or("unlimited".to_owned(), show)
             };
             println!("stream     {}", description.name);
+            if description.created_ms > 0 {
+                println!(
+                    "created    {} ago",
+                    show::duration_ms(
+                        crate::storage::now_ms().saturating_sub(description.created_ms)
+                    )
+                );
+            }
             println!(
                 "retention  age: {}, size: {}",
                 limit(description.retention.age_ms, show::duration_ms),

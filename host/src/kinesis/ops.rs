@@ -30,9 +30,10 @@ const LIST_LIMIT_MAX: i64 = 10_000;
 const STREAM_NAME_CHARS_MAX: usize = 128;
 /// What a stream created through this API keeps, as Kinesis does by default.
 const DEFAULT_RETENTION_HOURS: u64 = 24;
-/// What `RetentionPeriodHours` reports for a stream that keeps everything
-/// (Kinesis's longest retention).
-const UNLIMITED_RETENTION_HOURS: u64 = 8_760;
+/// Kinesis's retention bounds, in hours. A stream that keeps everything
+/// reports the longest as its `RetentionPeriodHours`.
+pub(super) const RETENTION_HOURS_MIN: u64 = 24;
+pub(super) const RETENTION_HOURS_MAX: u64 = 8_760;
 /// The shard count Kinesis gives an on-demand stream.
 const ON_DEMAND_SHARDS: u32 = 4;
 
@@ -309,9 +310,11 @@ impl Call<'_> {
                 .filter(|name| start.as_ref().is_none_or(|start| name > start)),
             limit,
         );
-        let summaries = names
-            .iter()
-            .map(|name| {
+        let mut summaries = Vec::with_capacity(names.len());
+        for name in &names {
+            // A stream deleted since the listing shows no creation time.
+            let created_ms = self.describe(name).await.map_or(0, |d| d.created_ms);
+            summaries.push(
                 MapBuilder::new()
                     .with("StreamName", name.as_str())
                     .with("StreamARN", self.api.arn(name))
@@ -320,10 +323,10 @@ impl Call<'_> {
                         "StreamModeDetails",
                         MapBuilder::new().with("StreamMode", "PROVISIONED"),
                     )
-                    .with("StreamCreationTimestamp", Value::Time(0))
-                    .build()
-            })
-            .collect::<Vec<_>>();
+                    .with("StreamCreationTimestamp", Value::Time(created_ms))
+                    .build(),
+            );
+        }
         let next_token = more
             .then(|| names.last().map(|last| encode_token(last)))
             .flatten();
@@ -361,7 +364,7 @@ impl Call<'_> {
         description
             .retention
             .age_ms
-            .map_or(UNLIMITED_RETENTION_HOURS, |ms| ms.div_ceil(3_600_000))
+            .map_or(RETENTION_HOURS_MAX, |ms| ms.div_ceil(3_600_000))
     }
 
     async fn describe_stream(&self) -> Result<Value, KinesisError> {
@@ -401,7 +404,10 @@ impl Call<'_> {
                 MapBuilder::new().with("StreamMode", "PROVISIONED"),
             )
             .with("RetentionPeriodHours", Self::retention_hours(description))
-            .with("StreamCreationTimestamp", Value::Time(0))
+            .with(
+                "StreamCreationTimestamp",
+                Value::Time(description.created_ms),
+            )
             .with(
                 "EnhancedMonitoring",
                 vec![

@@ -10,7 +10,7 @@ use weir_proto::admin::Role;
 use weir_proto::{Request, Response, Retention};
 
 use super::error::{KinesisError, Validation};
-use super::ops::{Call, page};
+use super::ops::{Call, RETENTION_HOURS_MAX, RETENTION_HOURS_MIN, page};
 use super::value::{MapBuilder, Value};
 use crate::service::RequestError;
 use crate::storage::CatalogKind;
@@ -19,9 +19,6 @@ use crate::storage::CatalogKind;
 const TAGS_PER_STREAM_MAX: usize = 50;
 const TAG_KEY_CHARS_MAX: usize = 128;
 const TAG_VALUE_CHARS_MAX: usize = 256;
-/// Kinesis's retention bounds, in hours.
-const RETENTION_HOURS_MIN: i64 = 24;
-const RETENTION_HOURS_MAX: i64 = 8_760;
 
 type Tags = BTreeMap<String, String>;
 
@@ -174,13 +171,13 @@ impl Call<'_> {
             Some(hours) => validation.check_range(
                 hours,
                 "retentionPeriodHours",
-                RETENTION_HOURS_MIN,
-                RETENTION_HOURS_MAX,
+                RETENTION_HOURS_MIN as i64,
+                RETENTION_HOURS_MAX as i64,
             ),
             None => validation.required("retentionPeriodHours"),
         }
         validation.finish()?;
-        let hours = hours.unwrap_or(RETENTION_HOURS_MIN) as u64;
+        let hours = hours.map_or(RETENTION_HOURS_MIN, |hours| hours as u64);
         let Response::Stream(description) = self
             .send(Request::DescribeStream { name: name.clone() })
             .await?

@@ -135,6 +135,9 @@ pub struct StreamMeta {
     pub id: u64,
     pub shard_count: u32,
     pub retention: Retention,
+    /// When the stream was created, in ms since the epoch; 0 for streams
+    /// created before Weir recorded it.
+    pub created_ms: u64,
 }
 
 fn put_optional_u64(buf: &mut BytesMut, value: Option<u64>) {
@@ -147,18 +150,20 @@ fn get_optional_u64(value: &mut &[u8]) -> Option<u64> {
 
 impl StreamMeta {
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = BytesMut::with_capacity(29);
+        let mut buf = BytesMut::with_capacity(37);
         buf.put_u8(FORMAT_V1);
         buf.put_u64_le(self.id);
         buf.put_u32_le(self.shard_count);
         put_optional_u64(&mut buf, self.retention.age_ms);
         put_optional_u64(&mut buf, self.retention.bytes);
+        buf.put_u64_le(self.created_ms);
         buf.to_vec()
     }
 
     pub fn decode(mut value: &[u8]) -> Result<Self, StorageError> {
         check_format(&mut value, "stream metadata")?;
-        if value.remaining() != 28 {
+        // 28 bytes before the creation time was recorded, 36 since.
+        if !matches!(value.remaining(), 28 | 36) {
             return Err(corrupt("stream metadata"));
         }
         Ok(Self {
@@ -167,6 +172,11 @@ impl StreamMeta {
             retention: Retention {
                 age_ms: get_optional_u64(&mut value),
                 bytes: get_optional_u64(&mut value),
+            },
+            created_ms: if value.has_remaining() {
+                value.get_u64_le()
+            } else {
+                0
             },
         })
     }
@@ -389,8 +399,13 @@ mod tests {
                 age_ms: Some(60_000),
                 bytes: None,
             },
+            created_ms: 1_764_000_000_000,
         };
         assert_eq!(StreamMeta::decode(&meta.encode()).expect("valid"), meta);
+        // Written before the creation time was recorded: read as 0.
+        let old = &meta.encode()[..29];
+        let old = StreamMeta::decode(old).expect("valid");
+        assert_eq!((old.id, old.created_ms), (3, 0));
 
         let state = ShardState {
             first_sequence: 1,

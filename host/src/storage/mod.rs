@@ -195,6 +195,8 @@ pub struct Stream {
     pub id: u64,
     pub name: String,
     retention: Mutex<Retention>,
+    /// ms since the epoch; 0 if created before Weir recorded it.
+    pub created_ms: u64,
     pub shards: Vec<Arc<Shard>>,
     deleted: Arc<AtomicBool>,
 }
@@ -451,6 +453,7 @@ impl Storage {
             id,
             shard_count,
             retention,
+            created_ms: now_ms(),
         };
         let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
         batch.insert(&engine.meta, NEXT_STREAM_ID_KEY, (id + 1).to_le_bytes());
@@ -485,6 +488,7 @@ impl Storage {
             id: stream.id,
             shard_count: stream.shards.len() as u32,
             retention,
+            created_ms: stream.created_ms,
         };
         let engine = self.engine()?;
         engine
@@ -537,6 +541,7 @@ impl Storage {
         Ok(StreamDescription {
             name: stream.name.clone(),
             retention: stream.retention(),
+            created_ms: stream.created_ms,
             shards,
         })
     }
@@ -797,6 +802,7 @@ fn open_stream(engine: &Engine, name: &str, stream_meta: &StreamMeta) -> Result<
         id: stream_meta.id,
         name: name.to_owned(),
         retention: Mutex::new(stream_meta.retention),
+        created_ms: stream_meta.created_ms,
         shards,
         deleted,
     })
