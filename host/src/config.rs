@@ -339,6 +339,9 @@ pub struct KinesisConfig {
     pub request_body_bytes_max: usize,
     /// HTTP connections open at once; more wait to be accepted.
     pub connections_max: usize,
+    /// HTTP connections open from one IP address; more are refused, so one
+    /// host cannot take all of `connections_max`.
+    pub connections_per_address_max: usize,
     /// Enhanced fan-out consumers one stream may have registered.
     pub consumers_per_stream_max: usize,
     /// How long one `SubscribeToShard` answer streams before it ends (the
@@ -357,6 +360,7 @@ impl Default for KinesisConfig {
             shard_iterator_ttl_ms: 5 * 60 * 1000,
             request_body_bytes_max: 10 * 1024 * 1024,
             connections_max: 1_024,
+            connections_per_address_max: 256,
             consumers_per_stream_max: 20,
             subscription_session_ms: 5 * 60 * 1000,
             subscription_heartbeat_ms: 5_000,
@@ -470,6 +474,10 @@ impl ServerConfig {
             (
                 "limits.connections_per_address_max",
                 self.limits.connections_per_address_max,
+            ),
+            (
+                "kinesis.connections_per_address_max",
+                self.kinesis.connections_per_address_max,
             ),
             (
                 "limits.connections_unauthenticated_max",

@@ -1,9 +1,55 @@
 //! Counters the service keeps where the work happens: a few atomic adds on
 //! the data path, read by [`crate::metrics`] at scrape time.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Open connections per client address, so one host cannot take a
+/// listener's whole connection budget.
+#[derive(Clone, Default)]
+pub struct AddressCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl AddressCounts {
+    /// Counts a connection from `address` until the guard drops; `None`
+    /// when the address already has `max` open.
+    pub fn acquire(&self, address: IpAddr, max: usize) -> Option<AddressGuard> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(address).or_default();
+        if *count >= max {
+            if *count == 0 {
+                counts.remove(&address);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(AddressGuard {
+            counts: self.clone(),
+            address,
+        })
+    }
+}
+
+/// One counted connection; dropping it uncounts it.
+pub struct AddressGuard {
+    counts: AddressCounts,
+    address: IpAddr,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// Upper bounds of the ack-latency buckets, in milliseconds.
 const LATENCY_BOUNDS_MS: [f64; 12] = [

@@ -5,7 +5,7 @@
 //! request frame; the answer is one response frame (or, for a subscription,
 //! one frame per batch until the client stops reading).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -267,8 +267,11 @@ async fn handle_connection(handshake: Handshake, service: Arc<Service>, admissio
         tracing::warn!(%peer, connections_max, "connection refused: connections_max reached");
         return;
     }
-    let Some(_address_guard) = AddressCount::acquire(&service, peer.ip()) else {
-        let per_address_max = service.limits.connections_per_address_max;
+    let per_address_max = service.limits.connections_per_address_max;
+    let Some(_address_guard) = service
+        .connections_by_address
+        .acquire(peer.ip(), per_address_max)
+    else {
         let reason = format!(
             "connections_per_address_max ({per_address_max}) reached for {}; try again later",
             peer.ip()
@@ -337,47 +340,6 @@ struct ConnectionCount(Arc<Service>);
 impl Drop for ConnectionCount {
     fn drop(&mut self) {
         self.0.metrics.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Counts a connection against its address's share for as long as it lives.
-struct AddressCount {
-    service: Arc<Service>,
-    address: IpAddr,
-}
-
-impl AddressCount {
-    /// None when the address already has `connections_per_address_max`.
-    fn acquire(service: &Arc<Service>, address: IpAddr) -> Option<Self> {
-        let mut counts = service
-            .connections_by_address
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(address).or_default();
-        if *count >= service.limits.connections_per_address_max {
-            return None;
-        }
-        *count += 1;
-        Some(Self {
-            service: service.clone(),
-            address,
-        })
-    }
-}
-
-impl Drop for AddressCount {
-    fn drop(&mut self) {
-        let mut counts = self
-            .service
-            .connections_by_address
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.address);
-            }
-        }
     }
 }
 

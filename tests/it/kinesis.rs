@@ -163,3 +163,60 @@ async fn deleting_a_stream_removes_its_consumers_and_tags() {
     call("DeleteStream", serde_json::json!({"StreamName": "s"})).await;
     assert_eq!(records_of_stream(), 0);
 }
+
+/// Sends one small unsigned request on a new connection and reads the
+/// whole answer (the server closes a refused connection after it).
+async fn raw_request(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        b"POST / HTTP/1.1\r\nHost: weir\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\n\
+          Content-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One host cannot take every HTTP connection: past
+/// `kinesis.connections_per_address_max` its requests are answered with a
+/// LimitExceededException naming the setting, and a freed slot serves again.
+#[tokio::test]
+async fn one_address_cannot_take_every_http_connection() {
+    let test = TestServer::start_with(|config| {
+        config.kinesis.connections_per_address_max = 2;
+    })
+    .await;
+    let addr = test.server.kinesis_addr().expect("the Kinesis API is on");
+    let first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+
+    let refused = raw_request(addr).await;
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(
+        refused.contains("x-amzn-errortype: LimitExceededException")
+            && refused.contains("kinesis.connections_per_address_max (2) reached for 127.0.0.1"),
+        "{refused}"
+    );
+
+    drop(first);
+    let served = std::sync::Mutex::new(String::new());
+    let freed = eventually(Duration::from_secs(5), || async {
+        let answer = raw_request(addr).await;
+        let refused = answer.contains("LimitExceededException");
+        *served.lock().expect("lock") = answer;
+        !refused
+    })
+    .await;
+    let served = served.into_inner().expect("lock");
+    assert!(freed, "the freed slot serves again: {served}");
+    assert!(
+        served.contains("MissingAuthenticationTokenException"),
+        "served as usual (an unsigned request): {served}"
+    );
+}

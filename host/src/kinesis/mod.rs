@@ -37,6 +37,7 @@ pub use ops::shard_id;
 
 use crate::auth::Session;
 use crate::config::KinesisConfig;
+use crate::counters::AddressCounts;
 use crate::service::Service;
 use crate::storage::now_ms;
 use iterator::IteratorKeys;
@@ -70,6 +71,7 @@ pub async fn serve(
         service,
     });
     let connections = Arc::new(Semaphore::new(api.config.connections_max));
+    let addresses = AddressCounts::default();
     let read_timeout = Duration::from_millis(api.service.limits.request_read_timeout_ms);
     loop {
         let permit = tokio::select! {
@@ -90,11 +92,21 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let _ = tcp.set_nodelay(true);
+        let per_address_max = api.config.connections_per_address_max;
+        let counted = addresses.acquire(peer.ip(), per_address_max);
+        let refusal = counted.is_none().then(|| {
+            tracing::warn!(%peer, per_address_max, "kinesis api: connection refused: connections_per_address_max reached");
+            Refusal::new(format!(
+                "kinesis.connections_per_address_max ({per_address_max}) reached for {}; try again later",
+                peer.ip()
+            ))
+        });
         let api = api.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             // A TLS connection opens with a handshake record (0x16); an
             // HTTP one with a method name.
             let mut first = [0u8; 1];
@@ -106,7 +118,7 @@ pub async fn serve(
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                 match tokio::time::timeout(read_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        serve_connection(stream, api, peer, read_timeout, shutdown).await
+                        serve_connection(stream, api, peer, read_timeout, refusal, shutdown).await
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(%peer, %error, "kinesis api: TLS handshake failed")
@@ -114,7 +126,7 @@ pub async fn serve(
                     Err(_) => tracing::debug!(%peer, "kinesis api: TLS handshake timed out"),
                 }
             } else {
-                serve_connection(tcp, api, peer, read_timeout, shutdown).await;
+                serve_connection(tcp, api, peer, read_timeout, refusal, shutdown).await;
             }
         });
     }
@@ -123,13 +135,31 @@ pub async fn serve(
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// Why a connection over a limit is refused: its requests are answered
+/// with this as a `LimitExceededException` (which SDKs retry), over
+/// HTTP/1.1 without keep-alive and for at most the read timeout, so the
+/// client hears why instead of seeing a reset.
+#[derive(Clone)]
+struct Refusal(Arc<str>);
+
+impl Refusal {
+    fn new(message: String) -> Self {
+        Self(message.into())
+    }
+
+    fn error(&self) -> KinesisError {
+        KinesisError::new("LimitExceededException", &*self.0)
+    }
+}
+
 /// HTTP/1.1 or HTTP/2 (by the client's preface) on one connection, until
-/// it ends or the server shuts down.
+/// it ends or the server shuts down; a refused one only says why.
 async fn serve_connection<I>(
     io: I,
     api: Arc<Api>,
     peer: SocketAddr,
     read_timeout: Duration,
+    refusal: Option<Refusal>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -138,18 +168,29 @@ async fn serve_connection<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout);
+        .header_read_timeout(read_timeout)
+        .keep_alive(refusal.is_none());
+    let refused = refusal.is_some();
     let service = hyper::service::service_fn(move |request| {
         let api = api.clone();
-        async move { Ok::<_, Infallible>(handle(api, request).await) }
+        let refusal = refusal.clone();
+        async move { Ok::<_, Infallible>(handle(api, request, refusal).await) }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
+    let lifetime = async {
+        if refused {
+            tokio::time::sleep(read_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         result = connection => {
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "kinesis api: connection ended");
             }
         }
+        () = lifetime => {}
         _ = shutdown.changed() => {}
     }
 }
@@ -199,7 +240,11 @@ impl http_body::Body for Body {
 const INLINE_BYTES_MAX: usize = 64 * 1024;
 
 /// Answers one HTTP request.
-async fn handle(api: Arc<Api>, request: http::Request<Incoming>) -> http::Response<Body> {
+async fn handle(
+    api: Arc<Api>,
+    request: http::Request<Incoming>,
+    refusal: Option<Refusal>,
+) -> http::Response<Body> {
     let (parts, body) = request.into_parts();
     let encoding = Encoding::from_content_type(
         parts
@@ -208,6 +253,9 @@ async fn handle(api: Arc<Api>, request: http::Request<Incoming>) -> http::Respon
             .and_then(|v| v.to_str().ok()),
     );
     let result = async {
+        if let Some(refusal) = refusal {
+            return Err(refusal.error());
+        }
         if parts.method != http::Method::POST {
             return Err(KinesisError::new(
                 "UnknownOperationException",

@@ -11,10 +11,8 @@ mod put;
 mod read;
 mod streams;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use weir_proto::admin::{AdminRequest, Role};
 use weir_proto::{ErrorCode, Request, Response};
@@ -22,7 +20,7 @@ use weir_proto::{ErrorCode, Request, Response};
 use crate::auth::{Auth, AuthError, Principal, Session};
 use crate::config::Limits;
 
-use crate::counters::ServiceMetrics;
+use crate::counters::{AddressCounts, ServiceMetrics};
 use crate::processor::Processors;
 use crate::sink::Sinks;
 use crate::storage::{Storage, StorageError};
@@ -118,8 +116,9 @@ pub struct Service {
     /// The server's request-buffer budget in bytes
     /// (`server_buffered_bytes_max`), shared by all connections.
     pub buffered: Arc<tokio::sync::Semaphore>,
-    /// Open connections per client address (`connections_per_address_max`).
-    pub connections_by_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Open QUIC connections per client address
+    /// (`connections_per_address_max`).
+    pub connections_by_address: AddressCounts,
     pub metrics: ServiceMetrics,
     pub started: std::time::Instant,
 }
