@@ -426,15 +426,18 @@ fn demo_runs_the_pipeline_and_stops_by_itself() {
 
 /// The demo on a real terminal (a pseudo-terminal from util-linux's
 /// `script`): a screen redrawn in place on the alternate screen, keys read
-/// one by one (`b` bursts), and the terminal as it was afterwards.
+/// one by one (`b` bursts), and, stopped by SIGTERM, the terminal as it
+/// was.
 #[test]
 fn demo_draws_a_live_screen_and_gives_the_terminal_back() {
     use std::io::Write as _;
     crate::support::plugin_dir();
     let dir = tempfile::tempdir().expect("temp dir");
     let weir = env!("CARGO_BIN_EXE_weir-under-test");
-    let session =
-        format!("stty cols 80 rows 24; {weir} demo --duration 10s --rate 1000; echo; stty -a");
+    let session = format!(
+        "stty cols 80 rows 24; timeout --foreground --signal TERM 10 {weir} demo --rate 1000; \
+         echo; stty -a"
+    );
     let mut script = Command::new("script")
         .args([
             "--quiet",

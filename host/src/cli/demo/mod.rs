@@ -408,12 +408,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // A signal stops it too (with --duration as well), so the terminal is
+    // always given back.
     let stop = async {
-        match args.duration {
-            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
+        let deadline = async {
+            match args.duration {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            () = deadline => {}
+            () = super::wait_for_signal() => {}
         }
     };
     let produced = tokio::select! {
