@@ -862,3 +862,110 @@ async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_restart() {
     );
     assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, &while_down);
 }
+
+/// Records a paused sink never forwarded are removed by retention: when it
+/// resumes it says how many it lost and forwards what is left (here to the
+/// same box's own Kinesis API, signed).
+#[tokio::test]
+async fn a_sink_behind_retention_reports_the_loss_and_forwards_the_rest() {
+    let test =
+        TestServer::start_with(|config| config.storage.retention_check_interval_ms = 100).await;
+    let client = &test.client;
+    let upstream = test.kinesis_target();
+    kinesis_call(
+        &upstream,
+        "CreateStream",
+        serde_json::json!({"StreamName": "central", "ShardCount": 1}),
+    )
+    .await;
+    let credentials = test.data_dir().join("self.credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            upstream.access_key, upstream.secret
+        ),
+    )
+    .expect("write credentials");
+    let retention = weir_client::Retention {
+        age_ms: Some(3_000),
+        bytes: None,
+    };
+    client
+        .create_stream("brief", 1, retention)
+        .await
+        .expect("create");
+    let settings = SinkSettings {
+        credentials_file: Some(credentials.display().to_string()),
+        ..sink_settings("s", "brief", format!("kinesis://{}/central", upstream.addr))
+    };
+    client
+        .admin(AdminRequest::CreateSink(Box::new(settings)))
+        .await
+        .expect("create sink");
+    client
+        .admin(AdminRequest::PauseSink { name: "s".into() })
+        .await
+        .expect("pause");
+
+    let records = |prefix: &str, n: usize| -> Vec<PutRecord> {
+        (0..n)
+            .map(|i| PutRecord {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                data: format!("{prefix}{i}").into(),
+            })
+            .collect()
+    };
+    client
+        .put_records("brief", None, records("old", 30))
+        .await
+        .expect("put old");
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    client
+        .put_records("brief", None, records("new", 4))
+        .await
+        .expect("put new");
+    let trimmed = eventually(Duration::from_secs(5), || async {
+        client
+            .describe_stream("brief")
+            .await
+            .expect("describe")
+            .shards[0]
+            .first_sequence
+            == Some(30)
+    })
+    .await;
+    assert!(trimmed, "retention did not remove the old records");
+
+    client
+        .admin(AdminRequest::ResumeSink { name: "s".into() })
+        .await
+        .expect("resume");
+    let describe = || async {
+        match client
+            .admin(AdminRequest::DescribeSink { name: "s".into() })
+            .await
+            .expect("describe sink")
+        {
+            AdminResponse::Sink(info) => info,
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    };
+    let forwarded = eventually(Duration::from_secs(10), || async {
+        describe().await.shards[0].cursor == 34
+    })
+    .await;
+    let info = describe().await;
+    assert!(forwarded, "the sink went on from what is left: {info:?}");
+    assert_eq!(
+        info.shards[0].last_error.as_deref(),
+        Some("retention removed 30 records before they were forwarded")
+    );
+    let central: Vec<String> = kinesis_read_all(&upstream, "central")
+        .await
+        .into_iter()
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(central, ["new0", "new1", "new2", "new3"]);
+}

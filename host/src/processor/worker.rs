@@ -22,8 +22,8 @@ use crate::plugin::{
     StateBacking,
 };
 use crate::storage::{
-    AppendRecord, CursorState, ProcessingCommit, Shard, StateSize, Storage, StorageError, Stream,
-    now_ms,
+    AppendRecord, CursorState, InOrderRead, ProcessingCommit, Shard, StateSize, Storage,
+    StorageError, Stream, now_ms,
 };
 
 /// How often a worker waiting for storage space (or plugin memory) looks
@@ -358,32 +358,33 @@ impl Worker {
         }
     }
 
+    /// The next records from the cursor. Records retention removed before
+    /// they were processed are reported, and reading goes on at once from
+    /// what is left (an empty answer would make the worker idle).
     async fn read_batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError> {
-        let storage = self.storage.clone();
-        let shard = self.source.clone();
-        let start = self.cursor.next_sequence;
-        let bytes_max = self.processing.processor_batch_bytes_max;
-        let read =
-            tokio::task::spawn_blocking(move || storage.read(&shard, start, limit, bytes_max))
-                .await
-                .map_err(|_| StorageError::WriterStopped)?;
-        match read {
-            Ok(batch) => Ok(batch.records),
-            Err(StorageError::PositionTrimmed { first_sequence, .. }) => {
-                // Retention removed records before they were processed: say
-                // so loudly, and go on from what is left.
-                let lost = first_sequence - start;
-                tracing::warn!(processor = %self.processor(), shard = self.source.index, lost, "retention removed unprocessed records");
-                self.set_status(
-                    "running",
-                    Some(format!(
-                        "retention removed {lost} records before they were processed"
-                    )),
-                );
-                self.cursor.next_sequence = first_sequence;
-                Ok(Vec::new())
+        loop {
+            let read = self.storage.read_in_order(
+                &self.source,
+                self.cursor.next_sequence,
+                limit,
+                self.processing.processor_batch_bytes_max,
+            );
+            match read.await? {
+                InOrderRead::Records(records) => return Ok(records),
+                InOrderRead::Trimmed {
+                    lost,
+                    first_sequence,
+                } => {
+                    tracing::warn!(processor = %self.processor(), shard = self.source.index, lost, "retention removed unprocessed records");
+                    self.set_status(
+                        "running",
+                        Some(format!(
+                            "retention removed {lost} records before they were processed"
+                        )),
+                    );
+                    self.cursor.next_sequence = first_sequence;
+                }
             }
-            Err(error) => Err(error),
         }
     }
 

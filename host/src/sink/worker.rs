@@ -12,7 +12,7 @@ use weir_proto::Record;
 
 use super::upstream::Upstream;
 use super::{SinkCursor, put_cursor};
-use crate::storage::{Shard, Storage, StorageError, now_ms};
+use crate::storage::{InOrderRead, Shard, Storage, StorageError, now_ms};
 
 /// The first wait after a failure; it doubles up to the configured cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -225,34 +225,34 @@ impl Worker {
         }
     }
 
+    /// The next records from the cursor. Records retention removed first
+    /// are reported, and reading goes on at once from what is left (an
+    /// empty answer would make the worker wait for new records).
     async fn read_batch(&mut self) -> Result<Vec<Record>, StorageError> {
-        let (storage, shard) = (self.storage.clone(), self.shard.clone());
-        let (start, limit, bytes_max) = (
-            self.cursor.next_sequence,
-            self.batch_records,
-            self.batch_bytes_max,
-        );
-        let read =
-            tokio::task::spawn_blocking(move || storage.read(&shard, start, limit, bytes_max))
-                .await
-                .map_err(|_| StorageError::WriterStopped)?;
-        match read {
-            Ok(batch) => Ok(batch.records),
-            Err(StorageError::PositionTrimmed { first_sequence, .. }) => {
-                // Retention removed records before they were forwarded: say
-                // so loudly, and go on from what is left.
-                let lost = first_sequence - start;
-                tracing::warn!(sink = %self.sink, shard = self.shard.index, lost, "retention removed records before they were forwarded");
-                self.report(
-                    "forwarding",
-                    Some(format!(
-                        "retention removed {lost} records before they were forwarded"
-                    )),
-                );
-                self.cursor.next_sequence = first_sequence;
-                Ok(Vec::new())
+        loop {
+            let read = self.storage.read_in_order(
+                &self.shard,
+                self.cursor.next_sequence,
+                self.batch_records,
+                self.batch_bytes_max,
+            );
+            match read.await? {
+                InOrderRead::Records(records) => return Ok(records),
+                InOrderRead::Trimmed {
+                    lost,
+                    first_sequence,
+                } => {
+                    tracing::warn!(sink = %self.sink, shard = self.shard.index, lost, "retention removed records before they were forwarded");
+                    self.report(
+                        "forwarding",
+                        Some(format!(
+                            "retention removed {lost} records before they were forwarded"
+                        )),
+                    );
+                    self.cursor.next_sequence = first_sequence;
+                    self.cursor_unsaved = true;
+                }
             }
-            Err(error) => Err(error),
         }
     }
 

@@ -47,6 +47,18 @@ pub use layout::{CursorState, StateSize};
 pub use processing::ProcessingCommit;
 pub use writer::{AppendOutcome, AppendRecord};
 
+/// What [`Storage::read_in_order`] found at a reader's position.
+#[derive(Debug)]
+pub enum InOrderRead {
+    Records(Vec<weir_proto::Record>),
+    /// Retention removed `lost` records at and after the position; the
+    /// shard now begins at `first_sequence`.
+    Trimmed {
+        lost: u64,
+        first_sequence: u64,
+    },
+}
+
 /// Everything that can go wrong at the storage boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -671,6 +683,32 @@ impl Storage {
             }
         }
         Ok(low)
+    }
+
+    /// [`Storage::read`] for a reader that must not skip records silently
+    /// (a processor or sink worker), on the blocking pool: when retention
+    /// already removed `start`, it answers how many records were lost and
+    /// where the records left begin, for the reader to report and go on.
+    pub async fn read_in_order(
+        self: &Arc<Self>,
+        shard: &Arc<Shard>,
+        start: u64,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<InOrderRead> {
+        let (storage, shard) = (self.clone(), shard.clone());
+        let read =
+            tokio::task::spawn_blocking(move || storage.read(&shard, start, limit, bytes_max))
+                .await
+                .map_err(|_| StorageError::WriterStopped)?;
+        match read {
+            Ok(batch) => Ok(InOrderRead::Records(batch.records)),
+            Err(StorageError::PositionTrimmed { first_sequence, .. }) => Ok(InOrderRead::Trimmed {
+                lost: first_sequence - start,
+                first_sequence,
+            }),
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads up to `limit` records (and about `bytes_max` bytes) starting at
