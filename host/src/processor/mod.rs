@@ -21,7 +21,7 @@ use crate::config::{Limits, ProcessingConfig};
 use crate::plugin::{
     CompileLimits, InstanceLimits, LoadedPlugin, PluginError, PluginLog, PluginRuntime, sha256_hex,
 };
-use crate::storage::{Storage, StorageError, now_ms};
+use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError, now_ms};
 use step::Rules;
 use worker::{InstanceMaker, Progress, ReadFailure, Worker};
 
@@ -156,6 +156,14 @@ fn decode<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, ProcessorError> {
     serde_json::from_slice(bytes)
         .map_err(|_| ProcessorError::Storage(StorageError::Corrupt { what }))
+}
+
+/// Where a processor's workers start in a shard with no committed cursor.
+fn start_position(settings: &ProcessorSettings) -> Position {
+    match settings.start {
+        StartPosition::TrimHorizon => Position::TrimHorizon,
+        StartPosition::Latest => Position::Latest,
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -458,6 +466,28 @@ impl Processors {
         definition.id = self.storage.next_id("processor")?;
         self.storage
             .put_processor(&definition.settings.name, &encode(&definition))?;
+        // Each shard's starting cursor is committed now: a processor that
+        // has processed nothing yet (paused, or behind a slow first call)
+        // must still resume from where it started, so that records
+        // retention removes meanwhile are reported, not skipped unseen.
+        for shard in &source.shards {
+            let cursor = CursorState {
+                next_sequence: self
+                    .storage
+                    .resolve(shard, start_position(&definition.settings))?,
+                ..Default::default()
+            };
+            self.storage
+                .commit_processing(ProcessingCommit {
+                    processor_id: definition.id,
+                    shard: shard.index,
+                    outputs: Vec::new(),
+                    state_writes: Vec::new(),
+                    failures: Vec::new(),
+                    cursor,
+                })
+                .await?;
+        }
         let workers = self.spawn_workers(&definition)?;
         tracing::info!(processor = %definition.settings.name, plugin = %definition.settings.plugin, source = %definition.settings.source, %output, "processor created");
         let info = self.info(&definition, &workers, true)?;
@@ -496,16 +526,13 @@ impl Processors {
         for shard in &source.shards {
             let start = match self.storage.cursor(definition.id, shard.index)? {
                 Some(cursor) => cursor,
-                None => {
-                    let position = match definition.settings.start {
-                        StartPosition::TrimHorizon => Position::TrimHorizon,
-                        StartPosition::Latest => Position::Latest,
-                    };
-                    crate::storage::CursorState {
-                        next_sequence: self.storage.resolve(shard, position)?,
-                        ..Default::default()
-                    }
-                }
+                // Created before starting cursors were committed at once.
+                None => CursorState {
+                    next_sequence: self
+                        .storage
+                        .resolve(shard, start_position(&definition.settings))?,
+                    ..Default::default()
+                },
             };
             let progress = Arc::new(Mutex::new(Progress::new("running")));
             let (stop, stop_rx) = watch::channel(false);
