@@ -7,7 +7,7 @@ use weir_client::{ErrorCode, Position, PutRecord, PutResult, Retention};
 
 use crate::support::{
     TestServer, create_processor, describe_processor, eventually, plugin, processor_settings,
-    read_all, server_info,
+    read_all, server_info, trimmed_to,
 };
 
 fn records(prefix: &str, count: usize, bytes: usize) -> Vec<PutRecord> {
@@ -46,16 +46,7 @@ async fn retention_by_age_removes_old_records_and_keeps_new_ones() {
         .await
         .expect("put new");
 
-    let trimmed = eventually(Duration::from_secs(5), || async {
-        client
-            .describe_stream("aged")
-            .await
-            .expect("describe")
-            .shards[0]
-            .first_sequence
-            == Some(100)
-    })
-    .await;
+    let trimmed = trimmed_to(client, "aged", 100).await;
     assert!(trimmed, "old records were not removed");
     let left = &read_all(client, "aged").await[&0];
     assert_eq!(left.len(), 10);
@@ -271,16 +262,7 @@ async fn a_processor_behind_retention_reports_the_loss_and_goes_on() {
         .put_records("brief", None, purchases(5))
         .await
         .expect("put new");
-    let trimmed = eventually(Duration::from_secs(5), || async {
-        client
-            .describe_stream("brief")
-            .await
-            .expect("describe")
-            .shards[0]
-            .first_sequence
-            == Some(40)
-    })
-    .await;
+    let trimmed = trimmed_to(client, "brief", 40).await;
     assert!(trimmed, "retention did not remove the old records");
 
     client.resume_processor("buys").await.expect("resume");

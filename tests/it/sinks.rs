@@ -15,7 +15,7 @@ use weir_client::{Client, ErrorCode, PutRecord};
 use crate::metrics::{http_get, metric};
 use crate::support::{
     ServerProcess, TestServer, create_processor, eventually, purchase_filter, put_all,
-    stream_with_plugins,
+    stream_with_plugins, trimmed_to,
 };
 use crate::upstreams::{Kinesalite, NatsCluster, Tansu};
 
@@ -693,6 +693,21 @@ async fn a_kinesis_sink_forwards_to_kinesalite_without_loss_across_a_crash() {
     forward_to_kinesis_across_a_crash(&upstream, None).await;
 }
 
+/// Writes `target`'s keys into `dir` as an AWS credentials file (as `weir
+/// token aws-credentials` prints them) and returns its path.
+fn write_credentials(dir: &std::path::Path, target: &weir::aws::client::Target) -> String {
+    let path = dir.join("sink.credentials");
+    std::fs::write(
+        &path,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            target.access_key, target.secret
+        ),
+    )
+    .expect("write credentials");
+    path.display().to_string()
+}
+
 /// Box to box: the upstream is another Weir's Kinesis API, which checks
 /// the sink's signature (credentials from a file, as `weir token
 /// aws-credentials` prints them).
@@ -700,16 +715,8 @@ async fn a_kinesis_sink_forwards_to_kinesalite_without_loss_across_a_crash() {
 async fn a_kinesis_sink_forwards_to_another_weir_with_signed_requests() {
     let central = TestServer::start().await;
     let upstream = central.kinesis_target();
-    let credentials = central.data_dir().join("edge.credentials");
-    std::fs::write(
-        &credentials,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            upstream.access_key, upstream.secret
-        ),
-    )
-    .expect("write credentials");
-    forward_to_kinesis_across_a_crash(&upstream, Some(credentials.display().to_string())).await;
+    let credentials = write_credentials(central.data_dir(), &upstream);
+    forward_to_kinesis_across_a_crash(&upstream, Some(credentials)).await;
 }
 
 /// One forwarded Kafka record: where it landed and what it says.
@@ -878,15 +885,7 @@ async fn a_sink_behind_retention_reports_the_loss_and_forwards_the_rest() {
         serde_json::json!({"StreamName": "central", "ShardCount": 1}),
     )
     .await;
-    let credentials = test.data_dir().join("self.credentials");
-    std::fs::write(
-        &credentials,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            upstream.access_key, upstream.secret
-        ),
-    )
-    .expect("write credentials");
+    let credentials = write_credentials(test.data_dir(), &upstream);
     let retention = weir_client::Retention {
         age_ms: Some(3_000),
         bytes: None,
@@ -896,7 +895,7 @@ async fn a_sink_behind_retention_reports_the_loss_and_forwards_the_rest() {
         .await
         .expect("create");
     let settings = SinkSettings {
-        credentials_file: Some(credentials.display().to_string()),
+        credentials_file: Some(credentials),
         ..sink_settings("s", "brief", format!("kinesis://{}/central", upstream.addr))
     };
     client
@@ -926,16 +925,7 @@ async fn a_sink_behind_retention_reports_the_loss_and_forwards_the_rest() {
         .put_records("brief", None, records("new", 4))
         .await
         .expect("put new");
-    let trimmed = eventually(Duration::from_secs(5), || async {
-        client
-            .describe_stream("brief")
-            .await
-            .expect("describe")
-            .shards[0]
-            .first_sequence
-            == Some(30)
-    })
-    .await;
+    let trimmed = trimmed_to(client, "brief", 30).await;
     assert!(trimmed, "retention did not remove the old records");
 
     client

@@ -237,6 +237,21 @@ fn run(command: &mut Command) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
+/// Waits (up to 5 s) until retention has removed shard 0 of `stream` up to
+/// `first_sequence`; false if it did not.
+pub async fn trimmed_to(client: &Client, stream: &str, first_sequence: u64) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        client
+            .describe_stream(stream)
+            .await
+            .expect("describe")
+            .shards[0]
+            .first_sequence
+            == Some(first_sequence)
+    })
+    .await
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where

@@ -22,8 +22,8 @@ use crate::plugin::{
     StateBacking,
 };
 use crate::storage::{
-    AppendRecord, CursorState, InOrderRead, ProcessingCommit, Shard, StateSize, Storage,
-    StorageError, Stream, now_ms,
+    AppendRecord, CursorState, ProcessingCommit, Shard, StateSize, Storage, StorageError, Stream,
+    now_ms,
 };
 
 /// How often a worker waiting for storage space (or plugin memory) looks
@@ -358,34 +358,30 @@ impl Worker {
         }
     }
 
-    /// The next records from the cursor. Records retention removed before
-    /// they were processed are reported, and reading goes on at once from
-    /// what is left (an empty answer would make the worker idle).
+    /// The next records from the cursor; records retention removed before
+    /// they were processed are reported and moved past.
     async fn read_batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError> {
-        loop {
-            let read = self.storage.read_in_order(
+        let read = self
+            .storage
+            .read_in_order(
                 &self.source,
                 self.cursor.next_sequence,
                 limit,
                 self.processing.processor_batch_bytes_max,
+            )
+            .await?;
+        let lost = read.lost;
+        if lost > 0 {
+            tracing::warn!(processor = %self.processor(), shard = self.source.index, lost, "retention removed unprocessed records");
+            self.set_status(
+                "running",
+                Some(format!(
+                    "retention removed {lost} records before they were processed"
+                )),
             );
-            match read.await? {
-                InOrderRead::Records(records) => return Ok(records),
-                InOrderRead::Trimmed {
-                    lost,
-                    first_sequence,
-                } => {
-                    tracing::warn!(processor = %self.processor(), shard = self.source.index, lost, "retention removed unprocessed records");
-                    self.set_status(
-                        "running",
-                        Some(format!(
-                            "retention removed {lost} records before they were processed"
-                        )),
-                    );
-                    self.cursor.next_sequence = first_sequence;
-                }
-            }
+            self.cursor.next_sequence += lost;
         }
+        Ok(read.records)
     }
 
     /// Commits a step: outputs, dead letters, failures, state and the

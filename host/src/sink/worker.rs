@@ -12,7 +12,7 @@ use weir_proto::Record;
 
 use super::upstream::Upstream;
 use super::{SinkCursor, put_cursor};
-use crate::storage::{InOrderRead, Shard, Storage, StorageError, now_ms};
+use crate::storage::{Shard, Storage, StorageError, now_ms};
 
 /// The first wait after a failure; it doubles up to the configured cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -225,35 +225,31 @@ impl Worker {
         }
     }
 
-    /// The next records from the cursor. Records retention removed first
-    /// are reported, and reading goes on at once from what is left (an
-    /// empty answer would make the worker wait for new records).
+    /// The next records from the cursor; records retention removed before
+    /// they were forwarded are reported and moved past.
     async fn read_batch(&mut self) -> Result<Vec<Record>, StorageError> {
-        loop {
-            let read = self.storage.read_in_order(
+        let read = self
+            .storage
+            .read_in_order(
                 &self.shard,
                 self.cursor.next_sequence,
                 self.batch_records,
                 self.batch_bytes_max,
+            )
+            .await?;
+        let lost = read.lost;
+        if lost > 0 {
+            tracing::warn!(sink = %self.sink, shard = self.shard.index, lost, "retention removed records before they were forwarded");
+            self.report(
+                "forwarding",
+                Some(format!(
+                    "retention removed {lost} records before they were forwarded"
+                )),
             );
-            match read.await? {
-                InOrderRead::Records(records) => return Ok(records),
-                InOrderRead::Trimmed {
-                    lost,
-                    first_sequence,
-                } => {
-                    tracing::warn!(sink = %self.sink, shard = self.shard.index, lost, "retention removed records before they were forwarded");
-                    self.report(
-                        "forwarding",
-                        Some(format!(
-                            "retention removed {lost} records before they were forwarded"
-                        )),
-                    );
-                    self.cursor.next_sequence = first_sequence;
-                    self.cursor_unsaved = true;
-                }
-            }
+            self.cursor.next_sequence += lost;
+            self.cursor_unsaved = true;
         }
+        Ok(read.records)
     }
 
     /// Saves the cursor durably, then makes it the worker's.

@@ -47,16 +47,15 @@ pub use layout::{CursorState, StateSize};
 pub use processing::ProcessingCommit;
 pub use writer::{AppendOutcome, AppendRecord};
 
-/// What [`Storage::read_in_order`] found at a reader's position.
+/// What [`Storage::read_in_order`] read for a reader at a position.
 #[derive(Debug)]
-pub enum InOrderRead {
-    Records(Vec<weir_proto::Record>),
-    /// Retention removed `lost` records at and after the position; the
-    /// shard now begins at `first_sequence`.
-    Trimmed {
-        lost: u64,
-        first_sequence: u64,
-    },
+pub struct InOrderRead {
+    /// From the position, or from the first record left when retention
+    /// removed the position.
+    pub records: Vec<weir_proto::Record>,
+    /// Records retention removed before the reader got to them: the
+    /// reader's position moves on by this many (0 almost always).
+    pub lost: u64,
 }
 
 /// Everything that can go wrong at the storage boundary.
@@ -686,9 +685,9 @@ impl Storage {
     }
 
     /// [`Storage::read`] for a reader that must not skip records silently
-    /// (a processor or sink worker), on the blocking pool: when retention
-    /// already removed `start`, it answers how many records were lost and
-    /// where the records left begin, for the reader to report and go on.
+    /// (a processor or sink worker), on the blocking pool. When retention
+    /// already removed `start`, it reads from the first record left and
+    /// says how many were lost, for the reader to report and move past.
     pub async fn read_in_order(
         self: &Arc<Self>,
         shard: &Arc<Shard>,
@@ -697,18 +696,26 @@ impl Storage {
         bytes_max: usize,
     ) -> Result<InOrderRead> {
         let (storage, shard) = (self.clone(), shard.clone());
-        let read =
-            tokio::task::spawn_blocking(move || storage.read(&shard, start, limit, bytes_max))
-                .await
-                .map_err(|_| StorageError::WriterStopped)?;
-        match read {
-            Ok(batch) => Ok(InOrderRead::Records(batch.records)),
-            Err(StorageError::PositionTrimmed { first_sequence, .. }) => Ok(InOrderRead::Trimmed {
-                lost: first_sequence - start,
-                first_sequence,
-            }),
-            Err(error) => Err(error),
-        }
+        tokio::task::spawn_blocking(move || {
+            let mut lost = 0;
+            loop {
+                match storage.read(&shard, start + lost, limit, bytes_max) {
+                    Ok(batch) => {
+                        return Ok(InOrderRead {
+                            records: batch.records,
+                            lost,
+                        });
+                    }
+                    // Retention may trim again between the two reads.
+                    Err(StorageError::PositionTrimmed { first_sequence, .. }) => {
+                        lost = first_sequence - start;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        })
+        .await
+        .map_err(|_| StorageError::WriterStopped)?
     }
 
     /// Reads up to `limit` records (and about `bytes_max` bytes) starting at

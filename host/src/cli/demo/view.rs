@@ -55,6 +55,14 @@ impl Window {
     }
 }
 
+/// The window starting at `start_ms`, made empty if it is not there yet.
+fn window_at(windows: &mut BTreeMap<u64, Window>, start_ms: u64) -> &mut Window {
+    windows.entry(start_ms).or_insert_with(|| Window {
+        start_ms,
+        ..Default::default()
+    })
+}
+
 /// Windows that `revenue` closed, by start time, filled from its output
 /// stream (each source shard's worker emits its own totals).
 #[derive(Default)]
@@ -74,13 +82,7 @@ impl ClosedWindows {
         let count = total["count"].as_u64().unwrap_or(0);
         let cents = total["sum"].as_f64().unwrap_or(0.0);
         let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        windows
-            .entry(start_ms)
-            .or_insert_with(|| Window {
-                start_ms,
-                ..Default::default()
-            })
-            .add(campaign, count, cents);
+        window_at(&mut windows, start_ms).add(campaign, count, cents);
         while windows.len() > CLOSED_WINDOWS_SHOWN {
             windows.pop_first();
         }
@@ -323,13 +325,7 @@ async fn open_window(client: &Client) -> Option<Window> {
         let mut values = entry.value.split(' ');
         let count = values.next().and_then(|c| c.parse().ok()).unwrap_or(0);
         let cents = values.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
-        windows
-            .entry(start_ms)
-            .or_insert_with(|| Window {
-                start_ms,
-                ..Default::default()
-            })
-            .add(campaign, count, cents);
+        window_at(&mut windows, start_ms).add(campaign, count, cents);
     }
     windows.into_values().next_back()
 }
