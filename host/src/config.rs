@@ -76,13 +76,17 @@ pub struct StorageConfig {
     pub write_buffer_bytes_max: u64,
     /// Record bytes one group commit may carry before it is cut.
     pub group_commit_bytes_max: usize,
+    /// A shard's records are stored in chunks of about this many bytes
+    /// (one LSM entry each); a group commit's records for a shard are cut
+    /// into chunks of this size. Retention removes whole chunks.
+    pub chunk_bytes_max: usize,
     /// Commands waiting for the writer before senders wait (back-pressure).
     pub writer_queue_commands_max: usize,
     /// Recent batches remembered per producer and shard for deduplication.
     pub producer_dedup_batches_max: usize,
     pub retention_check_interval_ms: u64,
     /// Records removed per retention commit, so appends are not stalled.
-    pub trim_chunk_records_max: usize,
+    pub trim_commit_records_max: usize,
     /// Record bytes (partition keys and data) all streams may hold; puts
     /// beyond it fail with the retryable `StorageFull`. `None`: no budget.
     pub storage_bytes_max: Option<u64>,
@@ -101,10 +105,11 @@ impl Default for StorageConfig {
             memtable_bytes_max: 16 * 1024 * 1024,
             write_buffer_bytes_max: 128 * 1024 * 1024,
             group_commit_bytes_max: 16 * 1024 * 1024,
+            chunk_bytes_max: 1024 * 1024,
             writer_queue_commands_max: 4096,
             producer_dedup_batches_max: 64,
             retention_check_interval_ms: 1_000,
-            trim_chunk_records_max: 10_000,
+            trim_commit_records_max: 10_000,
             storage_bytes_max: None,
             disk_free_bytes_min: 64 * 1024 * 1024,
         }

@@ -81,6 +81,7 @@ impl RequestError {
             StorageError::StorageFull { .. } => ErrorCode::StorageFull,
             StorageError::Corrupt { .. }
             | StorageError::InUse { .. }
+            | StorageError::UnsupportedLayout { .. }
             | StorageError::Engine(_)
             | StorageError::Recovering
             | StorageError::CommitFailed { .. } => ErrorCode::StorageFailure,

@@ -73,6 +73,48 @@ impl Engine {
         crate::files::sync_parent(dir).map_err(io)
     }
 
+    /// Refuses a data directory written in another layout; stamps one
+    /// that holds no streams yet (new, or made before layouts were stamped)
+    /// with this one.
+    pub fn check_layout(&self, dir: &Path) -> Result<()> {
+        let expected = layout::LAYOUT_VERSION;
+        let found = match self.meta.get(layout::LAYOUT_VERSION_KEY)? {
+            Some(value) => {
+                u32::from_le_bytes(value[..].try_into().map_err(|_| StorageError::Corrupt {
+                    what: "layout version",
+                })?)
+            }
+            // Layout 1 did not stamp itself.
+            None if self
+                .meta
+                .prefix(layout::STREAM_META_PREFIX)
+                .next()
+                .is_some() =>
+            {
+                1
+            }
+            None => {
+                self.meta
+                    .insert(layout::LAYOUT_VERSION_KEY, expected.to_le_bytes())?;
+                self.db.persist(PersistMode::SyncAll)?;
+                expected
+            }
+        };
+        if found == expected {
+            return Ok(());
+        }
+        Err(StorageError::UnsupportedLayout {
+            dir: dir.to_owned(),
+            found,
+            expected,
+            hint: if found < expected {
+                "it was written by an older Weir that stored one key per record"
+            } else {
+                "it was written by a newer Weir"
+            },
+        })
+    }
+
     /// Opens (or creates) a shard's keyspace and remembers it.
     pub fn open_shard(&self, stream_id: u64, index: u32) -> Result<Keyspace> {
         let keyspace = self
@@ -226,5 +268,47 @@ impl Storage {
         self.engine.put(Arc::new(engine));
         self.reopenings.store(generation, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_proto::Retention;
+
+    use super::*;
+
+    #[test]
+    fn a_data_directory_of_another_layout_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let config = StorageConfig::default();
+        let storage = Storage::open(&data, config.clone()).expect("open");
+        storage
+            .create_stream("clicks", 1, Retention::default())
+            .expect("create");
+        storage.shutdown().expect("shutdown");
+        drop(storage);
+        assert!(Storage::open(&data, config.clone()).is_ok(), "reopens");
+
+        // Layout 1 did not stamp itself; a newer Weir stamps a higher one.
+        for (stamp, expected_found) in [(None, 1), (Some(3u32), 3)] {
+            let engine = Engine::open(&data, &config, 0).expect("engine");
+            match stamp {
+                Some(version) => engine
+                    .meta
+                    .insert(layout::LAYOUT_VERSION_KEY, version.to_le_bytes()),
+                None => engine.meta.remove(layout::LAYOUT_VERSION_KEY),
+            }
+            .expect("restamp");
+            engine.db.persist(PersistMode::SyncAll).expect("persist");
+            drop(engine);
+
+            let error = Storage::open(&data, config.clone()).err().expect("refused");
+            assert!(
+                matches!(error, StorageError::UnsupportedLayout { found, .. } if found == expected_found),
+                "{error}"
+            );
+            assert!(error.to_string().contains("move it aside"), "{error}");
+        }
     }
 }

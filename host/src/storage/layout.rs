@@ -2,19 +2,26 @@
 //!
 //! - `meta`: `stream/{name}` → [`StreamMeta`]; `shard/{stream id}/{shard}` →
 //!   [`ShardState`] (rewritten in every commit that touches the shard).
-//! - `s{stream id}_{shard}`: one keyspace per shard; key = big-endian
-//!   sequence number (so keys sort in sequence order), value = record.
+//! - `s{stream id}_{shard}`: one keyspace per shard holding its records in
+//!   chunks (see [`super::chunk`]).
+//! - `meta`: `layout_version` → the data directory's layout (see
+//!   [`LAYOUT_VERSION`]).
 //! - `producers`: `{stream id}{shard}{producer id}` → [`DedupWindow`].
 //! - `checkpoints`: `{stream name}\0{shard}\0{consumer}` → sequence number.
 //!
 //! Every value starts with a format byte so the layout can evolve.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use weir_proto::{Record, Retention};
+use bytes::{Buf, BufMut, BytesMut};
+use weir_proto::Retention;
 
 use super::StorageError;
 
 const FORMAT_V1: u8 = 1;
+
+/// The data directory's layout: 1 stored one key per record, 2 stores
+/// records in chunks. A directory of another layout is refused at open.
+pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION_KEY: &str = "layout_version";
 
 pub const META_KEYSPACE: &str = "meta";
 pub const PRODUCERS_KEYSPACE: &str = "producers";
@@ -47,10 +54,6 @@ pub fn shard_state_key(stream_id: u64, shard: u32) -> String {
     format!("shard/{stream_id}/{shard}")
 }
 
-pub fn sequence_key(sequence: u64) -> [u8; 8] {
-    sequence.to_be_bytes()
-}
-
 pub fn producer_key(stream_id: u64, shard: u32, producer_id: u64) -> [u8; 20] {
     let mut key = [0u8; 20];
     key[..8].copy_from_slice(&stream_id.to_be_bytes());
@@ -78,53 +81,6 @@ fn check_format(value: &mut &[u8], what: &'static str) -> Result<(), StorageErro
         return Err(corrupt(what));
     }
     Ok(())
-}
-
-/// Bytes of a stored record value before its partition key.
-pub const RECORD_HEADER_BYTES: usize = 1 + 8 + 2;
-
-/// Encodes a record value: format, arrival time, partition key, data.
-pub fn encode_record(buf: &mut BytesMut, timestamp_ms: u64, partition_key: &str, data: &[u8]) {
-    buf.reserve(RECORD_HEADER_BYTES + partition_key.len() + data.len());
-    buf.put_u8(FORMAT_V1);
-    buf.put_u64_le(timestamp_ms);
-    buf.put_u16_le(partition_key.len() as u16);
-    buf.put_slice(partition_key.as_bytes());
-    buf.put_slice(data);
-}
-
-/// The arrival time of a stored record, without decoding the rest.
-pub fn record_timestamp(value: &[u8]) -> Result<u64, StorageError> {
-    let mut value = value;
-    check_format(&mut value, "record header")?;
-    if value.remaining() < 8 {
-        return Err(corrupt("record header"));
-    }
-    Ok(value.get_u64_le())
-}
-
-/// Decodes a stored record; the data is a slice of `value`, not a copy.
-pub fn decode_record(sequence: u64, value: Bytes) -> Result<Record, StorageError> {
-    let mut header = &value[..];
-    check_format(&mut header, "record header")?;
-    if header.remaining() < 10 {
-        return Err(corrupt("record header"));
-    }
-    let timestamp_ms = header.get_u64_le();
-    let key_len = usize::from(header.get_u16_le());
-    if header.remaining() < key_len {
-        return Err(corrupt("record partition key"));
-    }
-    let partition_key = std::str::from_utf8(&header[..key_len])
-        .map_err(|_| corrupt("record partition key"))?
-        .to_owned();
-    let data = value.slice(RECORD_HEADER_BYTES + key_len..);
-    Ok(Record {
-        sequence,
-        timestamp_ms,
-        partition_key,
-        data,
-    })
 }
 
 /// What a stream is, as stored under `stream/{name}`.
@@ -383,15 +339,6 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        let mut buf = BytesMut::new();
-        encode_record(&mut buf, 1234, "user-7", b"payload");
-        let value = buf.freeze();
-        assert_eq!(record_timestamp(&value).expect("valid"), 1234);
-        let record = decode_record(9, value).expect("valid");
-        assert_eq!(record.sequence, 9);
-        assert_eq!(record.partition_key, "user-7");
-        assert_eq!(&record.data[..], b"payload");
-
         let meta = StreamMeta {
             id: 3,
             shard_count: 4,
@@ -442,8 +389,6 @@ mod tests {
 
     #[test]
     fn corrupt_values_are_errors() {
-        assert!(decode_record(0, Bytes::from_static(&[1, 0, 0])).is_err());
-        assert!(decode_record(0, Bytes::from_static(&[2; 20])).is_err());
         assert!(StreamMeta::decode(&[1, 2, 3]).is_err());
         assert!(DedupWindow::decode(&[1, 0, 0]).is_err());
     }

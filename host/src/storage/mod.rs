@@ -12,9 +12,11 @@
 //!
 //! Invariants: a shard's sequence numbers are dense between `first_sequence`
 //! and `next_sequence` and never reused, even after retention removes every
-//! record; records, dedup state and shard state change in one atomic batch.
+//! record; records, dedup state and shard state change in one atomic batch;
+//! records are stored in [`chunk`]s and `first_sequence` is a chunk's first.
 
 mod catalog;
+mod chunk;
 mod engine;
 mod layout;
 mod processing;
@@ -29,7 +31,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot, watch};
 use weir_proto::routing::shard_hash_range;
@@ -126,6 +127,17 @@ pub enum StorageError {
         "another Weir server is using {dir} (only one server may open a data directory; stop it or pick another --data)"
     )]
     InUse { dir: PathBuf },
+    /// The data directory was written in a layout this Weir does not read.
+    #[error(
+        "{dir} holds data in storage layout {found}, and this Weir reads only layout {expected} \
+         ({hint}); it does not convert directories: move it aside (or remove it) and start again"
+    )]
+    UnsupportedLayout {
+        dir: PathBuf,
+        found: u32,
+        expected: u32,
+        hint: &'static str,
+    },
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the storage writer has stopped (server shutting down)")]
     WriterStopped,
@@ -274,6 +286,7 @@ impl Storage {
             },
             other => other,
         })?;
+        engine.check_layout(dir)?;
         let mut streams = BTreeMap::new();
         for entry in engine.meta.prefix(layout::STREAM_META_PREFIX) {
             let (key, value) = entry.into_inner()?;
@@ -664,24 +677,39 @@ impl Storage {
         Ok(requested)
     }
 
-    /// Binary search over arrival times, which never decrease within a shard.
+    /// The first sequence whose arrival time is at least `ms`: a binary
+    /// search over chunk summaries (arrival times never decrease within a
+    /// shard), then a walk through the one chunk that straddles `ms`.
     fn sequence_at_time(&self, shard: &Shard, state: &ShardState, ms: u64) -> Result<u64> {
         let keyspace = self.engine()?.shard(shard)?;
         let (mut low, mut high) = (state.first_sequence, state.next_sequence);
         while low < high {
             let mid = low + (high - low) / 2;
-            let timestamp = match keyspace.get(layout::sequence_key(mid))? {
-                Some(value) => layout::record_timestamp(&value)?,
+            let Some(summary) = chunk::summary_at(&keyspace, mid)? else {
                 // Trimmed while we searched: it was older than anything left.
-                None => 0,
-            };
-            if timestamp < ms {
                 low = mid + 1;
+                continue;
+            };
+            if summary.last_timestamp_ms < ms {
+                low = summary.end();
+            } else if summary.first_timestamp_ms >= ms {
+                high = summary.first_sequence;
             } else {
-                high = mid;
+                return Self::sequence_in_chunk(&keyspace, summary.first_sequence, ms);
             }
         }
         Ok(low)
+    }
+
+    /// The first sequence at or after `ms` in the chunk starting at `first`,
+    /// which holds records from before and from after `ms`.
+    fn sequence_in_chunk(keyspace: &fjall::Keyspace, first: u64, ms: u64) -> Result<u64> {
+        let mut chunks = chunk::read_from(keyspace, first, first + 1)?;
+        let Some(mut reader) = chunks.next().transpose()? else {
+            return Ok(first);
+        };
+        reader.skip_older_than(ms)?;
+        Ok(reader.next_sequence())
     }
 
     /// [`Storage::read`] for a reader that must not skip records silently
@@ -739,19 +767,16 @@ impl Storage {
         let mut records = Vec::new();
         let mut bytes = 0usize;
         if start < end && limit > 0 {
-            let range = layout::sequence_key(start)..layout::sequence_key(end);
-            for entry in self.engine()?.shard(shard)?.range(range) {
-                let (key, value) = entry.into_inner()?;
-                let sequence = u64::from_be_bytes(
-                    key[..]
-                        .try_into()
-                        .map_err(|_| StorageError::Corrupt { what: "record key" })?,
-                );
-                let record = layout::decode_record(sequence, Bytes::from(value))?;
-                bytes += record.data.len() + record.partition_key.len();
-                records.push(record);
-                if records.len() >= limit || bytes >= bytes_max {
-                    break;
+            let keyspace = self.engine()?.shard(shard)?;
+            // Chunks are whole commits: none straddles `end`.
+            'chunks: for reader in chunk::read_from(&keyspace, start, end)? {
+                let mut reader = reader?;
+                while let Some(record) = reader.next_record()? {
+                    bytes += record.data.len() + record.partition_key.len();
+                    records.push(record);
+                    if records.len() >= limit || bytes >= bytes_max {
+                        break 'chunks;
+                    }
                 }
             }
         }
@@ -776,12 +801,20 @@ impl Storage {
         })
     }
 
-    /// Asks the writer to remove records below `until` in `shard`.
-    fn trim_blocking(&self, shard: Arc<Shard>, until: u64, removed_bytes: u64) -> Result<()> {
+    /// Asks the writer to remove `chunks` (by first sequence), the records
+    /// below `until` in `shard`.
+    fn trim_blocking(
+        &self,
+        shard: Arc<Shard>,
+        chunks: Vec<u64>,
+        until: u64,
+        removed_bytes: u64,
+    ) -> Result<()> {
         let (reply, response) = oneshot::channel();
         self.writer
             .blocking_send(Command::Trim {
                 shard,
+                chunks,
                 until,
                 removed_bytes,
                 reply,
@@ -862,18 +895,12 @@ fn open_shard(engine: &Engine, stream_id: u64, index: u32) -> Result<ShardState>
     };
     // The state is committed with the records, so they agree; the check
     // costs one seek and guards the never-reuse-a-sequence invariant.
-    if let Some(last) = keyspace.last_key_value() {
-        let key = last.key()?;
-        let last_sequence = u64::from_be_bytes(
-            key[..]
-                .try_into()
-                .map_err(|_| StorageError::Corrupt { what: "record key" })?,
-        );
-        if last_sequence >= state.next_sequence {
-            return Err(StorageError::Corrupt {
-                what: "shard state (behind its records)",
-            });
-        }
+    if let Some(last) = chunk::last_summary(&keyspace)?
+        && last.end() > state.next_sequence
+    {
+        return Err(StorageError::Corrupt {
+            what: "shard state (behind its records)",
+        });
     }
     state.first_sequence = state.first_sequence.min(state.next_sequence);
     Ok(state)

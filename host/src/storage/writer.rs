@@ -11,11 +11,12 @@ use std::collections::hash_map::Entry;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-use bytes::{Bytes, BytesMut};
-use fjall::PersistMode;
+use bytes::Bytes;
+use fjall::{Keyspace, PersistMode};
 use tokio::sync::{mpsc, oneshot};
 use weir_proto::ProducerStamp;
 
+use super::chunk::{self, ChunkBuilder};
 use super::engine::{Engine, EngineSlot};
 use super::layout::{self, DedupEntry, DedupWindow, ShardState};
 use super::processing::ProcessingCommit;
@@ -49,8 +50,11 @@ pub(super) struct AppendJob {
 
 pub(super) enum Command {
     Append(AppendJob),
+    /// Removes whole chunks (by first sequence) from the shard's start up
+    /// to `until`, the first sequence of the chunk after them.
     Trim {
         shard: Arc<Shard>,
+        chunks: Vec<u64>,
         until: u64,
         removed_bytes: u64,
         reply: oneshot::Sender<Result<()>>,
@@ -146,13 +150,14 @@ struct Group {
     /// New state per touched shard, published after the commit.
     shards: HashMap<(u64, u32), (Arc<Shard>, ShardState)>,
     replies: Vec<Reply>,
-    /// Encoded record values, one buffer per shard: a memtable keeps the
-    /// buffers its records point into alive until it is flushed, so a
-    /// buffer shared between shards would live as long as the slowest
-    /// shard's memtable (heaptrack under `weir bench load`: 170 MB of
-    /// value buffers for ~100 MB of memtables with one shared buffer,
-    /// 116 MB with one per shard).
-    values: HashMap<(u64, u32), BytesMut>,
+    /// The chunk being filled per shard, stored when full or at commit.
+    /// Each chunk is its own buffer: a memtable keeps the buffers its
+    /// values point into alive until it is flushed, so a buffer shared
+    /// between shards would live as long as the slowest shard's memtable
+    /// (heaptrack under `weir bench load`: 170 MB of value buffers for
+    /// ~100 MB of memtables with one shared buffer, 116 MB with one per
+    /// shard).
+    chunks: HashMap<(u64, u32), (Keyspace, ChunkBuilder)>,
     /// Carries a processor cursor (see `Writer::visibility`).
     moves_cursors: bool,
 }
@@ -254,7 +259,7 @@ impl Writer {
             engine,
             shards: HashMap::new(),
             replies: Vec::new(),
-            values: HashMap::new(),
+            chunks: HashMap::new(),
             moves_cursors: false,
         }
     }
@@ -281,6 +286,7 @@ impl Writer {
             }
             Command::Trim {
                 shard,
+                chunks,
                 until,
                 removed_bytes,
                 reply,
@@ -294,12 +300,15 @@ impl Writer {
                 };
                 let state = Self::staged_state(&mut group.shards, &shard);
                 let until = until.min(state.next_sequence);
-                for sequence in state.first_sequence..until {
+                for first_sequence in chunks {
                     // Each key was written once, so a weak tombstone suffices
                     // and vanishes with the value at compaction.
                     group
                         .batch
-                        .remove_weak(&keyspace, layout::sequence_key(sequence));
+                        .remove_weak(&keyspace, chunk::chunk_key(first_sequence));
+                    group
+                        .batch
+                        .remove_weak(&keyspace, chunk::summary_key(first_sequence));
                 }
                 let removed_records = until.saturating_sub(state.first_sequence);
                 state.records = state.records.saturating_sub(removed_records);
@@ -366,23 +375,27 @@ impl Writer {
         let state = Self::staged_state(&mut group.shards, shard);
         let first_sequence = state.next_sequence;
         let timestamp_ms = now_ms().max(state.last_timestamp_ms);
-        let values = group
-            .values
-            .entry((shard.stream_id, shard.index))
-            .or_default();
-        for (offset, record) in records.iter().enumerate() {
-            layout::encode_record(values, timestamp_ms, &record.partition_key, &record.data);
-            let value = values.split().freeze();
-            group.batch.insert(
-                &keyspace,
-                layout::sequence_key(first_sequence + offset as u64),
-                value,
-            );
+        let chunk_bytes_max = self.config.chunk_bytes_max;
+        for record in records {
+            let (_, chunk) = group
+                .chunks
+                .entry((shard.stream_id, shard.index))
+                .or_insert_with(|| {
+                    let builder = ChunkBuilder::new(state.next_sequence, timestamp_ms);
+                    (keyspace.clone(), builder)
+                });
+            chunk.push(timestamp_ms, &record.partition_key, &record.data);
+            if chunk.len() >= chunk_bytes_max {
+                let full = group.chunks.remove(&(shard.stream_id, shard.index));
+                if let Some((keyspace, chunk)) = full {
+                    store_chunk(&mut group.batch, &keyspace, chunk);
+                }
+            }
             let record_bytes = (record.partition_key.len() + record.data.len()) as u64;
             state.bytes += record_bytes;
             state.bytes_appended += record_bytes;
+            state.next_sequence += 1;
         }
-        state.next_sequence += u64::from(count);
         state.records += u64::from(count);
         state.last_timestamp_ms = timestamp_ms;
 
@@ -472,6 +485,9 @@ impl Writer {
     fn commit(&mut self, mut group: Group) {
         if group.replies.is_empty() {
             return;
+        }
+        for (keyspace, chunk) in group.chunks.into_values() {
+            store_chunk(&mut group.batch, &keyspace, chunk);
         }
         for (shard, state) in group.shards.values() {
             group.batch.insert(
@@ -591,6 +607,16 @@ impl Shard {
 /// What a failed write says, and whether it failed for lack of space
 /// (rather than, say, a failing disk): the difference between
 /// `StorageFull` and `CommitFailed`.
+fn store_chunk(batch: &mut fjall::OwnedWriteBatch, keyspace: &Keyspace, chunk: ChunkBuilder) {
+    let (summary, value) = chunk.finish();
+    batch.insert(keyspace, chunk::chunk_key(summary.first_sequence), value);
+    batch.insert(
+        keyspace,
+        chunk::summary_key(summary.first_sequence),
+        summary.encode(),
+    );
+}
+
 fn describe_failure(error: &fjall::Error) -> (String, bool) {
     use std::io::ErrorKind;
     match error {

@@ -1,0 +1,390 @@
+//! How a shard's records are stored: in chunks, not one key each.
+//!
+//! A chunk holds consecutive records of one shard, written by one group
+//! commit (a group's records for a shard are split into chunks of about
+//! `chunk_bytes_max`). One LSM entry per chunk instead of one per record is
+//! what lets ingest approach the disk: fjall's per-key costs (memtable
+//! inserts, index entries, compaction work) are paid once per chunk.
+//!
+//! In the shard's keyspace, for a chunk whose first record has sequence S:
+//! - `c{S}` → the chunk: format, base arrival time, record count, then per
+//!   record its arrival time (ms after the base), partition key and data;
+//! - `i{S}` → its [`ChunkSummary`] (count, bytes, first and last arrival
+//!   time), small, so retention and `AT_TIMESTAMP` never read the records.
+//!
+//! S is big-endian, so both kinds sort in sequence order. A shard's
+//! `first_sequence` is always a chunk's first sequence (retention removes
+//! whole chunks), or its `next_sequence` when it holds no records.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fjall::Keyspace;
+use weir_proto::Record;
+
+use super::StorageError;
+
+const FORMAT_CHUNK: u8 = 2;
+const FORMAT_SUMMARY: u8 = 1;
+
+const CHUNK_TAG: u8 = b'c';
+const SUMMARY_TAG: u8 = b'i';
+
+/// Format byte, base arrival time, record count.
+const CHUNK_HEADER_BYTES: usize = 1 + 8 + 4;
+/// Arrival time after the base, partition key length, data length.
+const RECORD_HEADER_BYTES: usize = 4 + 2 + 4;
+
+pub type ChunkKey = [u8; 9];
+
+fn key(tag: u8, first_sequence: u64) -> ChunkKey {
+    let mut key = [tag; 9];
+    key[1..].copy_from_slice(&first_sequence.to_be_bytes());
+    key
+}
+
+/// Key of the chunk whose first record has `first_sequence`.
+pub fn chunk_key(first_sequence: u64) -> ChunkKey {
+    key(CHUNK_TAG, first_sequence)
+}
+
+/// Key of that chunk's summary.
+pub fn summary_key(first_sequence: u64) -> ChunkKey {
+    key(SUMMARY_TAG, first_sequence)
+}
+
+/// The first sequence a chunk or summary key names.
+pub fn key_sequence(key: &[u8]) -> Result<u64, StorageError> {
+    match key {
+        [CHUNK_TAG | SUMMARY_TAG, sequence @ ..] => sequence
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt("chunk key")),
+        _ => Err(corrupt("chunk key")),
+    }
+}
+
+fn corrupt(what: &'static str) -> StorageError {
+    StorageError::Corrupt { what }
+}
+
+/// What retention and time searches need to know about a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSummary {
+    pub first_sequence: u64,
+    pub count: u32,
+    /// Partition key and data bytes of its records.
+    pub record_bytes: u64,
+    pub first_timestamp_ms: u64,
+    pub last_timestamp_ms: u64,
+}
+
+impl ChunkSummary {
+    /// The sequence number after the chunk's last record.
+    pub fn end(&self) -> u64 {
+        self.first_sequence + u64::from(self.count)
+    }
+
+    pub fn encode(&self) -> [u8; 29] {
+        let mut out = [0u8; 29];
+        let mut buf = &mut out[..];
+        buf.put_u8(FORMAT_SUMMARY);
+        buf.put_u32_le(self.count);
+        buf.put_u64_le(self.record_bytes);
+        buf.put_u64_le(self.first_timestamp_ms);
+        buf.put_u64_le(self.last_timestamp_ms);
+        out
+    }
+
+    pub fn decode(key: &[u8], mut value: &[u8]) -> Result<Self, StorageError> {
+        if value.len() != 29 || value.get_u8() != FORMAT_SUMMARY {
+            return Err(corrupt("chunk summary"));
+        }
+        Ok(Self {
+            first_sequence: key_sequence(key)?,
+            count: value.get_u32_le(),
+            record_bytes: value.get_u64_le(),
+            first_timestamp_ms: value.get_u64_le(),
+            last_timestamp_ms: value.get_u64_le(),
+        })
+    }
+}
+
+/// A chunk being filled by the writer.
+pub struct ChunkBuilder {
+    summary: ChunkSummary,
+    buf: BytesMut,
+}
+
+impl ChunkBuilder {
+    pub fn new(first_sequence: u64, timestamp_ms: u64) -> Self {
+        let mut buf = BytesMut::new();
+        buf.put_u8(FORMAT_CHUNK);
+        buf.put_u64_le(timestamp_ms);
+        buf.put_u32_le(0); // the count, written by `finish`
+        Self {
+            summary: ChunkSummary {
+                first_sequence,
+                count: 0,
+                record_bytes: 0,
+                first_timestamp_ms: timestamp_ms,
+                last_timestamp_ms: timestamp_ms,
+            },
+            buf,
+        }
+    }
+
+    /// Adds the next record; arrival times never go backwards, and a group
+    /// commit spans far less than the 49 days a `u32` of ms covers.
+    pub fn push(&mut self, timestamp_ms: u64, partition_key: &str, data: &[u8]) {
+        let offset = timestamp_ms.saturating_sub(self.summary.first_timestamp_ms);
+        self.buf
+            .reserve(RECORD_HEADER_BYTES + partition_key.len() + data.len());
+        self.buf
+            .put_u32_le(u32::try_from(offset).unwrap_or(u32::MAX));
+        self.buf.put_u16_le(partition_key.len() as u16);
+        self.buf.put_u32_le(data.len() as u32);
+        self.buf.put_slice(partition_key.as_bytes());
+        self.buf.put_slice(data);
+        self.summary.count += 1;
+        self.summary.record_bytes += (partition_key.len() + data.len()) as u64;
+        self.summary.last_timestamp_ms = timestamp_ms;
+    }
+
+    /// Encoded bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn finish(mut self) -> (ChunkSummary, Bytes) {
+        self.buf[9..13].copy_from_slice(&self.summary.count.to_le_bytes());
+        (self.summary, self.buf.freeze())
+    }
+}
+
+/// Reads a stored chunk's records in order, without copying their data.
+pub struct ChunkReader {
+    value: Bytes,
+    /// Offset of the next record in `value`.
+    offset: usize,
+    next_sequence: u64,
+    remaining: u32,
+    base_timestamp_ms: u64,
+}
+
+impl ChunkReader {
+    pub fn new(key: &[u8], value: Bytes) -> Result<Self, StorageError> {
+        let mut header = &value[..];
+        if header.len() < CHUNK_HEADER_BYTES || header.get_u8() != FORMAT_CHUNK {
+            return Err(corrupt("chunk header"));
+        }
+        let base_timestamp_ms = header.get_u64_le();
+        let remaining = header.get_u32_le();
+        Ok(Self {
+            next_sequence: key_sequence(key)?,
+            value,
+            offset: CHUNK_HEADER_BYTES,
+            remaining,
+            base_timestamp_ms,
+        })
+    }
+
+    /// The sequence number of the record `next` returns.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The next record's arrival time and where its parts are.
+    fn next_header(&self) -> Result<Option<(u64, usize, usize)>, StorageError> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let mut header = self
+            .value
+            .get(self.offset..self.offset + RECORD_HEADER_BYTES)
+            .ok_or_else(|| corrupt("chunk record header"))?;
+        let timestamp_ms = self.base_timestamp_ms + u64::from(header.get_u32_le());
+        let key_len = usize::from(header.get_u16_le());
+        let data_len = header.get_u32_le() as usize;
+        if self.value.len() < self.offset + RECORD_HEADER_BYTES + key_len + data_len {
+            return Err(corrupt("chunk record"));
+        }
+        Ok(Some((timestamp_ms, key_len, data_len)))
+    }
+
+    fn advance(&mut self, key_len: usize, data_len: usize) {
+        self.offset += RECORD_HEADER_BYTES + key_len + data_len;
+        self.next_sequence += 1;
+        self.remaining -= 1;
+    }
+
+    /// Passes over records while `skip(sequence, arrival time)` says so,
+    /// decoding only their headers.
+    fn skip_while(&mut self, skip: impl Fn(u64, u64) -> bool) -> Result<(), StorageError> {
+        while let Some((timestamp_ms, key_len, data_len)) = self.next_header()? {
+            if !skip(self.next_sequence, timestamp_ms) {
+                break;
+            }
+            self.advance(key_len, data_len);
+        }
+        Ok(())
+    }
+
+    /// Passes over the records before `sequence`.
+    pub fn skip_to(&mut self, sequence: u64) -> Result<(), StorageError> {
+        self.skip_while(|next, _| next < sequence)
+    }
+
+    /// Passes over the records that arrived before `ms`.
+    pub fn skip_older_than(&mut self, ms: u64) -> Result<(), StorageError> {
+        self.skip_while(|_, timestamp_ms| timestamp_ms < ms)
+    }
+
+    pub fn next_record(&mut self) -> Result<Option<Record>, StorageError> {
+        let Some((timestamp_ms, key_len, data_len)) = self.next_header()? else {
+            return Ok(None);
+        };
+        let key_start = self.offset + RECORD_HEADER_BYTES;
+        let partition_key = std::str::from_utf8(&self.value[key_start..key_start + key_len])
+            .map_err(|_| corrupt("record partition key"))?
+            .to_owned();
+        let data_start = key_start + key_len;
+        let record = Record {
+            sequence: self.next_sequence,
+            timestamp_ms,
+            partition_key,
+            data: self.value.slice(data_start..data_start + data_len),
+        };
+        self.advance(key_len, data_len);
+        Ok(Some(record))
+    }
+}
+
+/// The summary of the last chunk starting at or before `sequence`.
+fn summary_at_or_before(
+    keyspace: &Keyspace,
+    sequence: u64,
+) -> Result<Option<ChunkSummary>, StorageError> {
+    let Some(entry) = keyspace
+        .range(summary_key(0)..=summary_key(sequence))
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    let (key, value) = entry.into_inner()?;
+    ChunkSummary::decode(&key, &value).map(Some)
+}
+
+/// The summary of the chunk holding `sequence`, if it is stored.
+pub fn summary_at(
+    keyspace: &Keyspace,
+    sequence: u64,
+) -> Result<Option<ChunkSummary>, StorageError> {
+    Ok(summary_at_or_before(keyspace, sequence)?.filter(|summary| sequence < summary.end()))
+}
+
+/// Summaries of the chunks from the one starting at `first_sequence` on.
+pub fn summaries_from(
+    keyspace: &Keyspace,
+    first_sequence: u64,
+) -> impl Iterator<Item = Result<ChunkSummary, StorageError>> {
+    keyspace
+        .range(summary_key(first_sequence)..=summary_key(u64::MAX))
+        .map(|entry| {
+            let (key, value) = entry.into_inner()?;
+            ChunkSummary::decode(&key, &value)
+        })
+}
+
+/// Readers of the stored chunks from the one holding `start` to the one
+/// holding `end - 1`, the first positioned at `start`.
+pub fn read_from(
+    keyspace: &Keyspace,
+    start: u64,
+    end: u64,
+) -> Result<impl Iterator<Item = Result<ChunkReader, StorageError>>, StorageError> {
+    let first = summary_at(keyspace, start)?.map_or(start, |summary| summary.first_sequence);
+    let chunks = keyspace.range(chunk_key(first)..chunk_key(end));
+    Ok(chunks.map(move |entry| {
+        let (key, value) = entry.into_inner()?;
+        let mut reader = ChunkReader::new(&key, Bytes::from(value))?;
+        reader.skip_to(start)?;
+        Ok(reader)
+    }))
+}
+
+/// The last stored chunk's summary.
+pub fn last_summary(keyspace: &Keyspace) -> Result<Option<ChunkSummary>, StorageError> {
+    summary_at_or_before(keyspace, u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(first_sequence: u64) -> (ChunkSummary, Bytes) {
+        let mut builder = ChunkBuilder::new(first_sequence, 1_000);
+        builder.push(1_000, "user-7", b"first");
+        builder.push(1_005, "", b"");
+        builder.push(1_009, "k", b"third");
+        builder.finish()
+    }
+
+    #[test]
+    fn chunks_round_trip_from_any_record() {
+        let (summary, value) = chunk(40);
+        assert_eq!(
+            (summary.count, summary.record_bytes, summary.end()),
+            (3, 17, 43)
+        );
+        assert_eq!(
+            (summary.first_timestamp_ms, summary.last_timestamp_ms),
+            (1_000, 1_009)
+        );
+        let encoded = summary.encode();
+        assert_eq!(
+            ChunkSummary::decode(&summary_key(40), &encoded).expect("valid"),
+            summary
+        );
+
+        let mut reader = ChunkReader::new(&chunk_key(40), value.clone()).expect("valid");
+        let first = reader.next_record().expect("valid").expect("a record");
+        assert_eq!(
+            (
+                first.sequence,
+                first.timestamp_ms,
+                first.partition_key.as_str()
+            ),
+            (40, 1_000, "user-7")
+        );
+        assert_eq!(&first.data[..], b"first");
+
+        let mut reader = ChunkReader::new(&chunk_key(40), value).expect("valid");
+        reader.skip_older_than(1_006).expect("valid");
+        assert_eq!(reader.next_sequence(), 42);
+        reader.skip_to(42).expect("valid");
+        let third = reader.next_record().expect("valid").expect("a record");
+        assert_eq!((third.sequence, &third.data[..]), (42, &b"third"[..]));
+        assert!(reader.next_record().expect("valid").is_none());
+    }
+
+    #[test]
+    fn keys_sort_in_sequence_order_and_kinds_do_not_mix() {
+        assert!(chunk_key(255) < chunk_key(256));
+        assert!(chunk_key(u64::MAX) < summary_key(0));
+        assert_eq!(key_sequence(&summary_key(77)).expect("valid"), 77);
+        assert!(key_sequence(b"x12345678").is_err());
+    }
+
+    #[test]
+    fn damaged_chunks_are_errors_not_panics() {
+        let (_, value) = chunk(0);
+        for cut in [0, 5, CHUNK_HEADER_BYTES + 3, value.len() - 1] {
+            let truncated = value.slice(..cut);
+            let result = ChunkReader::new(&chunk_key(0), truncated).and_then(|mut reader| {
+                while reader.next_record()?.is_some() {}
+                Ok(())
+            });
+            assert!(result.is_err(), "a chunk cut at {cut} bytes decoded");
+        }
+        assert!(ChunkSummary::decode(&summary_key(0), &[1, 2, 3]).is_err());
+    }
+}
