@@ -80,6 +80,9 @@ pub struct StorageConfig {
     /// (one LSM entry each); a group commit's records for a shard are cut
     /// into chunks of this size. Retention removes whole chunks.
     pub chunk_bytes_max: usize,
+    /// A shard's chunks are appended to segment files of about this size;
+    /// retention deletes a segment once it removed every chunk in it.
+    pub segment_bytes_max: u64,
     /// Commands waiting for the writer before senders wait (back-pressure).
     pub writer_queue_commands_max: usize,
     /// Recent batches remembered per producer and shard for deduplication.
@@ -106,6 +109,7 @@ impl Default for StorageConfig {
             write_buffer_bytes_max: 128 * 1024 * 1024,
             group_commit_bytes_max: 16 * 1024 * 1024,
             chunk_bytes_max: 1024 * 1024,
+            segment_bytes_max: 64 * 1024 * 1024,
             writer_queue_commands_max: 4096,
             producer_dedup_batches_max: 64,
             retention_check_interval_ms: 1_000,

@@ -288,3 +288,75 @@ async fn a_processor_behind_retention_reports_the_loss_and_goes_on() {
     );
     assert_eq!(read_all(client, "buys.out").await[&0].len(), 5);
 }
+
+/// The segment files holding a stream's only shard, oldest first.
+fn segment_files(test: &TestServer) -> Vec<std::path::PathBuf> {
+    let root = test.data_dir().join("db").join("segments");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|shard| std::fs::read_dir(shard.path()).into_iter().flatten())
+        .flatten()
+        .map(|file| file.path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn retention_deletes_emptied_segment_files_and_a_deleted_stream_leaves_none() {
+    // Chunks of about 2 records and segments of about 4 chunks.
+    let test = TestServer::start_with(|config| {
+        config.storage.retention_check_interval_ms = 100;
+        config.storage.chunk_bytes_max = 2_000;
+        config.storage.segment_bytes_max = 8_000;
+    })
+    .await;
+    let client = &test.client;
+    let retention = Retention {
+        age_ms: None,
+        bytes: Some(10_000),
+    };
+    client
+        .create_stream("rolling", 1, retention)
+        .await
+        .expect("create");
+    for round in 0..30 {
+        client
+            .put_records("rolling", None, records(&format!("r{round}-"), 2, 1_000))
+            .await
+            .expect("put");
+    }
+    // 60 KB written, 10 KB kept: most segments must go, not just be
+    // emptied of their chunks.
+    let reclaimed = eventually(Duration::from_secs(5), || async {
+        let files = segment_files(&test);
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|file| std::fs::metadata(file).ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        bytes <= 10_000 + 8_000 + 2_100
+    })
+    .await;
+    assert!(reclaimed, "segments left: {:?}", segment_files(&test));
+
+    // What is left reads back, newest last, and survives a restart.
+    let before = read_all(client, "rolling").await[&0].clone();
+    assert!(
+        before
+            .last()
+            .is_some_and(|r| r.partition_key.starts_with("r29-"))
+    );
+    let test = test.restart().await;
+    let after = read_all(&test.client, "rolling").await[&0].clone();
+    assert_eq!(after.len(), before.len());
+    assert_eq!(
+        after.last().map(|r| &r.data),
+        before.last().map(|r| &r.data)
+    );
+
+    test.client.delete_stream("rolling").await.expect("delete");
+    assert_eq!(segment_files(&test), Vec::<std::path::PathBuf>::new());
+}

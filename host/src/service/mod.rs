@@ -82,6 +82,7 @@ impl RequestError {
             StorageError::Corrupt { .. }
             | StorageError::InUse { .. }
             | StorageError::UnsupportedLayout { .. }
+            | StorageError::Segment(_)
             | StorageError::Engine(_)
             | StorageError::Recovering
             | StorageError::CommitFailed { .. } => ErrorCode::StorageFailure,

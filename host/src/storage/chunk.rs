@@ -2,19 +2,18 @@
 //!
 //! A chunk holds consecutive records of one shard, written by one group
 //! commit (a group's records for a shard are split into chunks of about
-//! `chunk_bytes_max`). One LSM entry per chunk instead of one per record is
-//! what lets ingest approach the disk: fjall's per-key costs (memtable
-//! inserts, index entries, compaction work) are paid once per chunk.
+//! `chunk_bytes_max`). The chunk itself goes to the shard's segment files
+//! ([`super::segments`]); the shard's fjall keyspace holds one small
+//! [`ChunkSummary`] per chunk, keyed by its first sequence (big-endian, so
+//! keys sort in sequence order): count, bytes, first and last arrival time
+//! and where the chunk is. Retention and `AT_TIMESTAMP` read only
+//! summaries; fjall's per-key costs are paid once per chunk.
 //!
-//! In the shard's keyspace, for a chunk whose first record has sequence S:
-//! - `c{S}` → the chunk: format, base arrival time, record count, then per
-//!   record its arrival time (ms after the base), partition key and data;
-//! - `i{S}` → its [`ChunkSummary`] (count, bytes, first and last arrival
-//!   time), small, so retention and `AT_TIMESTAMP` never read the records.
-//!
-//! S is big-endian, so both kinds sort in sequence order. A shard's
-//! `first_sequence` is always a chunk's first sequence (retention removes
-//! whole chunks), or its `next_sequence` when it holds no records.
+//! A chunk: format, base arrival time, record count, then per record its
+//! arrival time (ms after the base), partition key and data lengths, the
+//! partition key and the data. A shard's `first_sequence` is always a
+//! chunk's first sequence (retention removes whole chunks), or its
+//! `next_sequence` when it holds no records.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fjall::Keyspace;
@@ -22,48 +21,31 @@ use weir_proto::Record;
 
 use super::StorageError;
 
-const FORMAT_CHUNK: u8 = 2;
+const FORMAT_CHUNK: u8 = 1;
 const FORMAT_SUMMARY: u8 = 1;
-
-const CHUNK_TAG: u8 = b'c';
-const SUMMARY_TAG: u8 = b'i';
+const SUMMARY_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8 + 8 + 4;
 
 /// Format byte, base arrival time, record count.
 const CHUNK_HEADER_BYTES: usize = 1 + 8 + 4;
 /// Arrival time after the base, partition key length, data length.
 const RECORD_HEADER_BYTES: usize = 4 + 2 + 4;
 
-pub type ChunkKey = [u8; 9];
-
-fn key(tag: u8, first_sequence: u64) -> ChunkKey {
-    let mut key = [tag; 9];
-    key[1..].copy_from_slice(&first_sequence.to_be_bytes());
-    key
-}
-
-/// Key of the chunk whose first record has `first_sequence`.
-pub fn chunk_key(first_sequence: u64) -> ChunkKey {
-    key(CHUNK_TAG, first_sequence)
-}
-
-/// Key of that chunk's summary.
-pub fn summary_key(first_sequence: u64) -> ChunkKey {
-    key(SUMMARY_TAG, first_sequence)
-}
-
-/// The first sequence a chunk or summary key names.
-pub fn key_sequence(key: &[u8]) -> Result<u64, StorageError> {
-    match key {
-        [CHUNK_TAG | SUMMARY_TAG, sequence @ ..] => sequence
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt("chunk key")),
-        _ => Err(corrupt("chunk key")),
-    }
+/// Key of the summary of the chunk whose first record has `first_sequence`.
+pub fn summary_key(first_sequence: u64) -> [u8; 8] {
+    first_sequence.to_be_bytes()
 }
 
 fn corrupt(what: &'static str) -> StorageError {
     StorageError::Corrupt { what }
+}
+
+/// Where a chunk is stored: which segment file of its shard, and where in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChunkLocation {
+    /// The segment's first sequence (its name).
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
 }
 
 /// What retention and time searches need to know about a chunk.
@@ -75,6 +57,7 @@ pub struct ChunkSummary {
     pub record_bytes: u64,
     pub first_timestamp_ms: u64,
     pub last_timestamp_ms: u64,
+    pub location: ChunkLocation,
 }
 
 impl ChunkSummary {
@@ -83,27 +66,39 @@ impl ChunkSummary {
         self.first_sequence + u64::from(self.count)
     }
 
-    pub fn encode(&self) -> [u8; 29] {
-        let mut out = [0u8; 29];
+    pub fn encode(&self) -> [u8; SUMMARY_BYTES] {
+        let mut out = [0u8; SUMMARY_BYTES];
         let mut buf = &mut out[..];
         buf.put_u8(FORMAT_SUMMARY);
         buf.put_u32_le(self.count);
         buf.put_u64_le(self.record_bytes);
         buf.put_u64_le(self.first_timestamp_ms);
         buf.put_u64_le(self.last_timestamp_ms);
+        buf.put_u64_le(self.location.segment);
+        buf.put_u64_le(self.location.offset);
+        buf.put_u32_le(self.location.len);
         out
     }
 
     pub fn decode(key: &[u8], mut value: &[u8]) -> Result<Self, StorageError> {
-        if value.len() != 29 || value.get_u8() != FORMAT_SUMMARY {
+        if value.len() != SUMMARY_BYTES || value.get_u8() != FORMAT_SUMMARY {
             return Err(corrupt("chunk summary"));
         }
+        let first_sequence = key
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt("chunk key"))?;
         Ok(Self {
-            first_sequence: key_sequence(key)?,
+            first_sequence,
             count: value.get_u32_le(),
             record_bytes: value.get_u64_le(),
             first_timestamp_ms: value.get_u64_le(),
             last_timestamp_ms: value.get_u64_le(),
+            location: ChunkLocation {
+                segment: value.get_u64_le(),
+                offset: value.get_u64_le(),
+                len: value.get_u32_le(),
+            },
         })
     }
 }
@@ -127,6 +122,7 @@ impl ChunkBuilder {
                 record_bytes: 0,
                 first_timestamp_ms: timestamp_ms,
                 last_timestamp_ms: timestamp_ms,
+                location: ChunkLocation::default(),
             },
             buf,
         }
@@ -154,6 +150,7 @@ impl ChunkBuilder {
         self.buf.len()
     }
 
+    /// The chunk and its summary, whose location the caller fills in.
     pub fn finish(mut self) -> (ChunkSummary, Bytes) {
         self.buf[9..13].copy_from_slice(&self.summary.count.to_le_bytes());
         (self.summary, self.buf.freeze())
@@ -171,7 +168,7 @@ pub struct ChunkReader {
 }
 
 impl ChunkReader {
-    pub fn new(key: &[u8], value: Bytes) -> Result<Self, StorageError> {
+    pub fn new(first_sequence: u64, value: Bytes) -> Result<Self, StorageError> {
         let mut header = &value[..];
         if header.len() < CHUNK_HEADER_BYTES || header.get_u8() != FORMAT_CHUNK {
             return Err(corrupt("chunk header"));
@@ -179,7 +176,7 @@ impl ChunkReader {
         let base_timestamp_ms = header.get_u64_le();
         let remaining = header.get_u32_le();
         Ok(Self {
-            next_sequence: key_sequence(key)?,
+            next_sequence: first_sequence,
             value,
             offset: CHUNK_HEADER_BYTES,
             remaining,
@@ -295,17 +292,20 @@ pub fn summaries_from(
 }
 
 /// Readers of the stored chunks from the one holding `start` to the one
-/// holding `end - 1`, the first positioned at `start`.
-pub fn read_from(
+/// holding `end - 1`, the first positioned at `start`; `load` fetches a
+/// chunk's bytes.
+pub fn read_from<'a>(
     keyspace: &Keyspace,
     start: u64,
     end: u64,
-) -> Result<impl Iterator<Item = Result<ChunkReader, StorageError>>, StorageError> {
+    load: impl Fn(&ChunkSummary) -> Result<Bytes, StorageError> + 'a,
+) -> Result<impl Iterator<Item = Result<ChunkReader, StorageError>> + 'a, StorageError> {
     let first = summary_at(keyspace, start)?.map_or(start, |summary| summary.first_sequence);
-    let chunks = keyspace.range(chunk_key(first)..chunk_key(end));
-    Ok(chunks.map(move |entry| {
+    let summaries = keyspace.range(summary_key(first)..summary_key(end));
+    Ok(summaries.map(move |entry| {
         let (key, value) = entry.into_inner()?;
-        let mut reader = ChunkReader::new(&key, Bytes::from(value))?;
+        let summary = ChunkSummary::decode(&key, &value)?;
+        let mut reader = ChunkReader::new(summary.first_sequence, load(&summary)?)?;
         reader.skip_to(start)?;
         Ok(reader)
     }))
@@ -325,7 +325,13 @@ mod tests {
         builder.push(1_000, "user-7", b"first");
         builder.push(1_005, "", b"");
         builder.push(1_009, "k", b"third");
-        builder.finish()
+        let (mut summary, value) = builder.finish();
+        summary.location = ChunkLocation {
+            segment: 7,
+            offset: 1 << 40,
+            len: value.len() as u32,
+        };
+        (summary, value)
     }
 
     #[test]
@@ -345,7 +351,7 @@ mod tests {
             summary
         );
 
-        let mut reader = ChunkReader::new(&chunk_key(40), value.clone()).expect("valid");
+        let mut reader = ChunkReader::new(40, value.clone()).expect("valid");
         let first = reader.next_record().expect("valid").expect("a record");
         assert_eq!(
             (
@@ -357,7 +363,7 @@ mod tests {
         );
         assert_eq!(&first.data[..], b"first");
 
-        let mut reader = ChunkReader::new(&chunk_key(40), value).expect("valid");
+        let mut reader = ChunkReader::new(40, value).expect("valid");
         reader.skip_older_than(1_006).expect("valid");
         assert_eq!(reader.next_sequence(), 42);
         reader.skip_to(42).expect("valid");
@@ -367,11 +373,9 @@ mod tests {
     }
 
     #[test]
-    fn keys_sort_in_sequence_order_and_kinds_do_not_mix() {
-        assert!(chunk_key(255) < chunk_key(256));
-        assert!(chunk_key(u64::MAX) < summary_key(0));
-        assert_eq!(key_sequence(&summary_key(77)).expect("valid"), 77);
-        assert!(key_sequence(b"x12345678").is_err());
+    fn keys_sort_in_sequence_order() {
+        assert!(summary_key(255) < summary_key(256));
+        assert!(ChunkSummary::decode(b"short", &[0; SUMMARY_BYTES]).is_err());
     }
 
     #[test]
@@ -379,7 +383,7 @@ mod tests {
         let (_, value) = chunk(0);
         for cut in [0, 5, CHUNK_HEADER_BYTES + 3, value.len() - 1] {
             let truncated = value.slice(..cut);
-            let result = ChunkReader::new(&chunk_key(0), truncated).and_then(|mut reader| {
+            let result = ChunkReader::new(0, truncated).and_then(|mut reader| {
                 while reader.next_record()?.is_some() {}
                 Ok(())
             });

@@ -21,6 +21,7 @@ mod engine;
 mod layout;
 mod processing;
 mod retention;
+mod segments;
 mod space;
 mod writer;
 
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot, watch};
 use weir_proto::routing::shard_hash_range;
@@ -108,6 +110,9 @@ pub enum StorageError {
     /// fjall reported an error (I/O, disk full, poisoned after a failed fsync).
     #[error("storage engine: {0}")]
     Engine(#[from] fjall::Error),
+    /// Reading (or tidying) segment files failed.
+    #[error("segment files: {0}")]
+    Segment(std::io::Error),
     /// Writing the group commit carrying this request failed. fjall may
     /// still complete the write when it is reopened, so the request may or
     /// may not have been stored.
@@ -262,6 +267,8 @@ pub struct Storage {
     /// output shards' states are published, and for reading by cursor and
     /// state readers: a committed cursor is never seen ahead of its outputs.
     visibility: Arc<RwLock<()>>,
+    /// Where the records' chunks are (fjall holds their summaries).
+    segments: Arc<segments::Segments>,
     config: StorageConfig,
 }
 
@@ -300,6 +307,15 @@ impl Storage {
             streams.insert(name, Arc::new(stream));
         }
 
+        let segments = Arc::new(segments::Segments::new(dir));
+        let live = streams
+            .values()
+            .flat_map(|stream| &stream.shards)
+            .map(|shard| (shard.stream_id, shard.index))
+            .collect();
+        segments
+            .remove_orphans(&live)
+            .map_err(StorageError::Segment)?;
         let stored_bytes = streams
             .values()
             .flat_map(|stream| &stream.shards)
@@ -322,6 +338,7 @@ impl Storage {
         engine_slot.put(Arc::new(engine));
         let visibility = Arc::new(RwLock::new(()));
         let writer = writer::Writer {
+            segments: segments::SegmentWriter::new(segments.clone(), config.segment_bytes_max),
             engine: engine_slot.clone(),
             visibility: visibility.clone(),
             generation: 0,
@@ -345,6 +362,7 @@ impl Storage {
             space,
             reopenings: AtomicU64::new(0),
             visibility,
+            segments,
             config,
         });
         storage.start_background()?;
@@ -372,12 +390,10 @@ impl Storage {
                     let Some(storage) = storage.upgrade() else {
                         return;
                     };
-                    if sync_interval.is_some()
-                        && let Err(error) = storage
-                            .engine()
-                            .and_then(|engine| Ok(engine.db.persist(PersistMode::SyncData)?))
-                    {
-                        tracing::error!(%error, "periodic sync of the journal failed");
+                    if sync_interval.is_some() {
+                        // Skipped when the writer is busy: its queue will
+                        // reach the disk with the next sync.
+                        let _ = storage.writer.try_send(Command::Sync);
                     }
                     if last_retention.elapsed() >= interval {
                         last_retention = std::time::Instant::now();
@@ -695,7 +711,7 @@ impl Storage {
             } else if summary.first_timestamp_ms >= ms {
                 high = summary.first_sequence;
             } else {
-                return Self::sequence_in_chunk(&keyspace, summary.first_sequence, ms);
+                return self.sequence_in_chunk(shard, &keyspace, summary.first_sequence, ms);
             }
         }
         Ok(low)
@@ -703,8 +719,15 @@ impl Storage {
 
     /// The first sequence at or after `ms` in the chunk starting at `first`,
     /// which holds records from before and from after `ms`.
-    fn sequence_in_chunk(keyspace: &fjall::Keyspace, first: u64, ms: u64) -> Result<u64> {
-        let mut chunks = chunk::read_from(keyspace, first, first + 1)?;
+    fn sequence_in_chunk(
+        &self,
+        shard: &Shard,
+        keyspace: &fjall::Keyspace,
+        first: u64,
+        ms: u64,
+    ) -> Result<u64> {
+        let load = |summary: &chunk::ChunkSummary| self.load_chunk(shard, summary);
+        let mut chunks = chunk::read_from(keyspace, first, first + 1, load)?;
         let Some(mut reader) = chunks.next().transpose()? else {
             return Ok(first);
         };
@@ -769,7 +792,8 @@ impl Storage {
         if start < end && limit > 0 {
             let keyspace = self.engine()?.shard(shard)?;
             // Chunks are whole commits: none straddles `end`.
-            'chunks: for reader in chunk::read_from(&keyspace, start, end)? {
+            let load = |summary: &chunk::ChunkSummary| self.load_chunk(shard, summary);
+            'chunks: for reader in chunk::read_from(&keyspace, start, end, load)? {
                 let mut reader = reader?;
                 while let Some(record) = reader.next_record()? {
                     bytes += record.data.len() + record.partition_key.len();
@@ -799,6 +823,24 @@ impl Storage {
             records_behind_tip: end.saturating_sub(next_sequence),
             millis_behind_tip,
         })
+    }
+
+    /// A chunk's bytes from its segment. A segment removed since its
+    /// summary was read held only records retention removed.
+    fn load_chunk(&self, shard: &Shard, summary: &chunk::ChunkSummary) -> Result<Bytes> {
+        self.segments
+            .read(shard.stream_id, shard.index, summary.location)
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::NotFound => StorageError::PositionTrimmed {
+                    shard: shard.index,
+                    requested: summary.first_sequence,
+                    first_sequence: shard.state().first_sequence,
+                },
+                std::io::ErrorKind::UnexpectedEof => StorageError::Corrupt {
+                    what: "segment (shorter than its chunks)",
+                },
+                _ => StorageError::Segment(error),
+            })
     }
 
     /// Asks the writer to remove `chunks` (by first sequence), the records
@@ -853,7 +895,7 @@ impl Storage {
 
     /// Bytes the data directory uses on disk, as fjall accounts them.
     pub fn disk_bytes(&self) -> Result<u64> {
-        Ok(self.engine()?.db.disk_space()?)
+        Ok(self.engine()?.db.disk_space()? + self.segments.disk_bytes())
     }
 }
 

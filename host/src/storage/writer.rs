@@ -20,6 +20,7 @@ use super::chunk::{self, ChunkBuilder};
 use super::engine::{Engine, EngineSlot};
 use super::layout::{self, DedupEntry, DedupWindow, ShardState};
 use super::processing::ProcessingCommit;
+use super::segments::SegmentWriter;
 use super::space::SpaceGauge;
 use super::{Result, Shard, StorageError, Stream, now_ms};
 use crate::config::StorageConfig;
@@ -72,6 +73,10 @@ pub(super) enum Command {
         commit: ProcessingCommit,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// In buffered mode, every `buffered_sync_interval_ms`: takes what
+    /// was written to the disk, segments before the journal that refers
+    /// to them.
+    Sync,
     Stop,
 }
 
@@ -112,6 +117,7 @@ impl Command {
             | Self::Processing { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
+            Self::Sync => {}
             Self::Stop => return true,
         }
         false
@@ -137,6 +143,8 @@ pub(super) struct Writer {
     pub config: StorageConfig,
     /// Dedup windows read so far, keyed by (stream id, shard, producer id).
     pub dedup: HashMap<(u64, u32, u64), DedupWindow>,
+    /// Appends chunks to the shards' segment files.
+    pub segments: SegmentWriter,
 }
 
 /// How long the writer waits for flushes before it writes anyway (and
@@ -158,8 +166,12 @@ struct Group {
     /// ~100 MB of memtables with one shared buffer, 116 MB with one per
     /// shard).
     chunks: HashMap<(u64, u32), (Keyspace, ChunkBuilder)>,
+    /// Chunks filled up, to be stored at commit.
+    full_chunks: Vec<((u64, u32), Keyspace, ChunkBuilder)>,
     /// Carries a processor cursor (see `Writer::visibility`).
     moves_cursors: bool,
+    /// Shards retention trimmed: segments left empty go after the commit.
+    trimmed: Vec<Arc<Shard>>,
 }
 
 impl Writer {
@@ -195,7 +207,15 @@ impl Writer {
                 match command {
                     Command::Stop => {
                         self.commit(group);
+                        if let Err(error) = self.segments.sync() {
+                            tracing::error!(%error, "syncing segments at shutdown failed");
+                        }
                         return;
+                    }
+                    Command::Sync => {
+                        self.commit(group);
+                        group = self.new_group(engine.clone());
+                        self.sync(&engine);
                     }
                     Command::DropStream { stream, reply } => {
                         // Commit what came before, so the drop is ordered
@@ -260,7 +280,9 @@ impl Writer {
             shards: HashMap::new(),
             replies: Vec::new(),
             chunks: HashMap::new(),
+            full_chunks: Vec::new(),
             moves_cursors: false,
+            trimmed: Vec::new(),
         }
     }
 
@@ -305,11 +327,9 @@ impl Writer {
                     // and vanishes with the value at compaction.
                     group
                         .batch
-                        .remove_weak(&keyspace, chunk::chunk_key(first_sequence));
-                    group
-                        .batch
                         .remove_weak(&keyspace, chunk::summary_key(first_sequence));
                 }
+                group.trimmed.push(shard.clone());
                 let removed_records = until.saturating_sub(state.first_sequence);
                 state.records = state.records.saturating_sub(removed_records);
                 state.bytes = state.bytes.saturating_sub(removed_bytes);
@@ -335,7 +355,9 @@ impl Writer {
                     let _ = reply.send(Err(error));
                 }
             },
-            Command::DropStream { .. } | Command::Stop => unreachable!("handled by run"),
+            Command::DropStream { .. } | Command::Sync | Command::Stop => {
+                unreachable!("handled by run")
+            }
         }
     }
 
@@ -386,9 +408,9 @@ impl Writer {
                 });
             chunk.push(timestamp_ms, &record.partition_key, &record.data);
             if chunk.len() >= chunk_bytes_max {
-                let full = group.chunks.remove(&(shard.stream_id, shard.index));
-                if let Some((keyspace, chunk)) = full {
-                    store_chunk(&mut group.batch, &keyspace, chunk);
+                let key = (shard.stream_id, shard.index);
+                if let Some((keyspace, chunk)) = group.chunks.remove(&key) {
+                    group.full_chunks.push((key, keyspace, chunk));
                 }
             }
             let record_bytes = (record.partition_key.len() + record.data.len()) as u64;
@@ -482,12 +504,48 @@ impl Writer {
         Ok(slot.insert(window))
     }
 
+    /// Writes the group's chunks to their segments (synced, when every
+    /// commit is) and puts their summaries in the batch.
+    fn store_chunks(&mut self, group: &mut Group) -> std::io::Result<()> {
+        let open = std::mem::take(&mut group.chunks)
+            .into_iter()
+            .map(|(key, (keyspace, chunk))| (key, keyspace, chunk));
+        let mut chunks: Vec<_> = std::mem::take(&mut group.full_chunks);
+        chunks.extend(open);
+        for ((stream_id, shard), keyspace, chunk) in chunks {
+            let (mut summary, value) = chunk.finish();
+            let last = || chunk::last_summary(&keyspace).map_err(std::io::Error::other);
+            summary.location =
+                self.segments
+                    .append(stream_id, shard, summary.first_sequence, &value, last)?;
+            group.batch.insert(
+                &keyspace,
+                chunk::summary_key(summary.first_sequence),
+                summary.encode(),
+            );
+        }
+        if self.durability == Some(PersistMode::SyncData) {
+            self.segments.sync()?;
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, mut group: Group) {
         if group.replies.is_empty() {
             return;
         }
-        for (keyspace, chunk) in group.chunks.into_values() {
-            store_chunk(&mut group.batch, &keyspace, chunk);
+        if let Err(error) = self.store_chunks(&mut group) {
+            // fjall is untouched; the next group's chunks overwrite these.
+            // Writes are refused until the background thread finds room
+            // and reopens storage, as after a failed journal write (which
+            // also re-reads the cached dedup windows, some of which claim
+            // batches of this group).
+            self.segments.abandoned();
+            let (message, disk_full) = describe_io_failure(&error);
+            tracing::error!(%message, "writing records to a segment failed; the batch's requests get an error");
+            self.space.engine_failed(&message);
+            fail_replies(group.replies, &message, disk_full);
+            return;
         }
         for (shard, state) in group.shards.values() {
             group.batch.insert(
@@ -503,6 +561,7 @@ impl Writer {
             .then(|| self.visibility.write().unwrap_or_else(|p| p.into_inner()));
         match group.batch.commit() {
             Ok(()) => {
+                self.segments.committed();
                 for (shard, state) in group.shards.into_values() {
                     self.space.changed(shard.state().bytes, state.bytes);
                     shard.publish(state);
@@ -518,6 +577,15 @@ impl Writer {
                         }
                     }
                 }
+                for shard in group.trimmed {
+                    let first_sequence = shard.state().first_sequence;
+                    if let Err(error) =
+                        self.segments
+                            .remove_before(shard.stream_id, shard.index, first_sequence)
+                    {
+                        tracing::warn!(%error, stream = %shard.stream_name, shard = shard.index, "removing segments retention emptied failed; will retry");
+                    }
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "group commit failed; the batch's requests get an error");
@@ -527,31 +595,22 @@ impl Writer {
                 // re-read from the reopened engine.
                 let (message, disk_full) = describe_failure(&error);
                 self.space.engine_failed(&message);
-                for reply in group.replies {
-                    let error = || {
-                        if disk_full {
-                            StorageError::StorageFull {
-                                reason: format!(
-                                    "the disk is full ({message}); the request may or may not \
-                                     have been stored, so retry it with the same producer stamp"
-                                ),
-                            }
-                        } else {
-                            StorageError::CommitFailed {
-                                message: message.clone(),
-                            }
-                        }
-                    };
-                    match reply {
-                        Reply::Append(reply, _) => {
-                            let _ = reply.send(Err(error()));
-                        }
-                        Reply::Unit(reply) => {
-                            let _ = reply.send(Err(error()));
-                        }
-                    }
-                }
+                self.segments.abandoned();
+                fail_replies(group.replies, &message, disk_full);
             }
+        }
+    }
+
+    fn sync(&mut self, engine: &Engine) {
+        let synced = self
+            .segments
+            .sync()
+            .map_err(|error| error.to_string())
+            .and_then(|()| {
+                (engine.db.persist(PersistMode::SyncData)).map_err(|error| error.to_string())
+            });
+        if let Err(error) = synced {
+            tracing::error!(%error, "periodic sync failed");
         }
     }
 
@@ -581,9 +640,13 @@ impl Writer {
         batch.commit()?;
         self.dedup
             .retain(|(stream_id, _, _), _| *stream_id != stream.id);
+        self.segments.forget_stream(stream.id);
         for shard in &stream.shards {
             self.space.changed(shard.state().bytes, 0);
             engine.delete_shard(shard)?;
+            if let Err(error) = self.segments.remove_shard(stream.id, shard.index) {
+                tracing::warn!(%error, stream = %stream.name, shard = shard.index, "removing a deleted stream's segments failed");
+            }
             // Wake subscribers and workers waiting on the tip: they find
             // the stream deleted and stop.
             shard.tip.send_modify(|_| ());
@@ -604,29 +667,51 @@ impl Shard {
     }
 }
 
+/// Answers a failed group's requests.
+fn fail_replies(replies: Vec<Reply>, message: &str, disk_full: bool) {
+    let error = || {
+        if disk_full {
+            StorageError::StorageFull {
+                reason: format!(
+                    "the disk is full ({message}); the request may or may not \
+                     have been stored, so retry it with the same producer stamp"
+                ),
+            }
+        } else {
+            StorageError::CommitFailed {
+                message: message.to_owned(),
+            }
+        }
+    };
+    for reply in replies {
+        match reply {
+            Reply::Append(reply, _) => {
+                let _ = reply.send(Err(error()));
+            }
+            Reply::Unit(reply) => {
+                let _ = reply.send(Err(error()));
+            }
+        }
+    }
+}
+
 /// What a failed write says, and whether it failed for lack of space
 /// (rather than, say, a failing disk): the difference between
 /// `StorageFull` and `CommitFailed`.
-fn store_chunk(batch: &mut fjall::OwnedWriteBatch, keyspace: &Keyspace, chunk: ChunkBuilder) {
-    let (summary, value) = chunk.finish();
-    batch.insert(keyspace, chunk::chunk_key(summary.first_sequence), value);
-    batch.insert(
-        keyspace,
-        chunk::summary_key(summary.first_sequence),
-        summary.encode(),
-    );
-}
-
 fn describe_failure(error: &fjall::Error) -> (String, bool) {
-    use std::io::ErrorKind;
     match error {
         fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => {
-            let disk_full = matches!(
-                io.kind(),
-                ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
-            );
-            (io.to_string(), disk_full)
+            describe_io_failure(io)
         }
         other => (other.to_string(), false),
     }
+}
+
+fn describe_io_failure(error: &std::io::Error) -> (String, bool) {
+    use std::io::ErrorKind;
+    let disk_full = matches!(
+        error.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+    );
+    (error.to_string(), disk_full)
 }
