@@ -758,3 +758,35 @@ fn sink_verbs_create_describe_pause_resume_and_remove() {
     // `rm` is an alias of `delete` on every kind.
     ok(&["stream", "rm", "clicks"]);
 }
+
+#[test]
+fn bench_produce_measures_a_running_server_from_its_own_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let server = ServerProcess::spawn(data, &[]);
+    let (ok, out, err) = weir(
+        data,
+        &server,
+        &[
+            "bench",
+            "produce",
+            "--records",
+            "3000",
+            "--batch",
+            "100",
+            "--size",
+            "200",
+        ],
+    );
+    assert!(ok, "bench failed: {err}");
+    assert!(out.contains(&format!("--server {}", server.addr)), "{out}");
+    let quic = out
+        .lines()
+        .find(|line| line.starts_with("quic"))
+        .unwrap_or_else(|| panic!("no quic line: {out}"));
+    assert!(quic.contains("(3000 records in"), "{quic}");
+    assert!(!out.contains("raw"), "the in-process baseline ran: {out}");
+    // The run's stream is gone again.
+    let (_, streams, _) = weir(data, &server, &["stream", "list"]);
+    assert_eq!(streams.trim(), "", "{streams}");
+}

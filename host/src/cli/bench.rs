@@ -17,8 +17,14 @@ use crate::storage::{AppendRecord, Storage};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Durable ingest: raw storage in-process, then the same over QUIC.
-    Produce(ProduceArgs),
+    /// Durable ingest: raw storage in-process, then the same over QUIC; or,
+    /// with --server, only over QUIC to a running `weir serve`.
+    Produce {
+        #[command(flatten)]
+        args: ProduceArgs,
+        #[command(flatten)]
+        connect: super::ConnectArgs,
+    },
     /// Reads: GetRecords pages and subscriptions over QUIC.
     Consume(ConsumeArgs),
     /// A plugin through the Wasm boundary: fuel on/off, native ratio, cold start.
@@ -105,7 +111,10 @@ pub struct ConsumeArgs {
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Produce(args) => produce(args).await,
+        BenchCommand::Produce { args, connect } if connect.server.is_some() => {
+            produce_against(&connect, args).await
+        }
+        BenchCommand::Produce { args, .. } => produce(args).await,
         BenchCommand::Consume(args) => consume(args).await,
         BenchCommand::Pipeline(args) => pipeline(args).await,
         BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
@@ -275,7 +284,9 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         .client
         .create_stream("bench", args.shards, Default::default())
         .await?;
-    let mut measured = produce_quic(&embedded, batches.clone(), &args).await?;
+    let clients = embedded.producers(args.producers).await?;
+    let mut measured = produce_quic(&clients, "bench", batches.clone(), &args).await?;
+    close_extra(&clients).await;
     measured.report("quic");
     if let Some(baseline) = baseline {
         println!(
@@ -320,7 +331,9 @@ async fn produce_beside_churn(
     let churn_client = Client::connect(embedded.server.client_config()).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let churn = tokio::spawn(control_plane_churn(churn_client, admin, component, stopped));
-    let measured = produce_quic(&embedded, batches, args).await;
+    let clients = embedded.producers(args.producers).await?;
+    let measured = produce_quic(&clients, "bench", batches, args).await;
+    close_extra(&clients).await;
     let _ = stop.send(true);
     let (uploads, scrapes) = churn.await.context("churn task")??;
     println!(
@@ -470,18 +483,73 @@ async fn produce_raw(
     })
 }
 
+/// The QUIC phase on its own: `weir bench produce --server ADDR` against a
+/// running `weir serve`, so the server's figure is measured with the client
+/// in another process. A stream is created for the run and deleted after.
+async fn produce_against(connect: &super::ConnectArgs, args: ProduceArgs) -> anyhow::Result<()> {
+    if args.records == 0 || args.batch == 0 || args.producers == 0 || args.in_flight == 0 {
+        bail!("--records, --batch, --producers and --in-flight must be positive");
+    }
+    let mut clients = Vec::with_capacity(args.producers);
+    for _ in 0..args.producers {
+        clients.push(connect.connect().await?);
+    }
+    let stream = format!("bench-{}", std::process::id());
+    clients[0]
+        .create_stream(&stream, args.shards, Default::default())
+        .await
+        .context("creating the benchmark's stream")?;
+    println!(
+        "weir bench produce --server {}: {} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards, stream {stream} (the server's durability)",
+        connect.address(),
+        args.records,
+        args.size,
+        args.batch,
+        args.producers,
+        args.in_flight,
+        args.shards,
+    );
+    let batches = make_batches(args.records, args.size, args.batch);
+    let measured = produce_quic(&clients, &stream, batches, &args).await;
+    if let Err(error) = clients[0].delete_stream(&stream).await {
+        eprintln!("could not delete the benchmark's stream {stream}: {error}");
+    }
+    for client in &clients {
+        client.close().await;
+    }
+    measured?.report("quic");
+    Ok(())
+}
+
+impl Embedded {
+    /// The embedded client and `count - 1` more connections.
+    pub async fn producers(&self, count: usize) -> anyhow::Result<Vec<Client>> {
+        let mut clients = vec![self.client.clone()];
+        for _ in 1..count {
+            let mut config = self.server.client_config();
+            config.frame_bytes_max = usize::MAX;
+            clients.push(Client::connect(config).await?);
+        }
+        Ok(clients)
+    }
+}
+
+/// Closes the connections [`Embedded::producers`] opened besides its own.
+pub(super) async fn close_extra(clients: &[Client]) {
+    for client in clients.iter().skip(1) {
+        client.close().await;
+    }
+}
+
+/// Sends `batches` to `stream`, `args.in_flight` requests at a time from
+/// each client, and measures throughput and ack latency.
 pub(super) async fn produce_quic(
-    embedded: &Embedded,
+    clients: &[Client],
+    stream: &str,
     batches: Vec<Vec<PutRecord>>,
     args: &ProduceArgs,
 ) -> anyhow::Result<Measured> {
     let bar = progress_bar(args.records, "quic");
-    let mut clients = vec![embedded.client.clone()];
-    for _ in 1..args.producers {
-        let mut config = embedded.server.client_config();
-        config.frame_bytes_max = usize::MAX;
-        clients.push(Client::connect(config).await?);
-    }
     let batch_count = batches.len();
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter().enumerate()));
     // With --rate, batch i may not be sent before start + i * interval.
@@ -494,6 +562,7 @@ pub(super) async fn produce_quic(
             let queue = queue.clone();
             let client = client.clone();
             let bar = bar.clone();
+            let stream = stream.to_owned();
             tasks.spawn(async move {
                 let producer_id = (producer * 1000 + lane) as u64 + 1;
                 let mut latencies = Vec::new();
@@ -511,7 +580,7 @@ pub(super) async fn produce_quic(
                     batch_sequence += 1;
                     let count = records.len() as u64;
                     let sent = Instant::now();
-                    let results = client.put_records("bench", Some(stamp), records).await?;
+                    let results = client.put_records(&stream, Some(stamp), records).await?;
                     latencies.push(sent.elapsed().as_micros() as u64);
                     if let Some(PutResult::Failed { code, message }) = results
                         .iter()
@@ -531,9 +600,6 @@ pub(super) async fn produce_quic(
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    for client in clients.iter().skip(1) {
-        client.close().await;
-    }
     Ok(Measured {
         records: args.records,
         bytes: args.records * args.size,

@@ -78,7 +78,8 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
         .client
         .create_stream("bench", args.shards, Default::default())
         .await?;
-    let mut quic = produce_quic(&quic_server, batches.clone(), &produce).await?;
+    let clients = quic_server.producers(1).await?;
+    let mut quic = produce_quic(&clients, "bench", batches.clone(), &produce).await?;
     quic.report("quic put");
     quic_server.stop().await?;
 

@@ -136,9 +136,9 @@ struct ServeArgs {
 /// Where the server is and which certificate to trust.
 #[derive(Args, Clone)]
 pub struct ConnectArgs {
-    /// Server address (default: this machine's default port).
-    #[arg(long, env = "WEIR_SERVER", default_value = weir_proto::DEFAULT_LISTEN_ADDR)]
-    server: SocketAddr,
+    /// Server address [default: 127.0.0.1:7720, this machine's default port].
+    #[arg(long, env = "WEIR_SERVER")]
+    pub(crate) server: Option<SocketAddr>,
     /// Certificate to trust (default: DATA/tls/cert.pem, the local server's).
     #[arg(long, env = "WEIR_CA")]
     ca: Option<PathBuf>,
@@ -159,6 +159,15 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// The server's address: `--server`, or this machine's default port.
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.server.unwrap_or_else(|| {
+            weir_proto::DEFAULT_LISTEN_ADDR
+                .parse()
+                .unwrap_or_else(|_| unreachable!("the default address is valid"))
+        })
+    }
+
     /// The certificate this client trusts.
     pub(crate) fn ca_path(&self) -> PathBuf {
         self.ca
@@ -174,7 +183,7 @@ impl ConnectArgs {
                 ca.display()
             );
         }
-        let mut config = ClientConfig::new(self.server, ca);
+        let mut config = ClientConfig::new(self.address(), ca);
         config.server_name = self.server_name.clone();
         config.connect_timeout = std::time::Duration::from_millis(self.connect_timeout);
         config.token = match &self.token {
@@ -193,12 +202,12 @@ impl ConnectArgs {
                 "the server at {} refused the token ({message}); on the server's machine \
                  the admin token is in DATA/admin.token (--data DATA), elsewhere pass one \
                  from `weir token create` with --token or WEIR_TOKEN",
-                self.server
+                self.address()
             ),
             // Its message already says no server answered, and where.
             connect @ weir_client::ClientError::Connect { .. } => anyhow::Error::new(connect),
             other => anyhow::Error::new(other)
-                .context(format!("talking to the server at {}", self.server)),
+                .context(format!("talking to the server at {}", self.address())),
         })
     }
 }

@@ -90,7 +90,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                     println!("The secret is shown only now. A client of this server needs:");
                     println!(
                         "  WEIR_SERVER={} WEIR_CA={} WEIR_TOKEN={secret}",
-                        connect.server,
+                        connect.address(),
                         connect.ca_path().display()
                     );
                     println!(
