@@ -893,7 +893,8 @@ impl Storage {
         self.space.disk_free_bytes()
     }
 
-    /// Bytes the data directory uses on disk, as fjall accounts them.
+    /// Bytes the data directory uses on disk: fjall's own accounting plus
+    /// the segment files.
     pub fn disk_bytes(&self) -> Result<u64> {
         Ok(self.engine()?.db.disk_space()? + self.segments.disk_bytes())
     }

@@ -158,15 +158,10 @@ struct Group {
     /// New state per touched shard, published after the commit.
     shards: HashMap<(u64, u32), (Arc<Shard>, ShardState)>,
     replies: Vec<Reply>,
-    /// The chunk being filled per shard, stored when full or at commit.
-    /// Each chunk is its own buffer: a memtable keeps the buffers its
-    /// values point into alive until it is flushed, so a buffer shared
-    /// between shards would live as long as the slowest shard's memtable
-    /// (heaptrack under `weir bench load`: 170 MB of value buffers for
-    /// ~100 MB of memtables with one shared buffer, 116 MB with one per
-    /// shard).
+    /// The chunk being filled per shard (with the shard's keyspace, for
+    /// its summary), written to its segment at commit.
     chunks: HashMap<(u64, u32), (Keyspace, ChunkBuilder)>,
-    /// Chunks filled up, to be stored at commit.
+    /// Chunks that reached `chunk_bytes_max`, written at commit too.
     full_chunks: Vec<((u64, u32), Keyspace, ChunkBuilder)>,
     /// Carries a processor cursor (see `Writer::visibility`).
     moves_cursors: bool,
