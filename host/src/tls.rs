@@ -171,22 +171,27 @@ pub fn box_id(reset_key: &[u8]) -> String {
 
 /// A rustls server configuration for QUIC: TLS 1.3 only, ALPN `weir/1`.
 pub fn server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
-    with_alpn(identity, vec![weir_proto::ALPN.to_vec()])
+    // QUIC is defined on TLS 1.3 alone.
+    let versions = [&rustls::version::TLS13];
+    with_alpn(identity, &versions, vec![weir_proto::ALPN.to_vec()])
 }
 
 /// The same certificate for the Kinesis HTTP API: ALPN `h2` and
-/// `http/1.1`, TLS 1.3.
+/// `http/1.1`, TLS 1.3 and 1.2 (agents built on Java 8 or older OpenSSL
+/// stop at 1.2, and AWS's endpoints accept it).
 pub fn http_server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
-    with_alpn(identity, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    with_alpn(identity, &versions, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
 }
 
 fn with_alpn(
     identity: ServerIdentity,
+    versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: Vec<Vec<u8>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = alpn;

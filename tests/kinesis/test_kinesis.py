@@ -585,6 +585,28 @@ def test_https_with_the_servers_certificate(weir, stream):
     assert [r["Data"] for r in records] == [b"over tls"]
 
 
+def test_https_speaks_tls_1_2_and_1_3(weir, stream):
+    """Older clients (Java 8, OpenSSL 1.0.2 builds of agents) stop at TLS 1.2."""
+    import http.client
+    import ssl
+    import urllib.parse
+
+    body = json.dumps({"StreamName": stream}).encode()
+    url = urllib.parse.urlsplit(weir.tls_endpoint)
+    for version in [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]:
+        context = ssl.create_default_context(cafile=weir.cert)
+        context.minimum_version = context.maximum_version = version
+        connection = http.client.HTTPSConnection(url.hostname, url.port, context=context)
+        headers = sign_for(weir, weir.tls_endpoint, "DescribeStreamSummary", body)
+        connection.request("POST", "/", body=body, headers=headers)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        assert connection.sock.version() == version.name.replace("_", "."), version
+        assert response.status == 200, answer
+        assert answer["StreamDescriptionSummary"]["StreamName"] == stream
+        connection.close()
+
+
 def test_http2_with_and_without_tls(weir, stream):
     import ssl
 
