@@ -181,7 +181,11 @@ pub fn server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, T
 /// stop at 1.2, and AWS's endpoints accept it).
 pub fn http_server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-    with_alpn(identity, &versions, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+    with_alpn(
+        identity,
+        &versions,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    )
 }
 
 fn with_alpn(

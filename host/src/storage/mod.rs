@@ -346,6 +346,7 @@ impl Storage {
             durability,
             config: config.clone(),
             dedup: Default::default(),
+            last_sync: std::time::Instant::now(),
         };
         let writer_thread = writer
             .spawn(writer_rx)

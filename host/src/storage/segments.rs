@@ -187,8 +187,10 @@ impl SegmentWriter {
         if full {
             let file = self.create(stream_id, shard, first_sequence)?;
             let appender = self.appenders.get_mut(&key).ok_or_else(unexpected)?;
-            if appender.pending > 0 {
-                // The old segment's pending chunks still need their sync.
+            if appender.dirty {
+                // The old segment leaves the map, and so every later sync:
+                // its unsynced chunks (this group's, or in buffered mode
+                // earlier ones too) are synced now.
                 appender.file.sync_data()?;
             }
             *appender = Appender {

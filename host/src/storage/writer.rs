@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjall::{Keyspace, PersistMode};
@@ -23,7 +24,7 @@ use super::processing::ProcessingCommit;
 use super::segments::SegmentWriter;
 use super::space::SpaceGauge;
 use super::{Result, Shard, StorageError, Stream, now_ms};
-use crate::config::StorageConfig;
+use crate::config::{Durability, StorageConfig};
 
 /// A record on its way into a shard.
 #[derive(Debug, Clone)]
@@ -145,11 +146,13 @@ pub(super) struct Writer {
     pub dedup: HashMap<(u64, u32, u64), DedupWindow>,
     /// Appends chunks to the shards' segment files.
     pub segments: SegmentWriter,
+    /// When the buffered mode's periodic sync last ran.
+    pub last_sync: Instant,
 }
 
 /// How long the writer waits for flushes before it writes anyway (and
 /// warns): back-pressure must not turn into a stopped server.
-const MEMTABLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+const MEMTABLE_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// What one group commit is building.
 struct Group {
@@ -226,6 +229,14 @@ impl Writer {
                 }
             }
             self.commit(group);
+            // Under steady load the storage thread's `Sync` may find the
+            // queue full: the writer keeps the interval itself.
+            if self.config.durability == Durability::Buffered
+                && self.last_sync.elapsed()
+                    >= Duration::from_millis(self.config.buffered_sync_interval_ms)
+            {
+                self.sync(&engine);
+            }
         }
     }
 
@@ -249,7 +260,7 @@ impl Writer {
     /// every memtable is sealed so flushes start.
     fn wait_for_memtables(&mut self, engine: &Engine) {
         let max = self.config.write_buffer_bytes_max;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         while engine.db.write_buffer_size() > max {
             if engine.db.outstanding_flushes() == 0
                 && let Err(error) = engine.seal_memtables()
@@ -264,7 +275,7 @@ impl Writer {
                 );
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -597,6 +608,7 @@ impl Writer {
     }
 
     fn sync(&mut self, engine: &Engine) {
+        self.last_sync = Instant::now();
         let synced = self
             .segments
             .sync()
