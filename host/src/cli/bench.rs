@@ -109,6 +109,28 @@ pub struct ConsumeArgs {
     limit: u32,
 }
 
+impl ProduceArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.records == 0 || self.batch == 0 || self.producers == 0 || self.in_flight == 0 {
+            bail!("--records, --batch, --producers and --in-flight must be positive");
+        }
+        Ok(())
+    }
+
+    /// What one run sends, for the line that opens its report.
+    fn describe(&self) -> String {
+        let paced = if self.rate > 0 {
+            format!(", paced at {} records/s", self.rate)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards{paced}",
+            self.records, self.size, self.batch, self.producers, self.in_flight, self.shards,
+        )
+    }
+}
+
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Produce { args, connect } if connect.server.is_some() => {
@@ -243,23 +265,11 @@ impl Measured {
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    if args.records == 0 || args.batch == 0 || args.producers == 0 || args.in_flight == 0 {
-        bail!("--records, --batch, --producers and --in-flight must be positive");
-    }
+    args.check()?;
     println!(
-        "weir bench produce: {} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards, {}{}",
-        args.records,
-        args.size,
-        args.batch,
-        args.producers,
-        args.in_flight,
-        args.shards,
-        args.durability.name(),
-        if args.rate > 0 {
-            format!(", paced at {} records/s", args.rate)
-        } else {
-            String::new()
-        },
+        "weir bench produce: {}, {}",
+        args.describe(),
+        args.durability.name()
     );
     let batches = make_batches(args.records, args.size, args.batch);
 
@@ -487,9 +497,7 @@ async fn produce_raw(
 /// running `weir serve`, so the server's figure is measured with the client
 /// in another process. A stream is created for the run and deleted after.
 async fn produce_against(connect: &super::ConnectArgs, args: ProduceArgs) -> anyhow::Result<()> {
-    if args.records == 0 || args.batch == 0 || args.producers == 0 || args.in_flight == 0 {
-        bail!("--records, --batch, --producers and --in-flight must be positive");
-    }
+    args.check()?;
     let mut clients = Vec::with_capacity(args.producers);
     for _ in 0..args.producers {
         clients.push(connect.connect().await?);
@@ -500,14 +508,9 @@ async fn produce_against(connect: &super::ConnectArgs, args: ProduceArgs) -> any
         .await
         .context("creating the benchmark's stream")?;
     println!(
-        "weir bench produce --server {}: {} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards, stream {stream} (the server's durability)",
+        "weir bench produce --server {}: {}, stream {stream} (the server's durability)",
         connect.address(),
-        args.records,
-        args.size,
-        args.batch,
-        args.producers,
-        args.in_flight,
-        args.shards,
+        args.describe()
     );
     let batches = make_batches(args.records, args.size, args.batch);
     let measured = produce_quic(&clients, &stream, batches, &args).await;

@@ -20,6 +20,7 @@ use fjall::Keyspace;
 use weir_proto::Record;
 
 use super::StorageError;
+use super::layout::corrupt;
 
 const FORMAT_CHUNK: u8 = 1;
 const FORMAT_SUMMARY: u8 = 1;
@@ -33,10 +34,6 @@ const RECORD_HEADER_BYTES: usize = 4 + 2 + 4;
 /// Key of the summary of the chunk whose first record has `first_sequence`.
 pub fn summary_key(first_sequence: u64) -> [u8; 8] {
     first_sequence.to_be_bytes()
-}
-
-fn corrupt(what: &'static str) -> StorageError {
-    StorageError::Corrupt { what }
 }
 
 /// Where a chunk is stored: which segment file of its shard, and where in it.

@@ -72,7 +72,7 @@ pub fn checkpoint_key(stream: &str, shard: u32, consumer: &str) -> Vec<u8> {
     key
 }
 
-fn corrupt(what: &'static str) -> StorageError {
+pub(super) fn corrupt(what: &'static str) -> StorageError {
     StorageError::Corrupt { what }
 }
 
