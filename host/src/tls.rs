@@ -85,13 +85,7 @@ pub fn load_or_generate(
             (cert_path, key_path, true)
         }
     };
-    let chain = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem {
-            path: cert_path.clone(),
-            what: "certificate",
-            reason: e.to_string(),
-        })?;
+    let chain = read_certificates(&cert_path)?;
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Pem {
         path: key_path.clone(),
         what: "private key",
@@ -200,4 +194,48 @@ fn with_alpn(
         .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = alpn;
     Ok(config)
+}
+
+/// A rustls client configuration for TCP upstreams (a sink's Kinesis
+/// endpoint): trusting the certificates in `ca_file` (PEM), or the
+/// system's trust store without one; TLS 1.3 and 1.2, as AWS's endpoints.
+pub fn client_config(
+    ca_file: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = read_certificates(path)?;
+            roots.add_parsable_certificates(certs);
+        }
+        None => {
+            // Unreadable entries of the system store are skipped, as
+            // every TLS client does; an empty store fails at the handshake.
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(config)
+}
+
+/// The certificates of a PEM file; at least one.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_error = |reason: String| TlsError::Pem {
+        path: path.to_owned(),
+        what: "certificate",
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_error("no CERTIFICATE block".into()));
+    }
+    Ok(certs)
 }

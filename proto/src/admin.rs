@@ -67,14 +67,20 @@ pub struct SinkSettings {
     pub name: String,
     /// The Weir stream whose records are forwarded.
     pub source: String,
-    /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX`, `kafka://HOST:PORT/TOPIC`
-    /// or `kinesis://HOST:PORT/STREAM`. A password in the URL is never shown
-    /// back.
+    /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX` (`nats+tls://` for TLS),
+    /// `kafka://HOST:PORT/TOPIC`, `kinesis://HOST:PORT/STREAM` or
+    /// `kinesis+https://HOST[:PORT]/STREAM`.
+    /// A password in the URL is never shown back.
     pub to: String,
     /// A file on the server holding the upstream's credentials (for NATS,
     /// a `.creds` file); only its path is stored and shown.
     #[serde(default)]
     pub credentials_file: Option<String>,
+    /// A PEM file on the server with the certificates to trust for a TLS
+    /// upstream (`nats+tls://`, `kinesis+https://`); without it, the
+    /// system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     pub start: StartPosition,
     /// Records per upstream request.
     pub batch_records: Option<u32>,

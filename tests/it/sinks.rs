@@ -17,7 +17,7 @@ use crate::support::{
     ServerProcess, TestServer, create_processor, eventually, purchase_filter, put_all,
     stream_with_plugins, trimmed_to,
 };
-use crate::upstreams::{Kinesalite, NatsCluster, Tansu};
+use crate::upstreams::{Kinesalite, NatsCluster, Tansu, TlsFiles};
 
 /// Creates JetStream stream `name` over `subjects`, retrying while a cold
 /// cluster elects its meta leader.
@@ -294,6 +294,55 @@ async fn a_sink_forwards_exactly_once_through_leader_loss_weir_crashes_and_clust
             message.msg_id
         );
     }
+}
+
+/// `nats+tls://`: a JetStream server that takes TLS clients only, its
+/// certificate trusted from `--ca-file`; every record arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_sink_forwards_over_tls_to_the_certificate_it_trusts() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    // The box's own generated certificate (it names 127.0.0.1) serves NATS.
+    let cert = weir::tls::generated_cert_path(test.data_dir());
+    let tls = TlsFiles {
+        cert: cert.clone(),
+        key: test.data_dir().join("tls").join("key.pem"),
+    };
+    let cluster = tokio::task::block_in_place(|| NatsCluster::start_tls(1, tls));
+    let js = jetstream::new(cluster.client().await);
+    create_jetstream_stream(&js, "UP", "up.>", 1, true).await;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create");
+    let settings = SinkSettings {
+        ca_file: Some(cert.display().to_string()),
+        ..sink_settings(
+            "up",
+            "clicks",
+            format!("nats+tls://{}/up", cluster.servers()),
+        )
+    };
+    create_sink(client, settings).await.expect("create sink");
+
+    let mut acked = HashSet::new();
+    let records: Vec<PutRecord> = (0..200)
+        .map(|i| {
+            acked.insert(format!("r{i}"));
+            PutRecord {
+                partition_key: format!("k{}", i % 20),
+                explicit_hash_key: None,
+                data: format!("r{i}").into(),
+            }
+        })
+        .collect();
+    put_all(client, "clicks", records).await;
+    let arrived = eventually(Duration::from_secs(30), || async {
+        messages_in(&js, "UP").await >= 200
+    })
+    .await;
+    assert!(arrived, "{:?}", describe_sink(client, "up").await);
+    assert_exactly_once_in_order(&read_jetstream(&js, "UP").await, &acked);
 }
 
 /// filter → forward: a processor's output stream feeds a sink; the sink
@@ -641,6 +690,7 @@ async fn drained(client: &Client, name: &str) -> bool {
 async fn forward_to_kinesis_across_a_crash(
     upstream: &weir::aws::client::Target,
     credentials_file: Option<String>,
+    tls_ca_file: Option<String>,
 ) {
     kinesis_call(
         upstream,
@@ -648,13 +698,15 @@ async fn forward_to_kinesis_across_a_crash(
         serde_json::json!({"StreamName": "central", "ShardCount": 2}),
     )
     .await;
+    // Over TLS by name, as to AWS: the certificate must name `localhost`.
+    let to = match &tls_ca_file {
+        Some(_) => format!("kinesis+https://localhost:{}/central", upstream.addr.port()),
+        None => format!("kinesis://{}/central", upstream.addr),
+    };
     let settings = SinkSettings {
         credentials_file,
-        ..sink_settings(
-            "south",
-            "clicks",
-            format!("kinesis://{}/central", upstream.addr),
-        )
+        ca_file: tls_ca_file,
+        ..sink_settings("south", "clicks", to)
     };
     let run = forward_across_a_weir_crash(settings).await;
     let acked = &run.acked;
@@ -684,13 +736,9 @@ async fn forward_to_kinesis_across_a_crash(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kinesis_sink_forwards_to_kinesalite_without_loss_across_a_crash() {
     let kinesalite = tokio::task::block_in_place(Kinesalite::start);
-    let upstream = weir::aws::client::Target {
-        addr: kinesalite.addr,
-        access_key: "any".into(),
-        secret: "any".into(),
-        region: "us-east-1".into(),
-    };
-    forward_to_kinesis_across_a_crash(&upstream, None).await;
+    let upstream =
+        weir::aws::client::Target::plain(kinesalite.addr, "any".into(), "any".into(), "us-east-1");
+    forward_to_kinesis_across_a_crash(&upstream, None, None).await;
 }
 
 /// Writes `target`'s keys into `dir` as an AWS credentials file (as `weir
@@ -716,7 +764,95 @@ async fn a_kinesis_sink_forwards_to_another_weir_with_signed_requests() {
     let central = TestServer::start().await;
     let upstream = central.kinesis_target();
     let credentials = write_credentials(central.data_dir(), &upstream);
-    forward_to_kinesis_across_a_crash(&upstream, Some(credentials)).await;
+    forward_to_kinesis_across_a_crash(&upstream, Some(credentials), None).await;
+}
+
+/// The same over TLS (`kinesis+https://`), trusting the other box's
+/// certificate from `--ca-file`; a sink trusting another certificate gets
+/// nowhere and says why; a CA file for a plain URL, or one that holds no
+/// certificate, is refused at create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kinesis_sink_forwards_over_tls_to_the_certificate_it_trusts() {
+    let central = TestServer::start().await;
+    let upstream = central.kinesis_target();
+    let credentials = write_credentials(central.data_dir(), &upstream);
+    let central_cert = weir::tls::generated_cert_path(central.data_dir());
+
+    // A box that trusts only its own certificate.
+    let other = TestServer::start().await;
+    let own_cert = weir::tls::generated_cert_path(other.data_dir());
+    other
+        .client
+        .create_stream("clicks", 1, Default::default())
+        .await
+        .expect("create");
+    other
+        .client
+        .put_records(
+            "clicks",
+            None,
+            vec![PutRecord {
+                partition_key: "k".into(),
+                explicit_hash_key: None,
+                data: "r0".into(),
+            }],
+        )
+        .await
+        .expect("put");
+    let to = format!("kinesis+https://localhost:{}/central", upstream.addr.port());
+    let untrusting = SinkSettings {
+        credentials_file: Some(credentials.clone()),
+        ca_file: Some(own_cert.display().to_string()),
+        ..sink_settings("wary", "clicks", to.clone())
+    };
+    other
+        .client
+        .admin(AdminRequest::CreateSink(Box::new(untrusting)))
+        .await
+        .expect("create sink");
+    let refused = eventually(Duration::from_secs(10), || async {
+        describe_sink(&other.client, "wary").await.shards[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("certificate"))
+    })
+    .await;
+    let info = describe_sink(&other.client, "wary").await;
+    assert!(refused, "the handshake fails on the certificate: {info:?}");
+    assert_eq!(info.shards[0].cursor, 0, "nothing forwarded");
+
+    for (to, ca_file, says) in [
+        (
+            format!("kinesis://{}/central", upstream.addr),
+            central_cert.display().to_string(),
+            "--ca-file is for TLS upstreams",
+        ),
+        (to.clone(), credentials.clone(), "no CERTIFICATE block"),
+        (
+            to.clone(),
+            "/nonexistent/ca.pem".into(),
+            "/nonexistent/ca.pem",
+        ),
+    ] {
+        let settings = SinkSettings {
+            ca_file: Some(ca_file),
+            ..sink_settings("bad", "clicks", to)
+        };
+        let error = other
+            .client
+            .admin(AdminRequest::CreateSink(Box::new(settings)))
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains(says), "{error}");
+    }
+    drop(other);
+
+    forward_to_kinesis_across_a_crash(
+        &upstream,
+        Some(credentials),
+        Some(central_cert.display().to_string()),
+    )
+    .await;
 }
 
 /// One forwarded Kafka record: where it landed and what it says.

@@ -76,12 +76,12 @@ impl TestServer {
 
     /// The server's Kinesis API, signed as its first admin token.
     pub fn kinesis_target(&self) -> weir::aws::client::Target {
-        weir::aws::client::Target {
-            addr: self.server.kinesis_addr().expect("the Kinesis API is on"),
-            access_key: weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
-            secret: weir::auth::sigv4_secret(&self.admin_token()),
-            region: "us-east-1".into(),
-        }
+        weir::aws::client::Target::plain(
+            self.server.kinesis_addr().expect("the Kinesis API is on"),
+            weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
+            weir::auth::sigv4_secret(&self.admin_token()),
+            "us-east-1",
+        )
     }
 
     /// The secret of the server's first admin token.

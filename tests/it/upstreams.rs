@@ -40,12 +40,35 @@ struct Node {
 pub struct NatsCluster {
     binary: PathBuf,
     nodes: Vec<Node>,
+    /// With TLS: the certificate clients must trust.
+    tls_cert: Option<PathBuf>,
     _dir: tempfile::TempDir,
+}
+
+/// A certificate and its key (PEM files) for servers to present.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl NatsCluster {
     /// `size` nodes (1 for a single server), started and healthy.
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, None)
+    }
+
+    /// `size` nodes that accept TLS clients only, presenting `tls`.
+    pub fn start_tls(size: usize, tls: TlsFiles) -> Self {
+        Self::start_with(size, Some(tls))
+    }
+
+    fn start_with(size: usize, tls: Option<TlsFiles>) -> Self {
+        let tls_block = tls.as_ref().map_or(String::new(), |tls| {
+            format!(
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+                tls.cert, tls.key
+            )
+        });
         let binary = nats_server();
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16, u16)> = (0..size)
@@ -73,7 +96,7 @@ impl NatsCluster {
                     &config,
                     format!(
                         "server_name: n{index}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{http_port}\n\
-                         jetstream {{\n  store_dir: {store:?}\n}}\n{cluster}"
+                         jetstream {{\n  store_dir: {store:?}\n}}\n{cluster}{tls_block}"
                     ),
                 )
                 .expect("write the node config");
@@ -88,6 +111,7 @@ impl NatsCluster {
         let mut cluster = Self {
             binary,
             nodes,
+            tls_cert: tls.map(|tls| tls.cert),
             _dir: dir,
         };
         for index in 0..size {
@@ -118,8 +142,13 @@ impl NatsCluster {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
+        let mut options = async_nats::ConnectOptions::new().retry_on_initial_connect();
+        if let Some(cert) = &self.tls_cert {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(cert.clone());
+        }
+        options
             .connect(self.urls().as_slice())
             .await
             .expect("connect to NATS")

@@ -1,21 +1,28 @@
 //! A minimal Kinesis API client: SigV4-signed JSON requests over one
-//! keep-alive HTTP/1.1 connection, plain (no TLS). For the Kinesis sink
+//! keep-alive HTTP/1.1 connection, plain or TLS. For the Kinesis sink
 //! and for Weir's own benchmark and tests, which need a load generator
 //! cheaper than an AWS SDK (requests can be built and signed before the
 //! clock starts); not a general client.
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::sigv4;
 use crate::storage::now_ms;
 
 /// Where to send requests and how to sign them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// `HOST[:PORT]` as the endpoint's URL names it: the `host` header
+    /// (signed) and, with TLS, the name the certificate must carry.
+    pub authority: String,
+    /// TLS, or plain HTTP without.
+    pub tls: Option<TlsConnector>,
     pub access_key: String,
     pub secret: String,
     /// The region in the signature's credential scope.
@@ -30,6 +37,8 @@ pub enum ClientError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS to {addr}: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
     #[error("signing the request: {0}")]
     Sign(String),
     #[error("the answer from {addr} is not HTTP/1.1 this client reads: {reason}")]
@@ -37,6 +46,18 @@ pub enum ClientError {
 }
 
 impl Target {
+    /// A plain-HTTP endpoint at `addr`.
+    pub fn plain(addr: SocketAddr, access_key: String, secret: String, region: &str) -> Self {
+        Self {
+            addr,
+            authority: addr.to_string(),
+            tls: None,
+            access_key,
+            secret,
+            region: region.to_owned(),
+        }
+    }
+
     /// A signed HTTP/1.1 request for `operation` with a JSON `body`, ready
     /// to write (valid for the server's clock-skew allowance).
     pub fn request(&self, operation: &str, body: &str) -> Result<Vec<u8>, ClientError> {
@@ -45,7 +66,7 @@ impl Target {
         let target = format!("Kinesis_20131202.{operation}");
         let mut headers = http::HeaderMap::new();
         for (name, value) in [
-            ("host", self.addr.to_string()),
+            ("host", self.authority.clone()),
             ("x-amz-date", date.clone()),
             ("x-amz-target", target.clone()),
         ] {
@@ -72,7 +93,7 @@ impl Target {
             "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-amz-json-1.1\r\n\
              x-amz-target: {target}\r\nx-amz-date: {date}\r\n\
              authorization: {authorization}\r\ncontent-length: {}\r\n\r\n",
-            self.addr,
+            self.authority,
             body.len()
         )
         .into_bytes();
@@ -81,10 +102,14 @@ impl Target {
     }
 }
 
+/// A byte stream to the endpoint: TCP, or TLS over TCP.
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> ByteStream for T {}
+
 /// One keep-alive HTTP/1.1 connection: a request out, its answer in.
 pub struct Connection {
     target: Target,
-    stream: TcpStream,
+    stream: Box<dyn ByteStream>,
     buffer: Vec<u8>,
 }
 
@@ -94,8 +119,25 @@ impl Connection {
             addr: target.addr,
             source,
         };
-        let stream = TcpStream::connect(target.addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        let tcp = TcpStream::connect(target.addr).await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let stream: Box<dyn ByteStream> = match &target.tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let tls_error = |reason: String| ClientError::Tls {
+                    addr: target.addr,
+                    reason,
+                };
+                let host = host_of(&target.authority);
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|e| tls_error(format!("{host:?} is not a server name: {e}")))?;
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| tls_error(e.to_string()))?;
+                Box::new(tls)
+            }
+        };
         Ok(Self {
             target: target.clone(),
             stream,
@@ -168,6 +210,31 @@ impl Connection {
     }
 }
 
+/// The host of `HOST[:PORT]` (`[V6][:PORT]` too).
+pub fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
+        None => authority.split(':').next().unwrap_or(authority),
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_server_name_is_the_authority_without_its_port() {
+        assert_eq!(
+            host_of("kinesis.eu-west-1.amazonaws.com"),
+            "kinesis.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(host_of("localhost:4567"), "localhost");
+        assert_eq!(host_of("127.0.0.1:4567"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:4567"), "::1");
+        assert_eq!(host_of("[::1]"), "::1");
+    }
 }

@@ -93,15 +93,15 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
         .client_config()
         .token
         .context("the embedded server has no admin token")?;
-    let target = Target {
-        addr: server
+    let target = Target::plain(
+        server
             .server
             .kinesis_addr()
             .context("the Kinesis listener did not start")?,
-        access_key: crate::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
-        secret: crate::auth::sigv4_secret(&secret),
-        region: "us-east-1".into(),
-    };
+        crate::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
+        crate::auth::sigv4_secret(&secret),
+        "us-east-1",
+    );
     let mut http = put_over_http(&target, "bench", &batches, &args).await?;
     http.report("http put");
     println!(
@@ -149,12 +149,12 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
             .trim_end_matches('/')
             .parse()
             .with_context(|| format!("--endpoint {endpoint:?} is not http://IP:PORT"))?;
-        let other = Target {
+        let other = Target::plain(
             addr,
-            access_key: args.access_key.clone(),
-            secret: args.secret_key.clone(),
-            region: "us-east-1".into(),
-        };
+            args.access_key.clone(),
+            args.secret_key.clone(),
+            "us-east-1",
+        );
         // A stream of its own: the endpoint may still hold an earlier run's.
         let stream = format!("weir-bench-{}", now_ms());
         let mut measured = put_over_http(&other, &stream, &batches, &args).await?;

@@ -53,8 +53,9 @@ pub struct CreateArgs {
     #[arg(long)]
     from: String,
     /// Upstream: nats://HOST:PORT[,HOST:PORT…]/SUBJECT-PREFIX (shard N goes
-    /// to SUBJECT-PREFIX.N), kafka://HOST:PORT[,HOST:PORT…]/TOPIC (shard N
-    /// to partition N) or kinesis://HOST:PORT/STREAM[?region=REGION].
+    /// to SUBJECT-PREFIX.N; nats+tls:// for TLS), kafka://HOST:PORT[,HOST:PORT…]/TOPIC (shard N
+    /// to partition N), kinesis://HOST:PORT/STREAM[?region=REGION] or, over
+    /// TLS (AWS), kinesis+https://HOST[:PORT]/STREAM[?region=REGION].
     #[arg(long)]
     to: String,
     /// A credentials file on the server (NATS: a .creds file; Kinesis:
@@ -62,6 +63,10 @@ pub struct CreateArgs {
     /// stored.
     #[arg(long)]
     credentials_file: Option<String>,
+    /// A PEM file on the server with the certificates to trust for a TLS
+    /// upstream (default: the system's trust store).
+    #[arg(long)]
+    ca_file: Option<String>,
     #[arg(long, value_enum, default_value = "trim-horizon")]
     start: Start,
     /// Records per upstream request (default and ceiling: the server's
@@ -93,6 +98,7 @@ pub async fn run(command: SinkCommand) -> anyhow::Result<()> {
                 source: args.from,
                 to: args.to,
                 credentials_file: args.credentials_file,
+                ca_file: args.ca_file,
                 start: match args.start {
                     Start::TrimHorizon => StartPosition::TrimHorizon,
                     Start::Latest => StartPosition::Latest,

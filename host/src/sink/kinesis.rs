@@ -1,6 +1,6 @@
 //! The Kinesis upstream: `PutRecords` to a Kinesis Data Streams API (AWS
-//! over a proxy, another Weir box, an emulator), SigV4-signed over one
-//! keep-alive HTTP/1.1 connection per shard. At least once, no loss:
+//! over TLS, another Weir box, an emulator), SigV4-signed over one
+//! keep-alive HTTP/1.1 connection per shard, plain or TLS. At least once, no loss:
 //! a record the upstream refused alone (`FailedRecordCount`) is sent
 //! again alone; a batch in flight when Weir crashes is sent again whole.
 //! Partition keys are kept, so the upstream routes each key to one shard.
@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use weir_proto::Record;
+use weir_proto::admin::SinkSettings;
 
+use super::target::KinesisTarget;
 use super::upstream::UpstreamError;
 use crate::aws::client::{Connection as HttpConnection, Target as HttpTarget};
 
@@ -26,27 +28,28 @@ pub(in crate::sink) struct Connection {
 }
 
 struct Shared {
-    host: String,
+    /// `HOST[:PORT]` as the URL gives it.
+    authority: String,
+    port: u16,
+    tls: bool,
     stream: String,
     region: String,
     credentials_file: Option<String>,
+    ca_file: Option<String>,
     request_timeout: Duration,
 }
 
 impl Connection {
-    pub fn new(
-        host: String,
-        stream: String,
-        region: String,
-        credentials_file: Option<String>,
-        request_timeout: Duration,
-    ) -> Self {
+    pub fn new(target: &KinesisTarget, settings: &SinkSettings, request_timeout: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
-                host,
-                stream,
-                region,
-                credentials_file,
+                authority: target.authority.clone(),
+                port: target.port,
+                tls: target.tls,
+                stream: target.stream.clone(),
+                region: target.region.clone(),
+                credentials_file: settings.credentials_file.clone(),
+                ca_file: settings.ca_file.clone(),
                 request_timeout,
             }),
         }
@@ -218,19 +221,31 @@ impl ShardPublisher {
 
     async fn connect(&self) -> Result<HttpConnection, UpstreamError> {
         let shared = &self.shared;
-        let addr = tokio::net::lookup_host(&shared.host)
+        let host = crate::aws::client::host_of(&shared.authority);
+        let addr = tokio::net::lookup_host((host, shared.port))
             .await
             .ok()
             .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| UpstreamError(format!("cannot resolve {}", shared.host)))?;
+            .ok_or_else(|| UpstreamError(format!("cannot resolve {host}")))?;
         let (access_key, secret) = match &shared.credentials_file {
             Some(path) => read_credentials(path).await?,
             // Signed with a key no server knows: works where signatures
             // are not checked (auth disabled, emulators).
             None => ("anonymous".to_owned(), "anonymous".to_owned()),
         };
+        let tls = match shared.tls {
+            false => None,
+            true => {
+                let ca_file = shared.ca_file.as_deref().map(std::path::Path::new);
+                let config = crate::tls::client_config(ca_file, &[b"http/1.1"])
+                    .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?;
+                Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+            }
+        };
         let target = HttpTarget {
             addr,
+            authority: shared.authority.clone(),
+            tls,
             access_key,
             secret,
             region: shared.region.clone(),

@@ -175,7 +175,18 @@ impl Sinks {
 
     pub async fn create(&self, settings: SinkSettings) -> Result<SinkInfo, SinkError> {
         crate::names::validate("sink", &settings.name).map_err(SinkError::InvalidSettings)?;
-        Target::parse(&settings.to).map_err(SinkError::InvalidSettings)?;
+        let target = Target::parse(&settings.to).map_err(SinkError::InvalidSettings)?;
+        if let Some(path) = &settings.ca_file {
+            if !target.uses_tls() {
+                return Err(SinkError::InvalidSettings(format!(
+                    "--ca-file is for TLS upstreams (nats+tls://, kinesis+https://), and {} is not one",
+                    Target::redacted(&settings.to)
+                )));
+            }
+            crate::tls::read_certificates(std::path::Path::new(path)).map_err(|error| {
+                SinkError::InvalidSettings(format!("--ca-file on the server: {error}"))
+            })?;
+        }
         if let Some(path) = &settings.credentials_file {
             std::fs::metadata(path).map_err(|error| {
                 SinkError::InvalidSettings(format!(

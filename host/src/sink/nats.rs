@@ -51,7 +51,9 @@ const UNSUPPORTED_BATCH_HEADER: u64 = 10177;
 /// reconnecting by itself.
 struct Shared {
     servers: Vec<String>,
+    tls: bool,
     credentials_file: Option<String>,
+    ca_file: Option<String>,
     name: String,
     request_timeout: Duration,
     client: OnceCell<Client>,
@@ -67,7 +69,12 @@ impl Shared {
                     .connection_timeout(self.request_timeout)
                     // Returns at once; the client keeps trying to connect
                     // (and to reconnect) in the background.
-                    .retry_on_initial_connect();
+                    .retry_on_initial_connect()
+                    .require_tls(self.tls);
+                // Without a CA file the client trusts the system's store.
+                if let Some(path) = &self.ca_file {
+                    options = options.add_root_certificates(path.into());
+                }
                 if let Some(path) = &self.credentials_file {
                     options = options.credentials_file(path).await.map_err(|error| {
                         UpstreamError(format!("reading the credentials file {path:?}: {error}"))
@@ -92,13 +99,16 @@ impl Connection {
     pub fn new(
         servers: Vec<String>,
         subject_prefix: String,
+        tls: bool,
         settings: &SinkSettings,
         request_timeout: Duration,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 servers,
+                tls,
                 credentials_file: settings.credentials_file.clone(),
+                ca_file: settings.ca_file.clone(),
                 name: format!("weir sink {}", settings.name),
                 request_timeout,
                 client: OnceCell::new(),

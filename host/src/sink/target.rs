@@ -1,27 +1,41 @@
 //! Where a sink forwards to, parsed from its URL.
 
+/// The port of `kinesis+https://` URLs that name none.
+const HTTPS_PORT: u16 = 443;
+
 /// A sink's upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `nats://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]/SUBJECT-PREFIX`: shard
     /// N goes to subject `SUBJECT-PREFIX.N`, stored by whichever JetStream
-    /// stream captures it.
+    /// stream captures it. `nats+tls://…` requires TLS.
     Nats {
-        /// The server list as the client takes it (`nats://…` each).
+        /// The server list as the client takes it (`nats://…` or
+        /// `tls://…` each).
         servers: Vec<String>,
         subject_prefix: String,
+        tls: bool,
     },
     /// `kinesis://HOST:PORT/STREAM[?region=REGION]`: a Kinesis Data
     /// Streams API over plain HTTP (another Weir box, an emulator, a local
-    /// proxy to AWS).
-    Kinesis {
-        host: String,
-        stream: String,
-        region: String,
-    },
+    /// proxy); `kinesis+https://HOST[:PORT]/STREAM…` over TLS (AWS, port
+    /// 443 unless given).
+    Kinesis(KinesisTarget),
     /// `kafka://HOST:PORT[,HOST:PORT…]/TOPIC`: shard N goes to partition
     /// N mod the topic's partition count.
     Kafka { brokers: Vec<String>, topic: String },
+}
+
+/// A Kinesis Data Streams API endpoint and stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KinesisTarget {
+    /// `HOST[:PORT]` as the URL gives it: the signed `host` header.
+    pub authority: String,
+    /// The port to connect to (443 for `kinesis+https://` without one).
+    pub port: u16,
+    pub stream: String,
+    pub region: String,
+    pub tls: bool,
 }
 
 impl Target {
@@ -30,10 +44,11 @@ impl Target {
             format!("sink URL {url:?} has no scheme: expected nats://HOST:PORT/SUBJECT-PREFIX")
         })?;
         match scheme {
-            "nats" => {
+            "nats" | "nats+tls" => {
+                let tls = scheme == "nats+tls";
                 let (hosts, prefix) = rest.split_once('/').ok_or_else(|| {
                     format!(
-                        "sink URL {} names no subject prefix: expected nats://HOST:PORT/SUBJECT-PREFIX",
+                        "sink URL {} names no subject prefix: expected {scheme}://HOST:PORT/SUBJECT-PREFIX",
                         Self::redacted(url)
                     )
                 })?;
@@ -45,18 +60,21 @@ impl Target {
                 if hosts.is_empty() {
                     return Err("a nats:// sink URL needs at least one HOST:PORT".into());
                 }
+                let client_scheme = if tls { "tls" } else { "nats" };
                 let servers = hosts
                     .split(',')
-                    .map(|host| format!("nats://{credentials}{host}"))
+                    .map(|host| format!("{client_scheme}://{credentials}{host}"))
                     .collect();
                 Ok(Self::Nats {
                     servers,
                     subject_prefix: prefix.to_owned(),
+                    tls,
                 })
             }
-            "kinesis" => {
+            "kinesis" | "kinesis+https" => {
+                let tls = scheme == "kinesis+https";
                 let (host, rest) = rest.split_once('/').ok_or_else(|| {
-                    format!("sink URL {url} names no stream: expected kinesis://HOST:PORT/STREAM")
+                    format!("sink URL {url} names no stream: expected {scheme}://HOST:PORT/STREAM")
                 })?;
                 let (stream, query) = rest.split_once('?').unwrap_or((rest, ""));
                 let mut region = "us-east-1".to_owned();
@@ -70,11 +88,17 @@ impl Target {
                         }
                     }
                 }
-                if !host.contains(':') || host.contains('@') {
+                if host.is_empty() || host.contains('@') || (!tls && !host.contains(':')) {
                     return Err(format!(
-                        "kinesis:// needs HOST:PORT, not {host:?} (credentials go in --credentials-file)"
+                        "{scheme}:// needs HOST:PORT, not {host:?} (credentials go in --credentials-file)"
                     ));
                 }
+                let port = match host.rsplit_once(':') {
+                    Some((_, port)) if !port.contains(']') => port.parse().map_err(|_| {
+                        format!("{scheme}:// URL port {port:?} is not a port number")
+                    })?,
+                    _ => HTTPS_PORT,
+                };
                 if stream.is_empty()
                     || !stream
                         .chars()
@@ -84,11 +108,13 @@ impl Target {
                         "Kinesis stream name {stream:?} must be 1 or more of [A-Za-z0-9_.-]"
                     ));
                 }
-                Ok(Self::Kinesis {
-                    host: host.to_owned(),
+                Ok(Self::Kinesis(KinesisTarget {
+                    authority: host.to_owned(),
+                    port,
                     stream: stream.to_owned(),
                     region,
-                })
+                    tls,
+                }))
             }
             "kafka" => {
                 let (hosts, topic) = rest.split_once('/').ok_or_else(|| {
@@ -121,10 +147,19 @@ impl Target {
                 })
             }
             other => Err(format!(
-                "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX, \
-                 kinesis://HOST:PORT/STREAM or kafka://HOST:PORT/TOPIC"
+                "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX \
+                 (nats+tls:// for TLS), \
+                 kinesis://HOST:PORT/STREAM, kinesis+https://HOST/STREAM or kafka://HOST:PORT/TOPIC"
             )),
         }
+    }
+
+    /// Whether the upstream is reached over TLS.
+    pub fn uses_tls(&self) -> bool {
+        matches!(
+            self,
+            Self::Nats { tls: true, .. } | Self::Kinesis(KinesisTarget { tls: true, .. })
+        )
     }
 
     /// `url` with any password replaced by `***`, for showing back.
@@ -180,7 +215,13 @@ mod tests {
             Target::Nats {
                 servers: vec!["nats://a:1".into(), "nats://b:2".into()],
                 subject_prefix: "edge.box-1".into(),
+                tls: false,
             }
+        );
+        let over_tls = Target::parse("nats+tls://u:p@a:1,b:2/x").expect("valid");
+        assert!(over_tls.uses_tls());
+        assert!(
+            matches!(over_tls, Target::Nats { servers, .. } if servers == ["tls://u:p@a:1", "tls://u:p@b:2"])
         );
         let with_user = Target::parse("nats://u:p@a:1/x").expect("valid");
         assert!(matches!(with_user, Target::Nats { servers, .. } if servers == ["nats://u:p@a:1"]));
@@ -193,12 +234,35 @@ mod tests {
         );
         assert_eq!(
             Target::parse("kinesis://h:4567/central?region=eu-west-1").expect("valid"),
-            Target::Kinesis {
-                host: "h:4567".into(),
+            Target::Kinesis(KinesisTarget {
+                authority: "h:4567".into(),
+                port: 4567,
                 stream: "central".into(),
                 region: "eu-west-1".into(),
-            }
+                tls: false,
+            })
         );
+        assert_eq!(
+            Target::parse(
+                "kinesis+https://kinesis.eu-west-1.amazonaws.com/central?region=eu-west-1"
+            )
+            .expect("valid"),
+            Target::Kinesis(KinesisTarget {
+                authority: "kinesis.eu-west-1.amazonaws.com".into(),
+                port: 443,
+                stream: "central".into(),
+                region: "eu-west-1".into(),
+                tls: true,
+            })
+        );
+        assert!(matches!(
+            Target::parse("kinesis+https://[::1]/s"),
+            Ok(Target::Kinesis(KinesisTarget { port: 443, .. }))
+        ));
+        assert!(matches!(
+            Target::parse("kinesis+https://[::1]:4567/s"),
+            Ok(Target::Kinesis(KinesisTarget { port: 4567, .. }))
+        ));
     }
 
     #[test]
@@ -213,6 +277,8 @@ mod tests {
             ("nats:///a", "at least one HOST:PORT"),
             ("kinesis://h:1", "names no stream"),
             ("kinesis://h/s", "HOST:PORT"),
+            ("kinesis+https:///s", "HOST:PORT"),
+            ("kinesis://h:x/s", "not a port number"),
             ("kinesis://k:s@h:1/s", "--credentials-file"),
             ("kinesis://h:1/s?profile=x", "only region"),
             ("kafka://h:1", "names no topic"),

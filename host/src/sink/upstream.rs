@@ -30,23 +30,17 @@ impl Connection {
             Target::Nats {
                 servers,
                 subject_prefix,
+                tls,
             } => Self::Nats(nats::Connection::new(
                 servers.clone(),
                 subject_prefix.clone(),
+                *tls,
                 settings,
                 request_timeout,
             )),
-            Target::Kinesis {
-                host,
-                stream,
-                region,
-            } => Self::Kinesis(kinesis::Connection::new(
-                host.clone(),
-                stream.clone(),
-                region.clone(),
-                settings.credentials_file.clone(),
-                request_timeout,
-            )),
+            Target::Kinesis(target) => {
+                Self::Kinesis(kinesis::Connection::new(target, settings, request_timeout))
+            }
             Target::Kafka { brokers, topic } => Self::Kafka(kafka::Connection::new(
                 brokers.clone(),
                 topic.clone(),
