@@ -74,6 +74,17 @@ impl Default for Histogram {
 }
 
 impl Histogram {
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The mean observation, if any.
+    pub fn mean(&self) -> Option<Duration> {
+        let count = self.count();
+        (count > 0).then(|| Duration::from_micros(self.sum_us.load(Ordering::Relaxed) / count))
+    }
+
     pub fn observe(&self, elapsed: Duration) {
         let ms = elapsed.as_secs_f64() * 1000.0;
         if let Some(bucket) = LATENCY_BOUNDS_MS.iter().position(|bound| ms <= *bound) {
@@ -103,11 +114,25 @@ impl Histogram {
     }
 }
 
+/// Where the storage writer's group commits spend their time: with
+/// [`ServiceMetrics::request_read`] and `put_ack`, what an ack waits for.
+#[derive(Default)]
+pub struct CommitMetrics {
+    /// Writing a commit's chunks to their segment files and syncing them.
+    pub segment_write: Histogram,
+    /// Committing the fjall batch that refers to them (summaries, shard
+    /// states, dedup windows, cursors), its journal synced when durable.
+    pub journal_commit: Histogram,
+}
+
 /// Counters the service keeps.
 #[derive(Default)]
 pub struct ServiceMetrics {
     /// Time from a PutRecords request's arrival to its durable ack.
     pub put_ack: Histogram,
+    /// Time from a request stream's first bytes to the whole request read
+    /// (a large batch crossing the network).
+    pub request_read: Histogram,
     pub subscribers: AtomicI64,
     /// Open QUIC connections.
     pub connections: AtomicUsize,

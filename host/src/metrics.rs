@@ -125,6 +125,22 @@ pub async fn render(service: &Service) -> String {
         "weir_put_ack_seconds",
         "Time from a PutRecords request to its durable ack.",
     );
+    metrics.request_read.render(
+        &mut out,
+        "weir_request_read_seconds",
+        "Time from a request's first bytes to the whole request read.",
+    );
+    let commits = service.storage.commit_metrics();
+    commits.segment_write.render(
+        &mut out,
+        "weir_commit_segment_write_seconds",
+        "Time a group commit takes to write its chunks to segment files and sync them.",
+    );
+    commits.journal_commit.render(
+        &mut out,
+        "weir_commit_journal_seconds",
+        "Time a group commit takes to commit its index batch (and sync the journal when durable).",
+    );
     scalar(
         &mut out,
         "weir_subscribers",

@@ -523,7 +523,10 @@ async fn handle_stream(
     // Held until the request is answered: its records stay in memory
     // until the writer has committed them.
     let mut permit = None;
-    let request = match read_request(&mut recv, &service, &connection.buffer).await {
+    let reading = std::time::Instant::now();
+    let read = read_request(&mut recv, &service, &connection.buffer).await;
+    service.metrics.request_read.observe(reading.elapsed());
+    let request = match read {
         ReadOutcome::Frame(frame, reserved) => {
             permit = Some(reserved);
             Request::decode(frame).map_err(|error| {

@@ -84,6 +84,10 @@ async fn metrics_move_as_records_flow() {
         25
     );
     assert_eq!(metric(&body, "weir_put_ack_seconds_count"), 1);
+    // The put's group commit, and the requests it and the reads came in.
+    assert!(metric(&body, "weir_commit_segment_write_seconds_count") >= 1);
+    assert!(metric(&body, "weir_commit_journal_seconds_count") >= 1);
+    assert!(metric(&body, "weir_request_read_seconds_count") >= 3);
     assert_eq!(metric(&body, "weir_subscribers"), 1);
     assert!(metric(&body, "weir_process_resident_bytes") > 1_000_000);
 

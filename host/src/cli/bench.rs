@@ -264,6 +264,22 @@ impl Measured {
     }
 }
 
+/// Where the server's group commits spent their time: the disk's share of
+/// an ack.
+fn report_commits(commits: &crate::counters::CommitMetrics) {
+    let mean_ms = |histogram: &crate::counters::Histogram| {
+        histogram
+            .mean()
+            .map_or(0.0, |mean| mean.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "commits    {} group commits, mean {:.2} ms writing and syncing chunks, {:.2} ms committing their index",
+        commits.segment_write.count(),
+        mean_ms(&commits.segment_write),
+        mean_ms(&commits.journal_commit),
+    );
+}
+
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     args.check()?;
     println!(
@@ -298,6 +314,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut measured = produce_quic(&clients, "bench", batches.clone(), &args).await?;
     close_extra(&clients).await;
     measured.report("quic");
+    report_commits(embedded.server.storage().commit_metrics());
     if let Some(baseline) = baseline {
         println!(
             "ratio      {:.2}x of the raw-storage baseline",

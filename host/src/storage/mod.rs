@@ -41,6 +41,7 @@ use weir_proto::{
 };
 
 use crate::config::{Durability, StorageConfig};
+use crate::counters::CommitMetrics;
 use engine::{Engine, EngineSlot};
 use layout::{ShardState, StreamMeta};
 use writer::Command;
@@ -269,6 +270,7 @@ pub struct Storage {
     visibility: Arc<RwLock<()>>,
     /// Where the records' chunks are (fjall holds their summaries).
     segments: Arc<segments::Segments>,
+    commit_metrics: Arc<CommitMetrics>,
     config: StorageConfig,
 }
 
@@ -337,6 +339,7 @@ impl Storage {
         let engine_slot = EngineSlot::default();
         engine_slot.put(Arc::new(engine));
         let visibility = Arc::new(RwLock::new(()));
+        let commit_metrics = Arc::new(CommitMetrics::default());
         let writer = writer::Writer {
             segments: segments::SegmentWriter::new(segments.clone(), config.segment_bytes_max),
             engine: engine_slot.clone(),
@@ -347,6 +350,7 @@ impl Storage {
             config: config.clone(),
             dedup: Default::default(),
             last_sync: std::time::Instant::now(),
+            metrics: commit_metrics.clone(),
         };
         let writer_thread = writer
             .spawn(writer_rx)
@@ -364,6 +368,7 @@ impl Storage {
             reopenings: AtomicU64::new(0),
             visibility,
             segments,
+            commit_metrics,
             config,
         });
         storage.start_background()?;
@@ -437,6 +442,11 @@ impl Storage {
     /// every borrower before it reopens it.
     fn engine(&self) -> Result<Arc<Engine>> {
         self.engine.get()
+    }
+
+    /// Where group commits spend their time (for `/metrics` and benchmarks).
+    pub fn commit_metrics(&self) -> &CommitMetrics {
+        &self.commit_metrics
     }
 
     pub fn config(&self) -> &StorageConfig {

@@ -25,6 +25,7 @@ use super::segments::SegmentWriter;
 use super::space::SpaceGauge;
 use super::{Result, Shard, StorageError, Stream, now_ms};
 use crate::config::{Durability, StorageConfig};
+use crate::counters::CommitMetrics;
 
 /// A record on its way into a shard.
 #[derive(Debug, Clone)]
@@ -148,6 +149,7 @@ pub(super) struct Writer {
     pub segments: SegmentWriter,
     /// When the buffered mode's periodic sync last ran.
     pub last_sync: Instant,
+    pub metrics: Arc<CommitMetrics>,
 }
 
 /// How long the writer waits for flushes before it writes anyway (and
@@ -540,7 +542,10 @@ impl Writer {
         if group.replies.is_empty() {
             return;
         }
-        if let Err(error) = self.store_chunks(&mut group) {
+        let started = Instant::now();
+        let stored = self.store_chunks(&mut group);
+        self.metrics.segment_write.observe(started.elapsed());
+        if let Err(error) = stored {
             // fjall is untouched; the next group's chunks overwrite these.
             // Writes are refused until the background thread finds room
             // and reopens storage, as after a failed journal write (which
@@ -565,7 +570,10 @@ impl Writer {
         let visibility = group
             .moves_cursors
             .then(|| self.visibility.write().unwrap_or_else(|p| p.into_inner()));
-        match group.batch.commit() {
+        let started = Instant::now();
+        let committed = group.batch.commit();
+        self.metrics.journal_commit.observe(started.elapsed());
+        match committed {
             Ok(()) => {
                 self.segments.committed();
                 for (shard, state) in group.shards.into_values() {
