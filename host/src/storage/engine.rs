@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::processing::ProcessingKeyspaces;
-use super::{Result, Shard, Storage, StorageError, layout, open_shard};
+use super::stream::open_shard;
+use super::{Result, Shard, Storage, StorageError, layout};
 use crate::config::StorageConfig;
 
 pub(super) struct Engine {

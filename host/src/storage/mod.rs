@@ -2,9 +2,12 @@
 //!
 //! - Reads (`read`, `describe_stream`, checkpoints) go straight to fjall from
 //!   the caller's thread; callers on async tasks use `spawn_blocking`.
-//! - Every mutation goes through the single writer thread ([`writer`]), which
-//!   assigns sequence numbers and group-commits: one fjall batch, one fsync,
-//!   for everything queued while the previous commit ran.
+//! - Every mutation goes through the single writer thread ([`writer`]), as
+//!   one of its [`commands`]; it assigns sequence numbers and
+//!   group-commits everything queued while the previous commit ran: chunks
+//!   to [`segments`], then one fjall batch.
+//! - [`stream`] holds what readers and the writer share of a stream and its
+//!   shards (the published state, the tip subscribers wait on).
 //! - [`retention`] trims old records in the background, in bounded chunks
 //!   that the writer interleaves with appends.
 //! - fjall handles live only in the [`engine`], which the background thread
@@ -17,39 +20,44 @@
 
 mod catalog;
 mod chunk;
+mod commands;
 mod engine;
+mod error;
 mod layout;
 mod processing;
 mod retention;
 mod segments;
 mod space;
+mod stream;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fjall::PersistMode;
-use tokio::sync::{mpsc, oneshot, watch};
-use weir_proto::routing::shard_hash_range;
+use tokio::sync::{mpsc, oneshot};
 use weir_proto::{
     Position, ProducerStamp, RecordBatch, Retention, ShardDescription, StreamDescription,
 };
 
 use crate::config::{Durability, StorageConfig};
 use crate::counters::CommitMetrics;
+use commands::Command;
 use engine::{Engine, EngineSlot};
 use layout::{ShardState, StreamMeta};
-use writer::Command;
+use stream::open_stream;
 
 pub use catalog::CatalogKind;
+pub use commands::{AppendOutcome, AppendRecord};
+pub use error::{Result, StorageError};
 pub use layout::{CursorState, StateSize};
 pub use processing::ProcessingCommit;
-pub use writer::{AppendOutcome, AppendRecord};
+pub use stream::{Shard, ShardStats, Stream};
 
 /// What [`Storage::read_in_order`] read for a reader at a position.
 #[derive(Debug)]
@@ -60,195 +68,6 @@ pub struct InOrderRead {
     /// Records retention removed before the reader got to them: the
     /// reader's position moves on by this many (0 almost always).
     pub lost: u64,
-}
-
-/// Everything that can go wrong at the storage boundary.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// No stream with this name exists.
-    #[error("stream {name:?} does not exist")]
-    StreamNotFound { name: String },
-    /// A stream with this name already exists.
-    #[error("stream {name:?} already exists")]
-    StreamExists { name: String },
-    /// The stream has fewer shards than the id asked for.
-    #[error("stream {stream:?} has no shard {shard} (it has {shard_count})")]
-    ShardNotFound {
-        stream: String,
-        shard: u32,
-        shard_count: u32,
-    },
-    /// Retention removed the records at the requested position.
-    #[error(
-        "sequence {requested} was removed by retention; shard {shard} now begins at sequence {first_sequence}"
-    )]
-    PositionTrimmed {
-        shard: u32,
-        requested: u64,
-        first_sequence: u64,
-    },
-    /// The requested position is past the newest record.
-    #[error(
-        "sequence {requested} is beyond the tip of shard {shard} (the next record gets {next_sequence})"
-    )]
-    PositionBeyondTip {
-        shard: u32,
-        requested: u64,
-        next_sequence: u64,
-    },
-    /// A producer retried a batch older than the dedup window remembers.
-    #[error(
-        "batch {batch_sequence} of producer {producer_id} is older than the last {window} batches remembered for deduplication; it cannot be retried safely"
-    )]
-    StaleProducerBatch {
-        producer_id: u64,
-        batch_sequence: u64,
-        window: usize,
-    },
-    /// A stored value did not decode: the data directory is damaged.
-    #[error("stored {what} is corrupt; the data directory may be damaged")]
-    Corrupt { what: &'static str },
-    /// fjall reported an error (I/O, disk full, poisoned after a failed fsync).
-    #[error("storage engine: {0}")]
-    Engine(#[from] fjall::Error),
-    /// Reading (or tidying) segment files failed.
-    #[error("segment files: {0}")]
-    Segment(std::io::Error),
-    /// Writing the group commit carrying this request failed. fjall may
-    /// still complete the write when it is reopened, so the request may or
-    /// may not have been stored.
-    #[error(
-        "writing to disk failed ({message}); the request may or may not have been stored, \
-         so retry it with the same producer stamp; writes resume once storage is reopened"
-    )]
-    CommitFailed { message: String },
-    /// An append would exceed the storage budget or the disk's reserve.
-    #[error("storage full: {reason} (reads still work)")]
-    StorageFull { reason: String },
-    /// The storage engine is being reopened after a failed write.
-    #[error("storage is being reopened after a failed write to disk; retry in a moment")]
-    Recovering,
-    /// Another process holds the data directory's lock.
-    #[error(
-        "another Weir server is using {dir} (only one server may open a data directory; stop it or pick another --data)"
-    )]
-    InUse { dir: PathBuf },
-    /// The data directory was written in a layout this Weir does not read.
-    #[error(
-        "{dir} holds data in storage layout {found}, and this Weir reads only layout {expected} \
-         ({hint}); it does not convert directories: move it aside (or remove it) and start again"
-    )]
-    UnsupportedLayout {
-        dir: PathBuf,
-        found: u32,
-        expected: u32,
-        hint: &'static str,
-    },
-    /// The writer thread has stopped (shutdown, or a fatal storage error).
-    #[error("the storage writer has stopped (server shutting down)")]
-    WriterStopped,
-}
-
-impl StorageError {
-    /// Errors that pass by themselves (space freed, storage reopened): the
-    /// operation may be retried as it is.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::StorageFull { .. } | Self::CommitFailed { .. } | Self::Recovering
-        )
-    }
-}
-
-pub type Result<T, E = StorageError> = std::result::Result<T, E>;
-
-/// One shard: its published state and a tip to wait on (its keyspace is
-/// the engine's, see [`engine`]).
-pub struct Shard {
-    pub stream_id: u64,
-    pub stream_name: String,
-    pub index: u32,
-    pub hash_key_range: (u128, u128),
-    /// Shared with the owning [`Stream`]: set when the stream is deleted.
-    stream_deleted: Arc<AtomicBool>,
-    /// Published by the writer after each commit; readers copy it.
-    state: Mutex<ShardState>,
-    /// `next_sequence` after the latest commit, for subscribers to wait on.
-    tip: watch::Sender<u64>,
-    /// Records and bytes served to readers since start (for metrics).
-    records_read: AtomicU64,
-    bytes_read: AtomicU64,
-    /// Open subscriptions (kept by the service's subscription guard).
-    pub subscribers: AtomicUsize,
-}
-
-/// A shard's counters and sizes, for metrics and status.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ShardStats {
-    pub records_appended: u64,
-    pub bytes_appended: u64,
-    pub records_read: u64,
-    pub bytes_read: u64,
-    pub records_stored: u64,
-    pub bytes_stored: u64,
-}
-
-impl Shard {
-    fn state(&self) -> ShardState {
-        *self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn stats(&self) -> ShardStats {
-        let state = self.state();
-        ShardStats {
-            records_appended: state.next_sequence,
-            bytes_appended: state.bytes_appended,
-            records_read: self.records_read.load(Ordering::Relaxed),
-            bytes_read: self.bytes_read.load(Ordering::Relaxed),
-            records_stored: state.records,
-            bytes_stored: state.bytes,
-        }
-    }
-
-    /// Changes whenever records are committed to this shard.
-    pub fn watch_tip(&self) -> watch::Receiver<u64> {
-        self.tip.subscribe()
-    }
-}
-
-/// A stream and its shards, shared by everyone holding it.
-pub struct Stream {
-    pub id: u64,
-    pub name: String,
-    retention: Mutex<Retention>,
-    /// ms since the epoch; 0 if created before Weir recorded it.
-    pub created_ms: u64,
-    pub shards: Vec<Arc<Shard>>,
-    deleted: Arc<AtomicBool>,
-}
-
-impl Stream {
-    /// What the stream keeps now (it can be changed while it runs).
-    pub fn retention(&self) -> Retention {
-        *self.retention.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn shard(&self, index: u32) -> Result<&Arc<Shard>> {
-        self.shards
-            .get(index as usize)
-            .ok_or_else(|| StorageError::ShardNotFound {
-                stream: self.name.clone(),
-                shard: index,
-                shard_count: self.shards.len() as u32,
-            })
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted.load(Ordering::Acquire)
-    }
 }
 
 /// The durable store: streams, shards, producer dedup state, checkpoints.
@@ -628,7 +447,7 @@ impl Storage {
         let mut pending = Vec::with_capacity(appends.len());
         for (shard, records) in appends {
             let (reply, response) = oneshot::channel();
-            let job = writer::AppendJob {
+            let job = commands::AppendJob {
                 shard,
                 producer,
                 records,
@@ -909,53 +728,4 @@ impl Storage {
     pub fn disk_bytes(&self) -> Result<u64> {
         Ok(self.engine()?.db.disk_space()? + self.segments.disk_bytes())
     }
-}
-
-fn open_stream(engine: &Engine, name: &str, stream_meta: &StreamMeta) -> Result<Stream> {
-    let deleted = Arc::new(AtomicBool::new(false));
-    let mut shards = Vec::with_capacity(stream_meta.shard_count as usize);
-    for index in 0..stream_meta.shard_count {
-        let state = open_shard(engine, stream_meta.id, index)?;
-        let (tip, _) = watch::channel(state.next_sequence);
-        shards.push(Arc::new(Shard {
-            stream_id: stream_meta.id,
-            stream_name: name.to_owned(),
-            index,
-            hash_key_range: shard_hash_range(index, stream_meta.shard_count),
-            stream_deleted: deleted.clone(),
-            state: Mutex::new(state),
-            tip,
-            records_read: AtomicU64::new(0),
-            bytes_read: AtomicU64::new(0),
-            subscribers: AtomicUsize::new(0),
-        }));
-    }
-    Ok(Stream {
-        id: stream_meta.id,
-        name: name.to_owned(),
-        retention: Mutex::new(stream_meta.retention),
-        created_ms: stream_meta.created_ms,
-        shards,
-        deleted,
-    })
-}
-
-/// Opens a shard's keyspace and reads its committed state.
-fn open_shard(engine: &Engine, stream_id: u64, index: u32) -> Result<ShardState> {
-    let keyspace = engine.open_shard(stream_id, index)?;
-    let mut state = match engine.meta.get(layout::shard_state_key(stream_id, index))? {
-        Some(value) => ShardState::decode(&value)?,
-        None => ShardState::default(),
-    };
-    // The state is committed with the records, so they agree; the check
-    // costs one seek and guards the never-reuse-a-sequence invariant.
-    if let Some(last) = chunk::last_summary(&keyspace)?
-        && last.end() > state.next_sequence
-    {
-        return Err(StorageError::Corrupt {
-            what: "shard state (behind its records)",
-        });
-    }
-    state.first_sequence = state.first_sequence.min(state.next_sequence);
-    Ok(state)
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::commands::Command;
 use super::layout::{self, CursorState, StateSize};
-use super::writer::Command;
 use super::{AppendRecord, Result, Shard, Storage, StorageError};
 
 pub(super) struct ProcessingKeyspaces {

@@ -12,12 +12,12 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use fjall::{Keyspace, PersistMode};
 use tokio::sync::{mpsc, oneshot};
 use weir_proto::ProducerStamp;
 
 use super::chunk::{self, ChunkBuilder};
+use super::commands::{AppendOutcome, AppendRecord, Command};
 use super::engine::{Engine, EngineSlot};
 use super::layout::{self, DedupEntry, DedupWindow, ShardState};
 use super::processing::ProcessingCommit;
@@ -26,105 +26,6 @@ use super::space::SpaceGauge;
 use super::{Result, Shard, StorageError, Stream, now_ms};
 use crate::config::{Durability, StorageConfig};
 use crate::counters::CommitMetrics;
-
-/// A record on its way into a shard.
-#[derive(Debug, Clone)]
-pub struct AppendRecord {
-    pub partition_key: String,
-    pub data: Bytes,
-}
-
-/// Where an append's records landed: `count` consecutive sequence numbers
-/// from `first_sequence`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendOutcome {
-    pub first_sequence: u64,
-    pub count: u32,
-    /// The batch had been stored before; nothing was appended this time.
-    pub duplicate: bool,
-}
-
-pub(super) struct AppendJob {
-    pub shard: Arc<Shard>,
-    pub producer: Option<ProducerStamp>,
-    pub records: Vec<AppendRecord>,
-    pub reply: oneshot::Sender<Result<AppendOutcome>>,
-}
-
-pub(super) enum Command {
-    Append(AppendJob),
-    /// Removes whole chunks (by first sequence) from the shard's start up
-    /// to `until`, the first sequence of the chunk after them.
-    Trim {
-        shard: Arc<Shard>,
-        chunks: Vec<u64>,
-        until: u64,
-        removed_bytes: u64,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Checkpoint {
-        key: Vec<u8>,
-        sequence: u64,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    DropStream {
-        stream: Arc<Stream>,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Processing {
-        commit: ProcessingCommit,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    /// In buffered mode, every `buffered_sync_interval_ms`: takes what
-    /// was written to the disk, segments before the journal that refers
-    /// to them.
-    Sync,
-    Stop,
-}
-
-impl Command {
-    fn payload_bytes(&self) -> usize {
-        match self {
-            Self::Append(job) => job
-                .records
-                .iter()
-                .map(|r| r.data.len() + r.partition_key.len())
-                .sum(),
-            Self::Processing { commit, .. } => commit
-                .outputs
-                .iter()
-                .flat_map(|(_, records)| records)
-                .map(|r| r.data.len() + r.partition_key.len())
-                .sum(),
-            _ => 0,
-        }
-    }
-
-    /// Answers the command with `refusal` (writes are refused until the
-    /// engine is reopened); true for `Stop`.
-    fn refuse(self, refusal: &StorageError) -> bool {
-        let error = || match refusal {
-            StorageError::StorageFull { reason } => StorageError::StorageFull {
-                reason: reason.clone(),
-            },
-            _ => StorageError::Recovering,
-        };
-        match self {
-            Self::Append(job) => {
-                let _ = job.reply.send(Err(error()));
-            }
-            Self::Trim { reply, .. }
-            | Self::Checkpoint { reply, .. }
-            | Self::DropStream { reply, .. }
-            | Self::Processing { reply, .. } => {
-                let _ = reply.send(Err(error()));
-            }
-            Self::Sync => {}
-            Self::Stop => return true,
-        }
-        false
-    }
-}
 
 /// A reply to send once the batch it depends on has committed.
 enum Reply {
@@ -667,18 +568,6 @@ impl Writer {
             shard.tip.send_modify(|_| ());
         }
         Ok(())
-    }
-}
-
-impl Shard {
-    pub fn stream_is_deleted(&self) -> bool {
-        self.stream_deleted
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    pub(super) fn publish(&self, state: ShardState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-        self.tip.send_replace(state.next_sequence);
     }
 }
 
