@@ -191,7 +191,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
             continue;
         }
         let partition_key = match (&args.key, &args.key_field) {
-            (_, Some(field)) => super::key_from_json(&line, field)
+            (_, Some(field)) => super::streams::key_from_json(&line, field)
                 .with_context(|| format!("line {}", number + 1))?,
             (Some(key), None) => key.clone(),
             (None, None) => "test".into(),

@@ -419,7 +419,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         };
         tokio::select! {
             () = deadline => {}
-            () = super::wait_for_signal() => {}
+            () = super::serve::wait_for_signal() => {}
         }
     };
     let produced = tokio::select! {
@@ -436,7 +436,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stored: u64 = description.shards.iter().map(|s| s.records).sum();
     println!("\nStopped. {stored} clicks stored in 4 shards.");
     if pipeline {
-        let closed: usize = crate::cli::read_count(&client, "revenue").await;
+        let closed: usize = crate::cli::streams::read_count(&client, "revenue").await;
         println!("`revenue` holds {closed} per-campaign totals of closed windows.");
     }
     if screen_was_shown {

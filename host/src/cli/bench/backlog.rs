@@ -17,7 +17,7 @@ pub struct BacklogArgs {
     #[arg(long)]
     plugin: std::path::PathBuf,
     /// Plugin config, repeatable (e.g. --config window-ms=60000).
-    #[arg(long = "config", value_parser = super::parse::key_value)]
+    #[arg(long = "config", value_parser = crate::cli::parse::key_value)]
     config: Vec<(String, String)>,
     /// Records stored before the processor starts.
     #[arg(long, default_value_t = 200_000)]
@@ -48,7 +48,7 @@ fn records(count: usize, keys: usize) -> Vec<PutRecord> {
 pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     let component = std::fs::read(&args.plugin)
         .with_context(|| format!("reading {}", args.plugin.display()))?;
-    let embedded = super::bench::embedded(Durability::Fsync, 1000, 128).await?;
+    let embedded = super::embedded(Durability::Fsync, 1000, 128).await?;
     let client = &embedded.client;
     client
         .create_stream("in", args.shards, Default::default())
@@ -60,7 +60,7 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
         args.keys,
         args.plugin.display()
     );
-    let bar = super::bench::progress_bar(args.records, "storing");
+    let bar = super::progress_bar(args.records, "storing");
     for batch in records(args.records, args.keys).chunks(1000) {
         let results = client.put_records("in", None, batch.to_vec()).await?;
         if let Some(PutResult::Failed { code, message }) = results
@@ -76,8 +76,8 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     // Adding compiles the component: outside the timed part.
     client.add_plugin("bench", component.into()).await?;
     let started = Instant::now();
-    super::bench::create_bench_processor(client, &args.config).await?;
-    let bar = super::bench::progress_bar(args.records, "processing");
+    super::create_bench_processor(client, &args.config).await?;
+    let bar = super::progress_bar(args.records, "processing");
     let deadline = started + Duration::from_secs(600);
     let shards = loop {
         let shards = progress(client).await?;
@@ -122,6 +122,6 @@ async fn progress(client: &weir_client::Client) -> anyhow::Result<Vec<ShardProgr
         .await?
     {
         AdminResponse::Processor(info) => Ok(info.shards),
-        other => Err(super::unexpected(&other)),
+        other => Err(crate::cli::unexpected(&other)),
     }
 }

@@ -21,7 +21,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 500)]
     connections: usize,
     /// How long the load lasts.
-    #[arg(long, value_parser = super::parse::duration_ms, default_value = "10s")]
+    #[arg(long, value_parser = crate::cli::parse::duration_ms, default_value = "10s")]
     duration: u64,
     /// Records per request.
     #[arg(long, default_value_t = 100)]

@@ -48,7 +48,7 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
     nats_bench::recreate_stream(&servers, JETSTREAM_STREAM, "weirbench.>", args.replicas)
         .await
         .map_err(|e| anyhow::anyhow!("creating JetStream stream {JETSTREAM_STREAM}: {e}"))?;
-    let embedded = super::bench::embedded(Durability::Fsync, 1000, args.size).await?;
+    let embedded = super::embedded(Durability::Fsync, 1000, args.size).await?;
     let client = &embedded.client;
     client
         .create_stream("bench", args.shards, Default::default())
@@ -59,13 +59,13 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
         args.records, args.size, args.shards, args.replicas, args.nats
     );
 
-    let batches = super::bench::make_batches(args.records, args.size, 1000);
+    let batches = super::make_batches(args.records, args.size, 1000);
     let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); args.shards as usize];
     for record in batches.iter().flatten() {
         per_shard[shard_for(&record.partition_key, None, args.shards) as usize]
             .push(record.data.clone());
     }
-    let bar = super::bench::progress_bar(args.records, "storing");
+    let bar = super::progress_bar(args.records, "storing");
     for batch in batches {
         let stored = batch.len();
         let results = client.put_records("bench", None, batch).await?;
@@ -193,6 +193,6 @@ async fn progress(client: &Client) -> anyhow::Result<Vec<SinkShardProgress>> {
         .context("describing the sink")?
     {
         AdminResponse::Sink(info) => Ok(info.shards),
-        other => Err(super::unexpected(&other)),
+        other => Err(crate::cli::unexpected(&other)),
     }
 }

@@ -2,6 +2,12 @@
 //! temporary directory, with the raw-storage baseline measured in the same
 //! run so results can be compared as ratios on a noisy machine.
 
+mod backlog;
+mod kinesis;
+mod load;
+mod plugin;
+mod sink;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,20 +34,20 @@ pub enum BenchCommand {
     /// Reads: GetRecords pages and subscriptions over QUIC.
     Consume(ConsumeArgs),
     /// A plugin through the Wasm boundary: fuel on/off, native ratio, cold start.
-    Plugin(super::bench_plugin::PluginArgs),
+    Plugin(plugin::PluginArgs),
     /// Produce -> processor -> output-visible latency over QUIC.
     Pipeline(PipelineArgs),
     /// A processor working through records already stored: catch-up rate.
-    Backlog(super::bench_backlog::BacklogArgs),
+    Backlog(backlog::BacklogArgs),
     /// PutRecords and GetRecords through the Kinesis HTTP API beside QUIC
     /// (and, with --endpoint, beside another Kinesis-compatible server).
-    Kinesis(super::bench_kinesis::KinesisArgs),
+    Kinesis(kinesis::KinesisArgs),
     /// Hundreds of producing connections and stalled subscribers against a
     /// `weir serve` process: throughput, peak RSS, a probe's ack latency.
-    Load(super::bench_load::LoadArgs),
+    Load(load::LoadArgs),
     /// A sink forwarding a stored backlog to NATS JetStream, beside the same
     /// records published straight to JetStream; put latency meanwhile.
-    Sink(super::bench_sink::SinkArgs),
+    Sink(sink::SinkArgs),
 }
 
 #[derive(Args, Clone)]
@@ -139,12 +145,12 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce { args, .. } => produce(args).await,
         BenchCommand::Consume(args) => consume(args).await,
         BenchCommand::Pipeline(args) => pipeline(args).await,
-        BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
-        BenchCommand::Load(args) => super::bench_load::run(args).await,
-        BenchCommand::Kinesis(args) => super::bench_kinesis::run(args).await,
-        BenchCommand::Sink(args) => super::bench_sink::run(args).await,
+        BenchCommand::Backlog(args) => backlog::run(args).await,
+        BenchCommand::Load(args) => load::run(args).await,
+        BenchCommand::Kinesis(args) => kinesis::run(args).await,
+        BenchCommand::Sink(args) => sink::run(args).await,
         BenchCommand::Plugin(args) => {
-            tokio::task::spawn_blocking(move || super::bench_plugin::run(args)).await?
+            tokio::task::spawn_blocking(move || plugin::run(args)).await?
         }
     }
 }

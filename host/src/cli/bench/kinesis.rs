@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 
-use super::bench::{Measured, ProduceArgs, embedded_with, make_batches, produce_quic};
+use super::{Measured, ProduceArgs, embedded_with, make_batches, produce_quic};
 use crate::aws::client::{Connection, Target};
 use crate::config::Durability;
 use crate::storage::now_ms;

@@ -1,0 +1,390 @@
+//! Streams and their records: `weir stream create|list|describe|delete`,
+//! `put`, `get` and `tail`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use weir_client::{Client, Position, ProducerConfig, Record, Retention};
+
+use super::{ConnectArgs, OutputArgs, parse, show};
+
+#[derive(Subcommand)]
+pub enum StreamCommand {
+    /// Create a stream.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        /// Remove records older than this (e.g. 24h, 7d).
+        #[arg(long, value_parser = parse::duration_ms)]
+        retention_age: Option<u64>,
+        /// Keep at most this many record bytes (e.g. 10GiB).
+        #[arg(long, value_parser = parse::bytes)]
+        retention_bytes: Option<u64>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List streams.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show a stream's shards: hash-key ranges, sequence numbers, sizes.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Delete a stream and all its records.
+    #[command(visible_alias = "rm")]
+    Delete {
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct PutArgs {
+    stream: String,
+    /// The record's data (omit with --file).
+    data: Option<String>,
+    /// Partition key (with --file: the same key for every line).
+    #[arg(long)]
+    key: Option<String>,
+    /// One record per line of this file.
+    #[arg(long, conflicts_with = "data")]
+    file: Option<PathBuf>,
+    /// With --file: take each line's partition key from this JSON field.
+    #[arg(long, requires = "file", conflicts_with = "key")]
+    key_field: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    stream: String,
+    #[arg(long)]
+    shard: u32,
+    /// trim-horizon, latest, at:SEQ, after:SEQ, time:MILLIS.
+    #[arg(long, value_parser = parse::position, default_value = "trim-horizon")]
+    from: Position,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+pub struct TailArgs {
+    stream: String,
+    /// trim-horizon, latest, at:SEQ, after:SEQ, time:MILLIS.
+    #[arg(long, value_parser = parse::position, default_value = "latest")]
+    from: Position,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+pub async fn stream(command: StreamCommand) -> anyhow::Result<()> {
+    match command {
+        StreamCommand::Create {
+            name,
+            shards,
+            retention_age,
+            retention_bytes,
+            connect,
+        } => {
+            let client = connect.connect().await?;
+            let retention = Retention {
+                age_ms: retention_age,
+                bytes: retention_bytes,
+            };
+            client.create_stream(&name, shards, retention).await?;
+            println!("created stream {name} with {shards} shard(s)");
+        }
+        StreamCommand::List { output, connect } => {
+            let names = connect.connect().await?.list_streams().await?;
+            if !output.json(&names)? {
+                names.iter().for_each(|name| println!("{name}"));
+            }
+        }
+        StreamCommand::Describe {
+            name,
+            output,
+            connect,
+        } => {
+            let description = connect.connect().await?.describe_stream(&name).await?;
+            if output.json(&description)? {
+                return Ok(());
+            }
+            let limit = |value: Option<u64>, show: fn(u64) -> String| {
+                value.map_or("unlimited".to_owned(), show)
+            };
+            println!("stream     {}", description.name);
+            if description.created_ms > 0 {
+                println!(
+                    "created    {} ago",
+                    show::duration_ms(
+                        crate::storage::now_ms().saturating_sub(description.created_ms)
+                    )
+                );
+            }
+            println!(
+                "retention  age: {}, size: {}",
+                limit(description.retention.age_ms, show::duration_ms),
+                limit(description.retention.bytes, show::bytes)
+            );
+            println!(
+                "{:>5}  {:>34}  {:>34}  {:>12}  {:>12}  {:>10}  {:>12}",
+                "shard",
+                "hash key start",
+                "hash key end",
+                "first seq",
+                "last seq",
+                "records",
+                "size"
+            );
+            for shard in description.shards {
+                let seq = |s: Option<u64>| s.map_or("-".to_owned(), |s| s.to_string());
+                println!(
+                    "{:>5}  {:>34}  {:>34}  {:>12}  {:>12}  {:>10}  {:>12}",
+                    shard.shard,
+                    format!("{:#x}", shard.hash_key_start),
+                    format!("{:#x}", shard.hash_key_end),
+                    seq(shard.first_sequence),
+                    seq(shard.last_sequence),
+                    shard.records,
+                    show::bytes(shard.bytes)
+                );
+            }
+        }
+        StreamCommand::Delete { name, connect } => {
+            connect.connect().await?.delete_stream(&name).await?;
+            println!("deleted stream {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn put(args: PutArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    match (&args.data, &args.file) {
+        (Some(data), None) => {
+            let key = args.key.clone().context("--key is required with DATA")?;
+            let results = client
+                .put_records(
+                    &args.stream,
+                    None,
+                    vec![weir_client::PutRecord {
+                        partition_key: key,
+                        explicit_hash_key: None,
+                        data: data.clone().into_bytes().into(),
+                    }],
+                )
+                .await?;
+            match results.into_iter().next() {
+                Some(weir_client::PutResult::Stored { shard, sequence }) => {
+                    println!("shard {shard} sequence {sequence}");
+                }
+                Some(weir_client::PutResult::Failed { code, message }) => {
+                    bail!("{}: {message}", code.name())
+                }
+                None => bail!("the server returned no result"),
+            }
+        }
+        (None, Some(file)) => put_file(&client, &args, file).await?,
+        _ => bail!("give DATA or --file FILE"),
+    }
+    client.close().await;
+    Ok(())
+}
+
+async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Result<()> {
+    let bytes_total = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    // Progress only for a person watching (indicatif draws on stderr);
+    // the summary below is printed either way, for scripts too.
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(bytes_total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let producer = client.producer(&args.stream, ProducerConfig::default());
+    let mut acks = Vec::new();
+    let (mut stored, mut failed) = (0u64, 0u64);
+    let mut tally = |result: Result<_, weir_client::ClientError>| match result {
+        Ok(_) => stored += 1,
+        Err(error) => {
+            failed += 1;
+            progress.suspend(|| eprintln!("record failed: {error}"));
+        }
+    };
+    for (number, line) in reader.lines().enumerate() {
+        let line =
+            line.with_context(|| format!("reading line {} of {}", number + 1, file.display()))?;
+        progress.inc(line.len() as u64 + 1);
+        if line.is_empty() {
+            continue;
+        }
+        let key = match (&args.key, &args.key_field) {
+            (Some(key), _) => key.clone(),
+            (None, Some(field)) => {
+                key_from_json(&line, field).with_context(|| format!("line {}", number + 1))?
+            }
+            (None, None) => bail!("give --key KEY or --key-field FIELD with --file"),
+        };
+        acks.push(producer.send(key, line.into_bytes()).await?);
+        // Collect answers as we go so memory stays bounded on big files.
+        if acks.len() >= 10_000 {
+            for ack in acks.drain(..) {
+                tally(ack.await);
+            }
+        }
+    }
+    producer.flush().await?;
+    for ack in acks {
+        tally(ack.await);
+    }
+    progress.finish_and_clear();
+    println!("{stored} stored, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} records were not stored");
+    }
+    Ok(())
+}
+
+pub(crate) fn key_from_json(line: &str, field: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).context("not valid JSON (needed for --key-field)")?;
+    match value.get(field) {
+        Some(serde_json::Value::String(key)) => Ok(key.clone()),
+        Some(serde_json::Value::Null) | None => {
+            bail!("no field {field:?} to use as the partition key")
+        }
+        Some(other) => Ok(other.to_string()),
+    }
+}
+
+/// Records stored in a stream, summed over its shards.
+pub(crate) async fn read_count(client: &Client, stream: &str) -> usize {
+    match client.describe_stream(stream).await {
+        Ok(description) => description.shards.iter().map(|s| s.records as usize).sum(),
+        Err(_) => 0,
+    }
+}
+
+/// A record as `get` and `tail` print it: text, or one JSON object per
+/// line (`data` when it is UTF-8, else `data_base64`).
+fn print_record(output: OutputArgs, shard: u32, record: &Record) -> anyhow::Result<()> {
+    let text = std::str::from_utf8(&record.data).ok();
+    let line = RecordLine {
+        shard,
+        sequence: record.sequence,
+        timestamp_ms: record.timestamp_ms,
+        partition_key: &record.partition_key,
+        data: text,
+        data_base64: text.is_none().then(|| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&record.data)
+        }),
+    };
+    if !output.json(&line)? {
+        println!(
+            "shard={shard} seq={} ts={} key={} {}",
+            record.sequence,
+            record.timestamp_ms,
+            record.partition_key,
+            String::from_utf8_lossy(&record.data)
+        );
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct RecordLine<'a> {
+    shard: u32,
+    sequence: u64,
+    timestamp_ms: u64,
+    partition_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+}
+
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let batch = client
+        .get_records(&args.stream, args.shard, args.from, args.limit)
+        .await?;
+    for record in &batch.records {
+        print_record(args.output, args.shard, record)?;
+    }
+    eprintln!(
+        "next position: at:{} ({} records, {} behind the tip)",
+        batch.next_sequence,
+        batch.records_behind_tip,
+        show::duration_ms(batch.millis_behind_tip)
+    );
+    Ok(())
+}
+
+pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let description = client.describe_stream(&args.stream).await?;
+    let (lines, mut received) = tokio::sync::mpsc::channel::<anyhow::Result<(u32, Record)>>(1024);
+    for shard in description.shards {
+        let mut subscription = client
+            .subscribe(&args.stream, shard.shard, args.from)
+            .await?;
+        let lines = lines.clone();
+        tokio::spawn(async move {
+            loop {
+                match subscription.next().await {
+                    Ok(batch) => {
+                        for record in batch.records {
+                            if lines.send(Ok((shard.shard, record))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let _ = lines.send(Err(error.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(lines);
+    loop {
+        tokio::select! {
+            line = received.recv() => match line {
+                Some(Ok((shard, record))) => print_record(args.output, shard, &record)?,
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
