@@ -1,8 +1,10 @@
 //! Processors: a plugin attached to a source stream, run by one in-order
 //! worker per source shard ([`worker`]). This module keeps the registry of
-//! plugins and processors and starts, pauses and stops workers.
+//! processors and starts, pauses and stops workers; the uploaded plugins
+//! are in the [`plugins`] catalog.
 
 mod fuel;
+mod plugins;
 pub mod step;
 mod worker;
 
@@ -18,10 +20,9 @@ use weir_proto::admin::{
 use weir_proto::{Position, Retention};
 
 use crate::config::{Limits, ProcessingConfig};
-use crate::plugin::{
-    CompileLimits, InstanceLimits, LoadedPlugin, PluginError, PluginLog, PluginRuntime, sha256_hex,
-};
+use crate::plugin::{InstanceLimits, PluginError, PluginLog, PluginRuntime, sha256_hex};
 use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError, now_ms};
+use plugins::{PluginCatalog, PluginRecord};
 use step::Rules;
 use worker::{InstanceMaker, Progress, ReadFailure, Worker};
 
@@ -62,16 +63,6 @@ pub enum ProcessorError {
     Storage(#[from] StorageError),
 }
 
-/// A stored plugin: its metadata (the component is stored separately).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PluginRecord {
-    name: String,
-    sha256: String,
-    bytes: u64,
-    wit: String,
-    created_ms: u64,
-}
-
 /// A stored processor definition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Definition {
@@ -101,6 +92,7 @@ struct Running {
 
 pub struct Processors {
     storage: Arc<Storage>,
+    plugins: PluginCatalog,
     runtime: Arc<PluginRuntime>,
     config: ProcessingConfig,
     record_bytes_max: usize,
@@ -178,7 +170,7 @@ impl Processors {
 
     /// The largest component `plugin add` accepts.
     pub fn plugin_bytes_max(&self) -> usize {
-        self.config.plugin_bytes_max
+        self.plugins.plugin_bytes_max()
     }
 
     /// Loads every processor definition and starts the workers of those not
@@ -190,6 +182,7 @@ impl Processors {
         limits: &Limits,
     ) -> Result<Arc<Self>, ProcessorError> {
         let processors = Arc::new(Self {
+            plugins: PluginCatalog::new(storage.clone(), runtime.clone(), &config),
             storage,
             runtime,
             config,
@@ -233,16 +226,6 @@ impl Processors {
         }
     }
 
-    fn plugin_record(&self, name: &str) -> Result<PluginRecord, ProcessorError> {
-        let bytes =
-            self.storage
-                .plugin_info(name)?
-                .ok_or_else(|| ProcessorError::PluginNotFound {
-                    name: name.to_owned(),
-                })?;
-        decode(&bytes, "plugin metadata")
-    }
-
     fn plugin_info(&self, record: PluginRecord, running: &BTreeMap<String, Running>) -> PluginInfo {
         let used_by = running
             .values()
@@ -269,7 +252,7 @@ impl Processors {
         validate_name("plugin", name)?;
         let sha256 = sha256_hex(component);
         let running = self.running.lock().await;
-        if let Ok(existing) = self.plugin_record(name) {
+        if let Ok(existing) = self.plugins.get(name) {
             if existing.sha256 == sha256 {
                 return Ok(self.plugin_info(existing, &running));
             }
@@ -278,86 +261,36 @@ impl Processors {
                 sha256: existing.sha256,
             });
         }
-        let wit = self.validate_plugin(component).await?;
-        let record = PluginRecord {
-            name: name.to_owned(),
-            sha256: sha256.clone(),
-            bytes: component.len() as u64,
-            wit,
-            created_ms: now_ms(),
-        };
-        self.storage
-            .put_plugin(name, &encode(&record), &sha256, component)?;
-        tracing::info!(plugin = name, %sha256, bytes = component.len(), "plugin added");
+        let record = self.plugins.add(name, sha256, component).await?;
         Ok(self.plugin_info(record, &running))
     }
 
     pub async fn list_plugins(&self) -> Result<Vec<PluginInfo>, ProcessorError> {
         let running = self.running.lock().await;
-        self.storage
-            .plugin_infos()?
-            .iter()
-            .map(|bytes| Ok(self.plugin_info(decode(bytes, "plugin metadata")?, &running)))
-            .collect()
+        Ok(self
+            .plugins
+            .all()?
+            .into_iter()
+            .map(|record| self.plugin_info(record, &running))
+            .collect())
     }
 
     pub async fn describe_plugin(&self, name: &str) -> Result<PluginInfo, ProcessorError> {
         let running = self.running.lock().await;
-        Ok(self.plugin_info(self.plugin_record(name)?, &running))
+        Ok(self.plugin_info(self.plugins.get(name)?, &running))
     }
 
     pub async fn remove_plugin(&self, name: &str) -> Result<(), ProcessorError> {
         let running = self.running.lock().await;
-        let info = self.plugin_info(self.plugin_record(name)?, &running);
-        if !info.used_by.is_empty() {
+        let record = self.plugins.get(name)?;
+        let used_by = self.plugin_info(record.clone(), &running).used_by;
+        if !used_by.is_empty() {
             return Err(ProcessorError::PluginInUse {
                 name: name.to_owned(),
-                processors: info.used_by.join(", "),
+                processors: used_by.join(", "),
             });
         }
-        let shared = self
-            .list_plugin_records()?
-            .iter()
-            .any(|other| other.name != name && other.sha256 == info.sha256);
-        self.storage.remove_plugin(name, &info.sha256, shared)?;
-        tracing::info!(plugin = name, "plugin removed");
-        Ok(())
-    }
-
-    fn list_plugin_records(&self) -> Result<Vec<PluginRecord>, ProcessorError> {
-        self.storage
-            .plugin_infos()?
-            .iter()
-            .map(|bytes| decode(bytes, "plugin metadata"))
-            .collect()
-    }
-
-    /// Validates and compiles an upload on a blocking thread (compiling
-    /// takes a while), within the compiler bounds; the compiled artifact is
-    /// cached for later starts. Returns the WIT package it targets.
-    async fn validate_plugin(&self, component: &[u8]) -> Result<String, ProcessorError> {
-        let runtime = self.runtime.clone();
-        let component = component.to_vec();
-        let plugin_bytes_max = self.config.plugin_bytes_max;
-        let bounds = CompileLimits::from_config(&self.config);
-        let (_, wit) = tokio::task::spawn_blocking(move || {
-            runtime.validate(&component, plugin_bytes_max, bounds)
-        })
-        .await
-        .map_err(|e| PluginError::Host(format!("compiling the plugin panicked: {e}")))??;
-        Ok(wit)
-    }
-
-    fn load_plugin(&self, sha256: &str) -> Result<LoadedPlugin, ProcessorError> {
-        let storage = &self.storage;
-        Ok(self.runtime.load(sha256, || {
-            storage
-                .plugin_component(sha256)
-                .map_err(|e| PluginError::Host(e.to_string()))?
-                .ok_or_else(|| {
-                    PluginError::Host(format!("component {sha256} is missing from storage"))
-                })
-        })?)
+        self.plugins.remove(&record)
     }
 
     /// The processor's own state budget, or the server's default.
@@ -402,7 +335,7 @@ impl Processors {
                 name: settings.name,
             });
         }
-        let plugin = self.plugin_record(&settings.plugin)?;
+        let plugin = self.plugins.get(&settings.plugin)?;
         let source = self.storage.stream(&settings.source)?;
         let output = settings
             .output
@@ -444,7 +377,7 @@ impl Processors {
 
         // The plugin's init is the judge of the config. It is guest code:
         // run it on a blocking thread, like every call.
-        let loaded = self.load_plugin(&plugin.sha256)?;
+        let loaded = self.plugins.load(&plugin.sha256)?;
         let (runtime, limits) = (self.runtime.clone(), self.instance_limits(&definition));
         let log = self.plugin_log(&definition.settings.name);
         let config = definition.settings.config.clone();
@@ -520,7 +453,7 @@ impl Processors {
             .as_deref()
             .map(|name| self.storage.stream(name))
             .transpose()?;
-        let loaded = self.load_plugin(&definition.plugin_sha256)?;
+        let loaded = self.plugins.load(&definition.plugin_sha256)?;
         let log = self.plugin_log(&definition.settings.name);
         let mut workers = Vec::with_capacity(source.shards.len());
         for shard in &source.shards {
