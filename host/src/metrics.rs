@@ -287,7 +287,7 @@ pub async fn render(service: &Service) -> String {
             ),
             gauge(
                 "weir_sink_lag_bytes",
-                "Source bytes not yet forwarded (from the shard's average record size).",
+                "Partition key and data bytes of the source records not yet forwarded.",
                 |s| s.lag_bytes,
             ),
             gauge(

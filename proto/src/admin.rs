@@ -99,7 +99,7 @@ pub struct SinkShardProgress {
     /// Next source sequence number to forward.
     pub cursor: u64,
     pub lag_records: u64,
-    /// Estimated from the shard's average record size.
+    /// Partition key and data bytes of the records not yet forwarded.
     pub lag_bytes: u64,
     /// Age of the oldest record not yet forwarded.
     pub lag_ms: u64,

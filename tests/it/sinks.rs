@@ -1056,6 +1056,12 @@ async fn a_sink_behind_retention_reports_the_loss_and_forwards_the_rest() {
         .put_records("brief", None, records("old", 30))
         .await
         .expect("put old");
+    // The lag is exact: every partition key and data byte not forwarded.
+    let waiting = &describe_sink(client, "s").await.shards[0];
+    let bytes: usize = (0..30)
+        .map(|i| format!("k{i}").len() + format!("old{i}").len())
+        .sum();
+    assert_eq!((waiting.lag_records, waiting.lag_bytes), (30, bytes as u64));
     tokio::time::sleep(Duration::from_millis(3_200)).await;
     client
         .put_records("brief", None, records("new", 4))

@@ -21,7 +21,7 @@ use weir_proto::{Position, Retention};
 
 use crate::config::{Limits, ProcessingConfig};
 use crate::plugin::{InstanceLimits, PluginError, PluginLog, PluginRuntime, sha256_hex};
-use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError, now_ms};
+use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError};
 use plugins::{PluginCatalog, PluginRecord};
 use step::Rules;
 use worker::{InstanceMaker, Progress, ReadFailure, Worker};
@@ -705,7 +705,8 @@ impl Processors {
                     (Some(progress), false) => progress.status.to_owned(),
                     (None, false) => "stopped".to_owned(),
                 };
-                let (lag_records, lag_ms) = self.lag(shard, cursor.next_sequence)?;
+                let backlog = self.storage.backlog(shard, cursor.next_sequence)?;
+                let (lag_records, lag_ms) = (backlog.records, backlog.age_ms());
                 shards.push(ShardProgress {
                     shard: shard.index,
                     status,
@@ -739,25 +740,6 @@ impl Processors {
             log_lines_dropped: workers.first().map_or(0, |w| w.log.dropped_lines()),
             shards,
         })
-    }
-
-    /// Records and milliseconds between the cursor and the shard's tip.
-    fn lag(
-        &self,
-        shard: &crate::storage::Shard,
-        cursor: u64,
-    ) -> Result<(u64, u64), ProcessorError> {
-        let batch = match self.storage.read(shard, cursor, 1, usize::MAX) {
-            Ok(batch) => batch,
-            Err(StorageError::PositionTrimmed { .. }) => return Ok((0, 0)),
-            Err(error) => return Err(error.into()),
-        };
-        let behind = batch.records.len() as u64 + batch.records_behind_tip;
-        let lag_ms = batch
-            .records
-            .first()
-            .map_or(0, |oldest| now_ms().saturating_sub(oldest.timestamp_ms));
-        Ok((behind, lag_ms))
     }
 
     /// The source stream of processor `name`, if it exists.

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use weir_proto::admin::{SinkInfo, SinkSettings, SinkShardProgress, StartPosition};
 
 use crate::config::SinkConfig;
-use crate::storage::{CatalogKind, Shard, Storage, StorageError, now_ms};
+use crate::storage::{CatalogKind, Storage, StorageError, now_ms};
 
 pub use nats::bench as nats_bench;
 pub use target::Target;
@@ -429,14 +429,14 @@ impl Sinks {
                         None,
                     ),
                 };
-                let lag = lag(&self.storage, shard, cursor.next_sequence)?;
+                let backlog = self.storage.backlog(shard, cursor.next_sequence)?;
                 shards.push(SinkShardProgress {
                     shard: shard.index,
                     status,
                     cursor: cursor.next_sequence,
-                    lag_records: lag.records,
-                    lag_bytes: lag.bytes,
-                    lag_ms: lag.age_ms,
+                    lag_records: backlog.records,
+                    lag_bytes: backlog.bytes,
+                    lag_ms: backlog.age_ms(),
                     records_forwarded: cursor.records_forwarded,
                     bytes_forwarded: cursor.bytes_forwarded,
                     last_ack_ms: cursor.last_ack_ms,
@@ -465,41 +465,6 @@ async fn stop(sink: &mut Running) {
         let _ = task.await;
     }
     sink.workers.clear();
-}
-
-struct Lag {
-    records: u64,
-    bytes: u64,
-    age_ms: u64,
-}
-
-/// How far `cursor` is behind the shard's tip: records, bytes (from the
-/// shard's average record size) and the age of the oldest record.
-fn lag(storage: &Storage, shard: &Shard, cursor: u64) -> Result<Lag, StorageError> {
-    let stats = shard.stats();
-    let records = stats.records_appended.saturating_sub(cursor);
-    if records == 0 {
-        return Ok(Lag {
-            records: 0,
-            bytes: 0,
-            age_ms: 0,
-        });
-    }
-    let bytes = (u128::from(stats.bytes_appended) * u128::from(records)
-        / u128::from(stats.records_appended.max(1))) as u64;
-    let age_ms = match storage.read(shard, cursor, 1, usize::MAX) {
-        Ok(batch) => batch
-            .records
-            .first()
-            .map_or(0, |oldest| now_ms().saturating_sub(oldest.timestamp_ms)),
-        Err(StorageError::PositionTrimmed { .. }) => 0,
-        Err(error) => return Err(error),
-    };
-    Ok(Lag {
-        records,
-        bytes,
-        age_ms,
-    })
 }
 
 fn put_definition(storage: &Storage, definition: &Definition) -> Result<(), StorageError> {

@@ -232,6 +232,22 @@ impl ChunkReader {
         self.skip_while(|_, timestamp_ms| timestamp_ms < ms)
     }
 
+    /// The next record's arrival time, if there is a next record.
+    pub fn next_timestamp_ms(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.next_header()?.map(|(timestamp_ms, ..)| timestamp_ms))
+    }
+
+    /// Passes over the rest of the chunk, decoding only headers: the
+    /// partition key and data bytes of the records passed.
+    pub fn skip_rest(&mut self) -> Result<u64, StorageError> {
+        let mut bytes = 0;
+        while let Some((_, key_len, data_len)) = self.next_header()? {
+            bytes += (key_len + data_len) as u64;
+            self.advance(key_len, data_len);
+        }
+        Ok(bytes)
+    }
+
     pub fn next_record(&mut self) -> Result<Option<Record>, StorageError> {
         let Some((timestamp_ms, key_len, data_len)) = self.next_header()? else {
             return Ok(None);

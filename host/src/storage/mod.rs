@@ -59,6 +59,24 @@ pub use layout::{CursorState, StateSize};
 pub use processing::ProcessingCommit;
 pub use stream::{Shard, ShardStats, Stream};
 
+/// The records a reader at some position has yet to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub records: u64,
+    /// Their partition key and data bytes.
+    pub bytes: u64,
+    /// The oldest one's arrival time.
+    pub oldest_timestamp_ms: Option<u64>,
+}
+
+impl Backlog {
+    /// How long ago the oldest record arrived (0 with none).
+    pub fn age_ms(&self) -> u64 {
+        self.oldest_timestamp_ms
+            .map_or(0, |oldest| now_ms().saturating_sub(oldest))
+    }
+}
+
 /// What [`Storage::read_in_order`] read for a reader at a position.
 #[derive(Debug)]
 pub struct InOrderRead {
@@ -657,6 +675,43 @@ impl Storage {
 
     /// A chunk's bytes from its segment. A segment removed since its
     /// summary was read held only records retention removed.
+    /// What lies between `from` (or the shard's first record, if retention
+    /// removed `from`) and the tip, from the chunk summaries and the one
+    /// chunk `from` falls in — no record is copied.
+    pub fn backlog(&self, shard: &Shard, from: u64) -> Result<Backlog> {
+        let state = shard.state();
+        let (start, end) = (from.max(state.first_sequence), state.next_sequence);
+        let mut backlog = Backlog {
+            records: end.saturating_sub(start),
+            ..Backlog::default()
+        };
+        if start >= end {
+            return Ok(backlog);
+        }
+        let keyspace = self.engine()?.shard(shard)?;
+        let mut next_chunk = start;
+        if let Some(summary) = chunk::summary_at(&keyspace, start)? {
+            let value = self.load_chunk(shard, &summary)?;
+            let mut reader = chunk::ChunkReader::new(summary.first_sequence, value)?;
+            reader.skip_to(start)?;
+            backlog.oldest_timestamp_ms = reader.next_timestamp_ms()?;
+            backlog.bytes = reader.skip_rest()?;
+            next_chunk = summary.end();
+        }
+        // Chunks are whole commits: none straddles `end`.
+        for summary in chunk::summaries_from(&keyspace, next_chunk) {
+            let summary = summary?;
+            if summary.first_sequence >= end {
+                break;
+            }
+            backlog
+                .oldest_timestamp_ms
+                .get_or_insert(summary.first_timestamp_ms);
+            backlog.bytes += summary.record_bytes;
+        }
+        Ok(backlog)
+    }
+
     fn load_chunk(&self, shard: &Shard, summary: &chunk::ChunkSummary) -> Result<Bytes> {
         self.segments
             .read(shard.stream_id, shard.index, summary.location)
