@@ -382,6 +382,9 @@ pub async fn render(service: &Service) -> String {
 
 /// Requests an admin connection may send before it is closed.
 const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// How long the admin listener waits for a request before it closes the
+/// connection (a scraper sends its request at once).
+const ADMIN_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` turns true.
 pub async fn serve_admin(
@@ -402,7 +405,7 @@ pub async fn serve_admin(
         tokio::spawn(async move {
             let mut request = vec![0u8; ADMIN_REQUEST_BYTES_MAX];
             let read =
-                tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+                tokio::time::timeout(ADMIN_REQUEST_READ_TIMEOUT, stream.read(&mut request)).await;
             let Ok(Ok(length)) = read else { return };
             let text = String::from_utf8_lossy(&request[..length]);
             let path = text.split_whitespace().nth(1).unwrap_or("/");

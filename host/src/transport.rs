@@ -130,7 +130,7 @@ pub async fn serve(
         }
     }
     endpoint.close(close_code::SHUTDOWN.into(), b"server shutting down");
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, endpoint.wait_idle()).await;
 }
 
 /// Bounds what connections cost before they have shown who they are:
@@ -434,6 +434,10 @@ async fn acquire(
 /// Bytes of an upload frame besides the component (the plugin's name and
 /// the field lengths).
 const UPLOAD_FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// How long a stopping server waits for its clients to acknowledge the
+/// close before it exits anyway.
+const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 /// Reads one request frame: its length and kind first, then — once the
 /// frame's bytes are reserved from the buffer budgets — the rest. A plugin

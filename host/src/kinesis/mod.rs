@@ -47,6 +47,10 @@ use value::{Encoding, Fields, MapBuilder};
 /// The `X-Amz-Target` prefix of every Kinesis operation.
 const TARGET_PREFIX: &str = "Kinesis_20131202.";
 
+/// How long the listener waits after a failed accept (out of file
+/// descriptors, say) before it accepts again, rather than spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Binds the API's TCP listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -85,7 +89,7 @@ pub async fn serve(
                 Err(error) => {
                     // Out of file descriptors and the like: wait, don't spin.
                     tracing::warn!(%error, "kinesis api: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },

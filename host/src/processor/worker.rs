@@ -29,6 +29,9 @@ use crate::storage::{
 /// How often a worker waiting for storage space (or plugin memory) looks
 /// again.
 const STORAGE_FULL_RECHECK: Duration = Duration::from_millis(500);
+/// How long a worker waits before reading its source again after a failed
+/// read (storage reopening, say).
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// What `processor describe` shows about a worker besides its cursor.
 #[derive(Debug, Clone)]
@@ -194,7 +197,7 @@ impl Worker {
                 Ok(records) => records,
                 Err(error) => {
                     self.set_status("retrying", Some(format!("reading the source: {error}")));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(READ_RETRY).await;
                     continue;
                 }
             };

@@ -22,6 +22,8 @@ const PUT_RECORDS_MAX: usize = 500;
 /// Quick retries of records the upstream refused one by one (throughput
 /// exceeded, say) before the worker backs off.
 const RECORD_RETRIES: u32 = 3;
+/// The wait before quick retry N is N times this.
+const RECORD_RETRY_STEP: Duration = Duration::from_millis(100);
 
 pub(in crate::sink) struct Connection {
     shared: Arc<Shared>,
@@ -109,7 +111,7 @@ impl ShardPublisher {
                     "Kinesis refused records {RECORD_RETRIES} times: {reason}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            tokio::time::sleep(RECORD_RETRY_STEP * attempt).await;
         }
     }
 
