@@ -1,8 +1,8 @@
 //! The Kinesis upstream: `PutRecords` to a Kinesis Data Streams API (AWS
 //! over TLS, another Weir box, an emulator), SigV4-signed over one
-//! keep-alive HTTP/1.1 connection per shard, plain or TLS. At least once, no loss:
-//! a record the upstream refused alone (`FailedRecordCount`) is sent
-//! again alone; a batch in flight when Weir crashes is sent again whole.
+//! keep-alive HTTP/1.1 connection per shard, plain or TLS. At least once,
+//! no loss: a record the upstream refused alone (`FailedRecordCount`) is
+//! sent again alone; a batch in flight when Weir crashes is sent again whole.
 //! Partition keys are kept, so the upstream routes each key to one shard.
 
 use std::collections::HashSet;
@@ -30,12 +30,7 @@ pub(in crate::sink) struct Connection {
 }
 
 struct Shared {
-    /// `HOST[:PORT]` as the URL gives it.
-    authority: String,
-    port: u16,
-    tls: bool,
-    stream: String,
-    region: String,
+    target: KinesisTarget,
     credentials_file: Option<String>,
     ca_file: Option<String>,
     request_timeout: Duration,
@@ -45,11 +40,7 @@ impl Connection {
     pub fn new(target: &KinesisTarget, settings: &SinkSettings, request_timeout: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
-                authority: target.authority.clone(),
-                port: target.port,
-                tls: target.tls,
-                stream: target.stream.clone(),
-                region: target.region.clone(),
+                target: target.clone(),
                 credentials_file: settings.credentials_file.clone(),
                 ca_file: settings.ca_file.clone(),
                 request_timeout,
@@ -79,7 +70,7 @@ impl ShardPublisher {
     /// ours, so forwarding goes on from Weir's cursor.
     pub async fn sync(&mut self) -> Result<Option<u64>, UpstreamError> {
         self.connection = None;
-        let body = serde_json::json!({ "StreamName": self.shared.stream }).to_string();
+        let body = serde_json::json!({ "StreamName": self.shared.target.stream }).to_string();
         self.call("DescribeStreamSummary", &body).await?;
         Ok(None)
     }
@@ -129,7 +120,7 @@ impl ShardPublisher {
             })
             .collect();
         let body = serde_json::json!({
-            "StreamName": self.shared.stream,
+            "StreamName": self.shared.target.stream,
             "Records": entries,
         })
         .to_string();
@@ -215,7 +206,7 @@ impl ShardPublisher {
                 .unwrap_or_default();
             return Err(UpstreamError(format!(
                 "Kinesis refused {operation} for stream {}: {code}: {message}",
-                self.shared.stream
+                self.shared.target.stream
             )));
         }
         Ok(answer)
@@ -223,8 +214,8 @@ impl ShardPublisher {
 
     async fn connect(&self) -> Result<HttpConnection, UpstreamError> {
         let shared = &self.shared;
-        let host = crate::aws::client::host_of(&shared.authority);
-        let addr = tokio::net::lookup_host((host, shared.port))
+        let host = crate::aws::client::host_of(&shared.target.authority);
+        let addr = tokio::net::lookup_host((host, shared.target.port))
             .await
             .ok()
             .and_then(|mut addrs| addrs.next())
@@ -235,7 +226,7 @@ impl ShardPublisher {
             // are not checked (auth disabled, emulators).
             None => ("anonymous".to_owned(), "anonymous".to_owned()),
         };
-        let tls = match shared.tls {
+        let tls = match shared.target.tls {
             false => None,
             true => {
                 let ca_file = shared.ca_file.as_deref().map(std::path::Path::new);
@@ -246,11 +237,11 @@ impl ShardPublisher {
         };
         let target = HttpTarget {
             addr,
-            authority: shared.authority.clone(),
+            authority: shared.target.authority.clone(),
             tls,
             access_key,
             secret,
-            region: shared.region.clone(),
+            region: shared.target.region.clone(),
         };
         HttpConnection::open(&target)
             .await
