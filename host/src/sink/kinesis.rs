@@ -6,10 +6,13 @@
 //! Partition keys are kept, so the upstream routes each key to one shard.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use tokio::sync::OnceCell;
+use tokio_rustls::TlsConnector;
 use weir_proto::Record;
 use weir_proto::admin::SinkSettings;
 
@@ -34,6 +37,27 @@ struct Shared {
     credentials_file: Option<String>,
     ca_file: Option<String>,
     request_timeout: Duration,
+    /// With TLS: built once for all the sink's shards, on first connect
+    /// (reading the CA file or the system store is file I/O).
+    tls: OnceCell<TlsConnector>,
+}
+
+impl Shared {
+    async fn tls(&self) -> Result<TlsConnector, UpstreamError> {
+        self.tls
+            .get_or_try_init(|| async {
+                let ca_file = self.ca_file.clone();
+                let config = tokio::task::spawn_blocking(move || {
+                    crate::tls::client_config(ca_file.as_deref().map(Path::new), &[b"http/1.1"])
+                })
+                .await
+                .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?
+                .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?;
+                Ok(TlsConnector::from(Arc::new(config)))
+            })
+            .await
+            .cloned()
+    }
 }
 
 impl Connection {
@@ -44,6 +68,7 @@ impl Connection {
                 credentials_file: settings.credentials_file.clone(),
                 ca_file: settings.ca_file.clone(),
                 request_timeout,
+                tls: OnceCell::new(),
             }),
         }
     }
@@ -228,12 +253,7 @@ impl ShardPublisher {
         };
         let tls = match shared.target.tls {
             false => None,
-            true => {
-                let ca_file = shared.ca_file.as_deref().map(std::path::Path::new);
-                let config = crate::tls::client_config(ca_file, &[b"http/1.1"])
-                    .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?;
-                Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
-            }
+            true => Some(shared.tls().await?),
         };
         let target = HttpTarget {
             addr,

@@ -88,16 +88,21 @@ impl Target {
                         }
                     }
                 }
-                if host.is_empty() || host.contains('@') || (!tls && !host.contains(':')) {
-                    return Err(format!(
+                let needs_host_port = || {
+                    format!(
                         "{scheme}:// needs HOST:PORT, not {host:?} (credentials go in --credentials-file)"
-                    ));
+                    )
+                };
+                if host.is_empty() || host.contains('@') {
+                    return Err(needs_host_port());
                 }
+                // `[V6]` alone has colons but no port.
                 let port = match host.rsplit_once(':') {
                     Some((_, port)) if !port.contains(']') => port.parse().map_err(|_| {
                         format!("{scheme}:// URL port {port:?} is not a port number")
                     })?,
-                    _ => HTTPS_PORT,
+                    _ if tls => HTTPS_PORT,
+                    _ => return Err(needs_host_port()),
                 };
                 if stream.is_empty()
                     || !stream
@@ -277,6 +282,7 @@ mod tests {
             ("nats:///a", "at least one HOST:PORT"),
             ("kinesis://h:1", "names no stream"),
             ("kinesis://h/s", "HOST:PORT"),
+            ("kinesis://[::1]/s", "HOST:PORT"),
             ("kinesis+https:///s", "HOST:PORT"),
             ("kinesis://h:x/s", "not a port number"),
             ("kinesis://k:s@h:1/s", "--credentials-file"),
