@@ -16,6 +16,7 @@ use weir_proto::{
 
 use crate::ClientError;
 use crate::producer::{Producer, ProducerConfig};
+use crate::subscription::{StreamSubscription, Subscription};
 use weir_proto::admin::{
     AdminRequest, AdminResponse, PluginInfo, ProcessorInfo, ProcessorLimits, ProcessorSettings,
     StateEntry,
@@ -359,21 +360,30 @@ impl Client {
         };
         let connection = self.connection().await?;
         let (send, recv) = self.open(&connection, &encode(&request)).await?;
-        let mut subscription = Subscription {
-            _send: send,
-            recv,
-            buf: BytesMut::new(),
-            frame_bytes_max: self.inner.config.frame_bytes_max,
-            start_sequence: 0,
-        };
-        // The server confirms with an empty batch naming the start, so
-        // records committed after this returns are sure to be delivered.
-        let confirmation =
-            tokio::time::timeout(self.inner.config.request_timeout, subscription.next())
-                .await
-                .map_err(|_| ClientError::Connection("no subscription confirmation".into()))??;
-        subscription.start_sequence = confirmation.next_sequence;
-        Ok(subscription)
+        let feed = Subscription::new(send, recv, self.inner.config.frame_bytes_max);
+        tokio::time::timeout(self.inner.config.request_timeout, feed.confirmed())
+            .await
+            .map_err(|_| ClientError::Connection("no subscription confirmation".into()))?
+    }
+
+    /// A live feed of every shard of `stream`, each from `from` (see
+    /// [`StreamSubscription`]). To start each shard at its own position
+    /// (a checkpoint, say), subscribe to the shards one by one and merge
+    /// them with [`StreamSubscription::from_shards`].
+    pub async fn subscribe_stream(
+        &self,
+        stream: &str,
+        from: Position,
+    ) -> Result<StreamSubscription, ClientError> {
+        let description = self.describe_stream(stream).await?;
+        let mut shards = Vec::with_capacity(description.shards.len());
+        for shard in description.shards {
+            shards.push((
+                shard.shard,
+                self.subscribe(stream, shard.shard, from).await?,
+            ));
+        }
+        Ok(StreamSubscription::from_shards(shards))
     }
 
     /// Stores `consumer`'s position in a shard on the server.
@@ -542,42 +552,27 @@ impl Client {
     }
 }
 
-/// A live feed of records from one shard.
-#[derive(Debug)]
-pub struct Subscription {
-    _send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    buf: BytesMut,
-    frame_bytes_max: usize,
-    start_sequence: u64,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        // Tell the server at once, so it frees the subscription's place.
-        let _ = self.recv.stop(0u32.into());
-    }
-}
-
-impl Subscription {
-    /// The sequence number the feed started at.
-    pub fn start_sequence(&self) -> u64 {
-        self.start_sequence
-    }
-
-    /// The next batch of records; waits until there is one.
-    pub async fn next(&mut self) -> Result<RecordBatch, ClientError> {
-        match read_response(&mut self.recv, &mut self.buf, self.frame_bytes_max).await? {
-            Response::Records(batch) => Ok(batch),
-            other => Err(unexpected(&other)),
-        }
-    }
-}
-
 pub(crate) fn encode(request: &Request) -> Bytes {
     let mut buf = BytesMut::new();
     request.encode(&mut buf);
     buf.freeze()
+}
+
+/// The first whole response frame in `buf`, taken out of it; `None` until
+/// one has fully arrived. An error response becomes [`ClientError::Server`].
+pub(crate) fn take_response(
+    buf: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> Result<Option<Response>, ClientError> {
+    let Some(frame) =
+        decode_frame(buf, frame_bytes_max).map_err(|e| ClientError::Protocol(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    match Response::decode(frame).map_err(|e| ClientError::Protocol(e.to_string()))? {
+        Response::Error { code, message } => Err(ClientError::Server { code, message }),
+        response => Ok(Some(response)),
+    }
 }
 
 async fn read_response(
@@ -586,15 +581,8 @@ async fn read_response(
     frame_bytes_max: usize,
 ) -> Result<Response, ClientError> {
     loop {
-        if let Some(frame) =
-            decode_frame(buf, frame_bytes_max).map_err(|e| ClientError::Protocol(e.to_string()))?
-        {
-            return match Response::decode(frame)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-            {
-                Response::Error { code, message } => Err(ClientError::Server { code, message }),
-                response => Ok(response),
-            };
+        if let Some(response) = take_response(buf, frame_bytes_max)? {
+            return Ok(response);
         }
         match recv.read_chunk(frame_bytes_max, true).await {
             Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
@@ -618,7 +606,7 @@ fn connection_lost(connection: &quinn::Connection, error: &dyn std::fmt::Display
     }
 }
 
-fn closed(error: &quinn::ConnectionError) -> ClientError {
+pub(crate) fn closed(error: &quinn::ConnectionError) -> ClientError {
     match error {
         quinn::ConnectionError::ApplicationClosed(close) => ClientError::Connection(format!(
             "closed by the server: {}",
@@ -646,7 +634,7 @@ pub(crate) fn expect_put_results(response: Response) -> Result<Vec<PutResult>, C
     }
 }
 
-fn unexpected(response: &Response) -> ClientError {
+pub(crate) fn unexpected(response: &Response) -> ClientError {
     let kind = match response {
         Response::Ok => "Ok",
         Response::Streams(_) => "Streams",

@@ -5,7 +5,8 @@
 //!   calls run concurrently without blocking one another.
 //! - [`Producer`]: batching with linger, idempotent retries (every batch is
 //!   stamped; a retry after a lost ack is not stored twice).
-//! - [`Subscription`]: a live feed of one shard.
+//! - [`Subscription`]: a live feed of one shard; [`StreamSubscription`]:
+//!   every shard of a stream merged. Both are `futures` streams of batches.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), weir_client::ClientError> {
@@ -16,17 +17,19 @@
 //! let client = Client::connect(config).await?;
 //! client.create_stream("clicks", 4, Default::default()).await?;
 //! let producer = client.producer("clicks", Default::default());
-//! let ack = producer.send("user-1", &b"{\"page\":\"/\"}"[..]).await?;
-//! let (shard, sequence) = ack.await?;
-//! let batch = client.get_records("clicks", shard, Position::AtSequence(sequence), 10).await?;
+//! let pending = producer.send("user-1", &b"{\"page\":\"/\"}"[..]).await?;
+//! let ack = pending.await?; // once the record is durable
+//! let batch = client.get_records("clicks", ack.shard, Position::AtSequence(ack.sequence), 10).await?;
 //! # Ok(()) }
 //! ```
 
 mod connection;
 mod producer;
+mod subscription;
 
-pub use connection::{Client, ClientConfig, Subscription};
-pub use producer::{Ack, Producer, ProducerConfig};
+pub use connection::{Client, ClientConfig};
+pub use producer::{Ack, PendingAck, Producer, ProducerConfig};
+pub use subscription::{ShardBatch, StreamSubscription, Subscription};
 pub use weir_proto::admin;
 pub use weir_proto::{
     ErrorCode, Position, ProducerStamp, PutRecord, PutResult, Record, RecordBatch, Retention,

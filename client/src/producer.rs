@@ -13,7 +13,8 @@
 //! again with the same stamp — stored once — before the shard's next batch
 //! goes out. Per-key order holds, as Kinesis and Kafka users expect.
 //!
-//! What reaches an [`Ack`]: the record's position; a per-record refusal
+//! What a [`PendingAck`] resolves to: an [`Ack`] with the record's
+//! position (and whether an earlier attempt had already stored it); a per-record refusal
 //! (invalid record, unknown stream, permission denied: never stored); or,
 //! once `retries_max` retries are spent, the last retryable error — then
 //! the record may or may not be stored, and re-sending it through a new
@@ -71,7 +72,7 @@ impl Default for ProducerConfig {
     }
 }
 
-type AckSender = oneshot::Sender<Result<(u32, u64), ClientError>>;
+type AckSender = oneshot::Sender<Result<Ack, ClientError>>;
 
 enum Item {
     Record(PutRecord, AckSender),
@@ -86,11 +87,23 @@ pub struct Producer {
     producer_id: u64,
 }
 
-/// Resolves to the record's (shard, sequence number) once it is durable.
-pub struct Ack(oneshot::Receiver<Result<(u32, u64), ClientError>>);
+/// Where a record was stored, once it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub shard: u32,
+    pub sequence: u64,
+    /// The batch was retried (its first answer was lost) and the server
+    /// answered from its dedup window: an earlier attempt stored the
+    /// record, this one did not store it again.
+    pub duplicate: bool,
+}
 
-impl Future for Ack {
-    type Output = Result<(u32, u64), ClientError>;
+/// Resolves to the record's [`Ack`] once it is durable, or to why it
+/// failed for good.
+pub struct PendingAck(oneshot::Receiver<Result<Ack, ClientError>>);
+
+impl Future for PendingAck {
+    type Output = Result<Ack, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0)
@@ -124,12 +137,12 @@ impl Producer {
     }
 
     /// Queues a record; waits only while the queue is full. The returned
-    /// [`Ack`] resolves when the record is stored (or has failed for good).
+    /// [`PendingAck`] resolves when the record is stored (or has failed for good).
     pub async fn send(
         &self,
         partition_key: impl Into<String>,
         data: impl Into<Bytes>,
-    ) -> Result<Ack, ClientError> {
+    ) -> Result<PendingAck, ClientError> {
         self.send_record(PutRecord {
             partition_key: partition_key.into(),
             explicit_hash_key: None,
@@ -138,13 +151,13 @@ impl Producer {
         .await
     }
 
-    pub async fn send_record(&self, record: PutRecord) -> Result<Ack, ClientError> {
+    pub async fn send_record(&self, record: PutRecord) -> Result<PendingAck, ClientError> {
         let (ack, receiver) = oneshot::channel();
         self.items
             .send(Item::Record(record, ack))
             .await
             .map_err(|_| ClientError::Closed)?;
-        Ok(Ack(receiver))
+        Ok(PendingAck(receiver))
     }
 
     /// Sends the current batches now and waits until every record queued
@@ -358,13 +371,21 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Resolves each record's [`Ack`] from its batch's outcome.
+/// Resolves each record's [`PendingAck`] from its batch's outcome.
 fn answer(acks: Vec<AckSender>, outcome: Result<Vec<PutResult>, ClientError>) {
     match outcome {
         Ok(results) => {
             for (ack, result) in acks.into_iter().zip(results) {
                 let _ = ack.send(match result {
-                    PutResult::Stored { shard, sequence } => Ok((shard, sequence)),
+                    PutResult::Stored {
+                        shard,
+                        sequence,
+                        duplicate,
+                    } => Ok(Ack {
+                        shard,
+                        sequence,
+                        duplicate,
+                    }),
                     PutResult::Failed { code, message } => {
                         Err(ClientError::Server { code, message })
                     }

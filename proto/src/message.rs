@@ -93,8 +93,18 @@ pub struct Record {
 /// The outcome for one record of a put: where it landed, or why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutResult {
-    Stored { shard: u32, sequence: u64 },
-    Failed { code: ErrorCode, message: String },
+    /// Stored at `sequence`; `duplicate` when this request was a retry of
+    /// a producer batch stored earlier, answered from the dedup window (the
+    /// records were not stored again).
+    Stored {
+        shard: u32,
+        sequence: u64,
+        duplicate: bool,
+    },
+    Failed {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// What `DescribeStream` reports for one shard.
@@ -237,6 +247,14 @@ pub mod kind {
     pub const CHECKPOINT: u8 = 0xB0;
     pub const ADMIN_RESPONSE: u8 = 0xC0;
     pub const ERROR: u8 = 0xFF;
+}
+
+/// The tag of one result in a PutResults answer.
+mod put_result {
+    pub const STORED: u8 = 0;
+    pub const FAILED: u8 = 1;
+    /// Stored by an earlier request with the same producer stamp.
+    pub const STORED_BEFORE: u8 = 2;
 }
 
 /// Smallest encoding of a `PutRecord` (empty key, no hash key, empty data),
@@ -494,13 +512,21 @@ impl Response {
                 b.put_u32_le(results.len() as u32);
                 for result in results {
                     match result {
-                        PutResult::Stored { shard, sequence } => {
-                            b.put_u8(0);
+                        PutResult::Stored {
+                            shard,
+                            sequence,
+                            duplicate,
+                        } => {
+                            b.put_u8(if *duplicate {
+                                put_result::STORED_BEFORE
+                            } else {
+                                put_result::STORED
+                            });
                             b.put_u32_le(*shard);
                             b.put_u64_le(*sequence);
                         }
                         PutResult::Failed { code, message } => {
-                            b.put_u8(1);
+                            b.put_u8(put_result::FAILED);
                             b.put_u16_le(*code as u16);
                             put_string(b, message);
                         }
@@ -570,11 +596,14 @@ impl Response {
                 let mut results = Vec::with_capacity(count);
                 for _ in 0..count {
                     results.push(match r.u8("put result")? {
-                        0 => PutResult::Stored {
-                            shard: r.u32("shard")?,
-                            sequence: r.u64("sequence")?,
-                        },
-                        1 => PutResult::Failed {
+                        tag @ (put_result::STORED | put_result::STORED_BEFORE) => {
+                            PutResult::Stored {
+                                shard: r.u32("shard")?,
+                                sequence: r.u64("sequence")?,
+                                duplicate: tag == put_result::STORED_BEFORE,
+                            }
+                        }
+                        put_result::FAILED => PutResult::Failed {
                             code: ErrorCode::from_u16(r.u16("error code")?),
                             message: r.string("error message")?,
                         },
@@ -765,6 +794,12 @@ mod tests {
                 PutResult::Stored {
                     shard: 1,
                     sequence: 2,
+                    duplicate: false,
+                },
+                PutResult::Stored {
+                    shard: 0,
+                    sequence: 7,
+                    duplicate: true,
                 },
                 PutResult::Failed {
                     code: ErrorCode::RecordTooLarge,

@@ -92,9 +92,10 @@ async fn a_producer_resumes_within_a_second_of_a_crash_and_restart() {
     server = ServerProcess::spawn_on(dir.path(), &listen, &[]);
     let restarted = Instant::now();
     let after = producer.send("k", "after").await.expect("send");
-    let (_, sequence) = after.await.expect("acked after the restart");
+    let ack = after.await.expect("acked after the restart");
     let resumed = restarted.elapsed();
-    assert_eq!(sequence, 1);
+    assert_eq!(ack.sequence, 1);
+    assert!(!ack.duplicate, "stored by this send, not an earlier one");
     assert!(
         resumed < Duration::from_secs(1),
         "the producer took {resumed:?} to resume"

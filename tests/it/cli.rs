@@ -126,6 +126,98 @@ fn cli_verbs_find_the_local_certificate_and_work() {
     assert_eq!(out.trim(), "");
 }
 
+/// `weir tail` follows every shard of a stream (backlog, then live
+/// records) and exits cleanly on Ctrl-C.
+#[test]
+fn tail_follows_every_shard_and_stops_on_interrupt() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let server = ServerProcess::spawn(data, &[]);
+    let (ok, _, err) = weir(
+        data,
+        &server,
+        &["stream", "create", "clicks", "--shards", "4"],
+    );
+    assert!(ok, "{err}");
+    let put = |key: &str, value: &str| {
+        let (ok, _, err) = weir(data, &server, &["put", "clicks", value, "--key", key]);
+        assert!(ok, "{err}");
+    };
+    let keys: Vec<String> = (0..12).map(|i| format!("user-{i}")).collect();
+    for key in &keys {
+        put(key, "before");
+    }
+
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .args([
+            "tail",
+            "clicks",
+            "--from",
+            "trim-horizon",
+            "--output",
+            "json",
+        ])
+        .env("WEIR_LOG", "warn")
+        .env("WEIR_SERVER", server.addr.to_string())
+        .env("WEIR_DATA", data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let read = |count: usize| -> Vec<serde_json::Value> {
+        (0..count)
+            .map(|_| {
+                let line = lines
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("tail prints the record");
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+            })
+            .collect()
+    };
+    let backlog = read(keys.len());
+    put("user-3", "after");
+    let live = read(1);
+
+    let mut shards = std::collections::BTreeSet::new();
+    for record in &backlog {
+        assert_eq!(record["data"], "before");
+        shards.insert(record["shard"].as_u64().expect("shard"));
+    }
+    assert!(shards.len() > 1, "records of several shards: {shards:?}");
+    let mut seen: Vec<&str> = backlog
+        .iter()
+        .map(|r| r["partition_key"].as_str().expect("key"))
+        .collect();
+    seen.sort_unstable();
+    let mut expected: Vec<&str> = keys.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected, "every backlog record once");
+    assert_eq!(live[0]["data"], "after");
+    assert_eq!(live[0]["partition_key"], "user-3");
+    let same_key = backlog
+        .iter()
+        .find(|r| r["partition_key"] == "user-3")
+        .expect("user-3 before");
+    assert_eq!(live[0]["shard"], same_key["shard"], "a key keeps its shard");
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &tail.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(interrupted.success());
+    let status = tail.wait().expect("tail exits");
+    assert!(status.success(), "Ctrl-C ends tail cleanly: {status}");
+}
+
 #[test]
 fn a_second_server_on_a_data_directory_names_the_problem() {
     let dir = tempfile::tempdir().expect("temp dir");

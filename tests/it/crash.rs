@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_client::{Client, ProducerStamp, PutRecord, PutResult};
 
-use crate::support::{ServerProcess, read_all};
+use crate::support::{ServerProcess, read_all, stored_before};
 
 /// What a producer knows: records acked (id → shard, sequence) and the one
 /// batch it had in flight when the server died.
@@ -54,7 +54,10 @@ async fn produce_until_error(client: Client, producer: u64, log: Arc<Mutex<Produ
         let mut log = log.lock().expect("log");
         log.in_flight = None;
         for (record, result) in records.iter().zip(results) {
-            if let PutResult::Stored { shard, sequence } = result {
+            if let PutResult::Stored {
+                shard, sequence, ..
+            } = result
+            {
                 log.acked.insert(record_id(&record.data), (shard, sequence));
             }
         }
@@ -164,7 +167,8 @@ async fn sigkill_during_writes_loses_nothing_acked() {
         .await
         .expect("retry early");
     assert_eq!(
-        retried, early,
+        retried,
+        stored_before(&early),
         "a retry after the restart is answered from the persisted dedup state"
     );
 
@@ -182,7 +186,10 @@ async fn sigkill_during_writes_loses_nothing_acked() {
         .await
         .expect("put after restart");
     for result in results {
-        let PutResult::Stored { shard, sequence } = result else {
+        let PutResult::Stored {
+            shard, sequence, ..
+        } = result
+        else {
             panic!("put after restart failed: {result:?}");
         };
         if let Some(last) = last_sequence.get(&shard) {

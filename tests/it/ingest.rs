@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_client::{ProducerConfig, ProducerStamp, PutRecord, PutResult};
 
-use crate::support::{TestServer, put_all, read_all};
+use crate::support::{TestServer, put_all, read_all, stored_before};
 
 fn record_data(i: usize) -> Bytes {
     // Varied sizes and binary content, with the index embedded to identify it.
@@ -44,8 +44,9 @@ async fn many_keys_into_four_shards_come_back_exactly_once_in_order() {
     }
     let mut acked = HashMap::new();
     for (i, key, ack) in acks {
-        let (shard, sequence) = ack.await.expect("acked");
-        acked.insert((shard, sequence), (i, key));
+        let ack = ack.await.expect("acked");
+        assert!(!ack.duplicate, "nothing was retried: {ack:?}");
+        acked.insert((ack.shard, ack.sequence), (i, key));
     }
     assert_eq!(
         acked.len(),
@@ -140,14 +141,25 @@ async fn a_retried_batch_is_not_stored_twice() {
         .put_records("dedup", Some(stamp), batch.clone())
         .await
         .expect("put");
+    assert!(
+        first.iter().all(|r| matches!(
+            r,
+            PutResult::Stored {
+                duplicate: false,
+                ..
+            }
+        )),
+        "a first send is stored, not a duplicate: {first:?}"
+    );
     // The ack was "lost": the producer sends the same stamped batch again.
     let retry = client
         .put_records("dedup", Some(stamp), batch.clone())
         .await
         .expect("retry");
     assert_eq!(
-        first, retry,
-        "a retry is answered with the original sequence numbers"
+        retry,
+        stored_before(&first),
+        "a retry is answered with the original sequence numbers, marked as stored before"
     );
     let next = ProducerStamp {
         batch_sequence: 8,

@@ -159,7 +159,9 @@ async fn a_full_store_refuses_puts_keeps_serving_reads_and_resumes_after_retenti
             .expect("put answered");
         for (record, result) in batch.into_iter().zip(results) {
             match result {
-                PutResult::Stored { shard, sequence } => acked.push((shard, sequence, record)),
+                PutResult::Stored {
+                    shard, sequence, ..
+                } => acked.push((shard, sequence, record)),
                 PutResult::Failed { code, message } => refused = Some((code, message)),
             }
         }

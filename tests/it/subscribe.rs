@@ -1,10 +1,12 @@
 //! Subscriptions deliver records committed after they start, in order, and
 //! a subscriber that stops reading slows no one.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use weir_client::{Position, PutRecord};
+use futures_util::StreamExt;
+use weir_client::{Position, PutRecord, PutResult, ShardBatch};
 
 use crate::support::TestServer;
 
@@ -65,6 +67,105 @@ async fn subscribe_delivers_new_records_in_order() {
         }
     }
     producer.await.expect("producer");
+}
+
+/// `count` records from `from` over 40 keys, each naming its index.
+fn keyed_records(from: usize, count: usize) -> Vec<PutRecord> {
+    (from..from + count)
+        .map(|i| PutRecord {
+            partition_key: format!("key-{}", i % 40),
+            explicit_hash_key: None,
+            data: Bytes::from(i.to_string()),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_subscription_merges_every_shard_each_in_order() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("merged", 4, Default::default())
+        .await
+        .expect("create");
+    // Where each record was stored, by its index: half before the feed
+    // starts (read from the trim horizon), half while it runs.
+    let mut stored = HashMap::new();
+    let mut put = async |from: usize| {
+        let results = client
+            .put_records("merged", None, keyed_records(from, 200))
+            .await
+            .expect("put");
+        for (offset, result) in results.into_iter().enumerate() {
+            let PutResult::Stored {
+                shard, sequence, ..
+            } = result
+            else {
+                panic!("not stored: {result:?}");
+            };
+            stored.insert(from + offset, (shard, sequence));
+        }
+    };
+    put(0).await;
+    let mut feed = client
+        .subscribe_stream("merged", Position::TrimHorizon)
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        feed.start_sequences().collect::<Vec<_>>(),
+        vec![(0, 0), (1, 0), (2, 0), (3, 0)],
+        "every shard's feed starts at its trim horizon"
+    );
+    put(200).await;
+
+    let mut delivered = HashMap::new();
+    let mut last_sequence: HashMap<u32, u64> = HashMap::new();
+    while delivered.len() < 400 {
+        // As a `futures` Stream (StreamExt::next).
+        let ShardBatch { shard, batch } =
+            tokio::time::timeout(Duration::from_secs(10), StreamExt::next(&mut feed))
+                .await
+                .expect("records arrive")
+                .expect("the feed goes on")
+                .expect("a batch");
+        for record in batch.records {
+            if let Some(last) = last_sequence.insert(shard, record.sequence) {
+                assert_eq!(record.sequence, last + 1, "shard {shard} out of order");
+            }
+            let index: usize = String::from_utf8_lossy(&record.data)
+                .parse()
+                .expect("index");
+            assert!(
+                delivered.insert(index, (shard, record.sequence)).is_none(),
+                "record {index} delivered twice"
+            );
+        }
+    }
+    assert_eq!(
+        delivered, stored,
+        "every record once, from the shard it was stored in"
+    );
+    assert_eq!(last_sequence.len(), 4, "40 keys reach all 4 shards");
+
+    // Deleting the stream ends the merged feed: one error, then the end.
+    client.delete_stream("merged").await.expect("delete");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut items = Vec::new();
+        while let Some(item) = StreamExt::next(&mut feed).await {
+            items.push(item);
+        }
+        items
+    })
+    .await
+    .expect("the feed ends instead of waiting forever");
+    let [Err(error)] = &ended[..] else {
+        panic!("one error, then the end: {ended:?}");
+    };
+    assert_eq!(
+        error.code(),
+        Some(weir_client::ErrorCode::StreamNotFound),
+        "{error}"
+    );
 }
 
 #[tokio::test]

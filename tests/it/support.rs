@@ -435,3 +435,21 @@ pub fn json_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     Some(rest[..end].trim().trim_matches('"'))
 }
+
+/// `results` as a retry of the same stamped batch is answered: the same
+/// positions, each marked as stored before.
+pub fn stored_before(results: &[PutResult]) -> Vec<PutResult> {
+    results
+        .iter()
+        .map(|result| match result {
+            PutResult::Stored {
+                shard, sequence, ..
+            } => PutResult::Stored {
+                shard: *shard,
+                sequence: *sequence,
+                duplicate: true,
+            },
+            failed => failed.clone(),
+        })
+        .collect()
+}

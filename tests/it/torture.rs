@@ -90,11 +90,11 @@ async fn produce(client: Client, producer: u64, seed: u64, acked: Acked, stop: A
         };
         let acked = acked.clone();
         waiting.push(tokio::spawn(async move {
-            if let Ok((shard, sequence)) = ack.await {
+            if let Ok(ack) = ack.await {
                 acked
                     .lock()
                     .expect("acked")
-                    .insert(event.id, (shard, sequence, data));
+                    .insert(event.id, (ack.shard, ack.sequence, data));
             }
         }));
         index += 1;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use weir_client::{Client, Position, ProducerConfig, Record, Retention};
+use weir_client::{Client, Position, ProducerConfig, Record, Retention, ShardBatch};
 
 use super::{ConnectArgs, OutputArgs, parse, show};
 
@@ -194,7 +194,9 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             match results.into_iter().next() {
-                Some(weir_client::PutResult::Stored { shard, sequence }) => {
+                Some(weir_client::PutResult::Stored {
+                    shard, sequence, ..
+                }) => {
                     println!("shard {shard} sequence {sequence}");
                 }
                 Some(weir_client::PutResult::Failed { code, message }) => {
@@ -351,39 +353,15 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
 
 pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let client = args.connect.connect().await?;
-    let description = client.describe_stream(&args.stream).await?;
-    let (lines, mut received) = tokio::sync::mpsc::channel::<anyhow::Result<(u32, Record)>>(1024);
-    for shard in description.shards {
-        let mut subscription = client
-            .subscribe(&args.stream, shard.shard, args.from)
-            .await?;
-        let lines = lines.clone();
-        tokio::spawn(async move {
-            loop {
-                match subscription.next().await {
-                    Ok(batch) => {
-                        for record in batch.records {
-                            if lines.send(Ok((shard.shard, record))).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        let _ = lines.send(Err(error.into())).await;
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    drop(lines);
+    let mut feed = client.subscribe_stream(&args.stream, args.from).await?;
     loop {
         tokio::select! {
-            line = received.recv() => match line {
-                Some(Ok((shard, record))) => print_record(args.output, shard, &record)?,
-                Some(Err(error)) => return Err(error),
-                None => return Ok(()),
-            },
+            batch = feed.next() => {
+                let ShardBatch { shard, batch } = batch?;
+                for record in &batch.records {
+                    print_record(args.output, shard, record)?;
+                }
+            }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }

@@ -583,7 +583,9 @@ impl Call<'_> {
         // shard's records are always stored in arrival order.
         let records = self.records(std::slice::from_ref(&self.fields), "")?;
         match self.put(stream, records).await?.pop() {
-            Some(PutResult::Stored { shard, sequence }) => Ok(MapBuilder::new()
+            Some(PutResult::Stored {
+                shard, sequence, ..
+            }) => Ok(MapBuilder::new()
                 .with("ShardId", shard_id(shard))
                 .with("SequenceNumber", sequence.to_string())
                 .with("EncryptionType", "NONE")
@@ -625,7 +627,9 @@ impl Call<'_> {
         let results = results
             .into_iter()
             .map(|result| match result {
-                PutResult::Stored { shard, sequence } => MapBuilder::new()
+                PutResult::Stored {
+                    shard, sequence, ..
+                } => MapBuilder::new()
                     .with("SequenceNumber", sequence.to_string())
                     .with("ShardId", shard_id(shard))
                     .build(),

@@ -83,6 +83,7 @@ pub async fn put_records(
                     results[index] = Some(PutResult::Stored {
                         shard,
                         sequence: outcome.first_sequence + offset as u64,
+                        duplicate: outcome.duplicate,
                     });
                 }
             }
