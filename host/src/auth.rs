@@ -277,7 +277,7 @@ impl Auth {
     /// secret is lost.
     fn create_first_admin(&self, data_dir: &Path) -> Result<(), AuthError> {
         let path = admin_token_path(data_dir);
-        let secret = match weir_client::read_token_file(&path) {
+        let secret = match weir_proto::io::read_token_file(&path) {
             Ok(secret) if is_well_formed(&secret) => secret,
             _ => {
                 let secret = new_secret();

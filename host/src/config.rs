@@ -35,7 +35,7 @@ pub enum ConfigError {
 }
 
 /// When an append is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Acked once fdatasync'd to stable storage (group commit: one sync
@@ -48,12 +48,25 @@ pub enum Durability {
 }
 
 impl Durability {
-    /// As `--durability` spells it.
+    pub const ALL: [Self; 2] = [Self::Fsync, Self::Buffered];
+
+    /// As the config file and `--durability` spell it.
     pub fn name(self) -> &'static str {
         match self {
             Self::Fsync => "fsync",
             Self::Buffered => "buffered",
         }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|durability| durability.name() == name)
+            .ok_or_else(|| format!("durability is fsync or buffered, not {name:?}"))
     }
 }
 

@@ -1,7 +1,9 @@
-//! Weir: a single-binary streaming appliance.
+//! Weir: a single-binary streaming appliance — the server as a library.
 //!
 //! Producers put records over QUIC; Weir stores them durably in ordered
-//! shards and serves reads and live subscriptions. Module map:
+//! shards and serves reads and live subscriptions. The `weir` command
+//! (crate `weir-cli`) and the end-to-end tests run it through [`Server`].
+//! Module map:
 //!
 //! - [`config`]: every setting and limit, with defaults.
 //! - [`storage`]: fjall keyspaces, the single group-committing writer,
@@ -26,11 +28,9 @@
 //! - [`system`]: readings of this process from the operating system.
 //! - [`server`]: wires the above together; start and graceful shutdown.
 //! - [`files`]: crash-safe writes of the data directory's small files.
-//! - [`cli`]: the `weir` command (serve, stream, put, get, tail, bench, demo).
 
 pub mod auth;
 pub mod aws;
-pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod files;

@@ -2,12 +2,11 @@
 //! that stops accepting, lets the writer commit what is queued, and syncs.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_client::ClientConfig;
 
 use crate::auth::{Auth, AuthError, admin_token_path};
 use crate::config::ServerConfig;
@@ -46,6 +45,17 @@ pub enum ServerError {
     /// said it was serving.
     #[error("the server thread: {0}")]
     Thread(String),
+}
+
+/// What a client in the same process (the CLI's benchmarks and demo, the
+/// end-to-end tests) needs to reach a server: its address, the certificate
+/// to trust and the first admin token (absent when auth is off or the
+/// operator removed the token file).
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub addr: SocketAddr,
+    pub cert_path: PathBuf,
+    pub admin_token: Option<String>,
 }
 
 pub struct Server {
@@ -141,7 +151,7 @@ impl Server {
                 .map_err(ServerError::Auth)?;
         // The first admin token, for clients in this process (bench, demo,
         // tests); absent when auth is off or the operator removed the file.
-        let admin_token = weir_client::read_token_file(&admin_token_path(&dir)).ok();
+        let admin_token = weir_proto::io::read_token_file(&admin_token_path(&dir)).ok();
         let auth_enabled = auth.enabled();
         let service = Arc::new(Service::new(
             storage.clone(),
@@ -218,13 +228,13 @@ impl Server {
         &self.cert_path
     }
 
-    /// A client configuration for this server with its first admin token.
-    pub fn client_config(&self) -> ClientConfig {
-        client_config(
-            self.local_addr,
-            &self.cert_path,
-            self.admin_token.as_deref(),
-        )
+    /// How a client in this process reaches this server, as its first admin.
+    pub fn access(&self) -> Access {
+        Access {
+            addr: self.local_addr,
+            cert_path: self.cert_path.clone(),
+            admin_token: self.admin_token.clone(),
+        }
     }
 
     pub fn auth_enabled(&self) -> bool {
@@ -257,7 +267,7 @@ impl Server {
 /// as `weir serve` runs it: for the benchmark and the demo, so the client
 /// side of the same process does not share the server's thread.
 pub struct ServerThread {
-    client_config: ClientConfig,
+    access: Access,
     storage: Arc<Storage>,
     admin_addr: Option<SocketAddr>,
     kinesis_addr: Option<SocketAddr>,
@@ -285,7 +295,7 @@ impl ServerThread {
                         }
                     };
                     let info = (
-                        server.client_config(),
+                        server.access(),
                         server.storage().clone(),
                         server.admin_addr(),
                         server.kinesis_addr(),
@@ -296,12 +306,11 @@ impl ServerThread {
                 })
             })
             .map_err(|source| ServerError::Thread(format!("could not start it: {source}")))?;
-        let (client_config, storage, admin_addr, kinesis_addr) =
-            started_rx.recv().map_err(|_| {
-                ServerError::Thread("it ended before the server started (see the log)".into())
-            })??;
+        let (access, storage, admin_addr, kinesis_addr) = started_rx.recv().map_err(|_| {
+            ServerError::Thread("it ended before the server started (see the log)".into())
+        })??;
         Ok(Self {
-            client_config,
+            access,
             storage,
             admin_addr,
             kinesis_addr,
@@ -311,12 +320,12 @@ impl ServerThread {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.client_config.server
+        self.access.addr
     }
 
-    /// A client configuration for this server with its first admin token.
-    pub fn client_config(&self) -> ClientConfig {
-        self.client_config.clone()
+    /// How a client in this process reaches this server, as its first admin.
+    pub fn access(&self) -> Access {
+        self.access.clone()
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -342,10 +351,4 @@ impl ServerThread {
             None => Ok(()),
         }
     }
-}
-
-fn client_config(addr: SocketAddr, cert: &Path, token: Option<&str>) -> ClientConfig {
-    let mut config = ClientConfig::new(addr, cert);
-    config.token = token.map(str::to_owned);
-    config
 }

@@ -82,8 +82,8 @@ pub fn bind(
     // Connection attempts queued before the accept loop sees them.
     config.max_incoming(limits.handshakes_max);
     let bind_error = |source| TransportError::Bind { addr, source };
-    let socket =
-        weir_client::udp_socket(addr, weir_client::UDP_SOCKET_BUFFER_BYTES).map_err(bind_error)?;
+    let socket = weir_proto::io::udp_socket(addr, weir_proto::io::UDP_SOCKET_BUFFER_BYTES)
+        .map_err(bind_error)?;
     let runtime = Arc::new(quinn::TokioRuntime);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,

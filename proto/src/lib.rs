@@ -10,6 +10,8 @@
 //! - [`admin`]: control-plane messages (plugins, processors, state), JSON.
 //! - [`batch`]: the record-batch encoding that crosses the Wasm plugin
 //!   boundary, shared by the host and the guest SDK.
+//! - `io` (feature `io`, the one part with I/O): the UDP socket and capped
+//!   file reads both ends of a connection use.
 //!
 //! The full layout is documented in `docs/PROTOCOL.md`.
 
@@ -17,6 +19,8 @@ pub mod admin;
 pub mod batch;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod message;
 pub mod routing;
 mod wire;

@@ -106,7 +106,7 @@ async fn a_producer_resumes_within_a_second_of_a_crash_and_restart() {
 #[tokio::test]
 async fn a_client_can_trust_certificates_given_in_memory() {
     let test = TestServer::start().await;
-    let mut config = test.server.client_config();
+    let mut config = crate::support::client_config(&test.server);
     config.ca_pem = Some(std::fs::read(test.server.cert_path()).expect("cert").into());
     config.ca_cert = "/nonexistent/cert.pem".into();
     let client = weir_client::Client::connect(config)

@@ -43,7 +43,7 @@ async fn create_token(
 }
 
 async fn client_with(test: &TestServer, token: Option<&str>) -> Result<Client, ClientError> {
-    let mut config = test.server.client_config();
+    let mut config = crate::support::client_config(&test.server);
     config.token = token.map(str::to_owned);
     let client = Client::connect(config).await?;
     Ok(client)

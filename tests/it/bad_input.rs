@@ -342,7 +342,7 @@ async fn count_limits_are_enforced_with_the_limit_named() {
     // closed with the limit named, and the others keep working.
     let _second_connection = test.new_client().await;
     let _third_connection = test.new_client().await;
-    let fourth = weir_client::Client::connect(test.server.client_config()).await;
+    let fourth = weir_client::Client::connect(crate::support::client_config(&test.server)).await;
     let error = match fourth {
         Ok(client) => client
             .list_streams()
@@ -361,7 +361,7 @@ async fn one_address_gets_only_its_share_of_connections() {
     let addr = test.server.local_addr();
     // The test's own client is one connection from 127.0.0.1; one more fits.
     let _second = test.new_client().await;
-    let third = weir_client::Client::connect(test.server.client_config()).await;
+    let third = weir_client::Client::connect(crate::support::client_config(&test.server)).await;
     let error = match third {
         Ok(client) => client
             .list_streams()

@@ -245,7 +245,7 @@ async fn a_request_that_times_out_leaves_the_connection_and_its_subscriptions_al
     let test = TestServer::start().await;
     crate::support::stream_with_plugins(&test.client, "live", 1, &[("misbehaving", "misbehaving")])
         .await;
-    let mut config = test.server.client_config();
+    let mut config = crate::support::client_config(&test.server);
     config.request_timeout = Duration::from_millis(400);
     let impatient = weir_client::Client::connect(config).await.expect("connect");
     let mut subscription = impatient

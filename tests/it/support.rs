@@ -40,7 +40,7 @@ impl TestServer {
         config.kinesis_listen = Some("127.0.0.1:0".parse().expect("addr"));
         configure(&mut config);
         let server = Server::start(config).await.expect("server starts");
-        let client = connect(server.client_config()).await;
+        let client = connect(client_config(&server)).await;
         Self {
             server,
             client,
@@ -62,7 +62,7 @@ impl TestServer {
         config.admin_listen = None;
         config.kinesis_listen = None;
         let server = Server::start(config).await.expect("restart");
-        let client = connect(server.client_config()).await;
+        let client = connect(client_config(&server)).await;
         Self {
             server,
             client,
@@ -71,7 +71,7 @@ impl TestServer {
     }
 
     pub async fn new_client(&self) -> Client {
-        connect(self.server.client_config()).await
+        connect(client_config(&self.server)).await
     }
 
     /// The server's Kinesis API, signed as its first admin token.
@@ -86,8 +86,16 @@ impl TestServer {
 
     /// The secret of the server's first admin token.
     pub fn admin_token(&self) -> String {
-        self.server.client_config().token.expect("auth is on")
+        client_config(&self.server).token.expect("auth is on")
     }
+}
+
+/// A client configuration for an embedded server, as its first admin.
+pub fn client_config(server: &Server) -> ClientConfig {
+    let access = server.access();
+    let mut config = ClientConfig::new(access.addr, access.cert_path);
+    config.token = access.admin_token;
+    config
 }
 
 pub async fn connect(mut config: ClientConfig) -> Client {
@@ -324,7 +332,7 @@ pub async fn read_raw_response(recv: &mut quinn::RecvStream) -> weir_proto::Resp
 pub fn plugin_dir() -> &'static Path {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        weir::cli::demo::example_plugins_dir(false).expect("build the example plugins")
+        weir_cli::demo::example_plugins_dir(false).expect("build the example plugins")
     })
 }
 

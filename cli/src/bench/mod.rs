@@ -17,9 +17,9 @@ use clap::{Args, Subcommand};
 use weir_client::{Client, Position, ProducerStamp, PutRecord, PutResult};
 use weir_proto::routing::shard_for;
 
-use crate::config::{Durability, ServerConfig};
-use crate::server::ServerThread;
-use crate::storage::{AppendRecord, Storage};
+use weir::config::{Durability, ServerConfig};
+use weir::server::ServerThread;
+use weir::storage::{AppendRecord, Storage};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -86,7 +86,7 @@ pub struct ProduceArgs {
     pub(super) in_flight: usize,
     #[arg(long, default_value_t = 4)]
     pub(super) shards: u32,
-    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    #[arg(long, value_parser = crate::parse::durability(), default_value = "fsync")]
     pub(super) durability: Durability,
     /// Target records/s over QUIC (0 = as fast as possible); use it to
     /// measure latency below saturation.
@@ -184,7 +184,7 @@ pub(super) async fn embedded_with(
     configure(&mut config);
     config.limits.fit_batches(batch, size);
     let server = ServerThread::start(config)?;
-    let mut client_config = server.client_config();
+    let mut client_config = crate::client_config(&server.access());
     client_config.frame_bytes_max = usize::MAX;
     let client = Client::connect(client_config).await?;
     Ok(Embedded {
@@ -272,8 +272,8 @@ impl Measured {
 
 /// Where the server's group commits spent their time: the disk's share of
 /// an ack.
-fn report_commits(commits: &crate::counters::CommitMetrics) {
-    let mean_ms = |histogram: &crate::counters::Histogram| {
+fn report_commits(commits: &weir::counters::CommitMetrics) {
+    let mean_ms = |histogram: &weir::counters::Histogram| {
         histogram
             .mean()
             .map_or(0.0, |mean| mean.as_secs_f64() * 1000.0)
@@ -361,7 +361,7 @@ async fn produce_beside_churn(
         .context("the admin listener did not start")?;
     let component =
         std::fs::read(super::demo::example_plugins_dir(false)?.join("json_filter.wasm"))?;
-    let churn_client = Client::connect(embedded.server.client_config()).await?;
+    let churn_client = Client::connect(crate::client_config(&embedded.server.access())).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let churn = tokio::spawn(control_plane_churn(churn_client, admin, component, stopped));
     let clients = embedded.producers(args.producers).await?;
@@ -552,7 +552,7 @@ impl Embedded {
     pub async fn producers(&self, count: usize) -> anyhow::Result<Vec<Client>> {
         let mut clients = vec![self.client.clone()];
         for _ in 1..count {
-            let mut config = self.server.client_config();
+            let mut config = crate::client_config(&self.server.access());
             config.frame_bytes_max = usize::MAX;
             clients.push(Client::connect(config).await?);
         }

@@ -32,7 +32,7 @@ pub enum TokenCommand {
     /// secret; nothing is sent to the server.
     AwsCredentials {
         /// The token's name [default: admin, the first admin token].
-        #[arg(long, default_value = crate::auth::FIRST_ADMIN_TOKEN_NAME)]
+        #[arg(long, default_value = weir::auth::FIRST_ADMIN_TOKEN_NAME)]
         name: String,
         /// The token's secret [default: DATA/admin.token].
         #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
@@ -96,7 +96,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                     println!(
                         "  Kinesis API (SigV4): aws_access_key_id={} aws_secret_access_key={}",
                         info.name,
-                        crate::auth::sigv4_secret(&secret)
+                        weir::auth::sigv4_secret(&secret)
                     );
                     // The secret on a line of its own, for scripts:
                     // `weir token create ... | tail -1`.
@@ -130,7 +130,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             let secret = match token {
                 Some(token) => token,
                 None => {
-                    let path = crate::auth::admin_token_path(&data_dir);
+                    let path = weir::auth::admin_token_path(&data_dir);
                     weir_client::read_token_file(&path).map_err(|error| {
                         anyhow::anyhow!(
                             "no token given and {} could not be read ({error}): pass --token \
@@ -144,7 +144,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             println!("aws_access_key_id = {name}");
             println!(
                 "aws_secret_access_key = {}",
-                crate::auth::sigv4_secret(&secret)
+                weir::auth::sigv4_secret(&secret)
             );
         }
         TokenCommand::Delete { name, connect } => {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{memory, parse};
-use crate::config::{Durability, ServerConfig};
-use crate::server::Server;
+use weir::config::{Durability, ServerConfig};
+use weir::server::Server;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -36,7 +36,7 @@ pub struct ServeArgs {
     tls_key: Option<PathBuf>,
     /// When an ack is sent: after fsync, or after the journal write with a
     /// sync every --sync-interval-ms [default: fsync].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse::durability())]
     durability: Option<Durability>,
     /// Journal sync interval in buffered mode [default: 50].
     #[arg(long)]
@@ -94,7 +94,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     if server.auth_enabled() {
         tracing::info!(
-            token = %crate::auth::admin_token_path(&data_dir).display(),
+            token = %weir::auth::admin_token_path(&data_dir).display(),
             "clients authenticate with tokens; CLI verbs run here use the first admin token"
         );
     }

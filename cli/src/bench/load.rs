@@ -21,7 +21,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 500)]
     connections: usize,
     /// How long the load lasts.
-    #[arg(long, value_parser = crate::cli::parse::duration_ms, default_value = "10s")]
+    #[arg(long, value_parser = crate::parse::duration_ms, default_value = "10s")]
     duration: u64,
     /// Records per request.
     #[arg(long, default_value_t = 100)]
@@ -49,7 +49,7 @@ impl Drop for ServerProcess {
 }
 
 fn resident_bytes(pid: u32) -> u64 {
-    crate::system::resident_bytes_of(&format!("/proc/{pid}/status"))
+    weir::system::resident_bytes_of(&format!("/proc/{pid}/status"))
 }
 
 /// Starts `weir serve` with `config` (or the defaults), letting all of the
@@ -60,8 +60,8 @@ fn start_server(
     connections: usize,
 ) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
     let mut config = match config {
-        Some(path) => crate::config::ServerConfig::load(path)?,
-        None => crate::config::ServerConfig::default(),
+        Some(path) => weir::config::ServerConfig::load(path)?,
+        None => weir::config::ServerConfig::default(),
     };
     let limits = &mut config.limits;
     limits.connections_per_address_max = limits.connections_per_address_max.max(connections);
@@ -138,10 +138,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     // subscriptions) and the probe.
     let connections = args.connections + 2;
     let (server, addr) = start_server(dir.path(), args.config.as_deref(), connections)?;
-    let cert = crate::tls::generated_cert_path(dir.path());
+    let cert = weir::tls::generated_cert_path(dir.path());
     let mut config = ClientConfig::new(addr, &cert);
     config.token = Some(weir_client::read_token_file(
-        &crate::auth::admin_token_path(dir.path()),
+        &weir::auth::admin_token_path(dir.path()),
     )?);
     let connect = || Client::connect(config.clone());
     let admin = connect().await?;

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    weir::cli::main()
+    weir_cli::main()
 }

@@ -16,9 +16,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 
 use super::{Measured, ProduceArgs, embedded_with, make_batches, produce_quic};
-use crate::aws::client::{Connection, Target};
-use crate::config::Durability;
-use crate::storage::now_ms;
+use weir::aws::client::{Connection, Target};
+use weir::config::Durability;
+use weir::storage::now_ms;
 
 #[derive(Args, Clone)]
 pub struct KinesisArgs {
@@ -37,7 +37,7 @@ pub struct KinesisArgs {
     connections: usize,
     #[arg(long, default_value_t = 4)]
     shards: u32,
-    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    #[arg(long, value_parser = crate::parse::durability(), default_value = "fsync")]
     durability: Durability,
     /// Also run the HTTP load against this Kinesis-compatible endpoint
     /// (e.g. http://127.0.0.1:4568 for kinesalite) and print the ratio.
@@ -90,16 +90,16 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
     .await?;
     let secret = server
         .server
-        .client_config()
-        .token
+        .access()
+        .admin_token
         .context("the embedded server has no admin token")?;
     let target = Target::plain(
         server
             .server
             .kinesis_addr()
             .context("the Kinesis listener did not start")?,
-        crate::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
-        crate::auth::sigv4_secret(&secret),
+        weir::auth::FIRST_ADMIN_TOKEN_NAME.to_owned(),
+        weir::auth::sigv4_secret(&secret),
         "us-east-1",
     );
     let mut http = put_over_http(&target, "bench", &batches, &args).await?;
@@ -249,7 +249,7 @@ async fn get_over_http(target: &Target, shards: u32) -> anyhow::Result<(usize, u
     for shard in 0..shards {
         let request = serde_json::json!({
             "StreamName": "bench",
-            "ShardId": crate::kinesis::shard_id(shard),
+            "ShardId": weir::kinesis::shard_id(shard),
             "ShardIteratorType": "TRIM_HORIZON",
         });
         let (_, body) = connection

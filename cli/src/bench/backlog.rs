@@ -9,7 +9,7 @@ use clap::Args;
 use weir_client::admin::{AdminRequest, AdminResponse, ShardProgress};
 use weir_client::{PutRecord, PutResult};
 
-use crate::config::Durability;
+use weir::config::Durability;
 
 #[derive(Args, Clone)]
 pub struct BacklogArgs {
@@ -17,7 +17,7 @@ pub struct BacklogArgs {
     #[arg(long)]
     plugin: std::path::PathBuf,
     /// Plugin config, repeatable (e.g. --config window-ms=60000).
-    #[arg(long = "config", value_parser = crate::cli::parse::key_value)]
+    #[arg(long = "config", value_parser = crate::parse::key_value)]
     config: Vec<(String, String)>,
     /// Records stored before the processor starts.
     #[arg(long, default_value_t = 200_000)]
@@ -122,6 +122,6 @@ async fn progress(client: &weir_client::Client) -> anyhow::Result<Vec<ShardProgr
         .await?
     {
         AdminResponse::Processor(info) => Ok(info.shards),
-        other => Err(crate::cli::unexpected(&other)),
+        other => Err(crate::unexpected(&other)),
     }
 }

@@ -23,8 +23,8 @@ use weir_client::{Client, Position, Producer, ProducerConfig};
 use self::terminal::Screen;
 use self::view::{ClosedWindows, Snapshot};
 use super::show;
-use crate::config::ServerConfig;
-use crate::server::Server;
+use weir::config::ServerConfig;
+use weir::server::Server;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -323,7 +323,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.kinesis_listen = None;
     let server = Server::start(config).await?;
     let addr = server.local_addr();
-    let client = Client::connect(server.client_config()).await?;
+    let client = Client::connect(crate::client_config(&server.access())).await?;
     client
         .create_stream("clicks", 4, Default::default())
         .await?;
@@ -436,7 +436,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stored: u64 = description.shards.iter().map(|s| s.records).sum();
     println!("\nStopped. {stored} clicks stored in 4 shards.");
     if pipeline {
-        let closed: usize = crate::cli::streams::read_count(&client, "revenue").await;
+        let closed: usize = crate::streams::read_count(&client, "revenue").await;
         println!("`revenue` holds {closed} per-campaign totals of closed windows.");
     }
     if screen_was_shown {

@@ -21,9 +21,17 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use weir_client::{Client, ClientConfig};
 
-use crate::config::ServerConfig;
 use serve::ServeArgs;
 use streams::{GetArgs, PutArgs, StreamCommand, TailArgs};
+use weir::config::ServerConfig;
+
+/// A client configuration for a server running in this process (bench,
+/// demo), as its first admin.
+pub(crate) fn client_config(access: &weir::server::Access) -> ClientConfig {
+    let mut config = ClientConfig::new(access.addr, &access.cert_path);
+    config.token.clone_from(&access.admin_token);
+    config
+}
 
 #[derive(Parser)]
 #[command(
@@ -135,7 +143,7 @@ impl ConnectArgs {
     pub(crate) fn ca_path(&self) -> PathBuf {
         self.ca
             .clone()
-            .unwrap_or_else(|| crate::tls::generated_cert_path(&self.data_dir))
+            .unwrap_or_else(|| weir::tls::generated_cert_path(&self.data_dir))
     }
 
     async fn connect(&self) -> anyhow::Result<Client> {
@@ -152,7 +160,7 @@ impl ConnectArgs {
         config.token = match &self.token {
             Some(token) => Some(token.clone()),
             None => {
-                let path = crate::auth::admin_token_path(&self.data_dir);
+                let path = weir::auth::admin_token_path(&self.data_dir);
                 weir_client::read_token_file(&path).ok()
             }
         };
@@ -285,7 +293,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Token(command) => tokens::run(command).await,
         Command::Config(ConfigCommand::Default) => {
-            print!("{}", crate::config::DEFAULT_CONFIG_TOML);
+            print!("{}", weir::config::DEFAULT_CONFIG_TOML);
             Ok(())
         }
         Command::Config(ConfigCommand::Check { file }) => {

@@ -12,8 +12,8 @@ use weir_client::admin::{AdminRequest, AdminResponse, SinkSettings, SinkShardPro
 use weir_client::{Client, PutRecord, PutResult};
 use weir_proto::routing::shard_for;
 
-use crate::config::Durability;
-use crate::sink::nats_bench;
+use weir::config::Durability;
+use weir::sink::nats_bench;
 
 /// The JetStream stream the benchmark creates (and removes at the end).
 const JETSTREAM_STREAM: &str = "WEIRBENCH";
@@ -193,6 +193,6 @@ async fn progress(client: &Client) -> anyhow::Result<Vec<SinkShardProgress>> {
         .context("describing the sink")?
     {
         AdminResponse::Sink(info) => Ok(info.shards),
-        other => Err(crate::cli::unexpected(&other)),
+        other => Err(crate::unexpected(&other)),
     }
 }

@@ -10,13 +10,13 @@ use clap::{Args, ValueEnum};
 use weir_proto::Record;
 use weir_proto::admin::FailurePolicy;
 
-use crate::config::ProcessingConfig;
-use crate::plugin::{
+use weir::config::ProcessingConfig;
+use weir::plugin::{
     CompileLimits, InstanceLimits, LoadedPlugin, MemoryState, PluginError, PluginInstance,
     PluginLog, PluginRuntime,
 };
-use crate::processor::step::{self, InstanceSlot, MakeInstance, Rules, Step, Then};
-use crate::storage::{StateSize, now_ms};
+use weir::processor::step::{self, InstanceSlot, MakeInstance, Rules, Step, Then};
+use weir::storage::{StateSize, now_ms};
 
 #[derive(Args)]
 pub struct TestArgs {

@@ -1,5 +1,7 @@
 //! Parsers for human-friendly command-line values.
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use weir::config::Durability;
 use weir_proto::Position;
 
 /// `key=value` (the value may contain `=`).
@@ -103,6 +105,12 @@ pub fn position(text: &str) -> Result<Position, String> {
             )),
         },
     }
+}
+
+/// `--durability`: fsync or buffered (listed in `--help`).
+pub fn durability() -> impl TypedValueParser<Value = Durability> {
+    PossibleValuesParser::new(Durability::ALL.map(Durability::name))
+        .try_map(|name| name.parse::<Durability>())
 }
 
 #[cfg(test)]

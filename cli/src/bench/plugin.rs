@@ -12,11 +12,11 @@ use weir_proto::batch::{BatchRecord, InputWriter};
 
 /// The json-filter plugin's matching logic, compiled natively: the same
 /// source, so the ratio compares targets, not implementations.
-#[path = "../../../../plugins/json-filter/src/matcher.rs"]
+#[path = "../../../plugins/json-filter/src/matcher.rs"]
 mod json_matcher;
 
 /// The count-by-key plugin's window logic, compiled natively.
-#[path = "../../../../plugins/count-by-key/src/window.rs"]
+#[path = "../../../plugins/count-by-key/src/window.rs"]
 mod count_windows;
 
 /// A `HashMap` as the native count-by-key's state.
@@ -47,7 +47,7 @@ impl count_windows::Emit for CountEmits {
     }
 }
 
-use crate::plugin::{InstanceLimits, MemoryState, PluginLog, PluginRuntime, sha256_hex};
+use weir::plugin::{InstanceLimits, MemoryState, PluginLog, PluginRuntime, sha256_hex};
 
 #[derive(Args)]
 pub struct PluginArgs {
@@ -55,7 +55,7 @@ pub struct PluginArgs {
     #[arg(long)]
     plugin: PathBuf,
     /// Plugin config, repeatable.
-    #[arg(long = "config", value_parser = crate::cli::parse::key_value)]
+    #[arg(long = "config", value_parser = crate::parse::key_value)]
     config: Vec<(String, String)>,
     /// Records per measured phase.
     #[arg(long, default_value_t = 1_000_000)]
@@ -248,8 +248,8 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bail_missing() -> Result<Vec<u8>, crate::plugin::PluginError> {
-    Err(crate::plugin::PluginError::Host(
+fn bail_missing() -> Result<Vec<u8>, weir::plugin::PluginError> {
+    Err(weir::plugin::PluginError::Host(
         "the compiled cache was expected to hold this plugin".into(),
     ))
 }

@@ -9,7 +9,7 @@ use weir_client::Client;
 use weir_client::admin::{AdminRequest, AdminResponse};
 
 use super::{PIPELINE, WINDOW_MS};
-use crate::cli::show;
+use crate::show;
 
 /// Seconds of ingest history the sparkline shows.
 pub const HISTORY_SECONDS: usize = 50;

@@ -161,7 +161,7 @@ fn print_sink(info: &SinkInfo) {
         "  {:>5} {:<12} {:>10} {:>9} {:>11} {:>8} {:>11} {:>13} {:>10}",
         "shard", "state", "cursor", "lag", "lag size", "lag age", "forwarded", "size", "last ack"
     );
-    let now = crate::storage::now_ms();
+    let now = weir::storage::now_ms();
     for shard in &info.shards {
         println!(
             "  {:>5} {:<12} {:>10} {:>9} {:>11} {:>8} {:>11} {:>13} {:>10}",

@@ -136,7 +136,7 @@ pub async fn stream(command: StreamCommand) -> anyhow::Result<()> {
                 println!(
                     "created    {} ago",
                     show::duration_ms(
-                        crate::storage::now_ms().saturating_sub(description.created_ms)
+                        weir::storage::now_ms().saturating_sub(description.created_ms)
                     )
                 );
             }
