@@ -492,12 +492,29 @@ fn status_shows_streams_and_processors_and_speaks_json() {
 
 #[test]
 fn demo_runs_the_pipeline_and_stops_by_itself() {
-    crate::support::plugin_dir();
+    // As installed: the binary alone in a directory, no source tree, no
+    // cargo or rustup on the PATH, no CARGO variables.
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ok, out, err) = run(&["demo", "--duration", "4s", "--rate", "100"], |command| {
-        command.current_dir(dir.path());
-    });
-    assert!(ok, "{out}\n{err}");
+    let installed = dir.path().join("weir");
+    std::fs::copy(env!("CARGO_BIN_EXE_weir-under-test"), &installed).expect("install");
+    let output = Command::new(&installed)
+        .args(["demo", "--duration", "4s", "--rate", "100"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", dir.path())
+        .env("WEIR_LOG", "warn")
+        .current_dir(dir.path())
+        .output()
+        .expect("run the installed weir");
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(
+        !out.contains("Building") && !out.contains("without the plugin pipeline"),
+        "the pipeline runs on the plugins built into the binary: {out}"
+    );
     assert!(
         out.contains("weir processor create revenue"),
         "prints the steps by hand: {out}"

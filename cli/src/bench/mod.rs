@@ -359,8 +359,10 @@ async fn produce_beside_churn(
         .server
         .admin_addr()
         .context("the admin listener did not start")?;
-    let component =
-        std::fs::read(super::demo::example_plugins_dir(false)?.join("json_filter.wasm"))?;
+    let component = match super::demo::DemoPlugins::embedded() {
+        Some(plugins) => plugins.json_filter,
+        None => std::fs::read(super::demo::example_plugins_dir(false)?.join("json_filter.wasm"))?,
+    };
     let churn_client = Client::connect(crate::client_config(&embedded.server.access())).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let churn = tokio::spawn(control_plane_churn(churn_client, admin, component, stopped));

@@ -4,6 +4,7 @@
 //! (`view.rs`, drawn by `terminal.rs`; plain lines when stdout is not a
 //! terminal) — no setup needed.
 
+mod components;
 mod terminal;
 mod view;
 
@@ -20,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 use weir_client::admin::{AdminRequest, ProcessorSettings};
 use weir_client::{Client, Position, Producer, ProducerConfig};
 
+pub use self::components::DemoPlugins;
 use self::terminal::Screen;
 use self::view::{ClosedWindows, Snapshot};
 use super::show;
@@ -156,13 +158,34 @@ const BURST_RECORDS: u64 = 200_000;
 /// The producer sends what is due this often.
 const PRODUCE_TICK: Duration = Duration::from_millis(10);
 
-async fn deploy_pipeline(client: &Client, plugins: &Path) -> anyhow::Result<()> {
-    for (name, file) in [
-        ("json-filter", "json_filter.wasm"),
-        ("count-by-key", "count_by_key.wasm"),
+/// The demo's plugins built from the source tree, for a binary built
+/// without them embedded (its build had no wasm32-wasip2 target).
+fn build_demo_plugins() -> anyhow::Result<DemoPlugins> {
+    let show_progress = std::io::stderr().is_terminal();
+    println!(
+        "Building the example plugins for wasm32-wasip2 (the first time takes minutes{})...",
+        if show_progress {
+            "; cargo shows its progress"
+        } else {
+            ""
+        }
+    );
+    let built = Instant::now();
+    let plugins = DemoPlugins::read(&example_plugins_dir(show_progress)?)?;
+    if built.elapsed() > Duration::from_secs(5) {
+        println!(
+            "Built in {}.",
+            show::duration_ms(built.elapsed().as_millis() as u64)
+        );
+    }
+    Ok(plugins)
+}
+
+async fn deploy_pipeline(client: &Client, plugins: DemoPlugins) -> anyhow::Result<()> {
+    for (name, component) in [
+        ("json-filter", plugins.json_filter),
+        ("count-by-key", plugins.count_by_key),
     ] {
-        let component =
-            std::fs::read(plugins.join(file)).with_context(|| format!("reading {file}"))?;
         client.add_plugin(name, component.into()).await?;
     }
     let window_ms = WINDOW_MS.to_string();
@@ -299,23 +322,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(DemoCommand::Data { records }) = args.command {
         return write_sample_data(records);
     }
-    let show_progress = std::io::stderr().is_terminal();
-    println!(
-        "Building the example plugins for wasm32-wasip2 (the first time takes minutes{})...",
-        if show_progress {
-            "; cargo shows its progress"
-        } else {
-            ""
-        }
-    );
-    let built = Instant::now();
-    let plugins = tokio::task::spawn_blocking(move || example_plugins_dir(show_progress)).await?;
-    if built.elapsed() > Duration::from_secs(5) {
-        println!(
-            "Built in {}.",
-            show::duration_ms(built.elapsed().as_millis() as u64)
-        );
-    }
+    let plugins = match DemoPlugins::embedded() {
+        Some(plugins) => Ok(plugins),
+        None => tokio::task::spawn_blocking(build_demo_plugins).await?,
+    };
     let dir = tempfile::Builder::new().prefix("weir-demo").tempdir()?;
     let mut config = ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse()?;
@@ -328,7 +338,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .create_stream("clicks", 4, Default::default())
         .await?;
     let closed = Arc::new(ClosedWindows::default());
-    let pipeline = match &plugins {
+    let pipeline = match plugins {
         Ok(plugins) => {
             deploy_pipeline(&client, plugins).await?;
             follow_closed_windows(&client, Arc::clone(&closed)).await?;
