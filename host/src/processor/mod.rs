@@ -1,81 +1,35 @@
 //! Processors: a plugin attached to a source stream, run by one in-order
-//! worker per source shard ([`worker`]). This module keeps the registry of
-//! processors and starts, pauses and stops workers; the uploaded plugins
-//! are in the [`plugins`] catalog.
+//! worker per source shard ([`worker`]) through the processing core
+//! ([`step`]). This module keeps the registry of processors and their
+//! lifecycle (create, start, pause, resume, update, delete); what is stored
+//! of each is in [`definition`], what describe and metrics show in
+//! [`report`], the uploaded plugins in the [`plugins`] catalog.
 
+mod definition;
+mod error;
 mod fuel;
 mod plugins;
+mod report;
 pub mod step;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use weir_proto::Retention;
 use weir_proto::admin::{
-    FailurePolicy, PluginInfo, ProcessorInfo, ProcessorLimits, ProcessorSettings, ShardProgress,
-    StartPosition, StateEntry,
+    FailurePolicy, PluginInfo, ProcessorInfo, ProcessorLimits, ProcessorSettings, StateEntry,
 };
-use weir_proto::{Position, Retention};
 
 use crate::config::{Limits, ProcessingConfig};
 use crate::plugin::{InstanceLimits, PluginError, PluginLog, PluginRuntime, sha256_hex};
 use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError};
+use definition::{Definition, check_limits, decode, encode};
+pub use error::ProcessorError;
 use plugins::{PluginCatalog, PluginRecord};
 use step::Rules;
 use worker::{InstanceMaker, Progress, ReadFailure, Worker};
-
-/// Everything that can go wrong managing plugins and processors.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessorError {
-    /// No plugin has this name.
-    #[error("no plugin named {name:?}")]
-    PluginNotFound { name: String },
-    /// A different component is already stored under this plugin name.
-    #[error(
-        "a different plugin named {name:?} exists (sha256 {sha256}); remove it first or pick another name"
-    )]
-    PluginExists { name: String, sha256: String },
-    /// Processors use the plugin.
-    #[error(
-        "plugin {name:?} is used by processor(s) {processors}; delete them first (`weir processor delete NAME`)"
-    )]
-    PluginInUse { name: String, processors: String },
-    /// No processor has this name.
-    #[error("no processor named {name:?}")]
-    NotFound { name: String },
-    /// A processor with this name exists.
-    #[error("a processor named {name:?} already exists")]
-    Exists { name: String },
-    /// A setting is invalid; the message says which.
-    #[error("{0}")]
-    InvalidSettings(String),
-    /// A count limit is reached; the message names it and its value.
-    #[error("{0}")]
-    LimitExceeded(String),
-    /// The plugin's init rejected the config.
-    #[error("the plugin rejected the config: {0}")]
-    InvalidConfig(String),
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
-/// A stored processor definition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Definition {
-    id: u64,
-    settings: ProcessorSettings,
-    plugin_sha256: String,
-    output: String,
-    dead_letter_stream: Option<String>,
-    fuel_per_sec: u64,
-    fuel_per_batch_max: u64,
-    memory_bytes_max: u64,
-    paused: bool,
-}
 
 struct WorkerHandle {
     stop: watch::Sender<bool>,
@@ -100,66 +54,8 @@ pub struct Processors {
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
 }
 
-/// Every limit a processor has must let it do something, and stay under
-/// the server's ceilings.
-fn check_limits(limits: &ProcessorLimits, config: &ProcessingConfig) -> Result<(), ProcessorError> {
-    let ceilings = [
-        (
-            "memory-max",
-            limits.memory_bytes_max,
-            "plugin_memory_bytes_ceiling",
-            config.plugin_memory_bytes_ceiling,
-        ),
-        (
-            "fuel-per-batch-max",
-            limits.fuel_per_batch_max,
-            "processor_fuel_per_batch_ceiling",
-            config.processor_fuel_per_batch_ceiling,
-        ),
-    ];
-    for (flag, value, setting, ceiling) in ceilings {
-        if let Some(value) = value.filter(|value| *value > ceiling) {
-            return Err(ProcessorError::InvalidSettings(format!(
-                "{flag} {value} is over the server's {setting} ({ceiling})"
-            )));
-        }
-    }
-    let named = [
-        ("fuel-per-sec", limits.fuel_per_sec),
-        ("fuel-per-batch-max", limits.fuel_per_batch_max),
-        ("memory-max", limits.memory_bytes_max),
-        ("state-max", limits.state_bytes_max),
-    ];
-    match named.iter().find(|(_, value)| *value == Some(0)) {
-        Some((name, _)) => Err(ProcessorError::InvalidSettings(format!(
-            "{name} must be greater than zero"
-        ))),
-        None => Ok(()),
-    }
-}
-
 fn validate_name(kind: &str, name: &str) -> Result<(), ProcessorError> {
     crate::names::validate(kind, name).map_err(ProcessorError::InvalidSettings)
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T, ProcessorError> {
-    serde_json::from_slice(bytes)
-        .map_err(|_| ProcessorError::Storage(StorageError::Corrupt { what }))
-}
-
-/// Where a processor's workers start in a shard with no committed cursor.
-fn start_position(settings: &ProcessorSettings) -> Position {
-    match settings.start {
-        StartPosition::TrimHorizon => Position::TrimHorizon,
-        StartPosition::Latest => Position::Latest,
-    }
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
 }
 
 impl Processors {
@@ -405,9 +301,7 @@ impl Processors {
         // retention removes meanwhile are reported, not skipped unseen.
         for shard in &source.shards {
             let cursor = CursorState {
-                next_sequence: self
-                    .storage
-                    .resolve(shard, start_position(&definition.settings))?,
+                next_sequence: self.storage.resolve(shard, definition.start_position())?,
                 ..Default::default()
             };
             self.storage
@@ -461,9 +355,7 @@ impl Processors {
                 Some(cursor) => cursor,
                 // Created before starting cursors were committed at once.
                 None => CursorState {
-                    next_sequence: self
-                        .storage
-                        .resolve(shard, start_position(&definition.settings))?,
+                    next_sequence: self.storage.resolve(shard, definition.start_position())?,
                     ..Default::default()
                 },
             };
@@ -675,79 +567,28 @@ impl Processors {
             .collect()
     }
 
-    pub async fn describe(&self, name: &str) -> Result<ProcessorInfo, ProcessorError> {
-        let running = self.running.lock().await;
-        let processor = running.get(name).ok_or_else(|| ProcessorError::NotFound {
-            name: name.to_owned(),
-        })?;
-        self.info(&processor.definition, &processor.workers, true)
-    }
-
     fn info(
         &self,
         definition: &Definition,
         workers: &[WorkerHandle],
         with_shards: bool,
     ) -> Result<ProcessorInfo, ProcessorError> {
-        let mut shards = Vec::new();
-        if with_shards {
-            let source = self.storage.stream(&definition.settings.source)?;
-            for shard in &source.shards {
-                let cursor = self
-                    .storage
-                    .cursor(definition.id, shard.index)?
-                    .unwrap_or_default();
-                let progress = workers
-                    .get(shard.index as usize)
-                    .map(|w| w.progress.lock().unwrap_or_else(|p| p.into_inner()).clone());
-                let status = match (&progress, definition.paused) {
-                    (_, true) => "paused".to_owned(),
-                    (Some(progress), false) => progress.status.to_owned(),
-                    (None, false) => "stopped".to_owned(),
-                };
-                let backlog = self.storage.backlog(shard, cursor.next_sequence)?;
-                let (lag_records, lag_ms) = (backlog.records, backlog.age_ms());
-                shards.push(ShardProgress {
-                    shard: shard.index,
-                    status,
-                    cursor: cursor.next_sequence,
-                    lag_records,
-                    lag_ms,
-                    records_in: cursor.records_in,
-                    records_out: cursor.records_out,
-                    fuel_used: cursor.fuel_used,
-                    records_failed: cursor.records_failed,
-                    state_keys: cursor.state.keys,
-                    state_bytes: cursor.state.bytes,
-                    last_error: progress.and_then(|p| p.last_error),
-                    failed_sequences: self.storage.recent_failures(
-                        definition.id,
-                        shard.index,
-                        10,
-                    )?,
-                });
-            }
-        }
-        Ok(ProcessorInfo {
-            settings: definition.settings.clone(),
-            plugin_sha256: definition.plugin_sha256.clone(),
-            paused: definition.paused,
-            dead_letter_stream: definition.dead_letter_stream.clone(),
-            fuel_per_sec: definition.fuel_per_sec,
-            fuel_per_batch_max: definition.fuel_per_batch_max,
-            memory_bytes_max: definition.memory_bytes_max,
-            state_bytes_max: self.state_bytes_max(definition),
-            log_lines_dropped: workers.first().map_or(0, |w| w.log.dropped_lines()),
-            shards,
-        })
+        let state_bytes_max = self.state_bytes_max(definition);
+        report::processor_info(
+            &self.storage,
+            definition,
+            workers,
+            with_shards,
+            state_bytes_max,
+        )
     }
 
-    /// The source stream of processor `name`, if it exists.
-    pub async fn source_of(&self, name: &str) -> Option<String> {
+    pub async fn describe(&self, name: &str) -> Result<ProcessorInfo, ProcessorError> {
         let running = self.running.lock().await;
-        running
-            .get(name)
-            .map(|processor| processor.definition.settings.source.clone())
+        let processor = running.get(name).ok_or_else(|| ProcessorError::NotFound {
+            name: name.to_owned(),
+        })?;
+        self.info(&processor.definition, &processor.workers, true)
     }
 
     /// A processor's state: `key` in every shard, or every key starting with
@@ -769,38 +610,15 @@ impl Processors {
                 processor.definition.settings.source.clone(),
             )
         };
-        let source = self.storage.stream(&source)?;
-        let mut entries = Vec::new();
-        for shard in &source.shards {
-            let found = match key {
-                Some(key) => self
-                    .storage
-                    .state_get(id, shard.index, key.as_bytes())?
-                    .map(|value| vec![(key.as_bytes().to_vec(), value)])
-                    .unwrap_or_default(),
-                None => self.storage.state_scan(
-                    id,
-                    shard.index,
-                    prefix.unwrap_or_default().as_bytes(),
-                    limit.saturating_sub(entries.len()),
-                )?,
-            };
-            for (key, value) in found {
-                let text = std::str::from_utf8(&value).ok();
-                entries.push(StateEntry {
-                    shard: shard.index,
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    value: String::from_utf8_lossy(&value).into_owned(),
-                    value_hex: text
-                        .is_none()
-                        .then(|| value.iter().map(|b| format!("{b:02x}")).collect()),
-                });
-            }
-            if entries.len() >= limit {
-                break;
-            }
-        }
-        Ok(entries)
+        report::state_entries(&self.storage, id, &source, key, prefix, limit)
+    }
+
+    /// The source stream of processor `name`, if it exists.
+    pub async fn source_of(&self, name: &str) -> Option<String> {
+        let running = self.running.lock().await;
+        running
+            .get(name)
+            .map(|processor| processor.definition.settings.source.clone())
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ProcessorError, decode, encode};
+use super::ProcessorError;
+use super::definition::{decode, encode};
 use crate::config::ProcessingConfig;
 use crate::plugin::{CompileLimits, LoadedPlugin, PluginError, PluginRuntime};
 use crate::storage::{Storage, now_ms};
