@@ -245,7 +245,7 @@ impl Auth {
         data_dir: &Path,
     ) -> Result<Self, AuthError> {
         let mut tokens = HashMap::new();
-        for bytes in storage.catalog_records(CatalogKind::Token, "")? {
+        for bytes in storage.catalog().list(CatalogKind::Token, "")? {
             let stored: StoredToken =
                 serde_json::from_slice(&bytes).map_err(|_| StorageError::Corrupt {
                     what: "token record",
@@ -408,7 +408,8 @@ impl Auth {
         let bytes = serde_json::to_vec(&stored)
             .map_err(|e| AuthError::InvalidToken(format!("encoding token: {e}")))?;
         self.storage
-            .put_catalog_record(CatalogKind::Token, name, &bytes)?;
+            .catalog()
+            .put(CatalogKind::Token, name, &bytes)?;
         let token = Arc::new(Token { stored });
         let mut info = token.info();
         info.secret = Some(secret);
@@ -432,8 +433,7 @@ impl Auth {
             .ok_or_else(|| AuthError::TokenNotFound {
                 name: name.to_owned(),
             })?;
-        self.storage
-            .remove_catalog_record(CatalogKind::Token, name)?;
+        self.storage.catalog().remove(CatalogKind::Token, name)?;
         tokens.remove(&hash);
         Ok(())
     }

@@ -153,7 +153,8 @@ async fn deleting_a_stream_removes_its_consumers_and_tags() {
             .iter()
             .map(|kind| {
                 storage
-                    .catalog_records(*kind, &format!("{stream_id}/"))
+                    .catalog()
+                    .list(*kind, &format!("{stream_id}/"))
                     .expect("read the catalog")
                     .len()
             })

@@ -72,7 +72,8 @@ impl Call<'_> {
             .api
             .service
             .storage
-            .catalog_records(CatalogKind::KinesisConsumer, &format!("{stream_id}/"))
+            .catalog()
+            .list(CatalogKind::KinesisConsumer, &format!("{stream_id}/"))
             .map_err(|e| KinesisError::from(RequestError::from(e)))?;
         records
             .iter()
@@ -150,7 +151,9 @@ impl Call<'_> {
         let storage = self.api.service.storage.clone();
         let key = format!("{stream_id}/{}", consumer.name);
         tokio::task::spawn_blocking(move || {
-            storage.put_catalog_record(CatalogKind::KinesisConsumer, &key, &bytes)
+            storage
+                .catalog()
+                .put(CatalogKind::KinesisConsumer, &key, &bytes)
         })
         .await
         .map_err(|e| KinesisError::internal(format!("storing a consumer: {e}")))?
@@ -167,7 +170,7 @@ impl Call<'_> {
         let storage = self.api.service.storage.clone();
         let key = format!("{}/{}", consumer.stream_id, consumer.name);
         tokio::task::spawn_blocking(move || {
-            storage.remove_catalog_record(CatalogKind::KinesisConsumer, &key)
+            storage.catalog().remove(CatalogKind::KinesisConsumer, &key)
         })
         .await
         .map_err(|e| KinesisError::internal(format!("removing a consumer: {e}")))?

@@ -61,7 +61,8 @@ impl Call<'_> {
             .api
             .service
             .storage
-            .catalog_records(CatalogKind::KinesisTags, &tags_key(stream_id))
+            .catalog()
+            .list(CatalogKind::KinesisTags, &tags_key(stream_id))
             .map_err(|e| KinesisError::from(RequestError::from(e)))?;
         match records.first() {
             None => Ok(Tags::new()),
@@ -75,7 +76,9 @@ impl Call<'_> {
             .map_err(|e| KinesisError::internal(format!("encoding tags: {e}")))?;
         let storage = self.api.service.storage.clone();
         tokio::task::spawn_blocking(move || {
-            storage.put_catalog_record(CatalogKind::KinesisTags, &tags_key(stream_id), &bytes)
+            storage
+                .catalog()
+                .put(CatalogKind::KinesisTags, &tags_key(stream_id), &bytes)
         })
         .await
         .map_err(|e| KinesisError::internal(format!("storing tags: {e}")))?

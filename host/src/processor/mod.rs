@@ -86,7 +86,7 @@ impl Processors {
             stream_shards_max: limits.stream_shards_max,
             running: tokio::sync::Mutex::new(BTreeMap::new()),
         });
-        let definitions = processors.storage.processor_definitions()?;
+        let definitions = processors.storage.processing().processor_definitions()?;
         let mut running = processors.running.lock().await;
         for bytes in definitions {
             let definition: Definition = decode(&bytes, "processor definition")?;
@@ -292,8 +292,9 @@ impl Processors {
         if let Some(dead_letter) = &definition.dead_letter_stream {
             self.ensure_stream(dead_letter, 1)?;
         }
-        definition.id = self.storage.next_id("processor")?;
+        definition.id = self.storage.catalog().next_id("processor")?;
         self.storage
+            .processing()
             .put_processor(&definition.settings.name, &encode(&definition))?;
         // Each shard's starting cursor is committed now: a processor that
         // has processed nothing yet (paused, or behind a slow first call)
@@ -305,7 +306,8 @@ impl Processors {
                 ..Default::default()
             };
             self.storage
-                .commit_processing(ProcessingCommit {
+                .processing()
+                .commit(ProcessingCommit {
                     processor_id: definition.id,
                     shard: shard.index,
                     outputs: Vec::new(),
@@ -351,7 +353,11 @@ impl Processors {
         let log = self.plugin_log(&definition.settings.name);
         let mut workers = Vec::with_capacity(source.shards.len());
         for shard in &source.shards {
-            let start = match self.storage.cursor(definition.id, shard.index)? {
+            let start = match self
+                .storage
+                .processing()
+                .cursor(definition.id, shard.index)?
+            {
                 Some(cursor) => cursor,
                 // Created before starting cursors were committed at once.
                 None => CursorState {
@@ -437,6 +443,7 @@ impl Processors {
             .with_processor(name, |this, processor| {
                 processor.definition.paused = true;
                 this.storage
+                    .processing()
                     .put_processor(name, &encode(&processor.definition))?;
                 Ok(std::mem::take(&mut processor.workers))
             })
@@ -457,6 +464,7 @@ impl Processors {
         stop_workers(workers).await;
         self.with_processor(name, |this, processor| {
             this.storage
+                .processing()
                 .put_processor(name, &encode(&processor.definition))?;
             processor.workers = this.spawn_workers(&processor.definition)?;
             Ok(())
@@ -489,7 +497,9 @@ impl Processors {
                 if let Some(state_bytes_max) = limits.state_bytes_max {
                     definition.settings.state_bytes_max = Some(state_bytes_max);
                 }
-                this.storage.put_processor(name, &encode(definition))?;
+                this.storage
+                    .processing()
+                    .put_processor(name, &encode(definition))?;
                 Ok(std::mem::take(&mut processor.workers))
             })
             .await?;
@@ -525,9 +535,13 @@ impl Processors {
         // Persisted first, so a worker slow to stop cannot bring the
         // processor back at the next start; removed again once the workers
         // have stopped, for anything they committed meanwhile.
-        self.storage.remove_processor(name, removed.definition.id)?;
+        self.storage
+            .processing()
+            .remove_processor(name, removed.definition.id)?;
         stop_workers(removed.workers).await;
-        self.storage.remove_processor(name, removed.definition.id)?;
+        self.storage
+            .processing()
+            .remove_processor(name, removed.definition.id)?;
         tracing::info!(
             processor = name,
             "processor removed (its output stream is kept)"

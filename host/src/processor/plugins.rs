@@ -49,17 +49,19 @@ impl PluginCatalog {
     }
 
     pub fn get(&self, name: &str) -> Result<PluginRecord, ProcessorError> {
-        let bytes =
-            self.storage
-                .plugin_info(name)?
-                .ok_or_else(|| ProcessorError::PluginNotFound {
-                    name: name.to_owned(),
-                })?;
+        let bytes = self
+            .storage
+            .processing()
+            .plugin_info(name)?
+            .ok_or_else(|| ProcessorError::PluginNotFound {
+                name: name.to_owned(),
+            })?;
         decode(&bytes, "plugin metadata")
     }
 
     pub fn all(&self) -> Result<Vec<PluginRecord>, ProcessorError> {
         self.storage
+            .processing()
             .plugin_infos()?
             .iter()
             .map(|bytes| decode(bytes, "plugin metadata"))
@@ -83,6 +85,7 @@ impl PluginCatalog {
             created_ms: now_ms(),
         };
         self.storage
+            .processing()
             .put_plugin(name, &encode(&record), &record.sha256, component)?;
         tracing::info!(plugin = name, sha256 = %record.sha256, bytes = component.len(), "plugin added");
         Ok(record)
@@ -96,6 +99,7 @@ impl PluginCatalog {
             .iter()
             .any(|other| other.name != record.name && other.sha256 == record.sha256);
         self.storage
+            .processing()
             .remove_plugin(&record.name, &record.sha256, shared)?;
         tracing::info!(plugin = %record.name, "plugin removed");
         Ok(())
@@ -121,6 +125,7 @@ impl PluginCatalog {
         let storage = &self.storage;
         Ok(self.runtime.load(sha256, || {
             storage
+                .processing()
                 .plugin_component(sha256)
                 .map_err(|e| PluginError::Host(e.to_string()))?
                 .ok_or_else(|| {

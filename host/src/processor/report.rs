@@ -20,6 +20,7 @@ pub(super) fn processor_info(
         let source = storage.stream(&definition.settings.source)?;
         for shard in &source.shards {
             let cursor = storage
+                .processing()
                 .cursor(definition.id, shard.index)?
                 .unwrap_or_default();
             let progress = workers
@@ -45,7 +46,11 @@ pub(super) fn processor_info(
                 state_keys: cursor.state.keys,
                 state_bytes: cursor.state.bytes,
                 last_error: progress.and_then(|p| p.last_error),
-                failed_sequences: storage.recent_failures(definition.id, shard.index, 10)?,
+                failed_sequences: storage.processing().recent_failures(
+                    definition.id,
+                    shard.index,
+                    10,
+                )?,
             });
         }
     }
@@ -79,10 +84,11 @@ pub(super) fn state_entries(
     for shard in &source.shards {
         let found = match key {
             Some(key) => storage
+                .processing()
                 .state_get(id, shard.index, key.as_bytes())?
                 .map(|value| vec![(key.as_bytes().to_vec(), value)])
                 .unwrap_or_default(),
-            None => storage.state_scan(
+            None => storage.processing().state_scan(
                 id,
                 shard.index,
                 prefix.unwrap_or_default().as_bytes(),

@@ -115,6 +115,7 @@ struct StorageState {
 impl StateBacking for StorageState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
         self.storage
+            .processing()
             .state_get(self.processor_id, self.shard, key)
             .map_err(|error| {
                 let reason = error.to_string();
@@ -338,7 +339,11 @@ impl Worker {
                 () = tokio::time::sleep(STORAGE_FULL_RECHECK) => {}
                 _ = stop.changed() => return false,
             }
-            if let Ok(stored) = self.storage.cursor(self.processor_id, self.source.index) {
+            if let Ok(stored) = self
+                .storage
+                .processing()
+                .cursor(self.processor_id, self.source.index)
+            {
                 if let Some(cursor) = stored {
                     self.cursor = cursor;
                 }
@@ -427,7 +432,7 @@ impl Worker {
             failures: step.failures,
             cursor,
         };
-        match self.storage.commit_processing(commit).await {
+        match self.storage.processing().commit(commit).await {
             Ok(()) => {
                 self.cursor = cursor;
                 Ok(step.then)
@@ -454,6 +459,7 @@ impl Worker {
         let joined = tokio::task::spawn_blocking(move || {
             let size = step::state_after(before, &writes, |key| {
                 Ok(storage
+                    .processing()
                     .state_get(processor_id, shard, key)?
                     .map(|value| (key.len() + value.len()) as u64))
             });

@@ -136,7 +136,7 @@ impl Sinks {
             running: Default::default(),
             thread: SinkThread::start().map_err(SinkError::Thread)?,
         });
-        let stored = sinks.storage.catalog_records(CatalogKind::Sink, "")?;
+        let stored = sinks.storage.catalog().list(CatalogKind::Sink, "")?;
         let mut running = sinks.running.lock().await;
         for bytes in stored {
             let definition: Definition =
@@ -325,7 +325,7 @@ impl Sinks {
             definition.settings.name.clone(),
         );
         blocking(move || {
-            storage.remove_catalog_record_with(
+            storage.catalog().remove_with(
                 CatalogKind::Sink,
                 &name,
                 CatalogKind::SinkCursor,
@@ -469,7 +469,9 @@ async fn stop(sink: &mut Running) {
 
 fn put_definition(storage: &Storage, definition: &Definition) -> Result<(), StorageError> {
     let bytes = serde_json::to_vec(definition).expect("a sink definition encodes as JSON");
-    storage.put_catalog_record(CatalogKind::Sink, &definition.settings.name, &bytes)
+    storage
+        .catalog()
+        .put(CatalogKind::Sink, &definition.settings.name, &bytes)
 }
 
 pub(crate) fn put_cursor(
@@ -479,7 +481,7 @@ pub(crate) fn put_cursor(
     cursor: &SinkCursor,
 ) -> Result<(), StorageError> {
     let bytes = serde_json::to_vec(cursor).expect("a sink cursor encodes as JSON");
-    storage.put_catalog_record(
+    storage.catalog().put(
         CatalogKind::SinkCursor,
         &cursor_name(sink_id, shard),
         &bytes,
@@ -487,8 +489,9 @@ pub(crate) fn put_cursor(
 }
 
 fn stored_cursor(storage: &Storage, sink_id: u64, shard: u32) -> Result<SinkCursor, StorageError> {
-    let Some(bytes) =
-        storage.catalog_record(CatalogKind::SinkCursor, &cursor_name(sink_id, shard))?
+    let Some(bytes) = storage
+        .catalog()
+        .get(CatalogKind::SinkCursor, &cursor_name(sink_id, shard))?
     else {
         return Ok(SinkCursor::default());
     };

@@ -3,11 +3,11 @@
 //! and keeps only hashes of secrets), the Kinesis API's stream consumers
 //! and tags, sinks and their cursors.
 //! Each write is synced before it returns: these change rarely and must
-//! survive a crash once answered.
+//! survive a crash once answered. Reached through [`Storage::catalog`].
 
 use fjall::PersistMode;
 
-use super::{Result, Storage};
+use super::{Result, Storage, StorageError};
 
 /// The kinds of catalog record, each its own key prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +46,19 @@ impl CatalogKind {
     }
 }
 
-impl Storage {
-    pub fn put_catalog_record(&self, kind: CatalogKind, name: &str, record: &[u8]) -> Result<()> {
-        let engine = self.engine()?;
+/// The catalog of a [`Storage`].
+pub struct Catalog<'a>(pub(super) &'a Storage);
+
+impl Catalog<'_> {
+    pub fn put(&self, kind: CatalogKind, name: &str, record: &[u8]) -> Result<()> {
+        let engine = self.0.engine()?;
         engine.meta.insert(kind.key(name), record)?;
         engine.db.persist(PersistMode::SyncData)?;
         Ok(())
     }
 
-    pub fn remove_catalog_record(&self, kind: CatalogKind, name: &str) -> Result<()> {
-        let engine = self.engine()?;
+    pub fn remove(&self, kind: CatalogKind, name: &str) -> Result<()> {
+        let engine = self.0.engine()?;
         engine.meta.remove(kind.key(name))?;
         engine.db.persist(PersistMode::SyncData)?;
         Ok(())
@@ -63,14 +66,14 @@ impl Storage {
 
     /// Removes, in one synced batch, the record `name` of `kind` and every
     /// record of `children_kind` whose name starts with `children_prefix`.
-    pub fn remove_catalog_record_with(
+    pub fn remove_with(
         &self,
         kind: CatalogKind,
         name: &str,
         children_kind: CatalogKind,
         children_prefix: &str,
     ) -> Result<()> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
         batch.remove(&engine.meta, kind.key(name));
         for entry in engine.meta.prefix(children_kind.key(children_prefix)) {
@@ -81,17 +84,40 @@ impl Storage {
     }
 
     /// The record `name` of `kind`, if there is one.
-    pub fn catalog_record(&self, kind: CatalogKind, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.engine()?.meta.get(kind.key(name))?.map(|v| v.to_vec()))
+    pub fn get(&self, kind: CatalogKind, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .engine()?
+            .meta
+            .get(kind.key(name))?
+            .map(|v| v.to_vec()))
     }
 
     /// Every record of `kind` whose name starts with `name_prefix`.
-    pub fn catalog_records(&self, kind: CatalogKind, name_prefix: &str) -> Result<Vec<Vec<u8>>> {
-        let engine = self.engine()?;
+    pub fn list(&self, kind: CatalogKind, name_prefix: &str) -> Result<Vec<Vec<u8>>> {
+        let engine = self.0.engine()?;
         engine
             .meta
             .prefix(kind.key(name_prefix))
             .map(|entry| Ok(entry.value()?.to_vec()))
             .collect()
+    }
+
+    /// The next value of a persistent id counter.
+    pub fn next_id(&self, counter: &str) -> Result<u64> {
+        let engine = self.0.engine()?;
+        let _admin = self.0.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!("counter/{counter}");
+        let next = match engine.meta.get(&key)? {
+            Some(value) => u64::from_le_bytes(
+                value[..]
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt { what: "id counter" })?,
+            ),
+            None => 1,
+        };
+        engine.meta.insert(&key, (next + 1).to_le_bytes())?;
+        engine.db.persist(PersistMode::SyncData)?;
+        Ok(next)
     }
 }

@@ -6,20 +6,17 @@
 //! drop the database and open it again, and that needs every handle gone:
 //! fjall holds a lock file until the last one drops. So the handles live
 //! here and nowhere else; users borrow the engine for one operation
-//! ([`EngineSlot::get`]) and recovery ([`super::Storage::recover`]) swaps
+//! ([`EngineSlot::get`]) and recovery ([`super::recovery`]) swaps
 //! it for a freshly opened one once they have let go.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::processing::ProcessingKeyspaces;
-use super::stream::open_shard;
-use super::{Result, Shard, Storage, StorageError, layout};
+use super::{Result, Shard, StorageError, layout};
 use crate::config::StorageConfig;
 
 pub(super) struct Engine {
@@ -208,75 +205,12 @@ impl EngineSlot {
     }
 }
 
-/// How long recovery waits for operations still using the failed engine
-/// before it gives up until the next attempt.
-const REOPEN_WAIT_MAX: Duration = Duration::from_secs(10);
-
-impl Storage {
-    /// Reopens the engine if fjall stopped taking writes and the disk has
-    /// room again. Runs on the background thread after each disk sample.
-    pub(super) fn recover(&self) {
-        if self.space.engine_failure().is_none() {
-            // Control-plane writes (tokens, plugins) go to fjall directly,
-            // so a failure can come from them too: ask fjall itself.
-            let Err(error) = self.engine().and_then(|engine| engine.check_writable()) else {
-                return;
-            };
-            self.space.engine_failed(&error.to_string());
-        }
-        if !self.space.disk_has_room() {
-            return;
-        }
-        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        match self.reopen() {
-            Ok(()) => {
-                self.space.engine_recovered();
-                tracing::info!("storage reopened after a failed write; writes resume");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reopening storage failed; trying again in a moment");
-            }
-        }
-    }
-
-    /// Drops the engine once nobody uses it, opens the database again
-    /// (fjall replays its journal) and re-reads every shard's state, which
-    /// may include the write that failed: fjall retries buffered journal
-    /// bytes when it closes.
-    fn reopen(&self) -> Result<()> {
-        if let Some(failed) = self.engine.take() {
-            let deadline = Instant::now() + REOPEN_WAIT_MAX;
-            while Arc::strong_count(&failed) > 1 {
-                if Instant::now() >= deadline {
-                    self.engine.put(failed);
-                    return Err(StorageError::Recovering);
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        // Only the background thread reopens, so load-then-store is safe.
-        let generation = self.reopenings.load(Ordering::Relaxed) + 1;
-        let engine = Engine::open(&self.dir, &self.config, generation)?;
-        let mut stored_bytes = 0;
-        for stream in self.all_streams() {
-            for shard in &stream.shards {
-                let state = open_shard(&engine, stream.id, shard.index)?;
-                stored_bytes += state.bytes;
-                shard.publish(state);
-            }
-        }
-        self.space.reset_stored_bytes(stored_bytes);
-        self.engine.put(Arc::new(engine));
-        self.reopenings.store(generation, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use weir_proto::Retention;
 
     use super::*;
+    use crate::storage::Storage;
 
     #[test]
     fn a_data_directory_of_another_layout_is_refused_with_the_reason() {

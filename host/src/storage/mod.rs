@@ -25,6 +25,7 @@ mod engine;
 mod error;
 mod layout;
 mod processing;
+mod recovery;
 mod retention;
 mod segments;
 mod space;
@@ -52,11 +53,11 @@ use engine::{Engine, EngineSlot};
 use layout::{ShardState, StreamMeta};
 use stream::open_stream;
 
-pub use catalog::CatalogKind;
+pub use catalog::{Catalog, CatalogKind};
 pub use commands::{AppendOutcome, AppendRecord};
 pub use error::{Result, StorageError};
 pub use layout::{CursorState, StateSize};
-pub use processing::ProcessingCommit;
+pub use processing::{Processing, ProcessingCommit};
 pub use stream::{Shard, ShardStats, Stream};
 
 /// The records a reader at some position has yet to read.
@@ -120,6 +121,18 @@ pub fn now_ms() -> u64 {
 }
 
 impl Storage {
+    /// Small synced records: tokens, sinks and their cursors, Kinesis
+    /// consumers and tags, id counters.
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog(self)
+    }
+
+    /// Plugins, processor definitions, and each processor's cursors, state
+    /// and failures per shard.
+    pub fn processing(&self) -> Processing<'_> {
+        Processing(self)
+    }
+
     /// Opens (or creates) the store in `dir` and starts the writer, the
     /// retention task and, in buffered mode, the periodic sync.
     pub fn open(dir: &Path, config: StorageConfig) -> Result<Arc<Self>> {
@@ -241,7 +254,7 @@ impl Storage {
                     if last_retention.elapsed() >= interval {
                         last_retention = std::time::Instant::now();
                         storage.space.sample_disk();
-                        storage.recover();
+                        recovery::recover(&storage);
                         retention::enforce(&storage);
                     }
                 }

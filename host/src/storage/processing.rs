@@ -5,6 +5,7 @@
 //! Definitions are opaque bytes here (the plugin and processor modules
 //! choose their encoding); the cursor, state writes, failures and outputs
 //! of a batch are committed together by the writer ([`ProcessingCommit`]).
+//! Reached through [`Storage::processing`].
 
 use std::sync::Arc;
 
@@ -55,10 +56,15 @@ fn meta_key(kind: &str, name: &str) -> String {
     format!("{kind}/{name}")
 }
 
-impl Storage {
+/// What processors and plugins keep in a [`Storage`]; from
+/// [`Storage::processing`].
+pub struct Processing<'a>(pub(super) &'a Storage);
+
+impl Processing<'_> {
     /// Commits a processor step atomically, durably, with the group.
-    pub async fn commit_processing(&self, commit: ProcessingCommit) -> Result<()> {
-        self.send(|reply| Command::Processing { commit, reply })
+    pub async fn commit(&self, commit: ProcessingCommit) -> Result<()> {
+        self.0
+            .send(|reply| Command::Processing { commit, reply })
             .await
     }
 
@@ -67,8 +73,8 @@ impl Storage {
     pub fn cursor(&self, processor_id: u64, shard: u32) -> Result<Option<CursorState>> {
         let key = layout::processor_shard_prefix(processor_id, shard);
         let stored = {
-            let _visible = self.visibility.read().unwrap_or_else(|p| p.into_inner());
-            self.engine()?.processing.cursors.get(key)?
+            let _visible = self.0.visibility.read().unwrap_or_else(|p| p.into_inner());
+            self.0.engine()?.processing.cursors.get(key)?
         };
         let Some(value) = stored else {
             return Ok(None);
@@ -81,7 +87,7 @@ impl Storage {
     }
 
     pub fn state_get(&self, processor_id: u64, shard: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         let mut full_key = layout::processor_shard_prefix(processor_id, shard).to_vec();
         full_key.extend_from_slice(key);
         Ok(engine.processing.state.get(full_key)?.map(|v| v.to_vec()))
@@ -98,9 +104,9 @@ impl Storage {
         let scope = layout::processor_shard_prefix(processor_id, shard);
         let mut full_prefix = scope.to_vec();
         full_prefix.extend_from_slice(prefix);
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         // Like cursors, state is never seen ahead of the outputs it came with.
-        let _visible = self.visibility.read().unwrap_or_else(|p| p.into_inner());
+        let _visible = self.0.visibility.read().unwrap_or_else(|p| p.into_inner());
         let mut entries = Vec::new();
         for entry in engine.processing.state.prefix(full_prefix).take(limit) {
             let (key, value) = entry.into_inner()?;
@@ -111,7 +117,7 @@ impl Storage {
 
     /// Counts one shard's state by scanning it.
     fn count_state(&self, processor_id: u64, shard: u32) -> Result<StateSize> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         let scope = layout::processor_shard_prefix(processor_id, shard);
         let mut size = StateSize::default();
         for entry in engine.processing.state.prefix(scope) {
@@ -125,7 +131,7 @@ impl Storage {
     /// The most recent `limit` failed (skipped or dead-lettered) sequence
     /// numbers of one shard, newest first.
     pub fn recent_failures(&self, processor_id: u64, shard: u32, limit: usize) -> Result<Vec<u64>> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         let scope = layout::processor_shard_prefix(processor_id, shard);
         let mut sequences = Vec::new();
         for entry in engine.processing.failures.prefix(scope).rev().take(limit) {
@@ -141,24 +147,6 @@ impl Storage {
         Ok(sequences)
     }
 
-    /// The next value of a persistent id counter.
-    pub fn next_id(&self, counter: &str) -> Result<u64> {
-        let engine = self.engine()?;
-        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let key = format!("counter/{counter}");
-        let next = match engine.meta.get(&key)? {
-            Some(value) => u64::from_le_bytes(
-                value[..]
-                    .try_into()
-                    .map_err(|_| StorageError::Corrupt { what: "id counter" })?,
-            ),
-            None => 1,
-        };
-        engine.meta.insert(&key, (next + 1).to_le_bytes())?;
-        engine.db.persist(PersistMode::SyncData)?;
-        Ok(next)
-    }
-
     /// Stores a plugin's metadata and component (content-addressed).
     pub fn put_plugin(
         &self,
@@ -167,7 +155,7 @@ impl Storage {
         sha256: &str,
         component: &[u8],
     ) -> Result<()> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         let plugins = &engine.processing.plugins;
         let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
         batch.insert(plugins, meta_key("blob", sha256), component);
@@ -178,6 +166,7 @@ impl Storage {
 
     pub fn plugin_info(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
+            .0
             .engine()?
             .processing
             .plugins
@@ -186,7 +175,7 @@ impl Storage {
     }
 
     pub fn plugin_infos(&self) -> Result<Vec<Vec<u8>>> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         engine
             .processing
             .plugins
@@ -197,6 +186,7 @@ impl Storage {
 
     pub fn plugin_component(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
+            .0
             .engine()?
             .processing
             .plugins
@@ -207,7 +197,7 @@ impl Storage {
     /// Removes a plugin's name; its component goes too unless another name
     /// shares it.
     pub fn remove_plugin(&self, name: &str, sha256: &str, component_shared: bool) -> Result<()> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         let plugins = &engine.processing.plugins;
         let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
         batch.remove(plugins, meta_key("plugin", name));
@@ -219,7 +209,7 @@ impl Storage {
     }
 
     pub fn put_processor(&self, name: &str, definition: &[u8]) -> Result<()> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         engine
             .meta
             .insert(meta_key("processor", name), definition)?;
@@ -228,7 +218,7 @@ impl Storage {
     }
 
     pub fn processor_definitions(&self) -> Result<Vec<Vec<u8>>> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         engine
             .meta
             .prefix("processor/")
@@ -238,7 +228,7 @@ impl Storage {
 
     /// Removes a processor's definition, cursors, state and failure records.
     pub fn remove_processor(&self, name: &str, processor_id: u64) -> Result<()> {
-        let engine = self.engine()?;
+        let engine = self.0.engine()?;
         let scope = processor_id.to_be_bytes();
         let mut batch = engine.db.batch().durability(Some(PersistMode::SyncData));
         batch.remove(&engine.meta, meta_key("processor", name));
