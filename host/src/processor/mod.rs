@@ -28,6 +28,7 @@ use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError};
 use definition::{Definition, check_limits, decode, encode};
 pub use error::ProcessorError;
 use plugins::{PluginCatalog, PluginRecord};
+use report::Snapshot;
 use step::Rules;
 use worker::{InstanceMaker, Progress, ReadFailure, Worker};
 
@@ -319,7 +320,7 @@ impl Processors {
         }
         let workers = self.spawn_workers(&definition)?;
         tracing::info!(processor = %definition.settings.name, plugin = %definition.settings.plugin, source = %definition.settings.source, %output, "processor created");
-        let info = self.info(&definition, &workers, true)?;
+        let info = self.info(&Snapshot::of(&definition, &workers), true)?;
         running.insert(
             definition.settings.name.clone(),
             Running {
@@ -509,7 +510,10 @@ impl Processors {
                 if !processor.definition.paused {
                     processor.workers = this.spawn_workers(&processor.definition)?;
                 }
-                this.info(&processor.definition, &processor.workers, true)
+                this.info(
+                    &Snapshot::of(&processor.definition, &processor.workers),
+                    true,
+                )
             })
             .await?;
         tracing::info!(
@@ -565,36 +569,32 @@ impl Processors {
     }
 
     pub async fn list(&self) -> Result<Vec<ProcessorInfo>, ProcessorError> {
-        let running = self.running.lock().await;
-        running
-            .values()
-            .map(|r| self.info(&r.definition, &r.workers, false))
-            .collect()
+        self.infos(false).await
     }
 
     /// Every processor with its per-shard progress (for metrics and status).
     pub async fn list_detailed(&self) -> Result<Vec<ProcessorInfo>, ProcessorError> {
-        let running = self.running.lock().await;
-        running
-            .values()
-            .map(|r| self.info(&r.definition, &r.workers, true))
+        self.infos(true).await
+    }
+
+    async fn infos(&self, with_shards: bool) -> Result<Vec<ProcessorInfo>, ProcessorError> {
+        // The storage reads come after the registry's lock is let go.
+        let snapshots: Vec<Snapshot> = (self.running.lock().await.values())
+            .map(|r| Snapshot::of(&r.definition, &r.workers))
+            .collect();
+        snapshots
+            .iter()
+            .map(|snapshot| self.info(snapshot, with_shards))
             .collect()
     }
 
     fn info(
         &self,
-        definition: &Definition,
-        workers: &[WorkerHandle],
+        snapshot: &Snapshot,
         with_shards: bool,
     ) -> Result<ProcessorInfo, ProcessorError> {
-        let state_bytes_max = self.state_bytes_max(definition);
-        report::processor_info(
-            &self.storage,
-            definition,
-            workers,
-            with_shards,
-            state_bytes_max,
-        )
+        let state_bytes_max = self.state_bytes_max(snapshot.definition());
+        report::processor_info(&self.storage, snapshot, with_shards, state_bytes_max)
     }
 
     pub async fn describe(&self, name: &str) -> Result<ProcessorInfo, ProcessorError> {
@@ -602,7 +602,9 @@ impl Processors {
         let processor = running.get(name).ok_or_else(|| ProcessorError::NotFound {
             name: name.to_owned(),
         })?;
-        self.info(&processor.definition, &processor.workers, true)
+        let snapshot = Snapshot::of(&processor.definition, &processor.workers);
+        drop(running);
+        self.info(&snapshot, true)
     }
 
     /// A processor's state: `key` in every shard, or every key starting with

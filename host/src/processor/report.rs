@@ -2,19 +2,45 @@
 //! settings and per-shard progress, and its aggregate state, read from
 //! storage (callers run these on the blocking pool).
 
+use std::sync::{Arc, Mutex};
+
 use weir_proto::admin::{ProcessorInfo, ShardProgress, StateEntry};
 
 use super::definition::Definition;
+use super::worker::Progress;
 use super::{ProcessorError, WorkerHandle};
 use crate::storage::Storage;
 
+/// What reporting needs of a processor, taken under the registry's lock —
+/// clones and shared handles, cheap — so the storage reads run after the
+/// lock is let go.
+pub(super) struct Snapshot {
+    definition: Definition,
+    progress: Vec<Arc<Mutex<Progress>>>,
+    log_lines_dropped: u64,
+}
+
+impl Snapshot {
+    pub(super) fn of(definition: &Definition, workers: &[WorkerHandle]) -> Self {
+        Self {
+            definition: definition.clone(),
+            progress: workers.iter().map(|w| w.progress.clone()).collect(),
+            log_lines_dropped: workers.first().map_or(0, |w| w.log.dropped_lines()),
+        }
+    }
+
+    pub(super) fn definition(&self) -> &Definition {
+        &self.definition
+    }
+}
+
 pub(super) fn processor_info(
     storage: &Storage,
-    definition: &Definition,
-    workers: &[WorkerHandle],
+    snapshot: &Snapshot,
     with_shards: bool,
     state_bytes_max: u64,
 ) -> Result<ProcessorInfo, ProcessorError> {
+    let definition = &snapshot.definition;
     let mut shards = Vec::new();
     if with_shards {
         let source = storage.stream(&definition.settings.source)?;
@@ -23,9 +49,10 @@ pub(super) fn processor_info(
                 .processing()
                 .cursor(definition.id, shard.index)?
                 .unwrap_or_default();
-            let progress = workers
+            let progress = snapshot
+                .progress
                 .get(shard.index as usize)
-                .map(|w| w.progress.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                .map(|p| p.lock().unwrap_or_else(|p| p.into_inner()).clone());
             let status = match (&progress, definition.paused) {
                 (_, true) => "paused".to_owned(),
                 (Some(progress), false) => progress.status.to_owned(),
@@ -63,7 +90,7 @@ pub(super) fn processor_info(
         fuel_per_batch_max: definition.fuel_per_batch_max,
         memory_bytes_max: definition.memory_bytes_max,
         state_bytes_max,
-        log_lines_dropped: workers.first().map_or(0, |w| w.log.dropped_lines()),
+        log_lines_dropped: snapshot.log_lines_dropped,
         shards,
     })
 }

@@ -255,7 +255,7 @@ impl Sinks {
         }
         let name = definition.settings.name.clone();
         let sink = self.launch(definition)?;
-        let info = self.info(&sink, true)?;
+        let info = self.info(&sink.definition, &sink.workers, true)?;
         running.insert(name, sink);
         Ok(info)
     }
@@ -270,16 +270,17 @@ impl Sinks {
     }
 
     async fn infos(&self, with_shards: bool) -> Result<Vec<SinkInfo>, SinkError> {
-        let running = self.running.lock().await;
-        running
-            .values()
-            .map(|sink| self.info(sink, with_shards))
+        // The storage reads come after the registry's lock is let go.
+        let snapshots: Vec<_> = self.running.lock().await.values().map(snapshot).collect();
+        snapshots
+            .iter()
+            .map(|(definition, workers)| self.info(definition, workers, with_shards))
             .collect()
     }
 
     pub async fn describe(&self, name: &str) -> Result<SinkInfo, SinkError> {
-        let running = self.running.lock().await;
-        self.info(find(&running, name)?, true)
+        let (definition, workers) = snapshot(find(&*self.running.lock().await, name)?);
+        self.info(&definition, &workers, true)
     }
 
     pub async fn pause(&self, name: &str) -> Result<(), SinkError> {
@@ -400,16 +401,19 @@ impl Sinks {
         Ok(sink)
     }
 
-    fn info(&self, sink: &Running, with_shards: bool) -> Result<SinkInfo, SinkError> {
-        let definition = &sink.definition;
+    fn info(
+        &self,
+        definition: &Definition,
+        workers: &[Arc<Mutex<Progress>>],
+        with_shards: bool,
+    ) -> Result<SinkInfo, SinkError> {
         let mut settings = definition.settings.clone();
         settings.to = Target::redacted(&settings.to);
         let mut shards = Vec::new();
         if with_shards {
             let source = self.storage.stream(&settings.source)?;
             for shard in &source.shards {
-                let progress = sink
-                    .workers
+                let progress = workers
                     .get(shard.index as usize)
                     .map(|p| p.lock().unwrap_or_else(|p| p.into_inner()).clone());
                 let (status, cursor, last_error) = match progress {
@@ -451,6 +455,11 @@ impl Sinks {
             shards,
         })
     }
+}
+
+/// What reporting needs of a sink, cheap to take under the registry's lock.
+fn snapshot(sink: &Running) -> (Definition, Vec<Arc<Mutex<Progress>>>) {
+    (sink.definition.clone(), sink.workers.clone())
 }
 
 fn find<'a>(running: &'a BTreeMap<String, Running>, name: &str) -> Result<&'a Running, SinkError> {
