@@ -992,3 +992,34 @@ async fn plugins_of_the_same_minor_contract_version_are_accepted() {
         "{error}"
     );
 }
+
+/// The example plugins' own unit tests — run natively through the SDK's
+/// `testing::Harness`, as a plugin author runs them with `cargo test` —
+/// are part of the suite.
+#[test]
+fn the_example_plugins_own_tests_pass_natively() {
+    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(&plugins)
+        .args(["test", "--workspace", "--target-dir"])
+        .arg(plugins.join("target"))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("run cargo test in plugins/");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let passed: u32 = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("test result: ok. "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u32>().ok())
+        .sum();
+    assert!(
+        passed >= 5,
+        "count-by-key's and json-filter's tests ran: {stdout}"
+    );
+}
