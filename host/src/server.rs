@@ -285,7 +285,10 @@ impl ServerThread {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| StorageError::Engine(e.into()))?;
+                    .map_err(|source| StorageError::Thread {
+                        what: "server thread's async runtime",
+                        source,
+                    })?;
                 runtime.block_on(async move {
                     let server = match Server::start(config).await {
                         Ok(server) => server,

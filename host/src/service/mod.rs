@@ -86,6 +86,7 @@ impl RequestError {
             | StorageError::Engine(_)
             | StorageError::Recovering
             | StorageError::CommitFailed { .. } => ErrorCode::StorageFailure,
+            StorageError::Thread { .. } => ErrorCode::Internal,
         };
         Self::new(code, error.to_string())
     }

@@ -87,6 +87,14 @@ pub enum StorageError {
     /// The writer thread has stopped (shutdown, or a fatal storage error).
     #[error("the storage writer has stopped (server shutting down)")]
     WriterStopped,
+    /// One of storage's own threads (or the runtime of the server's thread)
+    /// could not be started: the process is out of threads or memory, not
+    /// the data directory at fault.
+    #[error("could not start the {what}: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 impl StorageError {

@@ -204,7 +204,10 @@ impl Storage {
         };
         let writer_thread = writer
             .spawn(writer_rx)
-            .map_err(|e| StorageError::Engine(e.into()))?;
+            .map_err(|source| StorageError::Thread {
+                what: "storage writer thread",
+                source,
+            })?;
 
         let storage = Arc::new(Self {
             dir: dir.to_owned(),
@@ -259,7 +262,10 @@ impl Storage {
                     }
                 }
             })
-            .map_err(|e| StorageError::Engine(e.into()))?;
+            .map_err(|source| StorageError::Thread {
+                what: "storage background thread",
+                source,
+            })?;
         self.background
             .lock()
             .unwrap_or_else(|p| p.into_inner())
