@@ -73,13 +73,17 @@ impl Shared {
     /// worker sees failures and backs off in its own way.
     fn backoff(&self) -> BackoffConfig {
         BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
+            init_backoff: CLIENT_RETRY_BACKOFF_MIN,
+            max_backoff: CLIENT_RETRY_BACKOFF_MAX,
             base: 2.0,
             deadline: Some(self.request_timeout),
         }
     }
 }
+
+/// rskafka's own retries within one request: first wait and longest wait.
+const CLIENT_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const CLIENT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub(in crate::sink) struct Connection {
     shared: Arc<Shared>,

@@ -14,6 +14,8 @@ use super::{Result, Storage, StorageError};
 /// How long recovery waits for operations still using the failed engine
 /// before it gives up until the next attempt.
 const REOPEN_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How often recovery checks whether the failed engine is let go of.
+const REOPEN_POLL_STEP: Duration = Duration::from_millis(1);
 
 /// Reopens the engine if fjall stopped taking writes and the disk has
 /// room again. Runs on the background thread after each disk sample.
@@ -53,7 +55,7 @@ fn reopen(storage: &Storage) -> Result<()> {
                 storage.engine.put(failed);
                 return Err(StorageError::Recovering);
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(REOPEN_POLL_STEP);
         }
     }
     // Only the background thread reopens, so load-then-store is safe.

@@ -56,6 +56,8 @@ pub(super) struct Writer {
 /// How long the writer waits for flushes before it writes anyway (and
 /// warns): back-pressure must not turn into a stopped server.
 const MEMTABLE_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How often a write waiting for flushes checks the write buffer again.
+const MEMTABLE_POLL_STEP: Duration = Duration::from_millis(1);
 
 /// What one group commit is building.
 struct Group {
@@ -178,7 +180,7 @@ impl Writer {
                 );
                 return;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(MEMTABLE_POLL_STEP);
         }
     }
 
