@@ -54,7 +54,7 @@ pub struct CreateArgs {
     from: String,
     /// Upstream: nats://HOST:PORT[,HOST:PORT…]/SUBJECT-PREFIX (shard N goes
     /// to SUBJECT-PREFIX.N; nats+tls:// for TLS), kafka://HOST:PORT[,HOST:PORT…]/TOPIC (shard N
-    /// to partition N), kinesis://HOST:PORT/STREAM[?region=REGION] or, over
+    /// to partition N; kafka+tls:// for TLS), kinesis://HOST:PORT/STREAM[?region=REGION] or, over
     /// TLS (AWS), kinesis+https://HOST[:PORT]/STREAM[?region=REGION].
     #[arg(long)]
     to: String,

@@ -17,7 +17,7 @@ use crate::support::{
     ServerProcess, TestServer, create_processor, eventually, purchase_filter, put_all,
     stream_with_plugins, trimmed_to,
 };
-use crate::upstreams::{Kinesalite, NatsCluster, Tansu, TlsFiles};
+use crate::upstreams::{Kinesalite, NatsCluster, Tansu, TlsFiles, TlsProxy, free_port};
 
 /// Creates JetStream stream `name` over `subjects`, retrying while a cold
 /// cluster elects its meta leader.
@@ -864,15 +864,31 @@ struct KafkaForwarded {
     sequence: u64,
 }
 
-async fn kafka_client(tansu: &Tansu) -> rskafka::client::Client {
-    rskafka::client::ClientBuilder::new(vec![format!("127.0.0.1:{}", tansu.port)])
-        .build()
-        .await
-        .expect("connect to the broker")
+/// How the test reaches a Kafka broker: where, and over TLS or not.
+struct KafkaAccess {
+    bootstrap: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-async fn create_kafka_topic(tansu: &Tansu, topic: &str, partitions: i32) {
-    let client = kafka_client(tansu).await;
+impl KafkaAccess {
+    fn plain(tansu: &Tansu) -> Self {
+        Self {
+            bootstrap: format!("127.0.0.1:{}", tansu.port),
+            tls: None,
+        }
+    }
+}
+
+async fn kafka_client(access: &KafkaAccess) -> rskafka::client::Client {
+    let mut builder = rskafka::client::ClientBuilder::new(vec![access.bootstrap.clone()]);
+    if let Some(tls) = &access.tls {
+        builder = builder.tls_config(tls.clone());
+    }
+    builder.build().await.expect("connect to the broker")
+}
+
+async fn create_kafka_topic(access: &KafkaAccess, topic: &str, partitions: i32) {
+    let client = kafka_client(access).await;
     let controller = client.controller_client().expect("a controller client");
     controller
         .create_topic(topic, partitions, 1, 5_000)
@@ -881,9 +897,13 @@ async fn create_kafka_topic(tansu: &Tansu, topic: &str, partitions: i32) {
 }
 
 /// Every record of every partition of `topic`, in offset order.
-async fn read_kafka_topic(tansu: &Tansu, topic: &str, partitions: i32) -> Vec<KafkaForwarded> {
+async fn read_kafka_topic(
+    access: &KafkaAccess,
+    topic: &str,
+    partitions: i32,
+) -> Vec<KafkaForwarded> {
     use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-    let client = kafka_client(tansu).await;
+    let client = kafka_client(access).await;
     let mut forwarded = Vec::new();
     for partition in 0..partitions {
         let reader = client
@@ -972,7 +992,7 @@ fn assert_kafka_exactly_once(forwarded: &[KafkaForwarded], acked: &HashSet<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_restart() {
     let mut tansu = tokio::task::block_in_place(Tansu::start);
-    create_kafka_topic(&tansu, "events", 2).await;
+    create_kafka_topic(&KafkaAccess::plain(&tansu), "events", 2).await;
     let settings = sink_settings(
         "west",
         "clicks",
@@ -980,7 +1000,10 @@ async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_restart() {
     );
     let run = forward_across_a_weir_crash(settings).await;
     let (client, acked) = (&run.client, &run.acked);
-    assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, acked);
+    assert_kafka_exactly_once(
+        &read_kafka_topic(&KafkaAccess::plain(&tansu), "events", 2).await,
+        acked,
+    );
 
     tansu.kill();
     let while_down: HashSet<String> = put_range(client, "clicks", 3_000..3_500)
@@ -997,13 +1020,86 @@ async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_restart() {
     .await;
     assert!(backing_off, "{:?}", describe_sink(client, "west").await);
     tokio::task::block_in_place(|| tansu.restart());
-    create_kafka_topic(&tansu, "events", 2).await;
+    create_kafka_topic(&KafkaAccess::plain(&tansu), "events", 2).await;
     assert!(
         eventually(Duration::from_secs(60), || drained(client, "west")).await,
         "{:?}",
         describe_sink(client, "west").await
     );
-    assert_kafka_exactly_once(&read_kafka_topic(&tansu, "events", 2).await, &while_down);
+    assert_kafka_exactly_once(
+        &read_kafka_topic(&KafkaAccess::plain(&tansu), "events", 2).await,
+        &while_down,
+    );
+}
+
+/// A Kafka sink over TLS: Tansu behind a TLS-terminating proxy that
+/// presents the box's own certificate and is what the broker advertises.
+/// With only the system's trust store the handshake fails and nothing
+/// moves; trusting that certificate (`ca_file`) every record arrives once,
+/// in order per shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sink_forwards_over_tls_to_the_certificate_it_trusts() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    let cert = weir::tls::generated_cert_path(test.data_dir());
+    let tls = TlsFiles {
+        cert: cert.clone(),
+        key: test.data_dir().join("tls").join("key.pem"),
+    };
+    let broker_port = free_port();
+    let proxy = TlsProxy::start(&tls, broker_port).await;
+    let _tansu = tokio::task::block_in_place(|| Tansu::start_advertising(broker_port, proxy.port));
+    let access = KafkaAccess {
+        bootstrap: format!("localhost:{}", proxy.port),
+        tls: Some(std::sync::Arc::new(
+            weir::tls::client_config(Some(&cert), &[]).expect("TLS config"),
+        )),
+    };
+    create_kafka_topic(&access, "secure", 2).await;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create");
+    let acked: HashSet<String> = put_range(client, "clicks", 0..300)
+        .await
+        .into_iter()
+        .collect();
+    let to = format!("kafka+tls://localhost:{}/secure", proxy.port);
+
+    create_sink(client, sink_settings("wary", "clicks", to.clone()))
+        .await
+        .expect("create sink");
+    let refused = eventually(Duration::from_secs(10), || async {
+        describe_sink(client, "wary").await.shards[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("certificate"))
+    })
+    .await;
+    let info = describe_sink(client, "wary").await;
+    assert!(refused, "the handshake fails on the certificate: {info:?}");
+    assert!(
+        info.shards.iter().all(|shard| shard.cursor == 0),
+        "nothing forwarded"
+    );
+    client
+        .admin(AdminRequest::DeleteSink {
+            name: "wary".into(),
+        })
+        .await
+        .expect("delete sink");
+
+    let trusting = SinkSettings {
+        ca_file: Some(cert.display().to_string()),
+        ..sink_settings("secure", "clicks", to)
+    };
+    create_sink(client, trusting).await.expect("create sink");
+    assert!(
+        eventually(Duration::from_secs(30), || drained(client, "secure")).await,
+        "{:?}",
+        describe_sink(client, "secure").await
+    );
+    assert_kafka_exactly_once(&read_kafka_topic(&access, "secure", 2).await, &acked);
 }
 
 /// Records a paused sink never forwarded are removed by retention: when it

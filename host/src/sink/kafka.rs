@@ -14,6 +14,7 @@
 //! be another shard's: forwarding then goes by Weir's cursor.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ const TAIL_FETCH_BYTES: i32 = 2 * 1024 * 1024;
 struct Shared {
     brokers: Vec<String>,
     topic: String,
+    transport: Transport,
     sink: String,
     request_timeout: Duration,
     client: OnceCell<Client>,
@@ -50,21 +52,28 @@ impl Shared {
     async fn client(&self) -> Result<&Client, UpstreamError> {
         self.client
             .get_or_try_init(|| async {
-                tokio::time::timeout(
-                    self.request_timeout,
-                    ClientBuilder::new(self.brokers.clone())
-                        .client_id(format!("weir sink {}", self.sink))
-                        .backoff_config(self.backoff())
-                        .build(),
-                )
-                .await
-                .map_err(|_| {
-                    UpstreamError(format!(
-                        "no Kafka broker answered at {}",
-                        self.brokers.join(",")
-                    ))
-                })?
-                .map_err(|error| UpstreamError(format!("connecting to Kafka: {error}")))
+                let mut builder = ClientBuilder::new(self.brokers.clone())
+                    .client_id(format!("weir sink {}", self.sink))
+                    .backoff_config(self.backoff());
+                if let Transport::Tls { ca_file } = self.transport.clone() {
+                    // Reading the CA file or the system store is file I/O.
+                    let config = tokio::task::spawn_blocking(move || {
+                        crate::tls::client_config(ca_file.as_deref().map(Path::new), &[])
+                    })
+                    .await
+                    .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?
+                    .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?;
+                    builder = builder.tls_config(Arc::new(config));
+                }
+                tokio::time::timeout(self.request_timeout, builder.build())
+                    .await
+                    .map_err(|_| {
+                        UpstreamError(format!(
+                            "no Kafka broker answered at {}",
+                            self.brokers.join(",")
+                        ))
+                    })?
+                    .map_err(|error| UpstreamError(format!("connecting to Kafka: {error}")))
             })
             .await
     }
@@ -85,16 +94,34 @@ impl Shared {
 const CLIENT_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const CLIENT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// How the sink reaches the brokers.
+#[derive(Debug, Clone)]
+pub(in crate::sink) enum Transport {
+    Plain,
+    /// TLS to every broker, trusting `ca_file` (a PEM file on the server)
+    /// or, without one, the system's trust store.
+    Tls {
+        ca_file: Option<String>,
+    },
+}
+
 pub(in crate::sink) struct Connection {
     shared: Arc<Shared>,
 }
 
 impl Connection {
-    pub fn new(brokers: Vec<String>, topic: String, sink: &str, request_timeout: Duration) -> Self {
+    pub fn new(
+        brokers: Vec<String>,
+        topic: String,
+        transport: Transport,
+        sink: &str,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 brokers,
                 topic,
+                transport,
                 sink: sink.to_owned(),
                 request_timeout,
                 client: OnceCell::new(),

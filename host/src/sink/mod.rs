@@ -179,7 +179,7 @@ impl Sinks {
         if let Some(path) = &settings.ca_file {
             if !target.uses_tls() {
                 return Err(SinkError::InvalidSettings(format!(
-                    "--ca-file is for TLS upstreams (nats+tls://, kinesis+https://), and {} is not one",
+                    "--ca-file is for TLS upstreams (nats+tls://, kinesis+https://, kafka+tls://), and {} is not one",
                     Target::redacted(&settings.to)
                 )));
             }

@@ -22,8 +22,13 @@ pub enum Target {
     /// 443 unless given).
     Kinesis(KinesisTarget),
     /// `kafka://HOST:PORT[,HOST:PORT…]/TOPIC`: shard N goes to partition
-    /// N mod the topic's partition count.
-    Kafka { brokers: Vec<String>, topic: String },
+    /// N mod the topic's partition count. `kafka+tls://…` over TLS (to
+    /// every broker the cluster advertises).
+    Kafka {
+        brokers: Vec<String>,
+        topic: String,
+        tls: bool,
+    },
 }
 
 /// A Kinesis Data Streams API endpoint and stream.
@@ -121,9 +126,9 @@ impl Target {
                     tls,
                 }))
             }
-            "kafka" => {
+            "kafka" | "kafka+tls" => {
                 let (hosts, topic) = rest.split_once('/').ok_or_else(|| {
-                    format!("sink URL {url} names no topic: expected kafka://HOST:PORT/TOPIC")
+                    format!("sink URL {url} names no topic: expected {scheme}://HOST:PORT/TOPIC")
                 })?;
                 if topic.is_empty()
                     || topic.len() > 249
@@ -143,18 +148,20 @@ impl Target {
                 if brokers.is_empty() || brokers.iter().any(|b| !b.contains(':') || b.contains('@'))
                 {
                     return Err(format!(
-                        "kafka:// needs HOST:PORT[,HOST:PORT…], not {hosts:?}"
+                        "{scheme}:// needs HOST:PORT[,HOST:PORT…], not {hosts:?}"
                     ));
                 }
                 Ok(Self::Kafka {
                     brokers,
                     topic: topic.to_owned(),
+                    tls: scheme == "kafka+tls",
                 })
             }
             other => Err(format!(
                 "sink URL scheme {other:?} is not supported: use nats://HOST:PORT/SUBJECT-PREFIX \
                  (nats+tls:// for TLS), \
-                 kinesis://HOST:PORT/STREAM, kinesis+https://HOST/STREAM or kafka://HOST:PORT/TOPIC"
+                 kinesis://HOST:PORT/STREAM, kinesis+https://HOST/STREAM or kafka://HOST:PORT/TOPIC \
+                 (kafka+tls:// for TLS)"
             )),
         }
     }
@@ -163,7 +170,9 @@ impl Target {
     pub fn uses_tls(&self) -> bool {
         matches!(
             self,
-            Self::Nats { tls: true, .. } | Self::Kinesis(KinesisTarget { tls: true, .. })
+            Self::Nats { tls: true, .. }
+                | Self::Kinesis(KinesisTarget { tls: true, .. })
+                | Self::Kafka { tls: true, .. }
         )
     }
 
@@ -235,8 +244,12 @@ mod tests {
             Target::Kafka {
                 brokers: vec!["a:9092".into(), "b:9092".into()],
                 topic: "events".into(),
+                tls: false,
             }
         );
+        let kafka_tls = Target::parse("kafka+tls://a:9093/events").expect("valid");
+        assert!(kafka_tls.uses_tls());
+        assert!(matches!(kafka_tls, Target::Kafka { brokers, .. } if brokers == ["a:9093"]));
         assert_eq!(
             Target::parse("kinesis://h:4567/central?region=eu-west-1").expect("valid"),
             Target::Kinesis(KinesisTarget {
@@ -290,6 +303,7 @@ mod tests {
             ("kafka://h:1", "names no topic"),
             ("kafka://h:1/a b", "must be 1 to 249"),
             ("kafka:///t", "HOST:PORT"),
+            ("kafka+tls://h/t", "kafka+tls:// needs HOST:PORT"),
         ] {
             let error = Target::parse(url).expect_err(url);
             assert!(error.contains(says), "{url}: {error}");

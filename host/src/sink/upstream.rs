@@ -41,9 +41,20 @@ impl Connection {
             Target::Kinesis(target) => {
                 Self::Kinesis(kinesis::Connection::new(target, settings, request_timeout))
             }
-            Target::Kafka { brokers, topic } => Self::Kafka(kafka::Connection::new(
+            Target::Kafka {
+                brokers,
+                topic,
+                tls,
+            } => Self::Kafka(kafka::Connection::new(
                 brokers.clone(),
                 topic.clone(),
+                if *tls {
+                    kafka::Transport::Tls {
+                        ca_file: settings.ca_file.clone(),
+                    }
+                } else {
+                    kafka::Transport::Plain
+                },
                 &settings.name,
                 request_timeout,
             )),
