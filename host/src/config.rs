@@ -522,7 +522,32 @@ impl ServerConfig {
             }
         }
         let processing = &self.processing;
+        let (limits, storage) = (&self.limits, &self.storage);
         let within = [
+            (
+                "limits.record_bytes_max",
+                limits.record_bytes_max as u64,
+                "limits.request_bytes_max",
+                limits.request_bytes_max as u64,
+            ),
+            (
+                "limits.request_bytes_max",
+                limits.request_bytes_max as u64,
+                "limits.frame_bytes_max",
+                limits.frame_bytes_max as u64,
+            ),
+            (
+                "limits.connection_buffered_bytes_max",
+                limits.connection_buffered_bytes_max as u64,
+                "limits.server_buffered_bytes_max",
+                limits.server_buffered_bytes_max as u64,
+            ),
+            (
+                "storage.chunk_bytes_max",
+                storage.chunk_bytes_max as u64,
+                "storage.segment_bytes_max",
+                storage.segment_bytes_max,
+            ),
             (
                 "processing.plugin_memory_bytes_max",
                 processing.plugin_memory_bytes_max,
@@ -599,6 +624,18 @@ mod tests {
         let error =
             ServerConfig::from_toml("[limits]\nserver_buffered_bytes_max = 0\n").expect_err("zero");
         assert!(error.contains("server_buffered_bytes_max"), "{error}");
+        // Limits that contain one another stay in order.
+        let error = ServerConfig::from_toml("[limits]\nrecord_bytes_max = 6000000\n")
+            .expect_err("a record over a request");
+        assert!(
+            error.contains(
+                "limits.record_bytes_max (6000000) must not be over limits.request_bytes_max"
+            ),
+            "{error}"
+        );
+        let error = ServerConfig::from_toml("[storage]\nchunk_bytes_max = 100000000\n")
+            .expect_err("a chunk over a segment");
+        assert!(error.contains("storage.segment_bytes_max"), "{error}");
         let partial =
             ServerConfig::from_toml("[limits]\nbatch_records_max = 1000\n").expect("partial");
         assert_eq!(partial.limits.batch_records_max, 1000);
