@@ -103,16 +103,32 @@ struct SinkThread {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// How much lower than the server's own threads the sinks' threads run (a
+/// nice value): forwarding a backlog is background work, and on a small
+/// box the acks of new puts must not wait behind it for a core.
+const SINK_THREAD_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority (Linux gives each thread its own
+/// nice value); best effort.
+fn lower_thread_priority() {
+    if let Err(error) = rustix::process::setpriority_process(None, SINK_THREAD_NICE) {
+        tracing::debug!(%error, "the sink thread runs at normal priority");
+    }
+}
+
 impl SinkThread {
     fn start() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            // The blocking pool: the sinks' storage reads and cursor saves.
+            .on_thread_start(lower_thread_priority)
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("weir-sinks".into())
             .spawn(move || {
+                lower_thread_priority();
                 let _ = runtime.block_on(stopped);
             })?;
         Ok(Self {
