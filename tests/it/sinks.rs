@@ -1102,6 +1102,50 @@ async fn a_kafka_sink_forwards_over_tls_to_the_certificate_it_trusts() {
     assert_kafka_exactly_once(&read_kafka_topic(&access, "secure", 2).await, &acked);
 }
 
+/// The sinks' threads (the `weir-sinks` runtime and its blocking pool)
+/// run at a lower priority than the rest of the server, so a drain yields
+/// the cores to acks.
+#[test]
+fn sink_threads_run_below_the_servers_priority() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::spawn(dir.path(), &[]);
+    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", server.pid()));
+    let nice_of = |name: &str| -> Vec<i64> {
+        std::fs::read_dir(&tasks)
+            .expect("the server's threads")
+            .filter_map(Result::ok)
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim() == name)
+            })
+            .map(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).expect("stat");
+                // Fields after the command's closing parenthesis; nice is
+                // the 19th field of the line, the 17th after it.
+                let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+                    .split(' ')
+                    .collect();
+                fields[16].parse().expect("nice")
+            })
+            .collect()
+    };
+    // The thread lowers its own priority as it starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while nice_of("weir-sinks") != [10] && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(nice_of("weir-sinks"), [10], "the sinks' thread");
+    assert_eq!(
+        nice_of("weir-storage-bg").len(),
+        1,
+        "the storage thread is there"
+    );
+    assert!(
+        nice_of("weir-storage-bg").iter().all(|nice| *nice == 0),
+        "the rest of the server at normal priority"
+    );
+}
+
 /// Records a paused sink never forwarded are removed by retention: when it
 /// resumes it says how many it lost and forwards what is left (here to the
 /// same box's own Kinesis API, signed).

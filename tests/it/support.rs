@@ -127,6 +127,10 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn spawn(data: &Path, extra_args: &[&str]) -> Self {
         Self::spawn_on(data, "127.0.0.1:0", extra_args)
     }
