@@ -67,6 +67,13 @@ pub struct CreateArgs {
     /// upstream (default: the system's trust store).
     #[arg(long)]
     ca_file: Option<String>,
+    /// For mutual TLS: a PEM certificate (chain) on the server that the
+    /// sink presents to the upstream, with --client-key.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<String>,
+    /// The private key of --client-cert (a PEM file on the server).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<String>,
     #[arg(long, value_enum, default_value = "trim-horizon")]
     start: Start,
     /// Records per upstream request (default and ceiling: the server's
@@ -99,6 +106,8 @@ pub async fn run(command: SinkCommand) -> anyhow::Result<()> {
                 to: args.to,
                 credentials_file: args.credentials_file,
                 ca_file: args.ca_file,
+                client_cert_file: args.client_cert,
+                client_key_file: args.client_key,
                 start: match args.start {
                     Start::TrimHorizon => StartPosition::TrimHorizon,
                     Start::Latest => StartPosition::Latest,

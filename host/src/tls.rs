@@ -86,11 +86,7 @@ pub fn load_or_generate(
         }
     };
     let chain = read_certificates(&cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Pem {
-        path: key_path.clone(),
-        what: "private key",
-        reason: e.to_string(),
-    })?;
+    let key = read_private_key(&key_path)?;
     Ok(ServerIdentity {
         chain,
         key,
@@ -196,11 +192,12 @@ fn with_alpn(
     Ok(config)
 }
 
-/// A rustls client configuration for TCP upstreams (a sink's Kinesis
-/// endpoint): trusting the certificates in `ca_file` (PEM), or the
-/// system's trust store without one; TLS 1.3 and 1.2, as AWS's endpoints.
+/// A TLS client configuration (TLS 1.3 or 1.2) trusting `ca_file`'s
+/// certificates, or the system's trust store without one, and presenting
+/// `identity` when the server asks for a client certificate (mutual TLS).
 pub fn client_config(
     ca_file: Option<&Path>,
+    identity: Option<ClientIdentity>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -216,12 +213,41 @@ pub fn client_config(
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder.with_client_auth_cert(identity.chain, identity.key)?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(config)
+}
+
+/// The certificate chain and key a client presents for mutual TLS.
+pub struct ClientIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl ClientIdentity {
+    /// Reads the chain and key from PEM files; refuses files without a
+    /// certificate or a key.
+    pub fn read(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(Self {
+            chain: read_certificates(cert)?,
+            key: read_private_key(key)?,
+        })
+    }
+}
+
+/// The private key of a PEM file.
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: "private key",
+        reason: e.to_string(),
+    })
 }
 
 /// The certificates of a PEM file; at least one.

@@ -68,7 +68,7 @@ pub struct SinkSettings {
     /// The Weir stream whose records are forwarded.
     pub source: String,
     /// Where to: `nats://HOST:PORT/SUBJECT-PREFIX` (`nats+tls://` for TLS),
-    /// `kafka://HOST:PORT/TOPIC`, `kinesis://HOST:PORT/STREAM` or
+    /// `kafka://HOST:PORT/TOPIC` (`kafka+tls://`), `kinesis://HOST:PORT/STREAM` or
     /// `kinesis+https://HOST[:PORT]/STREAM`.
     /// A password in the URL is never shown back.
     pub to: String,
@@ -77,10 +77,17 @@ pub struct SinkSettings {
     #[serde(default)]
     pub credentials_file: Option<String>,
     /// A PEM file on the server with the certificates to trust for a TLS
-    /// upstream (`nats+tls://`, `kinesis+https://`); without it, the
-    /// system's trust store.
+    /// upstream (`nats+tls://`, `kafka+tls://`, `kinesis+https://`);
+    /// without it, the system's trust store.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// For mutual TLS: PEM files on the server with the certificate (chain)
+    /// and private key the sink presents to a TLS upstream. Both or
+    /// neither; only their paths are stored.
+    #[serde(default)]
+    pub client_cert_file: Option<String>,
+    #[serde(default)]
+    pub client_key_file: Option<String>,
     pub start: StartPosition,
     /// Records per upstream request.
     pub batch_records: Option<u32>,

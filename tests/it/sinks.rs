@@ -296,35 +296,66 @@ async fn a_sink_forwards_exactly_once_through_leader_loss_weir_crashes_and_clust
     }
 }
 
-/// `nats+tls://`: a JetStream server that takes TLS clients only, its
-/// certificate trusted from `--ca-file`; every record arrives once, in order.
+/// Mutual TLS to NATS: a TLS-only nats-server (presenting the box's own
+/// certificate, which names 127.0.0.1) that requires client certificates
+/// signed by it. A sink trusting that certificate but presenting none
+/// forwards nothing; one presenting it (`--client-cert`, `--client-key`)
+/// delivers every record once, in order. Bad client-certificate settings
+/// are refused at create.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_sink_forwards_over_tls_to_the_certificate_it_trusts() {
+async fn a_nats_sink_forwards_over_mutual_tls_with_the_certificates_it_is_given() {
     let test = TestServer::start().await;
     let client = &test.client;
-    // The box's own generated certificate (it names 127.0.0.1) serves NATS.
     let cert = weir::tls::generated_cert_path(test.data_dir());
+    let key = test.data_dir().join("tls").join("key.pem");
     let tls = TlsFiles {
         cert: cert.clone(),
-        key: test.data_dir().join("tls").join("key.pem"),
+        key: key.clone(),
     };
-    let cluster = tokio::task::block_in_place(|| NatsCluster::start_tls(1, tls));
+    let cluster = tokio::task::block_in_place(|| NatsCluster::start_mutual_tls(1, tls));
     let js = jetstream::new(cluster.client().await);
     create_jetstream_stream(&js, "UP", "up.>", 1, true).await;
     client
         .create_stream("clicks", 2, Default::default())
         .await
         .expect("create");
-    let settings = SinkSettings {
-        ca_file: Some(cert.display().to_string()),
-        ..sink_settings(
-            "up",
-            "clicks",
-            format!("nats+tls://{}/up", cluster.servers()),
-        )
-    };
-    create_sink(client, settings).await.expect("create sink");
+    let to = format!("nats+tls://{}/up", cluster.servers());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
 
+    for (settings, says) in [
+        (
+            SinkSettings {
+                client_cert_file: Some(cert.clone()),
+                ..sink_settings("bad", "clicks", to.clone())
+            },
+            "--client-cert and --client-key go together",
+        ),
+        (
+            SinkSettings {
+                client_cert_file: Some(cert.clone()),
+                client_key_file: Some(key.clone()),
+                ..sink_settings("bad", "clicks", format!("nats://{}/up", cluster.servers()))
+            },
+            "--client-cert is for TLS upstreams",
+        ),
+        (
+            SinkSettings {
+                client_cert_file: Some(key.clone()),
+                client_key_file: Some(key.clone()),
+                ..sink_settings("bad", "clicks", to.clone())
+            },
+            "no CERTIFICATE block",
+        ),
+    ] {
+        let error = create_sink(client, settings).await.expect_err("refused");
+        assert!(error.to_string().contains(says), "{error}");
+    }
+
+    let anonymous = SinkSettings {
+        ca_file: Some(cert.clone()),
+        ..sink_settings("anonymous", "clicks", to.clone())
+    };
+    create_sink(client, anonymous).await.expect("create sink");
     let mut acked = HashSet::new();
     let records: Vec<PutRecord> = (0..200)
         .map(|i| {
@@ -337,6 +368,38 @@ async fn a_nats_sink_forwards_over_tls_to_the_certificate_it_trusts() {
         })
         .collect();
     put_all(client, "clicks", records).await;
+    let failing = eventually(Duration::from_secs(20), || async {
+        describe_sink(client, "anonymous")
+            .await
+            .shards
+            .iter()
+            .all(|shard| shard.last_error.is_some())
+    })
+    .await;
+    let info = describe_sink(client, "anonymous").await;
+    assert!(
+        failing,
+        "the server refuses a client without a certificate: {info:?}"
+    );
+    assert!(
+        info.shards.iter().all(|shard| shard.cursor == 0),
+        "nothing forwarded"
+    );
+    assert_eq!(messages_in(&js, "UP").await, 0);
+    client
+        .admin(AdminRequest::DeleteSink {
+            name: "anonymous".into(),
+        })
+        .await
+        .expect("delete sink");
+
+    let identified = SinkSettings {
+        ca_file: Some(cert.clone()),
+        client_cert_file: Some(cert),
+        client_key_file: Some(key),
+        ..sink_settings("up", "clicks", to)
+    };
+    create_sink(client, identified).await.expect("create sink");
     let arrived = eventually(Duration::from_secs(30), || async {
         messages_in(&js, "UP").await >= 200
     })
@@ -1032,13 +1095,14 @@ async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_restart() {
     );
 }
 
-/// A Kafka sink over TLS: Tansu behind a TLS-terminating proxy that
-/// presents the box's own certificate and is what the broker advertises.
-/// With only the system's trust store the handshake fails and nothing
-/// moves; trusting that certificate (`ca_file`) every record arrives once,
-/// in order per shard.
+/// A Kafka sink over mutual TLS: Tansu behind a TLS-terminating proxy
+/// that presents the box's own certificate, requires a client certificate
+/// it signed, and is what the broker advertises. With only the system's
+/// trust store the handshake fails and nothing moves; trusting that
+/// certificate (`ca_file`) and presenting it (`client_cert_file`,
+/// `client_key_file`), every record arrives once, in order per shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kafka_sink_forwards_over_tls_to_the_certificate_it_trusts() {
+async fn a_kafka_sink_forwards_over_mutual_tls_with_the_certificates_it_is_given() {
     let test = TestServer::start().await;
     let client = &test.client;
     let cert = weir::tls::generated_cert_path(test.data_dir());
@@ -1047,12 +1111,13 @@ async fn a_kafka_sink_forwards_over_tls_to_the_certificate_it_trusts() {
         key: test.data_dir().join("tls").join("key.pem"),
     };
     let broker_port = free_port();
-    let proxy = TlsProxy::start(&tls, broker_port).await;
+    let proxy = TlsProxy::start_mutual(&tls, broker_port).await;
     let _tansu = tokio::task::block_in_place(|| Tansu::start_advertising(broker_port, proxy.port));
+    let identity = weir::tls::ClientIdentity::read(&tls.cert, &tls.key).expect("identity");
     let access = KafkaAccess {
         bootstrap: format!("localhost:{}", proxy.port),
         tls: Some(std::sync::Arc::new(
-            weir::tls::client_config(Some(&cert), &[]).expect("TLS config"),
+            weir::tls::client_config(Some(&cert), Some(identity), &[]).expect("TLS config"),
         )),
     };
     create_kafka_topic(&access, "secure", 2).await;
@@ -1089,8 +1154,35 @@ async fn a_kafka_sink_forwards_over_tls_to_the_certificate_it_trusts() {
         .await
         .expect("delete sink");
 
+    // Trusting the proxy, but presenting no certificate: refused.
+    let anonymous = SinkSettings {
+        ca_file: Some(cert.display().to_string()),
+        ..sink_settings("anonymous", "clicks", to.clone())
+    };
+    create_sink(client, anonymous).await.expect("create sink");
+    let refused = eventually(Duration::from_secs(10), || async {
+        describe_sink(client, "anonymous").await.shards[0]
+            .last_error
+            .is_some()
+    })
+    .await;
+    let info = describe_sink(client, "anonymous").await;
+    assert!(refused, "no client certificate, no connection: {info:?}");
+    assert!(
+        info.shards.iter().all(|shard| shard.cursor == 0),
+        "nothing forwarded"
+    );
+    client
+        .admin(AdminRequest::DeleteSink {
+            name: "anonymous".into(),
+        })
+        .await
+        .expect("delete sink");
+
     let trusting = SinkSettings {
         ca_file: Some(cert.display().to_string()),
+        client_cert_file: Some(cert.display().to_string()),
+        client_key_file: Some(tls.key.display().to_string()),
         ..sink_settings("secure", "clicks", to)
     };
     create_sink(client, trusting).await.expect("create sink");

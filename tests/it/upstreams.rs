@@ -42,8 +42,9 @@ struct Node {
 pub struct NatsCluster {
     binary: PathBuf,
     nodes: Vec<Node>,
-    /// With TLS: the certificate clients must trust.
-    tls_cert: Option<PathBuf>,
+    /// With TLS: the certificate clients must trust and present, with its
+    /// key.
+    tls: Option<TlsFiles>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,16 +60,18 @@ impl NatsCluster {
         Self::start_with(size, None)
     }
 
-    /// `size` nodes that accept TLS clients only, presenting `tls`.
-    pub fn start_tls(size: usize, tls: TlsFiles) -> Self {
+    /// `size` nodes that accept TLS clients only, presenting `tls`, and
+    /// only those presenting a certificate that `tls`'s certificate signed
+    /// (itself, being self-signed): mutual TLS.
+    pub fn start_mutual_tls(size: usize, tls: TlsFiles) -> Self {
         Self::start_with(size, Some(tls))
     }
 
     fn start_with(size: usize, tls: Option<TlsFiles>) -> Self {
         let tls_block = tls.as_ref().map_or(String::new(), |tls| {
             format!(
-                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
-                tls.cert, tls.key
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
+                tls.cert, tls.key, tls.cert
             )
         });
         let binary = nats_server();
@@ -113,7 +116,7 @@ impl NatsCluster {
         let mut cluster = Self {
             binary,
             nodes,
-            tls_cert: tls.map(|tls| tls.cert),
+            tls,
             _dir: dir,
         };
         for index in 0..size {
@@ -145,10 +148,11 @@ impl NatsCluster {
 
     pub async fn client(&self) -> async_nats::Client {
         let mut options = async_nats::ConnectOptions::new().retry_on_initial_connect();
-        if let Some(cert) = &self.tls_cert {
+        if let Some(tls) = &self.tls {
             options = options
                 .require_tls(true)
-                .add_root_certificates(cert.clone());
+                .add_root_certificates(tls.cert.clone())
+                .add_client_certificate(tls.cert.clone(), tls.key.clone());
         }
         options
             .connect(self.urls().as_slice())
@@ -374,16 +378,17 @@ impl Drop for Tansu {
 }
 
 /// A TLS-terminating proxy on 127.0.0.1: each connection's TLS (presenting
-/// `tls`) is ended here and its bytes go on to `upstream` in the clear —
-/// how a broker without TLS of its own is put behind TLS. Runs on the test's
-/// runtime until dropped.
+/// `tls`, and requiring a client certificate that `tls`'s certificate
+/// signed) is ended here and its bytes go on to `upstream` in the clear —
+/// how a broker without TLS of its own is put behind (mutual) TLS. Runs on
+/// the test's runtime until dropped.
 pub struct TlsProxy {
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsProxy {
-    pub async fn start(tls: &TlsFiles, upstream: u16) -> Self {
+    pub async fn start_mutual(tls: &TlsFiles, upstream: u16) -> Self {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let certs = CertificateDer::pem_file_iter(&tls.cert)
@@ -392,10 +397,18 @@ impl TlsProxy {
             .expect("certificates");
         let key = PrivateKeyDer::from_pem_file(&tls.key).expect("key");
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut clients = rustls::RootCertStore::empty();
+        clients.add_parsable_certificates(certs.clone());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(clients),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
-            .with_no_client_auth()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));

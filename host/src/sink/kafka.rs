@@ -14,7 +14,6 @@
 //! be another shard's: forwarding then goes by Weir's cursor.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use rskafka::record::Record as KafkaRecord;
 use tokio::sync::OnceCell;
 use weir_proto::Record;
 
-use super::upstream::UpstreamError;
+use super::upstream::{TlsFiles, UpstreamError};
 use crate::storage::Shard;
 
 const SOURCE_HEADER: &str = "weir-source";
@@ -42,7 +41,8 @@ const TAIL_FETCH_BYTES: i32 = 2 * 1024 * 1024;
 struct Shared {
     brokers: Vec<String>,
     topic: String,
-    transport: Transport,
+    /// Over TLS: the files to read.
+    tls: Option<TlsFiles>,
     sink: String,
     request_timeout: Duration,
     client: OnceCell<Client>,
@@ -55,14 +55,11 @@ impl Shared {
                 let mut builder = ClientBuilder::new(self.brokers.clone())
                     .client_id(format!("weir sink {}", self.sink))
                     .backoff_config(self.backoff());
-                if let Transport::Tls { ca_file } = self.transport.clone() {
+                if let Some(tls) = self.tls.clone() {
                     // Reading the CA file or the system store is file I/O.
-                    let config = tokio::task::spawn_blocking(move || {
-                        crate::tls::client_config(ca_file.as_deref().map(Path::new), &[])
-                    })
-                    .await
-                    .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?
-                    .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?;
+                    let config = tokio::task::spawn_blocking(move || tls.client_config(&[]))
+                        .await
+                        .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))??;
                     builder = builder.tls_config(Arc::new(config));
                 }
                 tokio::time::timeout(self.request_timeout, builder.build())
@@ -94,17 +91,6 @@ impl Shared {
 const CLIENT_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const CLIENT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// How the sink reaches the brokers.
-#[derive(Debug, Clone)]
-pub(in crate::sink) enum Transport {
-    Plain,
-    /// TLS to every broker, trusting `ca_file` (a PEM file on the server)
-    /// or, without one, the system's trust store.
-    Tls {
-        ca_file: Option<String>,
-    },
-}
-
 pub(in crate::sink) struct Connection {
     shared: Arc<Shared>,
 }
@@ -113,7 +99,7 @@ impl Connection {
     pub fn new(
         brokers: Vec<String>,
         topic: String,
-        transport: Transport,
+        tls: Option<TlsFiles>,
         sink: &str,
         request_timeout: Duration,
     ) -> Self {
@@ -121,7 +107,7 @@ impl Connection {
             shared: Arc::new(Shared {
                 brokers,
                 topic,
-                transport,
+                tls,
                 sink: sink.to_owned(),
                 request_timeout,
                 client: OnceCell::new(),

@@ -6,7 +6,6 @@
 //! Partition keys are kept, so the upstream routes each key to one shard.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use weir_proto::Record;
 use weir_proto::admin::SinkSettings;
 
 use super::target::KinesisTarget;
-use super::upstream::UpstreamError;
+use super::upstream::{TlsFiles, UpstreamError};
 use crate::aws::client::{Connection as HttpConnection, Target as HttpTarget};
 
 /// PutRecords takes at most this many records per request.
@@ -35,7 +34,7 @@ pub(in crate::sink) struct Connection {
 struct Shared {
     target: KinesisTarget,
     credentials_file: Option<String>,
-    ca_file: Option<String>,
+    tls_files: TlsFiles,
     request_timeout: Duration,
     /// With TLS: built once for all the sink's shards, on first connect
     /// (reading the CA file or the system store is file I/O).
@@ -46,13 +45,11 @@ impl Shared {
     async fn tls(&self) -> Result<TlsConnector, UpstreamError> {
         self.tls
             .get_or_try_init(|| async {
-                let ca_file = self.ca_file.clone();
-                let config = tokio::task::spawn_blocking(move || {
-                    crate::tls::client_config(ca_file.as_deref().map(Path::new), &[b"http/1.1"])
-                })
-                .await
-                .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?
-                .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?;
+                let files = self.tls_files.clone();
+                let config =
+                    tokio::task::spawn_blocking(move || files.client_config(&[b"http/1.1"]))
+                        .await
+                        .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))??;
                 Ok(TlsConnector::from(Arc::new(config)))
             })
             .await
@@ -66,7 +63,7 @@ impl Connection {
             shared: Arc::new(Shared {
                 target: target.clone(),
                 credentials_file: settings.credentials_file.clone(),
-                ca_file: settings.ca_file.clone(),
+                tls_files: TlsFiles::of(settings),
                 request_timeout,
                 tls: OnceCell::new(),
             }),

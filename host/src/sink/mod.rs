@@ -20,6 +20,7 @@ mod upstream;
 mod worker;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -199,9 +200,32 @@ impl Sinks {
                     Target::redacted(&settings.to)
                 )));
             }
-            crate::tls::read_certificates(std::path::Path::new(path)).map_err(|error| {
+            crate::tls::read_certificates(Path::new(path)).map_err(|error| {
                 SinkError::InvalidSettings(format!("--ca-file on the server: {error}"))
             })?;
+        }
+        match (&settings.client_cert_file, &settings.client_key_file) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                if !target.uses_tls() {
+                    return Err(SinkError::InvalidSettings(format!(
+                        "--client-cert is for TLS upstreams (nats+tls://, kafka+tls://, kinesis+https://), and {} is not one",
+                        Target::redacted(&settings.to)
+                    )));
+                }
+                crate::tls::ClientIdentity::read(Path::new(cert), Path::new(key)).map_err(
+                    |error| {
+                        SinkError::InvalidSettings(format!(
+                            "--client-cert / --client-key on the server: {error}"
+                        ))
+                    },
+                )?;
+            }
+            _ => {
+                return Err(SinkError::InvalidSettings(
+                    "--client-cert and --client-key go together".into(),
+                ));
+            }
         }
         if let Some(path) = &settings.credentials_file {
             std::fs::metadata(path).map_err(|error| {

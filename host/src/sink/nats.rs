@@ -32,7 +32,7 @@ use tokio::sync::OnceCell;
 use weir_proto::Record;
 use weir_proto::admin::SinkSettings;
 
-use super::upstream::UpstreamError;
+use super::upstream::{TlsFiles, UpstreamError};
 use crate::storage::Shard;
 
 /// Headers every forwarded message carries.
@@ -53,7 +53,7 @@ struct Shared {
     servers: Vec<String>,
     tls: bool,
     credentials_file: Option<String>,
-    ca_file: Option<String>,
+    tls_files: TlsFiles,
     name: String,
     request_timeout: Duration,
     client: OnceCell<Client>,
@@ -72,8 +72,11 @@ impl Shared {
                     .retry_on_initial_connect()
                     .require_tls(self.tls);
                 // Without a CA file the client trusts the system's store.
-                if let Some(path) = &self.ca_file {
+                if let Some(path) = &self.tls_files.ca_file {
                     options = options.add_root_certificates(path.into());
+                }
+                if let Some((cert, key)) = &self.tls_files.client_cert {
+                    options = options.add_client_certificate(cert.into(), key.into());
                 }
                 if let Some(path) = &self.credentials_file {
                     options = options.credentials_file(path).await.map_err(|error| {
@@ -108,7 +111,7 @@ impl Connection {
                 servers,
                 tls,
                 credentials_file: settings.credentials_file.clone(),
-                ca_file: settings.ca_file.clone(),
+                tls_files: TlsFiles::of(settings),
                 name: format!("weir sink {}", settings.name),
                 request_timeout,
                 client: OnceCell::new(),

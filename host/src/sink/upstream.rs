@@ -2,6 +2,7 @@
 //! connection shared by the sink's workers, and per shard a publisher that
 //! says where the upstream stands and takes batches in order.
 
+use std::path::Path;
 use std::time::Duration;
 
 use weir_proto::Record;
@@ -16,6 +17,42 @@ use crate::storage::Shard;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UpstreamError(pub String);
+
+/// The files a sink's TLS connections read on the server: the
+/// certificates to trust (none: the system's trust store) and, for mutual
+/// TLS, the certificate and key to present.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TlsFiles {
+    pub ca_file: Option<String>,
+    /// (certificate chain, private key).
+    pub client_cert: Option<(String, String)>,
+}
+
+impl TlsFiles {
+    pub fn of(settings: &SinkSettings) -> Self {
+        Self {
+            ca_file: settings.ca_file.clone(),
+            client_cert: settings
+                .client_cert_file
+                .clone()
+                .zip(settings.client_key_file.clone()),
+        }
+    }
+
+    /// The rustls configuration (file I/O: run it on a blocking thread).
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, UpstreamError> {
+        let identity = self
+            .client_cert
+            .as_ref()
+            .map(|(cert, key)| crate::tls::ClientIdentity::read(Path::new(cert), Path::new(key)))
+            .transpose();
+        identity
+            .and_then(|identity| {
+                crate::tls::client_config(self.ca_file.as_deref().map(Path::new), identity, alpn)
+            })
+            .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))
+    }
+}
 
 /// One sink's connection to its upstream.
 pub(super) enum Connection {
@@ -48,13 +85,7 @@ impl Connection {
             } => Self::Kafka(kafka::Connection::new(
                 brokers.clone(),
                 topic.clone(),
-                if *tls {
-                    kafka::Transport::Tls {
-                        ca_file: settings.ca_file.clone(),
-                    }
-                } else {
-                    kafka::Transport::Plain
-                },
+                (*tls).then(|| TlsFiles::of(settings)),
                 &settings.name,
                 request_timeout,
             )),
