@@ -193,13 +193,18 @@ impl Sinks {
     pub async fn create(&self, settings: SinkSettings) -> Result<SinkInfo, SinkError> {
         crate::names::validate("sink", &settings.name).map_err(SinkError::InvalidSettings)?;
         let target = Target::parse(&settings.to).map_err(SinkError::InvalidSettings)?;
-        if let Some(path) = &settings.ca_file {
-            if !target.uses_tls() {
-                return Err(SinkError::InvalidSettings(format!(
-                    "--ca-file is for TLS upstreams (nats+tls://, kinesis+https://, kafka+tls://), and {} is not one",
+        let tls_only = |flag: &str| {
+            if target.uses_tls() {
+                Ok(())
+            } else {
+                Err(SinkError::InvalidSettings(format!(
+                    "{flag} is for TLS upstreams (nats+tls://, kafka+tls://, kinesis+https://), and {} is not one",
                     Target::redacted(&settings.to)
-                )));
+                )))
             }
+        };
+        if let Some(path) = &settings.ca_file {
+            tls_only("--ca-file")?;
             crate::tls::read_certificates(Path::new(path)).map_err(|error| {
                 SinkError::InvalidSettings(format!("--ca-file on the server: {error}"))
             })?;
@@ -207,12 +212,7 @@ impl Sinks {
         match (&settings.client_cert_file, &settings.client_key_file) {
             (None, None) => {}
             (Some(cert), Some(key)) => {
-                if !target.uses_tls() {
-                    return Err(SinkError::InvalidSettings(format!(
-                        "--client-cert is for TLS upstreams (nats+tls://, kafka+tls://, kinesis+https://), and {} is not one",
-                        Target::redacted(&settings.to)
-                    )));
-                }
+                tls_only("--client-cert")?;
                 crate::tls::ClientIdentity::read(Path::new(cert), Path::new(key)).map_err(
                     |error| {
                         SinkError::InvalidSettings(format!(
