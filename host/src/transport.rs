@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use weir_proto::{
     DecodeError, ErrorCode, FRAME_HEADER_BYTES, Frame, Request, Response, body_len, decode_frame,
@@ -580,11 +580,9 @@ async fn handle_stream(
         }
         Err(response) => Reply::Response(response),
     };
-    let mut buf = BytesMut::new();
     match reply {
         Reply::Response(response) => {
-            response.encode(&mut buf);
-            if send.write_all(&buf).await.is_ok() {
+            if send.write_chunk(encode(response).await).await.is_ok() {
                 let _ = send.finish();
             }
         }
@@ -592,11 +590,11 @@ async fn handle_stream(
             drop(permit);
             // Confirm first, so the client knows where the feed starts
             // before it produces anything it expects to see.
-            Response::Records(subscription.confirmation()).encode(&mut buf);
-            if send.write_all(&buf).await.is_err() {
+            let confirmation = encode(Response::Records(subscription.confirmation())).await;
+            if send.write_chunk(confirmation).await.is_err() {
                 return;
             }
-            stream_batches(&mut send, &mut subscription, &mut buf, |stream| {
+            stream_batches(&mut send, &mut subscription, |stream| {
                 service.may_consume(&connection.session, stream)
             })
             .await;
@@ -604,12 +602,35 @@ async fn handle_stream(
     }
 }
 
+/// Responses up to this size are encoded on the async thread; larger ones
+/// (pages of records, up to megabytes) on the blocking pool, so copying
+/// them does not hold up every other connection's packets. The encoded
+/// frame goes to quinn as it is, without another copy.
+const INLINE_ENCODE_BYTES_MAX: usize = 64 * 1024;
+
+async fn encode(response: Response) -> Bytes {
+    fn frame(response: Response) -> Bytes {
+        let mut buf = BytesMut::new();
+        response.encode(&mut buf);
+        buf.freeze()
+    }
+    let large = matches!(&response, Response::Records(batch) if batch.encoded_len() > INLINE_ENCODE_BYTES_MAX);
+    if !large {
+        return frame(response);
+    }
+    tokio::task::spawn_blocking(move || frame(response))
+        .await
+        .unwrap_or_else(|error| {
+            let message = format!("encoding a response failed: {error}");
+            frame(Response::error(ErrorCode::Internal, message))
+        })
+}
+
 /// Writes batches until the client stops the stream, an error ends it or
 /// the connection may no longer read the stream (`allowed`).
 async fn stream_batches(
     send: &mut quinn::SendStream,
     subscription: &mut Subscription,
-    buf: &mut BytesMut,
     allowed: impl Fn(&str) -> Result<(), crate::service::RequestError>,
 ) {
     loop {
@@ -622,12 +643,9 @@ async fn stream_batches(
             Ok(batch) => (Response::Records(batch), false),
             Err(error) => (Response::from(error), true),
         };
-        buf.clear();
-        response.encode(buf);
         // A stalled subscriber keeps one encoded batch, not also the
         // records it was encoded from.
-        drop(response);
-        if send.write_all(buf).await.is_err() {
+        if send.write_chunk(encode(response).await).await.is_err() {
             return;
         }
         if last {
