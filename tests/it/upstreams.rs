@@ -1,7 +1,7 @@
 //! Real upstreams on loopback for the sink tests, each started as its own
 //! processes and stopped by PID: a NATS JetStream cluster (nats-server from
-//! PyPI), kinesalite (npm) and Tansu, a Kafka-protocol broker (PyPI); pins
-//! in tests/sinks/. Plus a TLS-terminating proxy, for Tansu (whose own TLS
+//! PyPI), kinesalite (npm) and Tansu, a Kafka-protocol broker (PyPI), in
+//! memory or on an S3 stand-in (moto, PyPI); pins in tests/sinks/. Plus a TLS-terminating proxy, for Tansu (whose own TLS
 //! cannot be switched on in 0.6: its `--cert` and `--key` exclude each
 //! other).
 
@@ -297,26 +297,85 @@ impl Drop for Kinesalite {
     }
 }
 
-/// Tansu, a Kafka-protocol broker, with its in-memory storage engine (so
-/// a restart starts it empty).
+/// An S3 stand-in on 127.0.0.1 (moto's server, PyPI, pinned in
+/// tests/sinks/requirements.txt) with one bucket, `tansu`: where a durable
+/// Tansu keeps its log, so the broker can be killed and started again
+/// without losing what it stored. Killed when dropped.
+pub struct S3 {
+    pub port: u16,
+    child: Child,
+}
+
+impl S3 {
+    pub const BUCKET: &str = "tansu";
+
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(sink_venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let s3 = Self { port, child };
+        let deadline = Instant::now() + START_TIMEOUT;
+        // Up once it answers; then the bucket (unsigned requests are fine).
+        while s3.http(&format!("PUT /{} HTTP/1.1", Self::BUCKET)) != Some(200) {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s3
+    }
+
+    /// The status of one bodiless request line, if the server answered.
+    fn http(&self, request_line: &str) -> Option<u16> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let request = format!(
+            "{request_line}\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Tansu, a Kafka-protocol broker: with its in-memory storage engine (a
+/// restart starts it empty) or on [`S3`] (a restart keeps every topic and
+/// record).
 pub struct Tansu {
     binary: PathBuf,
     pub port: u16,
     /// The port clients are told to connect to (metadata's broker list):
     /// `port` itself, or a proxy's in front of it.
     advertised_port: u16,
+    /// The S3 endpoint it stores in, or none for memory.
+    s3_port: Option<u16>,
     child: Option<Child>,
 }
 
 impl Tansu {
-    pub fn start() -> Self {
-        let port = free_port();
-        Self::start_advertising(port, port)
-    }
-
-    /// A broker on `port` whose clients connect through `advertised_port`
+    /// A broker on `port`, in memory, whose clients connect through `advertised_port`
     /// (a proxy in front of it), by the name `localhost`.
     pub fn start_advertising(port: u16, advertised_port: u16) -> Self {
+        Self::start_with(port, advertised_port, None)
+    }
+
+    /// A broker storing in `s3`'s bucket: durable across its restarts.
+    pub fn start_on(s3: &S3) -> Self {
+        let port = free_port();
+        Self::start_with(port, port, Some(s3.port))
+    }
+
+    fn start_with(port: u16, advertised_port: u16, s3_port: Option<u16>) -> Self {
         let site_packages = sink_venv().join("lib");
         let binary = std::fs::read_dir(&site_packages)
             .expect("the venv's lib")
@@ -328,13 +387,14 @@ impl Tansu {
             binary,
             port,
             advertised_port,
+            s3_port,
             child: None,
         };
         tansu.restart();
         tansu
     }
 
-    /// Starts the broker (again, empty) and waits for its port.
+    /// Starts the broker (again) and waits for its port.
     pub fn restart(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = if self.advertised_port == self.port {
@@ -342,15 +402,26 @@ impl Tansu {
         } else {
             format!("tcp://localhost:{}", self.advertised_port)
         };
-        let child = Command::new(&self.binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
+        let mut command = Command::new(&self.binary);
+        command.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &advertised,
+        ]);
+        match self.s3_port {
+            // object_store's S3 settings, from the environment.
+            Some(s3_port) => command
+                .args(["--storage-engine", &format!("s3://{}/", S3::BUCKET)])
+                .env("AWS_ENDPOINT", format!("http://127.0.0.1:{s3_port}"))
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_DEFAULT_REGION", "us-east-1"),
+            None => command.args(["--storage-engine", "memory://tansu/"]),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -367,9 +367,13 @@ mod tests {
 
         let chunk = segments.read(7, 1, at(100, 3, 4)).expect("read");
         assert_eq!(&chunk[..], b"3456");
-        let short = segments.read(7, 1, at(100, 8, 4)).expect_err("past the end");
+        let short = segments
+            .read(7, 1, at(100, 8, 4))
+            .expect_err("past the end");
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
-        let missing = segments.read(7, 1, at(200, 0, 4)).expect_err("no such segment");
+        let missing = segments
+            .read(7, 1, at(200, 0, 4))
+            .expect_err("no such segment");
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 }
