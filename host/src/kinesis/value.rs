@@ -87,18 +87,16 @@ impl Encoding {
         }
     }
 
+    /// Writes `value` straight into one buffer: a GetRecords answer is
+    /// megabytes of blobs, which go in once (base64-encoded in place for
+    /// JSON), with no intermediate strings or trees.
     pub fn encode(self, value: &Value) -> Vec<u8> {
+        let mut out = Vec::with_capacity(value.approx_bytes() / 3 * 4 + 1024);
         match self {
-            // Serialized straight from the tree: a GetRecords answer is
-            // megabytes of base64, so no intermediate copy of it.
-            Self::Json => serde_json::to_vec(&Json(value)).unwrap_or_default(),
-            Self::Cbor => {
-                let mut out = Vec::new();
-                // Writing to a Vec cannot fail, and every Value has a CBOR form.
-                let _ = ciborium::into_writer(&to_cbor(value), &mut out);
-                out
-            }
+            Self::Json => write_json(&mut out, value),
+            Self::Cbor => write_cbor(&mut out, value),
         }
+        out
     }
 }
 
@@ -154,43 +152,120 @@ fn from_cbor(value: ciborium::Value) -> Result<Value, KinesisError> {
 
 /// A value written as AWS JSON 1.1: blobs as base64 text, timestamps as
 /// epoch seconds with a fraction.
-struct Json<'a>(&'a Value);
+fn write_json(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Float(f) => write_json_scalar(out, f),
+        Value::Text(s) => write_json_scalar(out, s),
+        Value::Blob(b) => {
+            // Base64 needs no escaping: encoded in place between quotes.
+            let start = out.len() + 1;
+            let len = base64::encoded_len(b.len(), true).unwrap_or_default();
+            out.resize(start + len + 1, b'"');
+            let written = BASE64.encode_slice(b, &mut out[start..start + len]);
+            debug_assert_eq!(written, Ok(len));
+        }
+        Value::Time(ms) => write_json_scalar(out, &(*ms as f64 / 1000.0)),
+        Value::List(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Map(entries) => {
+            out.push(b'{');
+            for (index, (key, item)) in entries.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json_scalar(out, key);
+                out.push(b':');
+                write_json(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
 
-impl serde::Serialize for Json<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Null => serializer.serialize_unit(),
-            Value::Bool(b) => serializer.serialize_bool(*b),
-            Value::Int(i) => serializer.serialize_i64(*i),
-            Value::Float(f) => serializer.serialize_f64(*f),
-            Value::Text(s) => serializer.serialize_str(s),
-            Value::Blob(b) => serializer.serialize_str(&BASE64.encode(b)),
-            Value::Time(ms) => serializer.serialize_f64(*ms as f64 / 1000.0),
-            Value::List(items) => serializer.collect_seq(items.iter().map(Json)),
-            Value::Map(entries) => {
-                serializer.collect_map(entries.iter().map(|(key, value)| (key, Json(value))))
+/// A string (escaped) or a number as serde_json writes it (a number that
+/// is not finite as `null`).
+fn write_json_scalar<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, scalar: &T) {
+    // Writing a string or a number to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, scalar);
+}
+
+/// A value written as AWS CBOR 1.1: blobs as byte strings, timestamps as
+/// tag 1 with epoch milliseconds (RFC 8949's encoding, definite lengths).
+fn write_cbor(out: &mut Vec<u8>, value: &Value) {
+    const UNSIGNED: u8 = 0;
+    const NEGATIVE: u8 = 1;
+    const BYTES: u8 = 2;
+    const TEXT: u8 = 3;
+    const ARRAY: u8 = 4;
+    const MAP: u8 = 5;
+    const TAG: u8 = 6;
+    const EPOCH_TIME_TAG: u64 = 1;
+    match value {
+        Value::Null => out.push(0xf6),
+        Value::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
+        Value::Int(i) if *i >= 0 => cbor_head(out, UNSIGNED, i.unsigned_abs()),
+        Value::Int(i) => cbor_head(out, NEGATIVE, i.unsigned_abs() - 1),
+        Value::Float(f) => {
+            out.push(0xfb);
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        Value::Text(s) => {
+            cbor_head(out, TEXT, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Blob(b) => {
+            cbor_head(out, BYTES, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        Value::Time(ms) => {
+            cbor_head(out, TAG, EPOCH_TIME_TAG);
+            cbor_head(out, UNSIGNED, *ms);
+        }
+        Value::List(items) => {
+            cbor_head(out, ARRAY, items.len() as u64);
+            for item in items {
+                write_cbor(out, item);
+            }
+        }
+        Value::Map(entries) => {
+            cbor_head(out, MAP, entries.len() as u64);
+            for (key, item) in entries {
+                cbor_head(out, TEXT, key.len() as u64);
+                out.extend_from_slice(key.as_bytes());
+                write_cbor(out, item);
             }
         }
     }
 }
 
-fn to_cbor(value: &Value) -> ciborium::Value {
-    use ciborium::Value as C;
-    match value {
-        Value::Null => C::Null,
-        Value::Bool(b) => C::Bool(*b),
-        Value::Int(i) => C::Integer((*i).into()),
-        Value::Float(f) => C::Float(*f),
-        Value::Text(s) => C::Text(s.clone()),
-        Value::Blob(b) => C::Bytes(b.to_vec()),
-        Value::Time(ms) => C::Tag(1, Box::new(C::Integer((*ms).into()))),
-        Value::List(items) => C::Array(items.iter().map(to_cbor).collect()),
-        Value::Map(entries) => C::Map(
-            entries
-                .iter()
-                .map(|(k, v)| (C::Text(k.clone()), to_cbor(v)))
-                .collect(),
-        ),
+/// A CBOR data item's head: its major type and argument, in the fewest
+/// bytes.
+fn cbor_head(out: &mut Vec<u8>, major: u8, argument: u64) {
+    let major = major << 5;
+    if argument < 24 {
+        out.push(major | argument as u8);
+    } else if let Ok(byte) = u8::try_from(argument) {
+        out.extend_from_slice(&[major | 24, byte]);
+    } else if let Ok(short) = u16::try_from(argument) {
+        out.push(major | 25);
+        out.extend_from_slice(&short.to_be_bytes());
+    } else if let Ok(word) = u32::try_from(argument) {
+        out.push(major | 26);
+        out.extend_from_slice(&word.to_be_bytes());
+    } else {
+        out.push(major | 27);
+        out.extend_from_slice(&argument.to_be_bytes());
     }
 }
 
@@ -410,6 +485,75 @@ mod tests {
         assert_eq!(
             fields.timestamp_ms("Timestamp").expect("time"),
             Some(1_700_000_000_250)
+        );
+    }
+
+    /// Every kind of value, nested, with text that needs escaping.
+    fn every_kind() -> Value {
+        MapBuilder::new()
+            .with("Null", Value::Null)
+            .with("Yes", Value::Bool(true))
+            .with("No", Value::Bool(false))
+            .with(
+                "Ints",
+                Value::List(vec![
+                    Value::Int(0),
+                    Value::Int(23),
+                    Value::Int(24),
+                    Value::Int(-1),
+                    Value::Int(-25),
+                    Value::Int(300),
+                    Value::Int(70_000),
+                    Value::Int(5_000_000_000),
+                    Value::Int(i64::MIN),
+                    Value::Int(i64::MAX),
+                ]),
+            )
+            .with("Float", Value::Float(0.25))
+            .with(
+                "Text",
+                Value::Text("a \"quoted\"\nline, ünïcode \u{1}".into()),
+            )
+            .with("Empty", Value::Blob(Bytes::new()))
+            .with("Data", Value::Blob(Bytes::from(vec![7u8; 300])))
+            .with("At", Value::Time(1_700_000_000_250))
+            .with(
+                "Nested",
+                Value::Map(vec![("List".into(), Value::List(Vec::new()))]),
+            )
+            .build()
+    }
+
+    #[test]
+    fn cbor_answers_decode_to_what_was_encoded() {
+        let value = every_kind();
+        let bytes = Encoding::Cbor.encode(&value);
+        assert_eq!(Encoding::Cbor.decode(&bytes).expect("decode"), value);
+        // And a general-purpose decoder reads it too.
+        let raw: ciborium::Value = ciborium::from_reader(&bytes[..]).expect("ciborium");
+        assert_eq!(raw.as_map().map(Vec::len), Some(10));
+    }
+
+    #[test]
+    fn json_answers_are_what_serde_json_reads() {
+        let json: serde_json::Value =
+            serde_json::from_slice(&Encoding::Json.encode(&every_kind())).expect("valid JSON");
+        let expected = serde_json::json!({
+            "Null": null,
+            "Yes": true,
+            "No": false,
+            "Ints": [0, 23, 24, -1, -25, 300, 70_000, 5_000_000_000i64, i64::MIN, i64::MAX],
+            "Float": 0.25,
+            "Text": "a \"quoted\"\nline, ünïcode \u{1}",
+            "Empty": "",
+            "Data": BASE64.encode([7u8; 300]),
+            "At": 1_700_000_000.25,
+            "Nested": {"List": []},
+        });
+        assert_eq!(json, expected);
+        assert_eq!(
+            String::from_utf8(Encoding::Json.encode(&Value::Float(f64::NAN))).expect("utf8"),
+            "null"
         );
     }
 
