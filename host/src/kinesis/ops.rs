@@ -488,77 +488,6 @@ impl Call<'_> {
             .build())
     }
 
-    /// Reads and validates records (`PutRecord`'s one or `PutRecords`'
-    /// list) with AWS's constraints and messages.
-    fn records(&self, entries: &[Fields], prefix: &str) -> Result<Vec<PutRecord>, KinesisError> {
-        let limits = &self.api.service.limits;
-        let data_max = RECORD_DATA_BYTES_MAX.min(limits.record_bytes_max);
-        let mut validation = Validation::new();
-        let mut records = Vec::with_capacity(entries.len());
-        let mut total = 0usize;
-        for (index, entry) in entries.iter().enumerate() {
-            let field = |name: &str| {
-                if prefix.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{prefix}.{}.member.{name}", index + 1)
-                }
-            };
-            let key = entry.text("PartitionKey")?;
-            let data = entry.blob("Data")?;
-            match key {
-                Some(key) => {
-                    validation.check_length(key, &field("partitionKey"), 1, PARTITION_KEY_CHARS_MAX)
-                }
-                None => validation.required(&field("partitionKey")),
-            }
-            match &data {
-                Some(data) if data.len() > data_max => validation.fail(
-                    &format!(
-                        "java.nio.HeapByteBuffer[pos=0 lim={} cap={}]",
-                        data.len(),
-                        data.len()
-                    ),
-                    &field("data"),
-                    &format!("Member must have length less than or equal to {data_max}"),
-                ),
-                Some(_) => {}
-                None => validation.required(&field("data")),
-            }
-            let explicit_hash_key = match entry.text("ExplicitHashKey")? {
-                Some(text) => match parse_hash_key(text) {
-                    Some(hash) => Some(hash),
-                    None => {
-                        validation.fail(
-                            text,
-                            &field("explicitHashKey"),
-                            "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
-                        );
-                        None
-                    }
-                },
-                None => None,
-            };
-            if let (Some(key), Some(data)) = (key, data) {
-                total += key.len() + data.len();
-                records.push(PutRecord {
-                    partition_key: key.to_owned(),
-                    explicit_hash_key,
-                    data,
-                });
-            }
-        }
-        validation.finish()?;
-        let bytes_max = PUT_RECORDS_BYTES_MAX.min(limits.request_bytes_max);
-        if total > bytes_max {
-            return Err(KinesisError::invalid_argument(format!(
-                "Records size exceeds {bytes_max} bytes: the partition keys and data add up to \
-                 {total} bytes"
-            )));
-        }
-        Ok(records)
-    }
-
     async fn put(
         &self,
         stream: String,
@@ -581,7 +510,8 @@ impl Call<'_> {
         let stream = self.stream_name()?;
         // SequenceNumberForOrdering is accepted and needs nothing: a
         // shard's records are always stored in arrival order.
-        let records = self.records(std::slice::from_ref(&self.fields), "")?;
+        let limits = RecordLimits::of(&self.api.service.limits);
+        let records = limits.records(std::slice::from_ref(&self.fields), "")?;
         match self.put(stream, records).await?.pop() {
             Some(PutResult::Stored {
                 shard, sequence, ..
@@ -597,9 +527,9 @@ impl Call<'_> {
         }
     }
 
-    async fn put_records(&self) -> Result<Value, KinesisError> {
+    async fn put_records(mut self) -> Result<Value, KinesisError> {
         let stream = self.stream_name()?;
-        let entries = self.fields.list("Records")?.unwrap_or_default();
+        let entries = self.fields.take_list("Records")?.unwrap_or_default();
         let batch_max = PUT_RECORDS_MAX.min(self.api.service.limits.batch_records_max);
         let mut validation = Validation::new();
         if entries.is_empty() || entries.len() > batch_max {
@@ -614,11 +544,18 @@ impl Call<'_> {
             );
         }
         validation.finish()?;
-        let entries = entries
-            .iter()
-            .map(|entry| Fields::new(entry.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let records = self.records(&entries, "records")?;
+        // Base64-decoding up to megabytes of data: on the blocking pool
+        // when it is large, like the body's parsing.
+        let limits = RecordLimits::of(&self.api.service.limits);
+        let bytes = entries.iter().map(Value::approx_bytes).sum();
+        let records = super::offload(bytes, move || {
+            let entries = entries
+                .into_iter()
+                .map(Fields::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            limits.records(&entries, "records")
+        })
+        .await?;
         let results = self.put(stream, records).await?;
         let failed = results
             .iter()
@@ -951,4 +888,92 @@ fn decode_token(token: &str, field: &str) -> Result<String, KinesisError> {
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(|| KinesisError::invalid_argument(format!("Invalid {field}: {token}")))
+}
+
+/// What a record of `PutRecord` or `PutRecords` may be: AWS's limits or
+/// the server's, whichever is lower. Plain values, so a large
+/// `PutRecords` can be checked and decoded on the blocking pool.
+#[derive(Clone, Copy)]
+struct RecordLimits {
+    data_max: usize,
+    bytes_max: usize,
+}
+
+impl RecordLimits {
+    fn of(limits: &crate::config::Limits) -> Self {
+        Self {
+            data_max: RECORD_DATA_BYTES_MAX.min(limits.record_bytes_max),
+            bytes_max: PUT_RECORDS_BYTES_MAX.min(limits.request_bytes_max),
+        }
+    }
+
+    /// Reads and validates records (`PutRecord`'s one or `PutRecords`'
+    /// list) with AWS's constraints and messages.
+    fn records(&self, entries: &[Fields], prefix: &str) -> Result<Vec<PutRecord>, KinesisError> {
+        let data_max = self.data_max;
+        let mut validation = Validation::new();
+        let mut records = Vec::with_capacity(entries.len());
+        let mut total = 0usize;
+        for (index, entry) in entries.iter().enumerate() {
+            let field = |name: &str| {
+                if prefix.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{prefix}.{}.member.{name}", index + 1)
+                }
+            };
+            let key = entry.text("PartitionKey")?;
+            let data = entry.blob("Data")?;
+            match key {
+                Some(key) => {
+                    validation.check_length(key, &field("partitionKey"), 1, PARTITION_KEY_CHARS_MAX)
+                }
+                None => validation.required(&field("partitionKey")),
+            }
+            match &data {
+                Some(data) if data.len() > data_max => validation.fail(
+                    &format!(
+                        "java.nio.HeapByteBuffer[pos=0 lim={} cap={}]",
+                        data.len(),
+                        data.len()
+                    ),
+                    &field("data"),
+                    &format!("Member must have length less than or equal to {data_max}"),
+                ),
+                Some(_) => {}
+                None => validation.required(&field("data")),
+            }
+            let explicit_hash_key = match entry.text("ExplicitHashKey")? {
+                Some(text) => match parse_hash_key(text) {
+                    Some(hash) => Some(hash),
+                    None => {
+                        validation.fail(
+                            text,
+                            &field("explicitHashKey"),
+                            "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let (Some(key), Some(data)) = (key, data) {
+                total += key.len() + data.len();
+                records.push(PutRecord {
+                    partition_key: key.to_owned(),
+                    explicit_hash_key,
+                    data,
+                });
+            }
+        }
+        validation.finish()?;
+        let bytes_max = self.bytes_max;
+        if total > bytes_max {
+            return Err(KinesisError::invalid_argument(format!(
+                "Records size exceeds {bytes_max} bytes: the partition keys and data add up to \
+                 {total} bytes"
+            )));
+        }
+        Ok(records)
+    }
 }

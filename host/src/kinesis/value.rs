@@ -418,6 +418,16 @@ impl Fields {
         }
     }
 
+    /// Like [`Fields::list`], but moves the items out: a list of
+    /// megabytes can go on to another thread without a copy.
+    pub fn take_list(&mut self, name: &str) -> Result<Option<Vec<Value>>, KinesisError> {
+        match self.entries.iter_mut().find(|(key, _)| key == name) {
+            None | Some((_, Value::Null)) => Ok(None),
+            Some((_, Value::List(items))) => Ok(Some(std::mem::take(items))),
+            Some(_) => Err(wrong_type(name, "a list")),
+        }
+    }
+
     pub fn map(&self, name: &str) -> Result<Option<Fields>, KinesisError> {
         match self.get(name) {
             None => Ok(None),
@@ -555,6 +565,22 @@ mod tests {
             String::from_utf8(Encoding::Json.encode(&Value::Float(f64::NAN))).expect("utf8"),
             "null"
         );
+    }
+
+    #[test]
+    fn a_taken_list_is_moved_out_and_a_wrong_type_is_named() {
+        let body = br#"{"Records":[{"Data":"aGVsbG8="}],"StreamName":"s","Empty":null}"#;
+        let mut fields = Fields::new(Encoding::Json.decode(body).expect("json")).expect("map");
+        let records = fields
+            .take_list("Records")
+            .expect("a list")
+            .expect("present");
+        assert_eq!(records.len(), 1);
+        assert_eq!(fields.list("Records").expect("still a list"), Some(&[][..]));
+        assert_eq!(fields.take_list("Missing").expect("absent"), None);
+        assert_eq!(fields.take_list("Empty").expect("null"), None);
+        let error = fields.take_list("StreamName").expect_err("text");
+        assert_eq!(error.code, "SerializationException");
     }
 
     #[test]
