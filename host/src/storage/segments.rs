@@ -279,27 +279,32 @@ impl SegmentWriter {
     /// the directories of new ones: before the fjall commit that refers
     /// to them.
     pub fn sync(&mut self) -> io::Result<()> {
-        let dirty: Vec<&mut Appender> = self
+        fn sync_data(appender: &mut Appender) -> io::Result<()> {
+            appender.file.sync_data()?;
+            appender.dirty = false;
+            Ok(())
+        }
+        let mut dirty: Vec<&mut Appender> = self
             .appenders
             .values_mut()
             .filter(|appender| appender.dirty || appender.created)
             .collect();
         let segments = &self.segments;
+        // One sync runs on this thread, the others beside it: a commit
+        // that touched one shard starts no thread at all.
+        let here = dirty.pop();
         let results: Vec<io::Result<()>> = std::thread::scope(|scope| {
             let syncs: Vec<_> = dirty
                 .into_iter()
-                .map(|appender| {
-                    scope.spawn(move || {
-                        appender.file.sync_data()?;
-                        appender.dirty = false;
-                        Ok(())
-                    })
-                })
+                .map(|appender| scope.spawn(move || sync_data(appender)))
                 .collect();
-            syncs
-                .into_iter()
-                .map(|sync| sync.join().unwrap_or_else(|_| Err(unexpected())))
-                .collect()
+            let mut results = vec![here.map_or(Ok(()), sync_data)];
+            results.extend(
+                syncs
+                    .into_iter()
+                    .map(|sync| sync.join().unwrap_or_else(|_| Err(unexpected()))),
+            );
+            results
         });
         results.into_iter().collect::<io::Result<()>>()?;
         for (&(stream_id, shard), appender) in &mut self.appenders {
