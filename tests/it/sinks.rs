@@ -351,11 +351,6 @@ async fn a_nats_sink_forwards_over_mutual_tls_with_the_certificates_it_is_given(
         assert!(error.to_string().contains(says), "{error}");
     }
 
-    let anonymous = SinkSettings {
-        ca_file: Some(cert.clone()),
-        ..sink_settings("anonymous", "clicks", to.clone())
-    };
-    create_sink(client, anonymous).await.expect("create sink");
     let mut acked = HashSet::new();
     let records: Vec<PutRecord> = (0..200)
         .map(|i| {
@@ -368,30 +363,13 @@ async fn a_nats_sink_forwards_over_mutual_tls_with_the_certificates_it_is_given(
         })
         .collect();
     put_all(client, "clicks", records).await;
-    let failing = eventually(Duration::from_secs(20), || async {
-        describe_sink(client, "anonymous")
-            .await
-            .shards
-            .iter()
-            .all(|shard| shard.last_error.is_some())
-    })
-    .await;
-    let info = describe_sink(client, "anonymous").await;
-    assert!(
-        failing,
-        "the server refuses a client without a certificate: {info:?}"
-    );
-    assert!(
-        info.shards.iter().all(|shard| shard.cursor == 0),
-        "nothing forwarded"
-    );
+    // The server refuses a client without a certificate.
+    let anonymous = SinkSettings {
+        ca_file: Some(cert.clone()),
+        ..sink_settings("anonymous", "clicks", to.clone())
+    };
+    assert_refused_then_delete(client, anonymous, |_| true).await;
     assert_eq!(messages_in(&js, "UP").await, 0);
-    client
-        .admin(AdminRequest::DeleteSink {
-            name: "anonymous".into(),
-        })
-        .await
-        .expect("delete sink");
 
     let identified = SinkSettings {
         ca_file: Some(cert.clone()),
@@ -736,6 +714,36 @@ async fn forward_across_a_weir_crash(settings: SinkSettings) -> CrashRun {
         _weir: weir,
         _data: data,
     }
+}
+
+/// Creates sink `settings`, which its upstream must refuse: waits until
+/// every shard shows an error that `refusal` accepts, checks that nothing
+/// was forwarded, and deletes the sink.
+async fn assert_refused_then_delete(
+    client: &Client,
+    settings: SinkSettings,
+    refusal: impl Fn(&str) -> bool,
+) {
+    let name = settings.name.clone();
+    create_sink(client, settings).await.expect("create sink");
+    let refused = eventually(Duration::from_secs(20), || async {
+        describe_sink(client, &name)
+            .await
+            .shards
+            .iter()
+            .all(|shard| shard.last_error.as_deref().is_some_and(&refusal))
+    })
+    .await;
+    let info = describe_sink(client, &name).await;
+    assert!(refused, "the upstream refuses sink {name}: {info:?}");
+    assert!(
+        info.shards.iter().all(|shard| shard.cursor == 0),
+        "nothing forwarded: {info:?}"
+    );
+    client
+        .admin(AdminRequest::DeleteSink { name })
+        .await
+        .expect("delete sink");
 }
 
 /// Whether every shard of sink `name` has forwarded all it holds.
@@ -1140,53 +1148,19 @@ async fn a_kafka_sink_forwards_over_mutual_tls_with_the_certificates_it_is_given
         .collect();
     let to = format!("kafka+tls://localhost:{}/secure", proxy.port);
 
-    create_sink(client, sink_settings("wary", "clicks", to.clone()))
-        .await
-        .expect("create sink");
-    let refused = eventually(Duration::from_secs(10), || async {
-        describe_sink(client, "wary").await.shards[0]
-            .last_error
-            .as_deref()
-            .is_some_and(|error| error.contains("certificate"))
-    })
+    assert_refused_then_delete(
+        client,
+        sink_settings("wary", "clicks", to.clone()),
+        |error| error.contains("certificate"),
+    )
     .await;
-    let info = describe_sink(client, "wary").await;
-    assert!(refused, "the handshake fails on the certificate: {info:?}");
-    assert!(
-        info.shards.iter().all(|shard| shard.cursor == 0),
-        "nothing forwarded"
-    );
-    client
-        .admin(AdminRequest::DeleteSink {
-            name: "wary".into(),
-        })
-        .await
-        .expect("delete sink");
 
     // Trusting the proxy, but presenting no certificate: refused.
     let anonymous = SinkSettings {
         ca_file: Some(cert.display().to_string()),
         ..sink_settings("anonymous", "clicks", to.clone())
     };
-    create_sink(client, anonymous).await.expect("create sink");
-    let refused = eventually(Duration::from_secs(10), || async {
-        describe_sink(client, "anonymous").await.shards[0]
-            .last_error
-            .is_some()
-    })
-    .await;
-    let info = describe_sink(client, "anonymous").await;
-    assert!(refused, "no client certificate, no connection: {info:?}");
-    assert!(
-        info.shards.iter().all(|shard| shard.cursor == 0),
-        "nothing forwarded"
-    );
-    client
-        .admin(AdminRequest::DeleteSink {
-            name: "anonymous".into(),
-        })
-        .await
-        .expect("delete sink");
+    assert_refused_then_delete(client, anonymous, |_| true).await;
 
     let trusting = SinkSettings {
         ca_file: Some(cert.display().to_string()),
