@@ -91,10 +91,19 @@ impl Encoding {
     /// megabytes of blobs, which go in once (base64-encoded in place for
     /// JSON), with no intermediate strings or trees.
     pub fn encode(self, value: &Value) -> Vec<u8> {
-        let mut out = Vec::with_capacity(value.approx_bytes() / 3 * 4 + 1024);
+        // Room for the blobs as they will be written (base64 is 4/3 of
+        // them) and the rest of the answer, in one allocation.
+        let bytes = value.approx_bytes();
+        let mut out = Vec::new();
         match self {
-            Self::Json => write_json(&mut out, value),
-            Self::Cbor => write_cbor(&mut out, value),
+            Self::Json => {
+                out.reserve(bytes / 3 * 4 + 1024);
+                write_json(&mut out, value);
+            }
+            Self::Cbor => {
+                out.reserve(bytes + 1024);
+                write_cbor(&mut out, value);
+            }
         }
         out
     }
