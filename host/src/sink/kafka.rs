@@ -55,12 +55,8 @@ impl Shared {
                 let mut builder = ClientBuilder::new(self.brokers.clone())
                     .client_id(format!("weir sink {}", self.sink))
                     .backoff_config(self.backoff());
-                if let Some(tls) = self.tls.clone() {
-                    // Reading the CA file or the system store is file I/O.
-                    let config = tokio::task::spawn_blocking(move || tls.client_config(&[]))
-                        .await
-                        .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))??;
-                    builder = builder.tls_config(Arc::new(config));
+                if let Some(tls) = &self.tls {
+                    builder = builder.tls_config(Arc::new(tls.client_config(&[]).await?));
                 }
                 tokio::time::timeout(self.request_timeout, builder.build())
                     .await

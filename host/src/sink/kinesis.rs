@@ -45,11 +45,7 @@ impl Shared {
     async fn tls(&self) -> Result<TlsConnector, UpstreamError> {
         self.tls
             .get_or_try_init(|| async {
-                let files = self.tls_files.clone();
-                let config =
-                    tokio::task::spawn_blocking(move || files.client_config(&[b"http/1.1"]))
-                        .await
-                        .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))??;
+                let config = self.tls_files.client_config(&[b"http/1.1"]).await?;
                 Ok(TlsConnector::from(Arc::new(config)))
             })
             .await

@@ -39,8 +39,19 @@ impl TlsFiles {
         }
     }
 
-    /// The rustls configuration (file I/O: run it on a blocking thread).
-    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, UpstreamError> {
+    /// The rustls configuration, read on the blocking pool (the CA file,
+    /// the client certificate and the system store are file I/O).
+    pub async fn client_config(
+        &self,
+        alpn: &'static [&'static [u8]],
+    ) -> Result<rustls::ClientConfig, UpstreamError> {
+        let files = self.clone();
+        tokio::task::spawn_blocking(move || files.read_client_config(alpn))
+            .await
+            .map_err(|error| UpstreamError(format!("TLS set-up: {error}")))?
+    }
+
+    fn read_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, UpstreamError> {
         let identity = self
             .client_cert
             .as_ref()
