@@ -19,6 +19,17 @@ use crate::support::{
 };
 use crate::upstreams::{Kinesalite, NatsCluster, S3, Tansu, TlsFiles, TlsProxy, free_port};
 
+/// What a JetStream stream lets publishers do, and so how a sink sends.
+#[derive(Clone, Copy)]
+enum Publishing {
+    /// Plain publishes only: one record at a time, each conditional.
+    Plain,
+    /// `allow_atomic`: one atomic batch at a time.
+    Atomic,
+    /// `allow_batched` (and atomic): fast-ingest batches, streamed.
+    Fast,
+}
+
 /// Creates JetStream stream `name` over `subjects`, retrying while a cold
 /// cluster elects its meta leader.
 async fn create_jetstream_stream(
@@ -26,13 +37,14 @@ async fn create_jetstream_stream(
     name: &str,
     subjects: &str,
     replicas: usize,
-    atomic: bool,
+    publishing: Publishing,
 ) {
     let config = stream::Config {
         name: name.into(),
         subjects: vec![subjects.into()],
         num_replicas: replicas,
-        allow_atomic_publish: atomic,
+        allow_atomic_publish: !matches!(publishing, Publishing::Plain),
+        allow_batch_publish: matches!(publishing, Publishing::Fast),
         ..Default::default()
     };
     let created = eventually(Duration::from_secs(30), || async {
@@ -187,7 +199,7 @@ fn sink_settings(name: &str, source: &str, to: String) -> SinkSettings {
 async fn a_sink_forwards_exactly_once_through_leader_loss_weir_crashes_and_cluster_outages() {
     let mut cluster = tokio::task::block_in_place(|| NatsCluster::start(3));
     let js = jetstream::new(cluster.client().await);
-    create_jetstream_stream(&js, "EDGE", "edge.>", 3, true).await;
+    create_jetstream_stream(&js, "EDGE", "edge.>", 3, Publishing::Fast).await;
 
     let data = tempfile::tempdir().expect("temp dir");
     let mut weir = ServerProcess::spawn(data.path(), &[]);
@@ -314,7 +326,7 @@ async fn a_nats_sink_forwards_over_mutual_tls_with_the_certificates_it_is_given(
     };
     let cluster = tokio::task::block_in_place(|| NatsCluster::start_mutual_tls(1, tls));
     let js = jetstream::new(cluster.client().await);
-    create_jetstream_stream(&js, "UP", "up.>", 1, true).await;
+    create_jetstream_stream(&js, "UP", "up.>", 1, Publishing::Atomic).await;
     client
         .create_stream("clicks", 2, Default::default())
         .await
@@ -442,7 +454,7 @@ async fn a_processor_output_forwards_once_the_jetstream_stream_exists() {
         1
     );
 
-    create_jetstream_stream(&js, "UP", "up.>", 1, false).await;
+    create_jetstream_stream(&js, "UP", "up.>", 1, Publishing::Plain).await;
     let arrived = eventually(Duration::from_secs(30), || async {
         messages_in(&js, "UP").await >= 50
     })

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
 use weir_client::admin::{AdminRequest, AdminResponse, SinkSettings, SinkShardProgress};
-use weir_client::{Client, PutRecord, PutResult};
+use weir_client::{Client, PutRecord, PutResult, Record};
 use weir_proto::routing::shard_for;
 
 use weir::config::Durability;
@@ -37,6 +37,10 @@ pub struct SinkArgs {
     /// Acks the direct publisher keeps outstanding per subject.
     #[arg(long, default_value_t = 1000)]
     window: usize,
+    /// Create the stream without `allow_batched`, so the sink sends atomic
+    /// batches instead of fast-ingest ones.
+    #[arg(long)]
+    atomic: bool,
 }
 
 pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
@@ -45,9 +49,15 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
         .split(',')
         .map(|host| format!("nats://{host}"))
         .collect();
-    nats_bench::recreate_stream(&servers, JETSTREAM_STREAM, "weirbench.>", args.replicas)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating JetStream stream {JETSTREAM_STREAM}: {e}"))?;
+    nats_bench::recreate_stream(
+        &servers,
+        JETSTREAM_STREAM,
+        "weirbench.>",
+        args.replicas,
+        !args.atomic,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating JetStream stream {JETSTREAM_STREAM}: {e}"))?;
     let embedded = super::embedded(Durability::Fsync, 1000, args.size).await?;
     let client = &embedded.client;
     client
@@ -55,15 +65,25 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
         .await?;
     client.create_stream("probe", 1, Default::default()).await?;
     println!(
-        "weir bench sink: {} records of {} B in {} shards to JetStream (R{}) at {}",
-        args.records, args.size, args.shards, args.replicas, args.nats
+        "weir bench sink: {} records of {} B in {} shards to JetStream (R{}, {} batches) at {}",
+        args.records,
+        args.size,
+        args.shards,
+        args.replicas,
+        if args.atomic { "atomic" } else { "fast-ingest" },
+        args.nats
     );
 
     let batches = super::make_batches(args.records, args.size, 1000);
-    let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); args.shards as usize];
+    let mut per_shard: Vec<Vec<Record>> = vec![Vec::new(); args.shards as usize];
     for record in batches.iter().flatten() {
-        per_shard[shard_for(&record.partition_key, None, args.shards) as usize]
-            .push(record.data.clone());
+        let shard = &mut per_shard[shard_for(&record.partition_key, None, args.shards) as usize];
+        shard.push(Record {
+            sequence: shard.len() as u64,
+            timestamp_ms: weir::storage::now_ms(),
+            partition_key: record.partition_key.clone(),
+            data: record.data.clone(),
+        });
     }
     let bar = super::progress_bar(args.records, "storing");
     for batch in batches {
@@ -80,10 +100,25 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let bytes = (args.records * args.size) as f64;
-    let direct =
-        nats_bench::publish_direct(&servers, "weirbench.direct", per_shard, args.window.max(1))
-            .await
-            .map_err(|e| anyhow::anyhow!("publishing directly: {e}"))?;
+    let window = args.window.max(1);
+    let direct_with_headers = nats_bench::publish_direct(
+        &servers,
+        "weirbench.headers",
+        per_shard.clone(),
+        window,
+        true,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("publishing directly: {e}"))?;
+    report(
+        "direct, sink's headers",
+        args.records,
+        bytes,
+        direct_with_headers,
+    );
+    let direct = nats_bench::publish_direct(&servers, "weirbench.direct", per_shard, window, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing directly: {e}"))?;
     report("direct", args.records, bytes, direct);
 
     let (idle, _) = probe(client, Duration::from_secs(3), || async { false }).await?;
@@ -115,8 +150,9 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
     }
     report("sink", args.records, bytes, forwarded);
     println!(
-        "sink / direct {:.2}",
-        direct.as_secs_f64() / forwarded.as_secs_f64()
+        "sink / direct {:.2}; sink / direct with the sink's headers {:.2}",
+        direct.as_secs_f64() / forwarded.as_secs_f64(),
+        direct_with_headers.as_secs_f64() / forwarded.as_secs_f64()
     );
     println!(
         "put ack, 100-record batches every 50 ms: sink idle p50 {:.2} ms p99 {:.2} ms; \
@@ -136,7 +172,7 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
 fn report(label: &str, records: usize, bytes: f64, elapsed: Duration) {
     let seconds = elapsed.as_secs_f64();
     println!(
-        "{label:<8} {:>10.0} records/s {:>8.1} MB/s  ({records} records in {seconds:.2} s)",
+        "{label:<24} {:>10.0} records/s {:>8.1} MB/s  ({records} records in {seconds:.2} s)",
         records as f64 / seconds,
         bytes / seconds / 1e6,
     );

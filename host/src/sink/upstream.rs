@@ -138,13 +138,27 @@ impl Upstream {
         matches!(self, Self::Nats(_))
     }
 
-    /// Sends `records` (consecutive, in sequence order) and returns once
-    /// the upstream acknowledged all of them.
-    pub async fn send(&mut self, records: &[Record]) -> Result<(), UpstreamError> {
+    /// Sends `records` (in sequence order, after those sent before): the
+    /// source sequence through which the upstream has now acknowledged
+    /// everything sent, if that moved. Kafka and Kinesis acknowledge each
+    /// call whole before it returns; NATS may still hold the tail in
+    /// flight, until later calls or [`Self::flush`].
+    pub async fn send(&mut self, records: &[Record]) -> Result<Option<u64>, UpstreamError> {
+        let last = records.last().map(|record| record.sequence);
         match self {
             Self::Nats(publisher) => publisher.send(records).await,
-            Self::Kinesis(publisher) => publisher.send(records).await,
-            Self::Kafka(publisher) => publisher.send(records).await,
+            Self::Kinesis(publisher) => publisher.send(records).await.map(|()| last),
+            Self::Kafka(publisher) => publisher.send(records).await.map(|()| last),
+        }
+    }
+
+    /// Waits until everything sent is acknowledged (before the worker
+    /// waits for more records): the source sequence of the last record, if
+    /// any was still in flight.
+    pub async fn flush(&mut self) -> Result<Option<u64>, UpstreamError> {
+        match self {
+            Self::Nats(publisher) => publisher.flush().await,
+            Self::Kinesis(_) | Self::Kafka(_) => Ok(None),
         }
     }
 }

@@ -1,9 +1,12 @@
 //! One sink worker: forwards one source shard in sequence order. Sync with
-//! the upstream → read a batch → send → commit the cursor → repeat; on any
-//! failure, back off (capped, jittered) and sync again. The cursor moves
-//! only after the upstream acknowledged, so a crash repeats at most the
-//! batch in flight (and the NATS upstream's sync does not repeat even that).
+//! the upstream → read a batch → send → move the cursor past what the
+//! upstream acknowledged → repeat; when caught up, wait until everything
+//! sent is acknowledged. On any failure, back off (capped, jittered) and
+//! sync again. The cursor moves only past acknowledged records, so a crash
+//! repeats at most what was in flight (and the NATS upstream's sync does
+//! not repeat even that).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,6 +95,15 @@ pub(super) struct Worker {
     pub cursor_unsaved: bool,
 }
 
+/// Where a worker's sending stands ahead of its cursor.
+struct Pipeline {
+    /// The source sequence to read and send next.
+    next_to_send: u64,
+    /// Sent but not yet acknowledged: (source sequence, data bytes),
+    /// oldest first.
+    in_flight: VecDeque<(u64, u64)>,
+}
+
 /// Why the worker stopped forwarding for now.
 enum Stop {
     /// Told to stop (pause, removal, shutdown).
@@ -151,19 +163,28 @@ impl Worker {
             Err(error) => return Stop::Failed(error.to_string()),
         }
         self.report("forwarding", None);
+        let mut pipeline = Pipeline {
+            next_to_send: self.cursor.next_sequence,
+            in_flight: VecDeque::new(),
+        };
         let mut tip = self.shard.watch_tip();
         loop {
             if *stop.borrow() {
                 return Stop::Asked;
             }
             tip.borrow_and_update();
-            let records = match self.read_batch().await {
+            let records = match self.read_batch(&mut pipeline).await {
                 Ok(records) => records,
                 Err(error) => return Stop::Failed(format!("reading the source: {error}")),
             };
             if records.is_empty() {
                 if self.shard_deleted() {
                     return Stop::Asked;
+                }
+                // Caught up: what is in flight must be acknowledged (and
+                // the cursor saved) before waiting for more.
+                if let Err(stopped) = self.flush(&mut pipeline, stop).await {
+                    return stopped;
                 }
                 if self.cursor_unsaved
                     && let Err(error) = self.commit(self.cursor).await
@@ -180,7 +201,7 @@ impl Worker {
                     () = tokio::time::sleep(self.linger) => {}
                     _ = stop.changed() => return Stop::Asked,
                 }
-                match self.read_batch().await {
+                match self.read_batch(&mut pipeline).await {
                     Ok(more) => more,
                     Err(error) => return Stop::Failed(format!("reading the source: {error}")),
                 }
@@ -191,6 +212,11 @@ impl Worker {
             if let Some(bucket) = &self.bucket {
                 let wait = bucket.lock().await.take(bytes);
                 if !wait.is_zero() {
+                    // Nothing stays in flight through a wait that may
+                    // outlast the upstream's patience with an open batch.
+                    if let Err(stopped) = self.flush(&mut pipeline, stop).await {
+                        return stopped;
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => return Stop::Asked,
@@ -201,38 +227,92 @@ impl Worker {
                 sent = self.upstream.send(&records) => sent,
                 _ = stop.changed() => return Stop::Asked,
             };
-            if let Err(error) = sent {
-                return Stop::Failed(error.to_string());
+            if let Some(last) = records.last() {
+                pipeline.next_to_send = last.sequence + 1;
             }
-            let last = records.last().map_or(0, |r| r.sequence);
-            let cursor = SinkCursor {
-                next_sequence: last + 1,
-                records_forwarded: self.cursor.records_forwarded + records.len() as u64,
-                bytes_forwarded: self.cursor.bytes_forwarded + bytes,
-                last_ack_ms: Some(now_ms()),
-            };
-            if self.upstream.knows_position() && self.saved_at.elapsed() < CURSOR_SAVE_INTERVAL {
-                // The upstream says where to resume: the cursor is only a
-                // record of progress, saved at most once a second (and
-                // when the shard is caught up) instead of an fsync a batch.
-                self.cursor = cursor;
-                self.cursor_unsaved = true;
-                self.lock_progress().cursor = cursor;
-            } else if let Err(error) = self.commit(cursor).await {
-                return Stop::Failed(format!("saving the cursor: {error}"));
+            pipeline.in_flight.extend(
+                records
+                    .iter()
+                    .map(|record| (record.sequence, record.data.len() as u64)),
+            );
+            match sent {
+                Ok(acked) => {
+                    if let Err(error) = self.acknowledged(acked, &mut pipeline).await {
+                        return Stop::Failed(format!("saving the cursor: {error}"));
+                    }
+                }
+                Err(error) => return Stop::Failed(error.to_string()),
             }
-            self.acked_since_sync = true;
         }
     }
 
-    /// The next records from the cursor; records retention removed before
-    /// they were forwarded are reported and moved past.
-    async fn read_batch(&mut self) -> Result<Vec<Record>, StorageError> {
+    /// Waits until the upstream acknowledged everything in flight.
+    async fn flush(
+        &mut self,
+        pipeline: &mut Pipeline,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        let flushed = tokio::select! {
+            flushed = self.upstream.flush() => flushed,
+            _ = stop.changed() => return Err(Stop::Asked),
+        };
+        let acked = flushed.map_err(|error| Stop::Failed(error.to_string()))?;
+        self.acknowledged(acked, pipeline)
+            .await
+            .map_err(|error| Stop::Failed(format!("saving the cursor: {error}")))
+    }
+
+    /// Moves the cursor past the records the upstream acknowledged (through
+    /// source sequence `acked`).
+    async fn acknowledged(
+        &mut self,
+        acked: Option<u64>,
+        pipeline: &mut Pipeline,
+    ) -> Result<(), StorageError> {
+        let Some(acked) = acked else {
+            return Ok(());
+        };
+        let (mut records, mut bytes) = (0, 0);
+        while let Some(&(sequence, size)) = pipeline.in_flight.front()
+            && sequence <= acked
+        {
+            pipeline.in_flight.pop_front();
+            records += 1;
+            bytes += size;
+        }
+        let cursor = SinkCursor {
+            // With nothing in flight, past records retention removed too.
+            next_sequence: if pipeline.in_flight.is_empty() {
+                pipeline.next_to_send
+            } else {
+                acked + 1
+            },
+            records_forwarded: self.cursor.records_forwarded + records,
+            bytes_forwarded: self.cursor.bytes_forwarded + bytes,
+            last_ack_ms: Some(now_ms()),
+        };
+        self.acked_since_sync = true;
+        if self.upstream.knows_position() && self.saved_at.elapsed() < CURSOR_SAVE_INTERVAL {
+            // The upstream says where to resume: the cursor is only a
+            // record of progress, saved at most once a second (and when
+            // the shard is caught up) instead of an fsync a batch.
+            self.cursor = cursor;
+            self.cursor_unsaved = true;
+            self.lock_progress().cursor = cursor;
+            Ok(())
+        } else {
+            self.commit(cursor).await
+        }
+    }
+
+    /// The next records to send; records retention removed before they
+    /// were forwarded are reported and moved past.
+    async fn read_batch(&mut self, pipeline: &mut Pipeline) -> Result<Vec<Record>, StorageError> {
         let read = self
             .storage
             .read_in_order(
                 &self.shard,
-                self.cursor.next_sequence,
+                pipeline.next_to_send,
                 self.batch_records,
                 self.batch_bytes_max,
             )
@@ -246,8 +326,11 @@ impl Worker {
                     "retention removed {lost} records before they were forwarded"
                 )),
             );
-            self.cursor.next_sequence += lost;
-            self.cursor_unsaved = true;
+            pipeline.next_to_send += lost;
+            if pipeline.in_flight.is_empty() {
+                self.cursor.next_sequence = pipeline.next_to_send;
+                self.cursor_unsaved = true;
+            }
         }
         Ok(read.records)
     }
