@@ -14,7 +14,8 @@ use weir::aws::client::{Connection, Target};
 use weir::storage::CatalogKind;
 
 use crate::support::{
-    TestServer, create_processor, eventually, purchase_filter, read_all, stream_with_plugins, venv,
+    TestServer, create_processor, eventually, node_modules, purchase_filter, read_all,
+    stream_with_plugins, venv,
 };
 
 fn suite_dir() -> PathBuf {
@@ -40,6 +41,40 @@ fn boto3_the_aws_cli_and_cbor_clients_work_against_weir() {
     assert!(
         status.success(),
         "the Kinesis API suite failed (its output is above)"
+    );
+}
+
+/// The AWS SDK for JavaScript v3, unchanged (pinned in
+/// tests/kinesis/js/package.json): tests/kinesis/js/check.cjs creates a
+/// stream, puts, reads back every iterator page, checks error classes and
+/// SigV4 refusals, and subscribes to each shard over HTTP/2.
+#[tokio::test]
+async fn the_aws_sdk_for_javascript_works_against_weir() {
+    let test = TestServer::start().await;
+    let target = test.kinesis_target();
+    let check = suite_dir().join("js");
+    let node_modules = node_modules("kinesis-js-npm", &check.join("package.json"));
+    let mut node = Command::new("node");
+    node.arg(check.join("check.cjs"))
+        .env("NODE_PATH", node_modules)
+        .env(
+            "WEIR_KINESIS_ENDPOINT",
+            format!("http://{}", target.authority),
+        )
+        .env("AWS_ACCESS_KEY_ID", &target.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &target.secret);
+    // The server runs on this test's runtime: wait for node off it.
+    let output = tokio::task::spawn_blocking(move || node.output())
+        .await
+        .expect("join")
+        .expect("run node");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.contains("ok: 11 records"),
+        "the JavaScript SDK check failed:\n{stdout}\n{stderr}"
     );
 }
 

@@ -242,6 +242,26 @@ pub fn venv(name: &str, requirements: &Path) -> PathBuf {
     dir
 }
 
+/// `node_modules` in the target directory with the packages pinned in
+/// `package_json` (installed from the npm registry once, again when the
+/// pins change). Tests that need npm packages wait for each other here.
+pub fn node_modules(name: &str, package_json: &Path) -> PathBuf {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+    let pins = std::fs::read_to_string(package_json).expect("read package.json");
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let stamp = prefix.join("package.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) {
+        std::fs::create_dir_all(&prefix).expect("npm prefix");
+        std::fs::copy(package_json, prefix.join("package.json")).expect("copy package.json");
+        run(Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix));
+        std::fs::write(&stamp, pins).expect("write the npm stamp");
+    }
+    prefix.join("node_modules")
+}
+
 fn run(command: &mut Command) {
     let status = command
         .status()

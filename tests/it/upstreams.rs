@@ -246,29 +246,11 @@ pub struct Kinesalite {
 
 impl Kinesalite {
     pub fn start() -> Self {
-        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sinks");
-        let prefix = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sink-npm");
-        {
-            let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-            let pins = std::fs::read_to_string(suite.join("package.json")).expect("package.json");
-            let stamp = prefix.join("package.installed");
-            if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) {
-                std::fs::create_dir_all(&prefix).expect("npm prefix");
-                std::fs::copy(suite.join("package.json"), prefix.join("package.json"))
-                    .expect("copy package.json");
-                let status = std::process::Command::new("npm")
-                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&prefix)
-                    .status()
-                    .expect("run npm");
-                assert!(status.success(), "npm install kinesalite failed");
-                std::fs::write(&stamp, pins).expect("stamp");
-            }
-        }
+        let node_modules = crate::support::node_modules("sink-npm", &suite.join("package.json"));
         let mut child = std::process::Command::new("node")
             .arg(suite.join("kinesalite.js"))
-            .env("NODE_PATH", prefix.join("node_modules"))
+            .env("NODE_PATH", node_modules)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start kinesalite");

@@ -30,6 +30,9 @@ impl SignatureError {
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
+/// HTTP/2's authority pseudo-header, as a signed header's name.
+const AUTHORITY: &str = ":authority";
+
 /// The parts of a request the signature covers.
 pub struct SignedParts<'a> {
     pub method: &'a str,
@@ -169,7 +172,13 @@ pub fn verify(
             format_amz_date(now_ms)
         )));
     }
-    if !authorization.signed_headers.iter().any(|h| h == "host") {
+    // HTTP/2 clients (the AWS SDK for JavaScript) sign the `:authority`
+    // pseudo-header instead of `host`; AWS takes either.
+    if !authorization
+        .signed_headers
+        .iter()
+        .any(|h| h == "host" || h == AUTHORITY)
+    {
         return Err(incomplete("SignedHeaders must include 'host'"));
     }
     let expected = signature(parts, authorization, &amz_date, secret);
@@ -247,13 +256,16 @@ pub fn authorization_header(
 fn canonical_request(parts: &SignedParts<'_>, signed_headers: &[String]) -> String {
     let mut canonical_headers = String::new();
     for name in signed_headers {
+        // A pseudo-header is no header at all: `:authority` is the request's
+        // authority (HTTP/2) or, over HTTP/1.1, its `Host`.
+        let lookup = if name == AUTHORITY { "host" } else { name };
         let mut values: Vec<String> = parts
             .headers
-            .get_all(name.as_str())
+            .get_all(lookup)
             .iter()
             .map(|v| collapse_spaces(&String::from_utf8_lossy(v.as_bytes())))
             .collect();
-        if values.is_empty() && name == "host" {
+        if values.is_empty() && lookup == "host" {
             values.extend(parts.authority.map(str::to_owned));
         }
         canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
@@ -460,6 +472,60 @@ mod tests {
             ..parts
         };
         let error = verify(&parts, &authorization, secret, now, 300_000).expect_err("tampered");
+        assert_eq!(error.code, "InvalidSignatureException");
+    }
+
+    /// An HTTP/2 request as the AWS SDK for JavaScript v3 signs it:
+    /// `:authority` in SignedHeaders, no `host` header. The signature is
+    /// the one that SDK's signer (@smithy/signature-v4) computed for this
+    /// request.
+    #[test]
+    fn a_signed_authority_pseudo_header_verifies_as_the_javascript_sdk_signs_it() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "Kinesis_20131202.ListStreams"),
+            ("x-amz-date", "20261130T050000Z"),
+            (
+                "x-amz-content-sha256",
+                "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+            ),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=admin/20261130/us-east-1/kinesis/aws4_request, \
+                 SignedHeaders=:authority;content-type;x-amz-content-sha256;x-amz-date;x-amz-target, \
+                 Signature=d5590a593044244960ef06c19c5aaf89d490e547d2e4889ed5b1aca800b7caf7",
+            ),
+        ] {
+            headers.insert(name, value.parse().expect("header"));
+        }
+        let parts = SignedParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            authority: Some("127.0.0.1:4567"),
+            body: b"{}",
+        };
+        let authorization = parse_authorization(&headers).expect("parses");
+        let now = parse_amz_date("20261130T050000Z").expect("date");
+        verify(&parts, &authorization, "secret", now, 300_000).expect("the SDK's signature");
+
+        // Over HTTP/1.1 the same authority arrives as `Host`.
+        let mut with_host = headers.clone();
+        with_host.insert("host", "127.0.0.1:4567".parse().expect("h"));
+        let parts = SignedParts {
+            headers: &with_host,
+            authority: None,
+            ..parts
+        };
+        verify(&parts, &authorization, "secret", now, 300_000).expect("from Host");
+        let other = SignedParts {
+            authority: Some("127.0.0.1:9999"),
+            headers: &headers,
+            ..parts
+        };
+        let error = verify(&other, &authorization, "secret", now, 300_000).expect_err("moved");
         assert_eq!(error.code, "InvalidSignatureException");
     }
 
