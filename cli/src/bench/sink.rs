@@ -116,8 +116,20 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
         bytes,
         direct_with_headers,
     );
-    let direct = nats_bench::publish_direct(&servers, "weirbench.direct", per_shard, window, false)
-        .await
+    // The same put probe while JetStream ingests without any sink: what
+    // the cluster's own load on these cores and this disk costs Weir's puts.
+    let publishing = tokio::spawn({
+        let servers = servers.clone();
+        async move {
+            nats_bench::publish_direct(&servers, "weirbench.direct", per_shard, window, false).await
+        }
+    });
+    let (beside_direct, _) = probe(client, Duration::from_secs(600), || async {
+        publishing.is_finished()
+    })
+    .await?;
+    let direct = publishing
+        .await?
         .map_err(|e| anyhow::anyhow!("publishing directly: {e}"))?;
     report("direct", args.records, bytes, direct);
 
@@ -156,9 +168,12 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
     );
     println!(
         "put ack, 100-record batches every 50 ms: sink idle p50 {:.2} ms p99 {:.2} ms; \
+         beside direct publishing (no sink) p50 {:.2} ms p99 {:.2} ms; \
          sink draining p50 {:.2} ms p99 {:.2} ms",
         percentile_ms(&idle, 0.5),
         percentile_ms(&idle, 0.99),
+        percentile_ms(&beside_direct, 0.5),
+        percentile_ms(&beside_direct, 0.99),
         percentile_ms(&draining, 0.5),
         percentile_ms(&draining, 0.99),
     );

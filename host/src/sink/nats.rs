@@ -572,28 +572,15 @@ impl ShardPublisher {
                 if message.subject.as_str() != reply {
                     continue;
                 }
-                if message
-                    .status
-                    .is_some_and(|status| status.is_server_error())
-                    || message.payload.is_empty()
-                {
-                    return Err(UpstreamError(format!(
-                        "no JetStream answered for the batch ({})",
-                        message.description.as_deref().unwrap_or("no responders")
-                    )));
-                }
-                return serde_json::from_slice::<PubAck>(&message.payload).map_err(|error| {
+                return serde_json::from_slice::<PubAck>(answer(&message)?).map_err(|error| {
                     UpstreamError(format!("JetStream answered something unexpected: {error}"))
                 });
             }
             Err(UpstreamError("the NATS connection closed".into()))
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            UpstreamError(format!(
-                "JetStream did not acknowledge the batch within {} ms (sinks.sink_request_timeout_ms)",
-                timeout.as_millis()
-            ))
-        })?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| unacknowledged(timeout))?
     }
 
     fn last_subject_sequence(&self) -> u64 {
@@ -637,28 +624,13 @@ impl FastBatch {
     async fn next_reply(&mut self, timeout: Duration) -> Result<FastEvent, UpstreamError> {
         let message = tokio::time::timeout(timeout, self.replies.next())
             .await
-            .map_err(|_| {
-                UpstreamError(format!(
-                    "JetStream did not acknowledge the batch within {} ms (sinks.sink_request_timeout_ms)",
-                    timeout.as_millis()
-                ))
-            })?
+            .map_err(|_| unacknowledged(timeout))?
             .ok_or_else(|| UpstreamError("the NATS connection closed".into()))?;
         self.handle(&message)
     }
 
     fn handle(&mut self, message: &async_nats::Message) -> Result<FastEvent, UpstreamError> {
-        if message
-            .status
-            .is_some_and(|status| status.is_server_error())
-            || message.payload.is_empty()
-        {
-            return Err(UpstreamError(format!(
-                "no JetStream answered for the batch ({})",
-                message.description.as_deref().unwrap_or("no responders")
-            )));
-        }
-        self.progress.on_reply(&message.payload)
+        self.progress.on_reply(answer(message)?)
     }
 }
 
@@ -778,6 +750,28 @@ impl FastProgress {
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|value| value.as_str())
+}
+
+/// The payload of a JetStream answer, or why no JetStream answered.
+fn answer(message: &async_nats::Message) -> Result<&[u8], UpstreamError> {
+    if message
+        .status
+        .is_some_and(|status| status.is_server_error())
+        || message.payload.is_empty()
+    {
+        return Err(UpstreamError(format!(
+            "no JetStream answered for the batch ({})",
+            message.description.as_deref().unwrap_or("no responders")
+        )));
+    }
+    Ok(&message.payload)
+}
+
+fn unacknowledged(timeout: Duration) -> UpstreamError {
+    UpstreamError(format!(
+        "JetStream did not acknowledge the batch within {} ms (sinks.sink_request_timeout_ms)",
+        timeout.as_millis()
+    ))
 }
 
 fn not_synced() -> UpstreamError {
