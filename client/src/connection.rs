@@ -109,7 +109,7 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Clie
             .add(cert)
             .map_err(|e| certificate_error(e.to_string()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(weir_proto::io::quic_crypto_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Config(e.to_string()))?

@@ -163,7 +163,12 @@ pub fn box_id(reset_key: &[u8]) -> String {
 pub fn server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
     // QUIC is defined on TLS 1.3 alone.
     let versions = [&rustls::version::TLS13];
-    with_alpn(identity, &versions, vec![weir_proto::ALPN.to_vec()])
+    with_alpn(
+        weir_proto::io::quic_crypto_provider(),
+        identity,
+        &versions,
+        vec![weir_proto::ALPN.to_vec()],
+    )
 }
 
 /// The same certificate for the Kinesis HTTP API: ALPN `h2` and
@@ -172,6 +177,7 @@ pub fn server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, T
 pub fn http_server_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, TlsError> {
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
     with_alpn(
+        rustls::crypto::ring::default_provider(),
         identity,
         &versions,
         vec![b"h2".to_vec(), b"http/1.1".to_vec()],
@@ -179,12 +185,12 @@ pub fn http_server_config(identity: ServerIdentity) -> Result<rustls::ServerConf
 }
 
 fn with_alpn(
+    provider: rustls::crypto::CryptoProvider,
     identity: ServerIdentity,
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: Vec<Vec<u8>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_single_cert(identity.chain, identity.key)?;

@@ -1,7 +1,7 @@
 //! What both ends of a connection do on their own machine, shared by the
 //! server and the client (feature `io`; the guest SDK, which links this
 //! crate into Wasm plugins, leaves it off): the UDP socket QUIC runs on,
-//! and capped reads of the small files a connection needs (CA
+//! the cipher suites it prefers, and capped reads of the small files a connection needs (CA
 //! certificates, token secrets).
 
 use std::net::SocketAddr;
@@ -10,6 +10,18 @@ use std::net::SocketAddr;
 /// packets at a few hundred MB/s on loopback, and every drop costs a
 /// congestion-window cut. Linux caps the size at `net.core.rmem_max`.
 pub const UDP_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// ring's TLS provider with AES-128-GCM first: QUIC encrypts every byte
+/// Weir moves, and AES-128 takes 10 rounds per block to AES-256's 14 —
+/// the same GHASH, the same TLS 1.3 guarantees (both ends of a Weir
+/// connection use this order; the server follows the client's).
+pub fn quic_crypto_provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    provider
+}
 
 /// A UDP socket bound to `addr` with `buffer_bytes` send and receive buffers
 /// (best effort: a smaller OS limit is not an error), for `quinn::Endpoint::new`.
@@ -62,4 +74,24 @@ pub fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
         )
     })?;
     Ok(text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::CipherSuite;
+
+    #[test]
+    fn quic_prefers_aes_128_and_keeps_the_other_suites() {
+        let defaults = rustls::crypto::ring::default_provider().cipher_suites;
+        let suites: Vec<CipherSuite> = super::quic_crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|suite| suite.suite())
+            .collect();
+        assert_eq!(suites[0], CipherSuite::TLS13_AES_128_GCM_SHA256);
+        assert_eq!(suites.len(), defaults.len());
+        for suite in defaults {
+            assert!(suites.contains(&suite.suite()), "{:?} kept", suite.suite());
+        }
+    }
 }
