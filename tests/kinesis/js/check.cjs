@@ -15,6 +15,10 @@ const {
   PutRecordsCommand,
   GetShardIteratorCommand,
   GetRecordsCommand,
+  ListStreamsCommand,
+  DescribeStreamCommand,
+  AddTagsToStreamCommand,
+  ListTagsForStreamCommand,
   RegisterStreamConsumerCommand,
   DescribeStreamConsumerCommand,
   SubscribeToShardCommand,
@@ -116,10 +120,50 @@ async function main() {
   assert.equal(at.Records[0].SequenceNumber, one.SequenceNumber);
   assert.equal(hex(at.Records[0].Data), hex(everyByte));
 
+  // AT_TIMESTAMP, written by this SDK as epoch seconds: a minute ago
+  // starts at the shard's first record, an hour ahead gives an empty page
+  // with an iterator to go on from.
+  const atTime = async (Timestamp) => {
+    const { ShardIterator } = await kinesis.send(
+      new GetShardIteratorCommand({
+        StreamName: STREAM,
+        ShardId: one.ShardId,
+        ShardIteratorType: "AT_TIMESTAMP",
+        Timestamp,
+      }),
+    );
+    return kinesis.send(new GetRecordsCommand({ ShardIterator, Limit: 10 }));
+  };
+  const past = await atTime(new Date(Date.now() - 60_000));
+  assert.ok(past.Records.length > 0);
+  assert.ok(past.Records.some((r) => r.SequenceNumber === one.SequenceNumber));
+  assert.ok(past.Records[0].ApproximateArrivalTimestamp instanceof Date);
+  const future = await atTime(new Date(Date.now() + 3_600_000));
+  assert.equal(future.Records.length, 0);
+  assert.ok(future.NextShardIterator);
+
+  // Listing, describing and tags.
+  const listed = await kinesis.send(new ListStreamsCommand({}));
+  assert.ok(listed.StreamNames.includes(STREAM));
+  assert.ok(listed.StreamSummaries.some((s) => s.StreamARN === summary.StreamARN));
+  const described = await kinesis.send(new DescribeStreamCommand({ StreamName: STREAM }));
+  assert.equal(described.StreamDescription.Shards.length, 2);
+  await kinesis.send(new AddTagsToStreamCommand({ StreamName: STREAM, Tags: { team: "edge" } }));
+  const tags = await kinesis.send(new ListTagsForStreamCommand({ StreamName: STREAM }));
+  assert.deepEqual(tags.Tags, [{ Key: "team", Value: "edge" }]);
+
   // Errors arrive as the SDK's own exception classes.
   assert.equal(
     await errorName(kinesis.send(new DescribeStreamSummaryCommand({ StreamName: "no-such-stream" }))),
     "ResourceNotFoundException",
+  );
+  assert.equal(
+    await errorName(
+      kinesis.send(
+        new PutRecordCommand({ StreamName: STREAM, PartitionKey: "k".repeat(257), Data: everyByte }),
+      ),
+    ),
+    "ValidationException",
   );
   const wrongSecret = new KinesisClient({
     ...settings,
