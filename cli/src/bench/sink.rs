@@ -1,7 +1,10 @@
 //! `weir bench sink`: forwarding a stored backlog to NATS JetStream beside
 //! publishing the same records straight to JetStream with the same client
-//! library (async-nats) from memory, in one run; and put ack latency while
-//! the sink drains, beside the same probe with the sink idle.
+//! library (async-nats) from memory, in one run — once as the very
+//! messages the sink sends (its headers, `Nats-Msg-Id` among them) and
+//! once as bare payloads; and put ack latency while the sink drains,
+//! beside the same probe with the sink idle and while the bare direct
+//! publisher loads the cluster.
 
 use std::time::{Duration, Instant};
 
