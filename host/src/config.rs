@@ -93,8 +93,9 @@ pub struct StorageConfig {
     /// (one LSM entry each); a group commit's records for a shard are cut
     /// into chunks of this size. Retention removes whole chunks.
     pub chunk_bytes_max: usize,
-    /// A shard's chunks are appended to segment files of about this size;
-    /// retention deletes a segment once it removed every chunk in it.
+    /// A stream's chunks (of all its shards) are appended to segment files
+    /// of about this size; a segment is deleted once retention removed
+    /// every chunk in it.
     pub segment_bytes_max: u64,
     /// Commands waiting for the writer before senders wait (back-pressure).
     pub writer_queue_commands_max: usize,

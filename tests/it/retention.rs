@@ -69,7 +69,7 @@ async fn retention_by_age_removes_old_records_and_keeps_new_ones() {
 #[tokio::test]
 async fn retention_by_bytes_keeps_the_newest_records_within_budget() {
     // Chunks of two 1 KiB records: retention removes whole chunks, so a
-    // shard may hold one chunk more than its share.
+    // stream may hold one chunk more than its limit.
     let test = TestServer::start_with(|config| {
         config.storage.retention_check_interval_ms = 100;
         config.storage.chunk_bytes_max = 2_000;
@@ -90,22 +90,21 @@ async fn retention_by_bytes_keeps_the_newest_records_within_budget() {
             .await
             .expect("put");
     }
-    let within_budget = eventually(Duration::from_secs(5), || async {
+    let stored = || async {
         let description = client.describe_stream("sized").await.expect("describe");
-        description.shards.iter().all(|s| s.bytes <= 10_000 + 2_100)
+        description.shards.iter().map(|s| s.bytes).sum::<u64>()
+    };
+    let within_budget = eventually(Duration::from_secs(5), || async {
+        stored().await <= 20_000 + 2_100
     })
     .await;
+    assert!(within_budget, "the stream is still over its byte limit");
     assert!(
-        within_budget,
-        "shards still over their share of the byte budget"
+        stored().await >= 20_000,
+        "retention removed more than needed"
     );
 
     let all = read_all(client, "sized").await;
-    let left: usize = all.values().map(Vec::len).sum();
-    assert!(
-        left >= 10,
-        "retention removed more than needed: {left} left"
-    );
     for records in all.values() {
         // What remains of each shard is its newest records: the last round.
         let newest = records.last().expect("a shard kept something");
@@ -291,14 +290,14 @@ async fn a_processor_behind_retention_reports_the_loss_and_goes_on() {
     assert_eq!(read_all(client, "buys.out").await[&0].len(), 5);
 }
 
-/// The segment files holding a stream's only shard, oldest first.
+/// The segment files of every stream (a log per stream), in order.
 fn segment_files(test: &TestServer) -> Vec<std::path::PathBuf> {
     let root = test.data_dir().join("db").join("segments");
     let mut files: Vec<_> = std::fs::read_dir(&root)
         .into_iter()
         .flatten()
         .flatten()
-        .flat_map(|shard| std::fs::read_dir(shard.path()).into_iter().flatten())
+        .flat_map(|stream| std::fs::read_dir(stream.path()).into_iter().flatten())
         .flatten()
         .map(|file| file.path())
         .collect();
@@ -306,24 +305,32 @@ fn segment_files(test: &TestServer) -> Vec<std::path::PathBuf> {
     files
 }
 
-#[tokio::test]
-async fn retention_deletes_emptied_segment_files_and_a_deleted_stream_leaves_none() {
-    // Chunks of about 2 records and segments of about 4 chunks.
-    let test = TestServer::start_with(|config| {
+/// Chunks of about 2 records of 1 KB and segments of about 4 chunks.
+async fn small_segments() -> TestServer {
+    TestServer::start_with(|config| {
         config.storage.retention_check_interval_ms = 100;
         config.storage.chunk_bytes_max = 2_000;
         config.storage.segment_bytes_max = 8_000;
     })
-    .await;
-    let client = &test.client;
+    .await
+}
+
+async fn create_with_byte_limit(client: &weir_client::Client, name: &str, shards: u32, bytes: u64) {
     let retention = Retention {
         age_ms: None,
-        bytes: Some(10_000),
+        bytes: Some(bytes),
     };
     client
-        .create_stream("rolling", 1, retention)
+        .create_stream(name, shards, retention)
         .await
         .expect("create");
+}
+
+#[tokio::test]
+async fn retention_deletes_emptied_segment_files_and_a_deleted_stream_leaves_none() {
+    let test = small_segments().await;
+    let client = &test.client;
+    create_with_byte_limit(client, "rolling", 1, 10_000).await;
     for round in 0..30 {
         client
             .put_records("rolling", None, records(&format!("r{round}-"), 2, 1_000))
@@ -333,13 +340,7 @@ async fn retention_deletes_emptied_segment_files_and_a_deleted_stream_leaves_non
     // 60 KB written, 10 KB kept: most segments must go, not just be
     // emptied of their chunks.
     let reclaimed = eventually(Duration::from_secs(5), || async {
-        let files = segment_files(&test);
-        let bytes: u64 = files
-            .iter()
-            .filter_map(|file| std::fs::metadata(file).ok())
-            .map(|metadata| metadata.len())
-            .sum();
-        bytes <= 10_000 + 8_000 + 2_100
+        total_bytes(&segment_files(&test)) <= 10_000 + 8_000 + 2_100
     })
     .await;
     assert!(reclaimed, "segments left: {:?}", segment_files(&test));
@@ -361,4 +362,79 @@ async fn retention_deletes_emptied_segment_files_and_a_deleted_stream_leaves_non
 
     test.client.delete_stream("rolling").await.expect("delete");
     assert_eq!(segment_files(&test), Vec::<std::path::PathBuf>::new());
+}
+
+fn to_shard(shard: u32, prefix: &str, count: usize, bytes: usize) -> Vec<PutRecord> {
+    // Of two shards, 0 takes the lower half of the hash-key space.
+    let hash_key = if shard == 0 { 0 } else { u128::MAX };
+    records(prefix, count, bytes)
+        .into_iter()
+        .map(|record| PutRecord {
+            explicit_hash_key: Some(hash_key),
+            ..record
+        })
+        .collect()
+}
+
+fn total_bytes(files: &[std::path::PathBuf]) -> u64 {
+    files
+        .iter()
+        .filter_map(|file| std::fs::metadata(file).ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn byte_retention_removes_the_streams_oldest_chunks_whichever_shard_so_its_log_files_go() {
+    let test = small_segments().await;
+    let client = &test.client;
+    create_with_byte_limit(client, "skewed", 2, 20_000).await;
+    let mut both = to_shard(0, "hot-first-", 1, 100);
+    both.extend(to_shard(1, "quiet-0-", 1, 1_000));
+    client
+        .put_records("skewed", None, both)
+        .await
+        .expect("put to both shards");
+    assert_eq!(segment_files(&test).len(), 1, "one log file for the stream");
+
+    // The hot shard writes 120 KB; the quiet shard's record is among the
+    // stream's oldest, so it goes, and with it the first segment.
+    for round in 0..60 {
+        client
+            .put_records("skewed", None, to_shard(0, &format!("r{round}-"), 2, 1_000))
+            .await
+            .expect("put");
+    }
+    let reclaimed = eventually(Duration::from_secs(5), || async {
+        total_bytes(&segment_files(&test)) <= 20_000 + 8_000 + 2_100
+    })
+    .await;
+    assert!(reclaimed, "segments left: {:?}", segment_files(&test));
+    let shards = read_all(client, "skewed").await;
+    assert_eq!(shards[&1].len(), 0, "the quiet shard's old record is gone");
+    // The hot shard has the whole stream's limit, not half of it.
+    assert!(shards[&0].len() >= 18, "{} records kept", shards[&0].len());
+
+    // Both shards take records and read back after a restart.
+    let test = test.restart().await;
+    let client = &test.client;
+    client
+        .put_records("skewed", None, to_shard(1, "quiet-1-", 1, 1_000))
+        .await
+        .expect("put after restart");
+    client
+        .put_records("skewed", None, to_shard(0, "r60-", 2, 1_000))
+        .await
+        .expect("put after restart");
+    let shards = read_all(client, "skewed").await;
+    let quiet: Vec<_> = shards[&1]
+        .iter()
+        .map(|r| r.partition_key.as_str())
+        .collect();
+    assert_eq!(quiet, ["quiet-1-0"]);
+    let hot: Vec<_> = shards[&0]
+        .iter()
+        .map(|r| r.partition_key.as_str())
+        .collect();
+    assert_eq!(hot[hot.len() - 2..], ["r60-0", "r60-1"]);
 }

@@ -2,7 +2,7 @@
 //!
 //! A chunk holds consecutive records of one shard, written by one group
 //! commit (a group's records for a shard are split into chunks of about
-//! `chunk_bytes_max`). The chunk itself goes to the shard's segment files
+//! `chunk_bytes_max`). The chunk itself goes to its stream's segment files
 //! ([`super::segments`]); the shard's fjall keyspace holds one small
 //! [`ChunkSummary`] per chunk, keyed by its first sequence (big-endian, so
 //! keys sort in sequence order): count, bytes, first and last arrival time
@@ -36,10 +36,11 @@ pub fn summary_key(first_sequence: u64) -> [u8; 8] {
     first_sequence.to_be_bytes()
 }
 
-/// Where a chunk is stored: which segment file of its shard, and where in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where a chunk is stored: which segment file of its stream, and where in
+/// it. Ordered as the stream's log is: the newest chunk is the greatest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ChunkLocation {
-    /// The segment's first sequence (its name).
+    /// The segment's number in its stream's log (its name).
     pub segment: u64,
     pub offset: u64,
     pub len: u32,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use weir_proto::ProducerStamp;
 
+use super::chunk::ChunkSummary;
 use super::processing::ProcessingCommit;
 use super::{Result, Shard, StorageError, Stream};
 
@@ -37,11 +38,12 @@ pub(super) struct AppendJob {
 
 pub(super) enum Command {
     Append(AppendJob),
-    /// Removes whole chunks (by first sequence) from the shard's start up
-    /// to `until`, the first sequence of the chunk after them.
+    /// Removes whole chunks (the summaries retention read) from the
+    /// shard's start up to `until`, the first sequence of the chunk after
+    /// them.
     Trim {
         shard: Arc<Shard>,
-        chunks: Vec<u64>,
+        chunks: Vec<ChunkSummary>,
         until: u64,
         removed_bytes: u64,
         reply: oneshot::Sender<Result<()>>,

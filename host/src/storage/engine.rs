@@ -105,10 +105,10 @@ impl Engine {
             dir: dir.to_owned(),
             found,
             expected,
-            hint: if found < expected {
-                "it was written by an older Weir that stored one key per record"
-            } else {
-                "it was written by a newer Weir"
+            hint: match found {
+                1 => "it was written by an older Weir that stored one key per record",
+                2 => "it was written by an older Weir that kept segment files per shard",
+                _ => "it was written by a newer Weir",
             },
         })
     }
@@ -137,6 +137,17 @@ impl Engine {
             .ok_or_else(|| StorageError::StreamNotFound {
                 name: shard.stream_name.clone(),
             })
+    }
+
+    /// The keyspaces of a stream's shards.
+    pub fn stream_shards(&self, stream_id: u64) -> Vec<Keyspace> {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((id, _), _)| *id == stream_id)
+            .map(|(_, keyspace)| keyspace.clone())
+            .collect()
     }
 
     /// Deletes a shard's keyspace and everything in it.
@@ -226,7 +237,7 @@ mod tests {
         assert!(Storage::open(&data, config.clone()).is_ok(), "reopens");
 
         // Layout 1 did not stamp itself; a newer Weir stamps a higher one.
-        for (stamp, expected_found) in [(None, 1), (Some(3u32), 3)] {
+        for (stamp, expected_found) in [(None, 1), (Some(2), 2), (Some(4u32), 4)] {
             let engine = Engine::open(&data, &config, 0).expect("engine");
             match stamp {
                 Some(version) => engine

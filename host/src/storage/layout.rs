@@ -6,6 +6,8 @@
 //!   chunks (see [`super::chunk`]).
 //! - `meta`: `layout_version` → the data directory's layout (see
 //!   [`LAYOUT_VERSION`]).
+//! - `meta`: `segment/{stream id}/{segment}` → how many chunks the
+//!   stream's segment file holds (see [`super::segments`]).
 //! - `producers`: `{stream id}{shard}{producer id}` → [`DedupWindow`].
 //! - `checkpoints`: `{stream name}\0{shard}\0{consumer}` → sequence number.
 //!
@@ -18,9 +20,10 @@ use super::StorageError;
 
 const FORMAT_V1: u8 = 1;
 
-/// The data directory's layout: 1 stored one key per record, 2 stores
-/// records in chunks. A directory of another layout is refused at open.
-pub const LAYOUT_VERSION: u32 = 2;
+/// The data directory's layout: 1 stored one key per record, 2 stored
+/// records in chunks in segment files per shard, 3 stores them in segment
+/// files per stream. A directory of another layout is refused at open.
+pub const LAYOUT_VERSION: u32 = 3;
 pub const LAYOUT_VERSION_KEY: &str = "layout_version";
 
 pub const META_KEYSPACE: &str = "meta";
@@ -52,6 +55,36 @@ pub const STREAM_META_PREFIX: &str = "stream/";
 
 pub fn shard_state_key(stream_id: u64, shard: u32) -> String {
     format!("shard/{stream_id}/{shard}")
+}
+
+pub fn segment_chunks_prefix(stream_id: u64) -> String {
+    format!("segment/{stream_id}/")
+}
+
+/// Zero-padded, so a stream's segments sort in order.
+pub fn segment_chunks_key(stream_id: u64, segment: u64) -> String {
+    format!("segment/{stream_id}/{segment:020}")
+}
+
+pub fn encode_chunk_count(count: u64) -> [u8; 9] {
+    let mut value = [FORMAT_V1; 9];
+    value[1..].copy_from_slice(&count.to_le_bytes());
+    value
+}
+
+/// A `segment/{stream id}/{segment}` entry: the segment and its chunk count.
+pub fn decode_segment_chunks(key: &[u8], mut value: &[u8]) -> Result<(u64, u64), StorageError> {
+    check_format(&mut value, "segment chunk count")?;
+    let segment = key
+        .rsplit(|byte| *byte == b'/')
+        .next()
+        .and_then(|segment| std::str::from_utf8(segment).ok()?.parse().ok())
+        .ok_or_else(|| corrupt("segment chunk count key"))?;
+    let count = value
+        .try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| corrupt("segment chunk count"))?;
+    Ok((segment, count))
 }
 
 pub fn producer_key(stream_id: u64, shard: u32, producer_id: u64) -> [u8; 20] {

@@ -160,11 +160,7 @@ impl Storage {
         }
 
         let segments = Arc::new(segments::Segments::new(dir));
-        let live = streams
-            .values()
-            .flat_map(|stream| &stream.shards)
-            .map(|shard| (shard.stream_id, shard.index))
-            .collect();
+        let live = streams.values().map(|stream| stream.id).collect();
         segments
             .remove_orphans(&live)
             .map_err(StorageError::Segment)?;
@@ -692,8 +688,6 @@ impl Storage {
         })
     }
 
-    /// A chunk's bytes from its segment. A segment removed since its
-    /// summary was read held only records retention removed.
     /// What lies between `from` (or the shard's first record, if retention
     /// removed `from`) and the tip, from the chunk summaries and the one
     /// chunk `from` falls in — no record is copied.
@@ -731,9 +725,11 @@ impl Storage {
         Ok(backlog)
     }
 
+    /// A chunk's bytes from its segment. A segment removed since its
+    /// summary was read held only records retention removed.
     fn load_chunk(&self, shard: &Shard, summary: &chunk::ChunkSummary) -> Result<Bytes> {
         self.segments
-            .read(shard.stream_id, shard.index, summary.location)
+            .read(shard.stream_id, summary.location)
             .map_err(|error| match error.kind() {
                 std::io::ErrorKind::NotFound => StorageError::PositionTrimmed {
                     shard: shard.index,
@@ -747,12 +743,12 @@ impl Storage {
             })
     }
 
-    /// Asks the writer to remove `chunks` (by first sequence), the records
-    /// below `until` in `shard`.
+    /// Asks the writer to remove `chunks`, the records below `until` in
+    /// `shard`.
     fn trim_blocking(
         &self,
         shard: Arc<Shard>,
-        chunks: Vec<u64>,
+        chunks: Vec<chunk::ChunkSummary>,
         until: u64,
         removed_bytes: u64,
     ) -> Result<()> {

@@ -1,8 +1,11 @@
-//! Segment files: where a shard's record chunks live.
+//! Segment files: where a stream's record chunks live.
 //!
-//! Each shard appends its chunks to files of about `segment_bytes_max`,
-//! named by the first sequence they hold, under
-//! `{data}/db/segments/{stream id}_{shard}/`. fjall keeps only each chunk's
+//! Each stream appends the chunks of all its shards to one log of files
+//! of about `segment_bytes_max`, numbered in order, under
+//! `{data}/db/segments/{stream id}/`: a group commit that touches several
+//! shards of a stream writes one file and syncs it once (four files
+//! synced in parallel cost two to four times one of the same bytes on
+//! this kind of disk, BENCHMARKS.md). fjall keeps only each chunk's
 //! summary and location, so a record's bytes are written to disk once (an
 //! LSM writes every value twice: to its journal, then to a table, and
 //! rewrites it at compactions).
@@ -10,25 +13,28 @@
 //! Crash safety comes from the order of writes in a group commit: the
 //! chunks are written to their segments and synced (with the directory when
 //! a segment was created) before the fjall batch that refers to them
-//! commits. Bytes past the last chunk fjall knows of are from a commit that
-//! did not finish: they are overwritten by the next write, and cut off when
-//! the writer first opens the segment again. Files are never rewritten,
-//! only appended to and removed whole once retention removed every chunk
-//! in them.
+//! commits. Bytes past the newest chunk fjall knows of are from a commit
+//! that did not finish: they are overwritten by the next write, and cut off
+//! when the writer first opens the stream's log again. Files are never
+//! rewritten, only appended to and removed whole once no chunk is in them:
+//! fjall counts each segment's chunks (`segment/{stream id}/{segment}` in
+//! `meta`, changed in the batch that adds or removes chunks), so a rarely
+//! written shard's old chunk keeps only its own segment, not the ones after.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::chunk::{ChunkLocation, ChunkSummary};
+use super::chunk::ChunkLocation;
 
 const EXTENSION: &str = "seg";
 
-/// The segment files of every shard, for reading and removing.
+/// The segment files of every stream, for reading and removing.
 pub(super) struct Segments {
     root: PathBuf,
 }
@@ -40,18 +46,18 @@ impl Segments {
         }
     }
 
-    fn shard_dir(&self, stream_id: u64, shard: u32) -> PathBuf {
-        self.root.join(format!("{stream_id}_{shard}"))
+    fn stream_dir(&self, stream_id: u64) -> PathBuf {
+        self.root.join(stream_id.to_string())
     }
 
-    fn path(&self, stream_id: u64, shard: u32, segment: u64) -> PathBuf {
-        self.shard_dir(stream_id, shard)
+    fn path(&self, stream_id: u64, segment: u64) -> PathBuf {
+        self.stream_dir(stream_id)
             .join(format!("{segment:020}.{EXTENSION}"))
     }
 
     /// A stored chunk's bytes.
-    pub fn read(&self, stream_id: u64, shard: u32, location: ChunkLocation) -> io::Result<Bytes> {
-        let mut file = File::open(self.path(stream_id, shard, location.segment))?;
+    pub fn read(&self, stream_id: u64, location: ChunkLocation) -> io::Result<Bytes> {
+        let mut file = File::open(self.path(stream_id, location.segment))?;
         file.seek(io::SeekFrom::Start(location.offset))?;
         // Read into spare capacity: zero-filling megabytes first that the
         // read overwrites cost as much as copying them (profile of
@@ -65,50 +71,44 @@ impl Segments {
         Ok(Bytes::from(value))
     }
 
-    /// The shard's segments, oldest first, by first sequence.
-    fn list(&self, stream_id: u64, shard: u32) -> io::Result<Vec<u64>> {
+    /// The stream's segments, oldest first.
+    fn list(&self, stream_id: u64) -> io::Result<Vec<u64>> {
         let mut segments = Vec::new();
-        let entries = match fs::read_dir(self.shard_dir(stream_id, shard)) {
+        let entries = match fs::read_dir(self.stream_dir(stream_id)) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(segments),
             Err(error) => return Err(error),
         };
         for entry in entries {
             let name = entry?.file_name();
-            let first = name
+            let number = name
                 .to_str()
                 .and_then(|name| name.strip_suffix(EXTENSION)?.strip_suffix('.'))
-                .and_then(|first| first.parse::<u64>().ok());
-            segments.extend(first);
+                .and_then(|number| number.parse::<u64>().ok());
+            segments.extend(number);
         }
         segments.sort_unstable();
         Ok(segments)
     }
 
-    /// Removes the segments whose every chunk is below `first_sequence`
-    /// (those followed by a segment that starts at or before it).
-    pub fn remove_before(&self, stream_id: u64, shard: u32, first_sequence: u64) -> io::Result<()> {
-        let segments = self.list(stream_id, shard)?;
-        for pair in segments.windows(2) {
-            if pair[1] > first_sequence {
-                break;
-            }
-            fs::remove_file(self.path(stream_id, shard, pair[0]))?;
-        }
-        Ok(())
-    }
-
-    /// Removes a deleted stream's shard and all its segments.
-    pub fn remove_shard(&self, stream_id: u64, shard: u32) -> io::Result<()> {
-        match fs::remove_dir_all(self.shard_dir(stream_id, shard)) {
+    fn remove(&self, stream_id: u64, segment: u64) -> io::Result<()> {
+        match fs::remove_file(self.path(stream_id, segment)) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
             _ => Ok(()),
         }
     }
 
-    /// Removes the segments of shards that are not `live` (left by a crash
+    /// Removes a deleted stream's log.
+    pub fn remove_stream(&self, stream_id: u64) -> io::Result<()> {
+        match fs::remove_dir_all(self.stream_dir(stream_id)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the logs of streams that are not `live` (left by a crash
     /// while their stream was deleted).
-    pub fn remove_orphans(&self, live: &std::collections::HashSet<(u64, u32)>) -> io::Result<()> {
+    pub fn remove_orphans(&self, live: &HashSet<u64>) -> io::Result<()> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -116,11 +116,11 @@ impl Segments {
         };
         for entry in entries {
             let entry = entry?;
-            let shard = entry.file_name().to_str().and_then(|name| {
-                let (stream_id, shard) = name.split_once('_')?;
-                Some((stream_id.parse::<u64>().ok()?, shard.parse::<u32>().ok()?))
-            });
-            if shard.is_some_and(|shard| !live.contains(&shard)) {
+            let stream_id = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u64>().ok());
+            if stream_id.is_some_and(|stream_id| !live.contains(&stream_id)) {
                 fs::remove_dir_all(entry.path())?;
             }
         }
@@ -129,12 +129,12 @@ impl Segments {
 
     /// Bytes all segment files take.
     pub fn disk_bytes(&self) -> u64 {
-        let Ok(shards) = fs::read_dir(&self.root) else {
+        let Ok(streams) = fs::read_dir(&self.root) else {
             return 0;
         };
-        shards
+        streams
             .flatten()
-            .filter_map(|shard| fs::read_dir(shard.path()).ok())
+            .filter_map(|stream| fs::read_dir(stream.path()).ok())
             .flat_map(|files| files.flatten())
             .filter_map(|file| file.metadata().ok())
             .map(|metadata| metadata.len())
@@ -142,7 +142,7 @@ impl Segments {
     }
 }
 
-/// The segment a shard appends to, owned by the writer thread.
+/// The segment a stream appends to, owned by the writer thread.
 struct Appender {
     file: File,
     segment: u64,
@@ -156,61 +156,72 @@ struct Appender {
     created: bool,
 }
 
-/// The writer's side: appends chunks to each shard's last segment.
+/// The writer's side: appends chunks to each stream's newest segment and
+/// removes segments once no chunk is left in them.
 pub(super) struct SegmentWriter {
-    segments: std::sync::Arc<Segments>,
+    segments: Arc<Segments>,
     segment_bytes_max: u64,
-    appenders: HashMap<(u64, u32), Appender>,
+    appenders: HashMap<u64, Appender>,
+    /// Chunks per segment, by stream, as committed (the streams the writer
+    /// has read them for; see [`SegmentWriter::load_chunk_counts`]).
+    chunk_counts: HashMap<u64, BTreeMap<u64, u64>>,
+    /// Segments the pending group left for a new one: removed after the
+    /// commit if no chunk is in them (all trimmed while they were newest).
+    left: Vec<(u64, u64)>,
+    /// Segments the last commit left without a chunk, to remove.
+    emptied: Vec<(u64, u64)>,
 }
 
 impl SegmentWriter {
-    pub fn new(segments: std::sync::Arc<Segments>, segment_bytes_max: u64) -> Self {
+    pub fn new(segments: Arc<Segments>, segment_bytes_max: u64) -> Self {
         Self {
             segments,
             segment_bytes_max,
             appenders: HashMap::new(),
+            chunk_counts: HashMap::new(),
+            left: Vec::new(),
+            emptied: Vec::new(),
         }
     }
 
-    /// Writes a chunk after the shard's committed chunks (and those pending
-    /// in this group) and says where it went. `last` is the summary of the
-    /// shard's newest committed chunk, for opening its segment again.
+    /// Writes a chunk after the stream's committed chunks (and those
+    /// pending in this group) and says where it went. `newest` finds where
+    /// the stream's newest committed chunk is, for opening its log again.
     pub fn append(
         &mut self,
         stream_id: u64,
-        shard: u32,
-        first_sequence: u64,
         chunk: &[u8],
-        last: impl FnOnce() -> io::Result<Option<ChunkSummary>>,
+        newest: impl FnOnce() -> io::Result<Option<ChunkLocation>>,
     ) -> io::Result<ChunkLocation> {
-        let key = (stream_id, shard);
-        if !self.appenders.contains_key(&key) {
-            let appender = self.reopen(stream_id, shard, first_sequence, last()?)?;
-            self.appenders.insert(key, appender);
+        if !self.appenders.contains_key(&stream_id) {
+            let appender = self.reopen(stream_id, newest()?)?;
+            self.appenders.insert(stream_id, appender);
         }
-        let full = self.appenders.get(&key).is_some_and(|appender| {
+        let full = self.appenders.get(&stream_id).is_some_and(|appender| {
             appender.committed + appender.pending >= self.segment_bytes_max
                 && appender.committed + appender.pending > 0
         });
         if full {
-            let file = self.create(stream_id, shard, first_sequence)?;
-            let appender = self.appenders.get_mut(&key).ok_or_else(unexpected)?;
+            let appender = self.appenders.get_mut(&stream_id).ok_or_else(unexpected)?;
+            let segment = appender.segment + 1;
+            let file = create(&self.segments, stream_id, segment)?;
             if appender.dirty {
-                // The old segment leaves the map, and so every later sync:
-                // its unsynced chunks (this group's, or in buffered mode
+                // The old segment is no longer synced with the newest: its
+                // unsynced chunks (this group's, or in buffered mode
                 // earlier ones too) are synced now.
                 appender.file.sync_data()?;
             }
+            self.left.push((stream_id, appender.segment));
             *appender = Appender {
                 file,
-                segment: first_sequence,
+                segment,
                 committed: 0,
                 pending: 0,
                 dirty: false,
                 created: true,
             };
         }
-        let appender = self.appenders.get_mut(&key).ok_or_else(unexpected)?;
+        let appender = self.appenders.get_mut(&stream_id).ok_or_else(unexpected)?;
         let offset = appender.committed + appender.pending;
         appender.file.write_all_at(chunk, offset)?;
         appender.pending += chunk.len() as u64;
@@ -222,57 +233,42 @@ impl SegmentWriter {
         })
     }
 
-    /// Opens the segment the shard's newest chunk is in (cutting off what
-    /// an unfinished commit left after it), or starts one at `next` when
-    /// the shard holds no chunk; segments no chunk refers to are removed.
-    fn reopen(
-        &self,
-        stream_id: u64,
-        shard: u32,
-        next: u64,
-        last: Option<ChunkSummary>,
-    ) -> io::Result<Appender> {
-        let keep = last.map(|summary| summary.location.segment);
-        for segment in self.segments.list(stream_id, shard)? {
+    /// Opens the segment the stream's newest chunk is in (cutting off what
+    /// an unfinished commit left after it), or starts a segment after the
+    /// last one when the stream holds no chunk; newer segments, which no
+    /// chunk refers to, are removed.
+    fn reopen(&self, stream_id: u64, newest: Option<ChunkLocation>) -> io::Result<Appender> {
+        let listed = self.segments.list(stream_id)?;
+        let keep = newest.map(|location| location.segment);
+        for &segment in &listed {
             if keep.is_none_or(|keep| segment > keep) {
-                fs::remove_file(self.segments.path(stream_id, shard, segment))?;
+                self.segments.remove(stream_id, segment)?;
             }
         }
-        let Some(last) = last else {
+        let Some(newest) = newest else {
+            let segment = listed.last().map_or(0, |last| last + 1);
             return Ok(Appender {
-                file: self.create(stream_id, shard, next)?,
-                segment: next,
+                file: create(&self.segments, stream_id, segment)?,
+                segment,
                 committed: 0,
                 pending: 0,
                 dirty: false,
                 created: true,
             });
         };
-        let location = last.location;
-        let file = OpenOptions::new().write(true).open(self.segments.path(
-            stream_id,
-            shard,
-            location.segment,
-        ))?;
-        let committed = location.offset + u64::from(location.len);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(self.segments.path(stream_id, newest.segment))?;
+        let committed = newest.offset + u64::from(newest.len);
         file.set_len(committed)?;
         Ok(Appender {
             file,
-            segment: location.segment,
+            segment: newest.segment,
             committed,
             pending: 0,
             dirty: false,
             created: false,
         })
-    }
-
-    fn create(&self, stream_id: u64, shard: u32, first_sequence: u64) -> io::Result<File> {
-        fs::create_dir_all(self.segments.shard_dir(stream_id, shard))?;
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.segments.path(stream_id, shard, first_sequence))
     }
 
     /// Syncs every segment written since the last sync, in parallel, and
@@ -291,7 +287,7 @@ impl SegmentWriter {
             .collect();
         let segments = &self.segments;
         // One sync runs on this thread, the others beside it: a commit
-        // that touched one shard starts no thread at all.
+        // that touched one stream starts no thread at all.
         let here = dirty.pop();
         let results: Vec<io::Result<()>> = std::thread::scope(|scope| {
             let syncs: Vec<_> = dirty
@@ -307,13 +303,13 @@ impl SegmentWriter {
             results
         });
         results.into_iter().collect::<io::Result<()>>()?;
-        for (&(stream_id, shard), appender) in &mut self.appenders {
+        for (&stream_id, appender) in &mut self.appenders {
             if appender.created {
-                // The file's name in its directory, the shard's directory
+                // The file's name in its directory, the stream's directory
                 // in the root, the root in the database directory.
-                let segment = segments.path(stream_id, shard, appender.segment);
+                let segment = segments.path(stream_id, appender.segment);
                 crate::files::sync_parent(&segment)?;
-                crate::files::sync_parent(&segments.shard_dir(stream_id, shard))?;
+                crate::files::sync_parent(&segments.stream_dir(stream_id))?;
                 crate::files::sync_parent(&segments.root)?;
                 appender.created = false;
             }
@@ -321,10 +317,78 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// The group committed: its chunks are now referred to.
-    pub fn committed(&mut self) {
+    /// Whether the stream's chunk counts have been read.
+    pub fn has_chunk_counts(&self, stream_id: u64) -> bool {
+        self.chunk_counts.contains_key(&stream_id)
+    }
+
+    /// Takes the stream's committed chunk counts, as read from fjall, and
+    /// removes segments no chunk is in (left by a crash between a trim and
+    /// the removal that follows it) — all but the newest, which the stream
+    /// may still append to.
+    pub fn load_chunk_counts(
+        &mut self,
+        stream_id: u64,
+        counts: BTreeMap<u64, u64>,
+    ) -> io::Result<()> {
+        let listed = self.segments.list(stream_id)?;
+        if let Some((_, older)) = listed.split_last() {
+            for &segment in older {
+                if !counts.contains_key(&segment) {
+                    self.segments.remove(stream_id, segment)?;
+                }
+            }
+        }
+        self.chunk_counts.insert(stream_id, counts);
+        Ok(())
+    }
+
+    /// The committed chunks in a segment (the stream's counts must have
+    /// been loaded).
+    pub fn chunk_count(&self, stream_id: u64, segment: u64) -> u64 {
+        self.chunk_counts
+            .get(&stream_id)
+            .and_then(|counts| counts.get(&segment))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The group committed: its chunks are now referred to, and `counts`
+    /// (the segments whose chunk count it changed) are the new counts.
+    pub fn committed(&mut self, counts: &[((u64, u64), u64)]) {
         for appender in self.appenders.values_mut() {
             appender.committed += std::mem::take(&mut appender.pending);
+        }
+        self.emptied.append(&mut self.left);
+        for &((stream_id, segment), count) in counts {
+            let stream_counts = self.chunk_counts.entry(stream_id).or_default();
+            if count == 0 {
+                stream_counts.remove(&segment);
+                self.emptied.push((stream_id, segment));
+            } else {
+                stream_counts.insert(segment, count);
+            }
+        }
+    }
+
+    /// Removes the segments the last commit left with no chunk, but never
+    /// one a stream appends to (after the commit's answers: it is tidying).
+    pub fn remove_emptied(&mut self) {
+        for (stream_id, segment) in std::mem::take(&mut self.emptied) {
+            let appending = self
+                .appenders
+                .get(&stream_id)
+                .is_some_and(|appender| appender.segment == segment);
+            if appending || self.chunk_count(stream_id, segment) > 0 {
+                continue;
+            }
+            if !self.chunk_counts.contains_key(&stream_id) {
+                // Not known to be empty: left for `load_chunk_counts`.
+                continue;
+            }
+            if let Err(error) = self.segments.remove(stream_id, segment) {
+                tracing::warn!(%error, stream_id, segment, "removing a segment with no chunk left failed; removed at the next start");
+            }
         }
     }
 
@@ -333,21 +397,37 @@ impl SegmentWriter {
         for appender in self.appenders.values_mut() {
             appender.pending = 0;
         }
+        self.left.clear();
     }
 
-    pub fn remove_shard(&self, stream_id: u64, shard: u32) -> io::Result<()> {
-        self.segments.remove_shard(stream_id, shard)
+    /// Forgets what it knew of the stored state (after storage was
+    /// reopened, which may have kept a write that seemed to fail): logs
+    /// are opened again and chunk counts read again when next used.
+    pub fn forget_all(&mut self) {
+        if let Err(error) = self.sync() {
+            tracing::warn!(%error, "syncing segments before reopening them failed");
+        }
+        self.appenders.clear();
+        self.chunk_counts.clear();
+        self.left.clear();
+        self.emptied.clear();
     }
 
-    pub fn remove_before(&self, stream_id: u64, shard: u32, first_sequence: u64) -> io::Result<()> {
-        self.segments
-            .remove_before(stream_id, shard, first_sequence)
+    /// Forgets a deleted stream and removes its log.
+    pub fn remove_stream(&mut self, stream_id: u64) -> io::Result<()> {
+        self.appenders.remove(&stream_id);
+        self.chunk_counts.remove(&stream_id);
+        self.segments.remove_stream(stream_id)
     }
+}
 
-    /// Forgets a deleted stream's shards.
-    pub fn forget_stream(&mut self, stream_id: u64) {
-        self.appenders.retain(|(id, _), _| *id != stream_id);
-    }
+fn create(segments: &Segments, stream_id: u64, segment: u64) -> io::Result<File> {
+    fs::create_dir_all(segments.stream_dir(stream_id))?;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(segments.path(stream_id, segment))
 }
 
 fn unexpected() -> io::Error {
@@ -358,27 +438,101 @@ fn unexpected() -> io::Error {
 mod tests {
     use super::*;
 
+    fn at(segment: u64, offset: u64, len: u32) -> ChunkLocation {
+        ChunkLocation {
+            segment,
+            offset,
+            len,
+        }
+    }
+
     #[test]
     fn a_chunk_is_read_by_its_location_and_a_short_or_missing_segment_is_an_error() {
         let dir = tempfile::tempdir().expect("dir");
         let segments = Segments::new(dir.path());
-        fs::create_dir_all(segments.shard_dir(7, 1)).expect("shard dir");
-        fs::write(segments.path(7, 1, 100), b"0123456789").expect("segment");
-        let at = |segment, offset, len| ChunkLocation {
-            segment,
-            offset,
-            len,
-        };
+        fs::create_dir_all(segments.stream_dir(7)).expect("stream dir");
+        fs::write(segments.path(7, 100), b"0123456789").expect("segment");
 
-        let chunk = segments.read(7, 1, at(100, 3, 4)).expect("read");
+        let chunk = segments.read(7, at(100, 3, 4)).expect("read");
         assert_eq!(&chunk[..], b"3456");
-        let short = segments
-            .read(7, 1, at(100, 8, 4))
-            .expect_err("past the end");
+        let short = segments.read(7, at(100, 8, 4)).expect_err("past the end");
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
         let missing = segments
-            .read(7, 1, at(200, 0, 4))
+            .read(7, at(200, 0, 4))
             .expect_err("no such segment");
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Appends to a stream (7) whose log was read already.
+    fn append(writer: &mut SegmentWriter, chunk: &[u8]) -> ChunkLocation {
+        writer.append(7, chunk, || Ok(None)).expect("append")
+    }
+
+    #[test]
+    fn a_stream_appends_to_one_log_and_a_segment_goes_when_its_last_chunk_does() {
+        let dir = tempfile::tempdir().expect("dir");
+        let segments = Arc::new(Segments::new(dir.path()));
+        let mut writer = SegmentWriter::new(segments.clone(), 10);
+        writer
+            .load_chunk_counts(7, BTreeMap::new())
+            .expect("counts");
+
+        // Two shards' chunks of one commit go to one file, one after the other.
+        assert_eq!(append(&mut writer, b"aaaa"), at(0, 0, 4));
+        assert_eq!(append(&mut writer, b"bbbb"), at(0, 4, 4));
+        writer.sync().expect("sync");
+        writer.committed(&[((7, 0), 2)]);
+        // A full segment is left for the next one.
+        assert_eq!(append(&mut writer, b"cccc"), at(0, 8, 4));
+        assert_eq!(append(&mut writer, b"dddd"), at(1, 0, 4));
+        writer.sync().expect("sync");
+        writer.committed(&[((7, 0), 3), ((7, 1), 1)]);
+        assert_eq!(segments.list(7).expect("list"), [0, 1]);
+
+        // Trimming one chunk keeps the segment; trimming the last removes it.
+        writer.committed(&[((7, 0), 1)]);
+        writer.remove_emptied();
+        assert_eq!(segments.list(7).expect("list"), [0, 1]);
+        writer.committed(&[((7, 0), 0)]);
+        writer.remove_emptied();
+        assert_eq!(segments.list(7).expect("list"), [1]);
+        // The segment appended to stays even with no chunk left in it.
+        writer.committed(&[((7, 1), 0)]);
+        writer.remove_emptied();
+        assert_eq!(segments.list(7).expect("list"), [1]);
+
+        // Opened again, the log is cut after the newest committed chunk
+        // (bytes of an unfinished commit) and appended to from there.
+        let path = segments.path(7, 1);
+        fs::write(&path, b"ddddleftover").expect("unfinished commit");
+        let mut reopened = SegmentWriter::new(segments.clone(), 10);
+        let newest = || Ok(Some(at(1, 0, 4)));
+        assert_eq!(
+            reopened.append(7, b"ee", newest).expect("append"),
+            at(1, 4, 2)
+        );
+        assert_eq!(fs::read(&path).expect("segment"), b"ddddee");
+
+        // With no chunk left at all, a new log starts after the old one.
+        let mut emptied = SegmentWriter::new(segments.clone(), 10);
+        assert_eq!(append(&mut emptied, b"ff"), at(2, 0, 2));
+        assert_eq!(segments.list(7).expect("list"), [2]);
+    }
+
+    #[test]
+    fn segments_with_no_chunk_but_the_newest_go_when_the_counts_are_loaded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let segments = Arc::new(Segments::new(dir.path()));
+        fs::create_dir_all(segments.stream_dir(3)).expect("stream dir");
+        for segment in [4, 5, 6, 7] {
+            fs::write(segments.path(3, segment), b"x").expect("segment");
+        }
+        let mut writer = SegmentWriter::new(segments.clone(), 1 << 20);
+        writer
+            .load_chunk_counts(3, BTreeMap::from([(5, 2)]))
+            .expect("counts");
+        assert_eq!(segments.list(3).expect("list"), [5, 7]);
+        assert_eq!(writer.chunk_count(3, 5), 2);
+        assert_eq!(writer.chunk_count(3, 7), 0);
     }
 }

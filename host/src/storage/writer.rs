@@ -46,7 +46,7 @@ pub(super) struct Writer {
     pub config: StorageConfig,
     /// Dedup windows read so far, keyed by (stream id, shard, producer id).
     pub dedup: HashMap<(u64, u32, u64), DedupWindow>,
-    /// Appends chunks to the shards' segment files.
+    /// Appends chunks to the streams' segment files.
     pub segments: SegmentWriter,
     /// When the buffered mode's periodic sync last ran.
     pub last_sync: Instant,
@@ -73,8 +73,9 @@ struct Group {
     full_chunks: Vec<((u64, u32), Keyspace, ChunkBuilder)>,
     /// Carries a processor cursor (see `Writer::visibility`).
     moves_cursors: bool,
-    /// Shards retention trimmed: segments left empty go after the commit.
-    trimmed: Vec<Arc<Shard>>,
+    /// Chunks added to (+) and trimmed from (−) segments, by (stream id,
+    /// segment): the counts that decide when a segment file can go.
+    chunk_count_changes: HashMap<(u64, u64), i64>,
 }
 
 impl Writer {
@@ -153,6 +154,7 @@ impl Writer {
         if engine.generation != self.generation {
             self.generation = engine.generation;
             self.dedup.clear();
+            self.segments.forget_all();
         }
         Ok(engine)
     }
@@ -193,7 +195,7 @@ impl Writer {
             chunks: HashMap::new(),
             full_chunks: Vec::new(),
             moves_cursors: false,
-            trimmed: Vec::new(),
+            chunk_count_changes: HashMap::new(),
         }
     }
 
@@ -224,7 +226,11 @@ impl Writer {
                 removed_bytes,
                 reply,
             } => {
-                let keyspace = match group.engine.shard(&shard) {
+                let keyspace = group.engine.shard(&shard).and_then(|keyspace| {
+                    self.load_chunk_counts(&group.engine, shard.stream_id)?;
+                    Ok(keyspace)
+                });
+                let keyspace = match keyspace {
                     Ok(keyspace) => keyspace,
                     Err(error) => {
                         let _ = reply.send(Err(error));
@@ -233,14 +239,17 @@ impl Writer {
                 };
                 let state = Self::staged_state(&mut group.shards, &shard);
                 let until = until.min(state.next_sequence);
-                for first_sequence in chunks {
+                for summary in chunks {
                     // Each key was written once, so a weak tombstone suffices
                     // and vanishes with the value at compaction.
                     group
                         .batch
-                        .remove_weak(&keyspace, chunk::summary_key(first_sequence));
+                        .remove_weak(&keyspace, chunk::summary_key(summary.first_sequence));
+                    *group
+                        .chunk_count_changes
+                        .entry((shard.stream_id, summary.location.segment))
+                        .or_default() -= 1;
                 }
-                group.trimmed.push(shard.clone());
                 let removed_records = until.saturating_sub(state.first_sequence);
                 state.records = state.records.saturating_sub(removed_records);
                 state.bytes = state.bytes.saturating_sub(removed_bytes);
@@ -415,30 +424,70 @@ impl Writer {
         Ok(slot.insert(window))
     }
 
-    /// Writes the group's chunks to their segments (synced, when every
-    /// commit is) and puts their summaries in the batch.
-    fn store_chunks(&mut self, group: &mut Group) -> std::io::Result<()> {
+    /// Reads a stream's segment chunk counts, once.
+    fn load_chunk_counts(&mut self, engine: &Engine, stream_id: u64) -> Result<()> {
+        if self.segments.has_chunk_counts(stream_id) {
+            return Ok(());
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        for entry in engine.meta.prefix(layout::segment_chunks_prefix(stream_id)) {
+            let (key, value) = entry.into_inner()?;
+            let (segment, count) = layout::decode_segment_chunks(&key, &value)?;
+            counts.insert(segment, count);
+        }
+        self.segments
+            .load_chunk_counts(stream_id, counts)
+            .map_err(StorageError::Segment)
+    }
+
+    /// Writes the group's chunks to their streams' segments (synced, when
+    /// every commit is) and puts their summaries and the segments' new
+    /// chunk counts in the batch; returns those counts.
+    fn store_chunks(&mut self, group: &mut Group) -> Result<Vec<((u64, u64), u64)>> {
         let open = std::mem::take(&mut group.chunks)
             .into_iter()
             .map(|(key, (keyspace, chunk))| (key, keyspace, chunk));
         let mut chunks: Vec<_> = std::mem::take(&mut group.full_chunks);
         chunks.extend(open);
-        for ((stream_id, shard), keyspace, chunk) in chunks {
+        for ((stream_id, _), keyspace, chunk) in chunks {
+            // Before the first append: reading them removes segments
+            // without a count, which this group's would be until it commits.
+            self.load_chunk_counts(&group.engine, stream_id)?;
             let (mut summary, value) = chunk.finish();
-            let last = || chunk::last_summary(&keyspace).map_err(std::io::Error::other);
-            summary.location =
-                self.segments
-                    .append(stream_id, shard, summary.first_sequence, &value, last)?;
+            let newest = || newest_chunk(&group.engine, stream_id);
+            summary.location = self
+                .segments
+                .append(stream_id, &value, newest)
+                .map_err(StorageError::Segment)?;
             group.batch.insert(
                 &keyspace,
                 chunk::summary_key(summary.first_sequence),
                 summary.encode(),
             );
+            *group
+                .chunk_count_changes
+                .entry((stream_id, summary.location.segment))
+                .or_default() += 1;
         }
         if self.durability == Some(PersistMode::SyncData) {
-            self.segments.sync()?;
+            self.segments.sync().map_err(StorageError::Segment)?;
         }
-        Ok(())
+        let mut counts = Vec::with_capacity(group.chunk_count_changes.len());
+        for (&(stream_id, segment), &change) in &group.chunk_count_changes {
+            let count = self
+                .segments
+                .chunk_count(stream_id, segment)
+                .saturating_add_signed(change);
+            let key = layout::segment_chunks_key(stream_id, segment);
+            if count == 0 {
+                group.batch.remove(&group.engine.meta, key);
+            } else {
+                let value = layout::encode_chunk_count(count);
+                group.batch.insert(&group.engine.meta, key, value);
+            }
+            counts.push(((stream_id, segment), count));
+        }
+        Ok(counts)
     }
 
     fn commit(&mut self, mut group: Group) {
@@ -448,19 +497,26 @@ impl Writer {
         let started = Instant::now();
         let stored = self.store_chunks(&mut group);
         self.metrics.segment_write.observe(started.elapsed());
-        if let Err(error) = stored {
-            // fjall is untouched; the next group's chunks overwrite these.
-            // Writes are refused until the background thread finds room
-            // and reopens storage, as after a failed journal write (which
-            // also re-reads the cached dedup windows, some of which claim
-            // batches of this group).
-            self.segments.abandoned();
-            let (message, disk_full) = describe_io_failure(&error);
-            tracing::error!(%message, "writing records to a segment failed; the batch's requests get an error");
-            self.space.engine_failed(&message);
-            fail_replies(group.replies, &message, disk_full);
-            return;
-        }
+        let chunk_counts = match stored {
+            Ok(chunk_counts) => chunk_counts,
+            Err(error) => {
+                // fjall is untouched; the next group's chunks overwrite
+                // these. Writes are refused until the background thread
+                // finds room and reopens storage, as after a failed journal
+                // write (which also re-reads the cached dedup windows, some
+                // of which claim batches of this group).
+                self.segments.abandoned();
+                let (message, disk_full) = match &error {
+                    StorageError::Segment(io) => describe_io_failure(io),
+                    StorageError::Engine(engine) => describe_failure(engine),
+                    other => (other.to_string(), false),
+                };
+                tracing::error!(%message, "writing records to a segment failed; the batch's requests get an error");
+                self.space.engine_failed(&message);
+                fail_replies(group.replies, &message, disk_full);
+                return;
+            }
+        };
         for (shard, state) in group.shards.values() {
             group.batch.insert(
                 &group.engine.meta,
@@ -478,7 +534,7 @@ impl Writer {
         self.metrics.journal_commit.observe(started.elapsed());
         match committed {
             Ok(()) => {
-                self.segments.committed();
+                self.segments.committed(&chunk_counts);
                 for (shard, state) in group.shards.into_values() {
                     self.space.changed(shard.state().bytes, state.bytes);
                     shard.publish(state);
@@ -494,15 +550,7 @@ impl Writer {
                         }
                     }
                 }
-                for shard in group.trimmed {
-                    let first_sequence = shard.state().first_sequence;
-                    if let Err(error) =
-                        self.segments
-                            .remove_before(shard.stream_id, shard.index, first_sequence)
-                    {
-                        tracing::warn!(%error, stream = %shard.stream_name, shard = shard.index, "removing segments retention emptied failed; will retry");
-                    }
-                }
+                self.segments.remove_emptied();
             }
             Err(error) => {
                 tracing::error!(%error, "group commit failed; the batch's requests get an error");
@@ -550,27 +598,38 @@ impl Writer {
         for entry in engine.checkpoints.prefix(&checkpoint_prefix) {
             batch.remove(&engine.checkpoints, entry.key()?);
         }
-        for prefix in super::catalog::stream_record_prefixes(stream.id) {
-            for entry in engine.meta.prefix(&prefix) {
+        let prefixes = super::catalog::stream_record_prefixes(stream.id);
+        let segment_prefix = layout::segment_chunks_prefix(stream.id);
+        for prefix in prefixes.iter().chain([&segment_prefix]) {
+            for entry in engine.meta.prefix(prefix) {
                 batch.remove(&engine.meta, entry.key()?);
             }
         }
         batch.commit()?;
         self.dedup
             .retain(|(stream_id, _, _), _| *stream_id != stream.id);
-        self.segments.forget_stream(stream.id);
+        if let Err(error) = self.segments.remove_stream(stream.id) {
+            tracing::warn!(%error, stream = %stream.name, "removing a deleted stream's segments failed; removed at the next start");
+        }
         for shard in &stream.shards {
             self.space.changed(shard.state().bytes, 0);
             engine.delete_shard(shard)?;
-            if let Err(error) = self.segments.remove_shard(stream.id, shard.index) {
-                tracing::warn!(%error, stream = %stream.name, shard = shard.index, "removing a deleted stream's segments failed");
-            }
             // Wake subscribers and workers waiting on the tip: they find
             // the stream deleted and stop.
             shard.tip.send_modify(|_| ());
         }
         Ok(())
     }
+}
+
+/// Where the stream's newest committed chunk is: the end of its log.
+fn newest_chunk(engine: &Engine, stream_id: u64) -> std::io::Result<Option<chunk::ChunkLocation>> {
+    let mut newest = None;
+    for keyspace in engine.stream_shards(stream_id) {
+        let last = chunk::last_summary(&keyspace).map_err(std::io::Error::other)?;
+        newest = newest.max(last.map(|summary| summary.location));
+    }
+    Ok(newest)
 }
 
 /// Answers a failed group's requests.
