@@ -14,7 +14,7 @@ use weir::aws::client::{Connection, Target};
 use weir::storage::CatalogKind;
 
 use crate::support::{
-    TestServer, create_processor, eventually, node_modules, purchase_filter, read_all,
+    TestServer, create_processor, eventually, go_program, node_modules, purchase_filter, read_all,
     stream_with_plugins, venv,
 };
 
@@ -50,32 +50,53 @@ fn boto3_the_aws_cli_and_cbor_clients_work_against_weir() {
 /// SigV4 refusals, and subscribes to each shard over HTTP/2.
 #[tokio::test]
 async fn the_aws_sdk_for_javascript_works_against_weir() {
-    let test = TestServer::start().await;
-    let target = test.kinesis_target();
     let check = suite_dir().join("js");
     let node_modules = node_modules("kinesis-js-npm", &check.join("package.json"));
     let mut node = Command::new("node");
     node.arg(check.join("check.cjs"))
-        .env("NODE_PATH", node_modules)
+        .env("NODE_PATH", node_modules);
+    passes_against_weir(node, "JavaScript").await;
+}
+
+/// Runs an SDK's check program against a new server's Kinesis API (its
+/// endpoint and a token's key and secret in the environment) and asserts
+/// that every check passed.
+async fn passes_against_weir(mut check: Command, sdk: &str) {
+    let test = TestServer::start().await;
+    let target = test.kinesis_target();
+    check
         .env(
             "WEIR_KINESIS_ENDPOINT",
             format!("http://{}", target.authority),
         )
         .env("AWS_ACCESS_KEY_ID", &target.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &target.secret);
-    // The server runs on this test's runtime: wait for node off it.
-    let output = tokio::task::spawn_blocking(move || node.output())
+    // The server runs on this test's runtime: wait for the check off it.
+    let output = tokio::task::spawn_blocking(move || check.output())
         .await
         .expect("join")
-        .expect("run node");
+        .expect("run the check");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
     );
     assert!(
         output.status.success() && stdout.contains("ok: 11 records"),
-        "the JavaScript SDK check failed:\n{stdout}\n{stderr}"
+        "the {sdk} SDK check failed:\n{stdout}\n{stderr}"
     );
+}
+
+/// The AWS SDK for Go (v1, Debian's package; the SDK of Fluent Bit's Go
+/// Kinesis plugin), unchanged: tests/kinesis/go/check.go creates a stream
+/// (waiting with the SDK's own waiter), puts, reads back every iterator
+/// page, checks error codes and SigV4 refusals, and subscribes to each
+/// shard.
+#[tokio::test]
+async fn the_aws_sdk_for_go_works_against_weir() {
+    let program = tokio::task::spawn_blocking(|| go_program(&suite_dir().join("go/check.go")))
+        .await
+        .expect("build the Go check");
+    passes_against_weir(Command::new(program), "Go").await;
 }
 
 /// Records put through the Kinesis API are Weir records like any other:

@@ -262,6 +262,50 @@ pub fn node_modules(name: &str, package_json: &Path) -> PathBuf {
     prefix.join("node_modules")
 }
 
+/// Debian's packages of the Go toolchain and of the AWS SDK for Go (v1),
+/// installed with apt-get when missing.
+const GO_PACKAGES: [&str; 2] = ["golang-go", "golang-github-aws-aws-sdk-go-dev"];
+/// Where Debian puts Go libraries: a GOPATH, built against without modules.
+const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+/// Builds the Go program `source` (one file importing the Debian-packaged
+/// AWS SDK for Go) into the target directory, installing Go and the SDK
+/// from Debian first if they are missing; returns the executable.
+pub fn go_program(source: &Path) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let sdk = Path::new(DEBIAN_GOPATH).join("src/github.com/aws/aws-sdk-go/service/kinesis");
+    let go_found = Command::new("go").arg("version").output().is_ok();
+    if !go_found || !sdk.exists() {
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(GO_PACKAGES)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        // A fresh machine's package lists may be missing or stale.
+        if !install() {
+            run(Command::new("apt-get").args(["update", "-q"]));
+            assert!(install(), "apt-get install {GO_PACKAGES:?} failed");
+        }
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let stem = source.file_stem().expect("a file name").to_string_lossy();
+    let program = tmp.join(format!("go-{stem}"));
+    run(Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&program)
+        .arg(source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", DEBIAN_GOPATH)
+        .env("GOCACHE", tmp.join("go-build-cache"))
+        .env("GOFLAGS", ""));
+    program
+}
+
 fn run(command: &mut Command) {
     let status = command
         .status()
