@@ -86,17 +86,27 @@ async fn passes_against_weir(mut check: Command, sdk: &str) {
     );
 }
 
-/// The AWS SDK for Go (v1, Debian's package; the SDK of Fluent Bit's Go
-/// Kinesis plugin), unchanged: tests/kinesis/go/check.go creates a stream
-/// (waiting with the SDK's own waiter), puts, reads back every iterator
-/// page, checks error codes and SigV4 refusals, and subscribes to each
-/// shard.
+/// The AWS SDKs for Go, v1 (the SDK of Fluent Bit's Go Kinesis plugin) and
+/// v2, as Debian packages them, unchanged: tests/kinesis/go/sdk-v*/check.go
+/// create a stream (waiting with the SDK's own waiter), put, read back
+/// every iterator page, check error codes and SigV4 refusals, and
+/// subscribe to each shard.
 #[tokio::test]
 async fn the_aws_sdk_for_go_works_against_weir() {
-    let program = tokio::task::spawn_blocking(|| go_program(&suite_dir().join("go/check.go")))
-        .await
-        .expect("build the Go check");
-    passes_against_weir(Command::new(program), "Go").await;
+    go_sdk_passes("sdk-v1", "Go").await;
+}
+
+#[tokio::test]
+async fn the_aws_sdk_for_go_v2_works_against_weir() {
+    go_sdk_passes("sdk-v2", "Go v2").await;
+}
+
+async fn go_sdk_passes(dir: &'static str, sdk: &str) {
+    let program =
+        tokio::task::spawn_blocking(move || go_program(&suite_dir().join("go").join(dir)))
+            .await
+            .expect("build the Go check");
+    passes_against_weir(Command::new(program), sdk).await;
 }
 
 /// Records put through the Kinesis API are Weir records like any other:

@@ -262,21 +262,31 @@ pub fn node_modules(name: &str, package_json: &Path) -> PathBuf {
     prefix.join("node_modules")
 }
 
-/// Debian's packages of the Go toolchain and of the AWS SDK for Go (v1),
-/// installed with apt-get when missing.
-const GO_PACKAGES: [&str; 2] = ["golang-go", "golang-github-aws-aws-sdk-go-dev"];
+/// Debian's packages of the Go toolchain and of the AWS SDK for Go (v1 and
+/// v2), installed with apt-get when missing.
+const GO_PACKAGES: [&str; 3] = [
+    "golang-go",
+    "golang-github-aws-aws-sdk-go-dev",
+    "golang-github-aws-aws-sdk-go-v2-dev",
+];
+/// A directory each of the SDK packages installs.
+const GO_SDK_DIRS: [&str; 2] = [
+    "github.com/aws/aws-sdk-go/service/kinesis",
+    "github.com/aws/aws-sdk-go-v2/service/kinesis",
+];
 /// Where Debian puts Go libraries: a GOPATH, built against without modules.
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
-/// Builds the Go program `source` (one file importing the Debian-packaged
-/// AWS SDK for Go) into the target directory, installing Go and the SDK
-/// from Debian first if they are missing; returns the executable.
-pub fn go_program(source: &Path) -> PathBuf {
+/// Builds the Go program in `dir` (a `check.go` importing the
+/// Debian-packaged AWS SDKs for Go, and packages of `dir`'s parent, a
+/// GOPATH) into the target directory, named after `dir`, installing Go and
+/// the SDKs from Debian first if they are missing; returns the executable.
+pub fn go_program(dir: &Path) -> PathBuf {
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
-    let sdk = Path::new(DEBIAN_GOPATH).join("src/github.com/aws/aws-sdk-go/service/kinesis");
+    let sources = Path::new(DEBIAN_GOPATH).join("src");
     let go_found = Command::new("go").arg("version").output().is_ok();
-    if !go_found || !sdk.exists() {
+    if !go_found || !GO_SDK_DIRS.iter().all(|sdk| sources.join(sdk).exists()) {
         let install = || {
             Command::new("apt-get")
                 .args(["install", "-y", "--no-install-recommends"])
@@ -292,15 +302,21 @@ pub fn go_program(source: &Path) -> PathBuf {
         }
     }
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let stem = source.file_stem().expect("a file name").to_string_lossy();
-    let program = tmp.join(format!("go-{stem}"));
+    let name = dir.file_name().expect("a directory name").to_string_lossy();
+    let program = tmp.join(format!("go-{name}"));
     run(Command::new("go")
         .arg("build")
         .arg("-o")
         .arg(&program)
-        .arg(source)
+        .arg(dir.join("check.go"))
         .env("GO111MODULE", "off")
-        .env("GOPATH", DEBIAN_GOPATH)
+        .env(
+            "GOPATH",
+            format!(
+                "{DEBIAN_GOPATH}:{}",
+                dir.parent().expect("a GOPATH").display()
+            ),
+        )
         .env("GOCACHE", tmp.join("go-build-cache"))
         .env("GOFLAGS", ""));
     program

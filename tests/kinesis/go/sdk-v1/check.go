@@ -9,12 +9,8 @@ package main
 
 import (
 	"bytes"
-	"encoding/hex"
 	"fmt"
-	"math/big"
 	"os"
-	"reflect"
-	"sort"
 	"strings"
 	"time"
 
@@ -23,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/kinesis"
+
+	check "weircheck"
 )
 
 const stream = "go-sdk"
@@ -36,23 +34,6 @@ func client(key, secret string) *kinesis.Kinesis {
 	return kinesis.New(session.Must(session.NewSession(config)))
 }
 
-func fail(format string, args ...interface{}) {
-	fmt.Fprintf(os.Stderr, "check failed: "+format+"\n", args...)
-	os.Exit(1)
-}
-
-func must(err error, what string) {
-	if err != nil {
-		fail("%s: %v", what, err)
-	}
-}
-
-func equal(got, want interface{}, what string) {
-	if !reflect.DeepEqual(got, want) {
-		fail("%s: got %v, want %v", what, got, want)
-	}
-}
-
 // The AWS error code of a call that must fail.
 func errorCode(err error) string {
 	if failure, ok := err.(awserr.Error); ok {
@@ -64,26 +45,18 @@ func errorCode(err error) string {
 	return err.Error()
 }
 
-func sequence(number *string) *big.Int {
-	value, ok := new(big.Int).SetString(aws.StringValue(number), 10)
-	if !ok {
-		fail("sequence number %q is not a decimal number", aws.StringValue(number))
-	}
-	return value
-}
-
 func readShard(k *kinesis.Kinesis, shardID string) []*kinesis.Record {
 	iterator, err := k.GetShardIterator(&kinesis.GetShardIteratorInput{
 		StreamName:        aws.String(stream),
 		ShardId:           aws.String(shardID),
 		ShardIteratorType: aws.String(kinesis.ShardIteratorTypeTrimHorizon),
 	})
-	must(err, "GetShardIterator")
+	check.Must(err, "GetShardIterator")
 	var records []*kinesis.Record
 	next := iterator.ShardIterator
 	for {
 		page, err := k.GetRecords(&kinesis.GetRecordsInput{ShardIterator: next, Limit: aws.Int64(4)})
-		must(err, "GetRecords")
+		check.Must(err, "GetRecords")
 		records = append(records, page.Records...)
 		next = page.NextShardIterator
 		if len(page.Records) == 0 && aws.Int64Value(page.MillisBehindLatest) == 0 {
@@ -97,58 +70,49 @@ func main() {
 	k := client(key, secret)
 
 	_, err := k.CreateStream(&kinesis.CreateStreamInput{StreamName: aws.String(stream), ShardCount: aws.Int64(2)})
-	must(err, "CreateStream")
-	must(k.WaitUntilStreamExists(&kinesis.DescribeStreamInput{StreamName: aws.String(stream)}), "the SDK's waiter")
+	check.Must(err, "CreateStream")
+	check.Must(k.WaitUntilStreamExists(&kinesis.DescribeStreamInput{StreamName: aws.String(stream)}), "the SDK's waiter")
 	summary, err := k.DescribeStreamSummary(&kinesis.DescribeStreamSummaryInput{StreamName: aws.String(stream)})
-	must(err, "DescribeStreamSummary")
-	equal(aws.Int64Value(summary.StreamDescriptionSummary.OpenShardCount), int64(2), "open shards")
+	check.Must(err, "DescribeStreamSummary")
+	check.Equal(aws.Int64Value(summary.StreamDescriptionSummary.OpenShardCount), int64(2), "open shards")
 	streamARN := summary.StreamDescriptionSummary.StreamARN
 	listed, err := k.ListShards(&kinesis.ListShardsInput{StreamName: aws.String(stream)})
-	must(err, "ListShards")
+	check.Must(err, "ListShards")
 	var shardIDs []string
 	for _, shard := range listed.Shards {
 		shardIDs = append(shardIDs, aws.StringValue(shard.ShardId))
 	}
-	equal(shardIDs, []string{"shardId-000000000000", "shardId-000000000001"}, "shard ids")
+	check.Equal(shardIDs, []string{"shardId-000000000000", "shardId-000000000001"}, "shard ids")
 
 	// Every byte value, then ten records in one PutRecords.
-	everyByte := make([]byte, 256)
-	for i := range everyByte {
-		everyByte[i] = byte(i)
-	}
+	everyByte := check.EveryByte()
 	one, err := k.PutRecord(&kinesis.PutRecordInput{
 		StreamName: aws.String(stream), PartitionKey: aws.String("bytes"), Data: everyByte,
 	})
-	must(err, "PutRecord")
-	sequence(one.SequenceNumber)
-	sent := []string{hex.EncodeToString(everyByte)}
+	check.Must(err, "PutRecord")
+	check.Sequence(aws.StringValue(one.SequenceNumber))
+	keys, data := check.TenRecords()
+	sent := check.Hex(append(data, everyByte))
 	var entries []*kinesis.PutRecordsRequestEntry
-	for i := 0; i < 10; i++ {
-		data := []byte(fmt.Sprintf(`{"i":%d}`, i))
-		sent = append(sent, hex.EncodeToString(data))
-		entries = append(entries, &kinesis.PutRecordsRequestEntry{
-			PartitionKey: aws.String(fmt.Sprintf("user-%d", i)), Data: data,
-		})
+	for i := range keys {
+		entries = append(entries, &kinesis.PutRecordsRequestEntry{PartitionKey: aws.String(keys[i]), Data: data[i]})
 	}
 	put, err := k.PutRecords(&kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries})
-	must(err, "PutRecords")
-	equal(aws.Int64Value(put.FailedRecordCount), int64(0), "failed records")
-	equal(len(put.Records), 10, "PutRecords results")
-	sort.Strings(sent)
+	check.Must(err, "PutRecords")
+	check.Equal(aws.Int64Value(put.FailedRecordCount), int64(0), "failed records")
+	check.Equal(len(put.Records), 10, "PutRecords results")
 
 	// Read back over both shards: every record, byte for byte, in order.
-	var read []string
+	var read [][]byte
 	for _, shardID := range shardIDs {
-		records := readShard(k, shardID)
-		for i, record := range records {
-			if i > 0 && sequence(records[i-1].SequenceNumber).Cmp(sequence(record.SequenceNumber)) >= 0 {
-				fail("shard %s: sequence numbers out of order", shardID)
-			}
-			read = append(read, hex.EncodeToString(record.Data))
+		var sequences []string
+		for _, record := range readShard(k, shardID) {
+			sequences = append(sequences, aws.StringValue(record.SequenceNumber))
+			read = append(read, record.Data)
 		}
+		check.InOrder(sequences, shardID)
 	}
-	sort.Strings(read)
-	equal(read, sent, "records read back")
+	check.Equal(check.Hex(read), sent, "records read back")
 
 	// AT_SEQUENCE_NUMBER starts at exactly that record; AT_TIMESTAMP a
 	// minute ago at the shard's first, an hour ahead gives an empty page.
@@ -157,12 +121,12 @@ func main() {
 		ShardIteratorType:      aws.String(kinesis.ShardIteratorTypeAtSequenceNumber),
 		StartingSequenceNumber: one.SequenceNumber,
 	})
-	must(err, "GetShardIterator AT_SEQUENCE_NUMBER")
+	check.Must(err, "GetShardIterator AT_SEQUENCE_NUMBER")
 	page, err := k.GetRecords(&kinesis.GetRecordsInput{ShardIterator: at.ShardIterator, Limit: aws.Int64(1)})
-	must(err, "GetRecords AT_SEQUENCE_NUMBER")
-	equal(aws.StringValue(page.Records[0].SequenceNumber), aws.StringValue(one.SequenceNumber), "record at the sequence")
+	check.Must(err, "GetRecords AT_SEQUENCE_NUMBER")
+	check.Equal(aws.StringValue(page.Records[0].SequenceNumber), aws.StringValue(one.SequenceNumber), "record at the sequence")
 	if !bytes.Equal(page.Records[0].Data, everyByte) {
-		fail("the record at the sequence number differs")
+		check.Fail("the record at the sequence number differs")
 	}
 	atTime := func(when time.Time) *kinesis.GetRecordsOutput {
 		iterator, err := k.GetShardIterator(&kinesis.GetShardIteratorInput{
@@ -170,114 +134,113 @@ func main() {
 			ShardIteratorType: aws.String(kinesis.ShardIteratorTypeAtTimestamp),
 			Timestamp:         aws.Time(when),
 		})
-		must(err, "GetShardIterator AT_TIMESTAMP")
+		check.Must(err, "GetShardIterator AT_TIMESTAMP")
 		page, err := k.GetRecords(&kinesis.GetRecordsInput{ShardIterator: iterator.ShardIterator, Limit: aws.Int64(10)})
-		must(err, "GetRecords AT_TIMESTAMP")
+		check.Must(err, "GetRecords AT_TIMESTAMP")
 		return page
 	}
 	past := atTime(time.Now().Add(-time.Minute))
 	if len(past.Records) == 0 || past.Records[0].ApproximateArrivalTimestamp == nil {
-		fail("AT_TIMESTAMP a minute ago read nothing")
+		check.Fail("AT_TIMESTAMP a minute ago read nothing")
 	}
 	future := atTime(time.Now().Add(time.Hour))
-	equal(len(future.Records), 0, "records an hour ahead")
+	check.Equal(len(future.Records), 0, "records an hour ahead")
 	if future.NextShardIterator == nil {
-		fail("an empty page has no next iterator")
+		check.Fail("an empty page has no next iterator")
 	}
 
 	// Listing, describing and tags.
 	streams, err := k.ListStreams(&kinesis.ListStreamsInput{})
-	must(err, "ListStreams")
+	check.Must(err, "ListStreams")
 	found := false
 	for _, name := range streams.StreamNames {
 		found = found || aws.StringValue(name) == stream
 	}
 	if !found {
-		fail("ListStreams lacks %s", stream)
+		check.Fail("ListStreams lacks %s", stream)
 	}
 	described, err := k.DescribeStream(&kinesis.DescribeStreamInput{StreamName: aws.String(stream)})
-	must(err, "DescribeStream")
-	equal(len(described.StreamDescription.Shards), 2, "described shards")
+	check.Must(err, "DescribeStream")
+	check.Equal(len(described.StreamDescription.Shards), 2, "described shards")
 	_, err = k.AddTagsToStream(&kinesis.AddTagsToStreamInput{
 		StreamName: aws.String(stream), Tags: map[string]*string{"team": aws.String("edge")},
 	})
-	must(err, "AddTagsToStream")
+	check.Must(err, "AddTagsToStream")
 	tags, err := k.ListTagsForStream(&kinesis.ListTagsForStreamInput{StreamName: aws.String(stream)})
-	must(err, "ListTagsForStream")
-	equal(len(tags.Tags), 1, "tags")
-	equal(aws.StringValue(tags.Tags[0].Key)+"="+aws.StringValue(tags.Tags[0].Value), "team=edge", "tag")
+	check.Must(err, "ListTagsForStream")
+	check.Equal(len(tags.Tags), 1, "tags")
+	check.Equal(aws.StringValue(tags.Tags[0].Key)+"="+aws.StringValue(tags.Tags[0].Value), "team=edge", "tag")
 
 	// Errors arrive with the codes the SDK's constants name. The SDK checks
 	// only lower bounds itself: 501 records are the server's to refuse.
 	_, err = k.DescribeStreamSummary(&kinesis.DescribeStreamSummaryInput{StreamName: aws.String("no-such-stream")})
-	equal(errorCode(err), kinesis.ErrCodeResourceNotFoundException, "a missing stream")
+	check.Equal(errorCode(err), kinesis.ErrCodeResourceNotFoundException, "a missing stream")
 	tooMany := make([]*kinesis.PutRecordsRequestEntry, 501)
 	for i := range tooMany {
 		tooMany[i] = &kinesis.PutRecordsRequestEntry{PartitionKey: aws.String("k"), Data: []byte("x")}
 	}
 	_, err = k.PutRecords(&kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: tooMany})
-	equal(errorCode(err), "ValidationException", "501 records")
+	check.Equal(errorCode(err), "ValidationException", "501 records")
 	if !strings.Contains(err.Error(), "500") {
-		fail("the validation message does not name the limit: %v", err)
+		check.Fail("the validation message does not name the limit: %v", err)
 	}
 	_, err = client(key, "not-the-secret").ListShards(&kinesis.ListShardsInput{StreamName: aws.String(stream)})
-	equal(errorCode(err), "InvalidSignatureException", "a wrong secret")
+	check.Equal(errorCode(err), "InvalidSignatureException", "a wrong secret")
 	_, err = client("nobody", "x").ListShards(&kinesis.ListShardsInput{StreamName: aws.String(stream)})
-	equal(errorCode(err), "UnrecognizedClientException", "an unknown key")
+	check.Equal(errorCode(err), "UnrecognizedClientException", "an unknown key")
 
 	// Enhanced fan-out: SubscribeToShard, read as the SDK's event stream.
 	registered, err := k.RegisterStreamConsumer(&kinesis.RegisterStreamConsumerInput{
 		StreamARN: streamARN, ConsumerName: aws.String("go"),
 	})
-	must(err, "RegisterStreamConsumer")
+	check.Must(err, "RegisterStreamConsumer")
 	consumerARN := registered.Consumer.ConsumerARN
 	for attempt := 0; ; attempt++ {
 		consumer, err := k.DescribeStreamConsumer(&kinesis.DescribeStreamConsumerInput{ConsumerARN: consumerARN})
-		must(err, "DescribeStreamConsumer")
+		check.Must(err, "DescribeStreamConsumer")
 		if aws.StringValue(consumer.ConsumerDescription.ConsumerStatus) == kinesis.ConsumerStatusActive {
 			break
 		}
 		if attempt == 100 {
-			fail("the consumer did not become active")
+			check.Fail("the consumer did not become active")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var subscribed []string
+	var subscribed [][]byte
 	for _, shardID := range shardIDs {
 		subscription, err := k.SubscribeToShard(&kinesis.SubscribeToShardInput{
 			ConsumerARN: consumerARN, ShardId: aws.String(shardID),
 			StartingPosition: &kinesis.StartingPosition{Type: aws.String(kinesis.ShardIteratorTypeTrimHorizon)},
 		})
-		must(err, "SubscribeToShard")
+		check.Must(err, "SubscribeToShard")
 		deadline := time.After(20 * time.Second)
 	events:
 		for {
 			select {
 			case event, open := <-subscription.GetStream().Events():
 				if !open {
-					must(subscription.GetStream().Err(), "the event stream")
-					fail("the event stream of %s ended early", shardID)
+					check.Must(subscription.GetStream().Err(), "the event stream")
+					check.Fail("the event stream of %s ended early", shardID)
 				}
 				update, ok := event.(*kinesis.SubscribeToShardEvent)
 				if !ok {
 					continue
 				}
 				for _, record := range update.Records {
-					subscribed = append(subscribed, hex.EncodeToString(record.Data))
+					subscribed = append(subscribed, record.Data)
 				}
 				if aws.Int64Value(update.MillisBehindLatest) == 0 {
 					break events
 				}
 			case <-deadline:
-				fail("no caught-up event from %s within 20 s", shardID)
+				check.Fail("no caught-up event from %s within 20 s", shardID)
 			}
 		}
-		must(subscription.GetStream().Close(), "closing the event stream")
+		check.Must(subscription.GetStream().Close(), "closing the event stream")
 	}
-	sort.Strings(subscribed)
-	equal(subscribed, sent, "records subscribed")
+	check.Equal(check.Hex(subscribed), sent, "records subscribed")
 
 	_, err = k.DeleteStream(&kinesis.DeleteStreamInput{StreamName: aws.String(stream), EnforceConsumerDeletion: aws.Bool(true)})
-	must(err, "DeleteStream")
+	check.Must(err, "DeleteStream")
 	fmt.Printf("ok: %d records put, read and subscribed through the AWS SDK for Go\n", len(read))
 }
