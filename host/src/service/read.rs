@@ -109,12 +109,12 @@ impl Subscription {
         }
     }
 
-    /// The next batch of records; waits while there are none.
     /// The stream this subscription reads.
     pub fn stream(&self) -> &str {
         &self.shard.stream_name
     }
 
+    /// The next batch of records; waits while there are none.
     pub async fn next_batch(&mut self) -> Result<RecordBatch, RequestError> {
         loop {
             // Mark the current tip seen before reading, so a commit racing
