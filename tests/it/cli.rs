@@ -27,6 +27,13 @@ fn weir(data: &Path, server: &ServerProcess, args: &[&str]) -> (bool, String, St
     })
 }
 
+/// A verb against the server that must succeed; its output.
+fn weir_ok(data: &Path, server: &ServerProcess, args: &[&str]) -> String {
+    let (ok, out, err) = weir(data, server, args);
+    assert!(ok, "weir {args:?} failed: {err}");
+    out
+}
+
 /// A verb that needs no server.
 fn weir_local(args: &[&str]) -> (bool, String, String) {
     run(args, |_| {})
@@ -136,15 +143,13 @@ fn tail_follows_every_shard_and_stops_on_interrupt() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path();
     let server = ServerProcess::spawn(data, &[]);
-    let (ok, _, err) = weir(
+    weir_ok(
         data,
         &server,
         &["stream", "create", "clicks", "--shards", "4"],
     );
-    assert!(ok, "{err}");
     let put = |key: &str, value: &str| {
-        let (ok, _, err) = weir(data, &server, &["put", "clicks", value, "--key", key]);
-        assert!(ok, "{err}");
+        weir_ok(data, &server, &["put", "clicks", value, "--key", key]);
     };
     let keys: Vec<String> = (0..12).map(|i| format!("user-{i}")).collect();
     for key in &keys {
@@ -418,16 +423,14 @@ fn status_shows_streams_and_processors_and_speaks_json() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path();
     let server = ServerProcess::spawn(data, &[]);
-    let (ok, _, err) = weir(
+    weir_ok(
         data,
         &server,
         &["stream", "create", "clicks", "--shards", "2"],
     );
-    assert!(ok, "{err}");
-    let (ok, _, err) = weir(data, &server, &["put", "clicks", "--key", "u1", "hello"]);
-    assert!(ok, "{err}");
+    weir_ok(data, &server, &["put", "clicks", "--key", "u1", "hello"]);
     let filter = crate::support::plugin_dir().join("json_filter.wasm");
-    let (ok, _, err) = weir(
+    weir_ok(
         data,
         &server,
         &[
@@ -438,8 +441,7 @@ fn status_shows_streams_and_processors_and_speaks_json() {
             "jf",
         ],
     );
-    assert!(ok, "{err}");
-    let (ok, _, err) = weir(
+    weir_ok(
         data,
         &server,
         &[
@@ -456,8 +458,7 @@ fn status_shows_streams_and_processors_and_speaks_json() {
             "op=exists",
         ],
     );
-    assert!(ok, "{err}");
-    let (ok, out, err) = weir(
+    let out = weir_ok(
         data,
         &server,
         &[
@@ -470,18 +471,15 @@ fn status_shows_streams_and_processors_and_speaks_json() {
             "2MiB",
         ],
     );
-    assert!(ok, "{err}");
     assert!(
         out.contains("fuel 5000000/s") && out.contains("state 2.0 MiB; on error: halt"),
         "{out}"
     );
 
-    let (ok, out, err) = weir(data, &server, &["status"]);
-    assert!(ok, "{err}");
+    let out = weir_ok(data, &server, &["status"]);
     assert!(out.contains("clicks") && out.contains("p.out"), "{out}");
     assert!(out.contains("jf") && out.contains("storage"), "{out}");
-    let (ok, out, err) = weir(data, &server, &["status", "--json"]);
-    assert!(ok, "{err}");
+    let out = weir_ok(data, &server, &["status", "--json"]);
     assert!(
         out.trim_start().starts_with('{')
             && out.contains("\"streams\"")
@@ -637,10 +635,9 @@ fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path();
     let server = ServerProcess::spawn(data, &[]);
-    let (ok, _, err) = weir(data, &server, &["stream", "create", "clicks"]);
-    assert!(ok, "{err}");
+    weir_ok(data, &server, &["stream", "create", "clicks"]);
 
-    let (ok, out, err) = weir(
+    let out = weir_ok(
         data,
         &server,
         &[
@@ -654,7 +651,6 @@ fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
             "clicks",
         ],
     );
-    assert!(ok, "{err}");
     let secret = out.lines().last().expect("secret line").to_owned();
     assert!(secret.starts_with("weir_"), "{out}");
     assert!(out.contains("shown only now"), "{out}");
@@ -676,8 +672,7 @@ fn token_verbs_create_list_and_revoke_and_the_cli_uses_them() {
     assert!(out.contains("sensor") && out.contains("produce") && out.contains("clicks"));
     assert!(!out.contains(&secret), "list never shows secrets");
 
-    let (ok, _, err) = weir(data, &server, &["token", "delete", "sensor"]);
-    assert!(ok, "{err}");
+    weir_ok(data, &server, &["token", "delete", "sensor"]);
     let (ok, _, err) = as_sensor(&["put", "clicks", "again", "--key", "k"]);
     assert!(!ok && err.contains("refused the token"), "{err}");
     assert!(
@@ -706,14 +701,12 @@ fn verbs_that_read_print_json_for_scripts() {
         assert!(ok, "{args:?}: {err}");
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
     };
-    let (ok, _, err) = weir(
+    weir_ok(
         data,
         &server,
         &["stream", "create", "clicks", "--shards", "1"],
     );
-    assert!(ok, "{err}");
-    let (ok, _, err) = weir(data, &server, &["put", "clicks", "hello", "--key", "k"]);
-    assert!(ok, "{err}");
+    weir_ok(data, &server, &["put", "clicks", "hello", "--key", "k"]);
 
     assert_eq!(json(&["stream", "list"]), serde_json::json!(["clicks"]));
     let described = json(&["stream", "describe", "clicks"]);
