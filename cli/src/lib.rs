@@ -193,6 +193,33 @@ pub(crate) fn unexpected(answer: &weir_client::admin::AdminResponse) -> anyhow::
     )
 }
 
+/// A verb that lists things: how to print them, where to connect.
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// A verb that shows one named thing.
+#[derive(Args)]
+pub struct DescribeArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// A verb on one named thing that prints no data.
+#[derive(Args)]
+pub struct NameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
 /// How a verb that reads data prints it.
 #[derive(Args, Clone, Copy, Default)]
 pub struct OutputArgs {

@@ -9,7 +9,7 @@ use weir_client::admin::{
     ProcessorSettings, StartPosition,
 };
 
-use super::{ConnectArgs, OutputArgs, show};
+use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, show};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -22,27 +22,12 @@ pub enum PluginCommand {
         connect: ConnectArgs,
     },
     /// List plugins.
-    List {
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    List(ListArgs),
     /// Show a plugin: hash, size, WIT version, processors using it.
-    Describe {
-        name: String,
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Describe(DescribeArgs),
     /// Delete a plugin (refused while a processor uses it).
     #[command(visible_alias = "rm")]
-    Delete {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Delete(NameArgs),
     /// Scaffold a plugin crate that builds for wasm32-wasip2, with a test.
     New(super::plugin_local::NewArgs),
     /// Run a component over a file of records locally, under the server's
@@ -55,42 +40,19 @@ pub enum ProcessorCommand {
     /// Attach a plugin to a stream.
     Create(CreateArgs),
     /// List processors.
-    List {
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    List(ListArgs),
     /// Per shard: cursor, lag, records in/out, fuel, state size, errors.
-    Describe {
-        name: String,
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Describe(DescribeArgs),
     /// Stop a processor's workers (its cursors stay).
-    Pause {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Pause(NameArgs),
     /// Change a processor's limits; it keeps its cursors and state, and its
     /// workers restart with the new limits (a halted shard too).
     Update(UpdateArgs),
     /// Restart a paused or halted processor from its cursors.
-    Resume {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Resume(NameArgs),
     /// Delete a processor, its cursors and state (its output stream stays).
     #[command(visible_alias = "rm")]
-    Delete {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Delete(NameArgs),
 }
 
 #[derive(Args)]
@@ -296,7 +258,7 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                 .await?;
             print_plugin(&info);
         }
-        PluginCommand::List { output, connect } => match connect
+        PluginCommand::List(ListArgs { output, connect }) => match connect
             .connect()
             .await?
             .admin(AdminRequest::ListPlugins)
@@ -309,11 +271,11 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             }
             other => return Err(super::unexpected(&other)),
         },
-        PluginCommand::Describe {
+        PluginCommand::Describe(DescribeArgs {
             name,
             output,
             connect,
-        } => {
+        }) => {
             match connect
                 .connect()
                 .await?
@@ -332,7 +294,7 @@ pub async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Test(args) => {
             tokio::task::spawn_blocking(move || super::plugin_local::test(args)).await??
         }
-        PluginCommand::Delete { name, connect } => {
+        PluginCommand::Delete(NameArgs { name, connect }) => {
             connect
                 .connect()
                 .await?
@@ -374,22 +336,22 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
                 args.connect,
             )
         }
-        ProcessorCommand::List {
+        ProcessorCommand::List(ListArgs {
             output: asked,
             connect,
-        } => {
+        }) => {
             output = asked;
             (AdminRequest::ListProcessors, connect)
         }
-        ProcessorCommand::Describe {
+        ProcessorCommand::Describe(DescribeArgs {
             name,
             output: asked,
             connect,
-        } => {
+        }) => {
             output = asked;
             (AdminRequest::DescribeProcessor { name }, connect)
         }
-        ProcessorCommand::Pause { name, connect } => {
+        ProcessorCommand::Pause(NameArgs { name, connect }) => {
             (AdminRequest::PauseProcessor { name }, connect)
         }
         ProcessorCommand::Update(args) => (
@@ -399,10 +361,10 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
             },
             args.connect,
         ),
-        ProcessorCommand::Resume { name, connect } => {
+        ProcessorCommand::Resume(NameArgs { name, connect }) => {
             (AdminRequest::ResumeProcessor { name }, connect)
         }
-        ProcessorCommand::Delete { name, connect } => {
+        ProcessorCommand::Delete(NameArgs { name, connect }) => {
             (AdminRequest::DeleteProcessor { name }, connect)
         }
     };

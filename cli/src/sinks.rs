@@ -3,47 +3,24 @@
 use clap::{Args, Subcommand};
 use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings, StartPosition};
 
-use super::{ConnectArgs, OutputArgs, show};
+use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, show};
 
 #[derive(Subcommand)]
 pub enum SinkCommand {
     /// Forward a stream to another engine, in order, resuming by itself.
     Create(CreateArgs),
     /// List sinks.
-    List {
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    List(ListArgs),
     /// Per shard: state, cursor, lag (records, bytes, age), last ack, last error.
-    Describe {
-        name: String,
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Describe(DescribeArgs),
     /// Stop forwarding (the cursors stay; records wait in Weir).
-    Pause {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Pause(NameArgs),
     /// Forward again from the cursors (also: retry now instead of after
     /// the current backoff).
-    Resume {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Resume(NameArgs),
     /// Delete a sink and its cursors (what it forwarded stays upstream).
     #[command(visible_alias = "rm")]
-    Delete {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Delete(NameArgs),
 }
 
 #[derive(Args)]
@@ -118,24 +95,30 @@ pub async fn run(command: SinkCommand) -> anyhow::Result<()> {
             };
             (AdminRequest::CreateSink(Box::new(settings)), args.connect)
         }
-        SinkCommand::List {
+        SinkCommand::List(ListArgs {
             output: asked,
             connect,
-        } => {
+        }) => {
             output = asked;
             (AdminRequest::ListSinks, connect)
         }
-        SinkCommand::Describe {
+        SinkCommand::Describe(DescribeArgs {
             name,
             output: asked,
             connect,
-        } => {
+        }) => {
             output = asked;
             (AdminRequest::DescribeSink { name }, connect)
         }
-        SinkCommand::Pause { name, connect } => (AdminRequest::PauseSink { name }, connect),
-        SinkCommand::Resume { name, connect } => (AdminRequest::ResumeSink { name }, connect),
-        SinkCommand::Delete { name, connect } => (AdminRequest::DeleteSink { name }, connect),
+        SinkCommand::Pause(NameArgs { name, connect }) => {
+            (AdminRequest::PauseSink { name }, connect)
+        }
+        SinkCommand::Resume(NameArgs { name, connect }) => {
+            (AdminRequest::ResumeSink { name }, connect)
+        }
+        SinkCommand::Delete(NameArgs { name, connect }) => {
+            (AdminRequest::DeleteSink { name }, connect)
+        }
     };
     match connect.connect().await?.admin(request).await? {
         AdminResponse::Sink(info) => {

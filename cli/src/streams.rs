@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use weir_client::{Client, Position, ProducerConfig, Record, Retention, ShardBatch};
 
-use super::{ConnectArgs, OutputArgs, parse, show};
+use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, parse, show};
 
 #[derive(Subcommand)]
 pub enum StreamCommand {
@@ -27,27 +27,12 @@ pub enum StreamCommand {
         connect: ConnectArgs,
     },
     /// List streams.
-    List {
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    List(ListArgs),
     /// Show a stream's shards: hash-key ranges, sequence numbers, sizes.
-    Describe {
-        name: String,
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Describe(DescribeArgs),
     /// Delete a stream and all its records.
     #[command(visible_alias = "rm")]
-    Delete {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Delete(NameArgs),
 }
 
 #[derive(Args)]
@@ -113,17 +98,17 @@ pub async fn stream(command: StreamCommand) -> anyhow::Result<()> {
             client.create_stream(&name, shards, retention).await?;
             println!("created stream {name} with {shards} shard(s)");
         }
-        StreamCommand::List { output, connect } => {
+        StreamCommand::List(ListArgs { output, connect }) => {
             let names = connect.connect().await?.list_streams().await?;
             if !output.json(&names)? {
                 names.iter().for_each(|name| println!("{name}"));
             }
         }
-        StreamCommand::Describe {
+        StreamCommand::Describe(DescribeArgs {
             name,
             output,
             connect,
-        } => {
+        }) => {
             let description = connect.connect().await?.describe_stream(&name).await?;
             if output.json(&description)? {
                 return Ok(());
@@ -169,7 +154,7 @@ pub async fn stream(command: StreamCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        StreamCommand::Delete { name, connect } => {
+        StreamCommand::Delete(NameArgs { name, connect }) => {
             connect.connect().await?.delete_stream(&name).await?;
             println!("deleted stream {name}");
         }

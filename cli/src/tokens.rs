@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use weir_client::admin::{AdminRequest, AdminResponse, Role, TokenInfo};
 
-use super::{ConnectArgs, OutputArgs};
+use super::{ConnectArgs, ListArgs, NameArgs};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -21,12 +21,7 @@ pub enum TokenCommand {
         connect: ConnectArgs,
     },
     /// List tokens: names, roles, streams (never secrets).
-    List {
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    List(ListArgs),
     /// Print the AWS credentials (SigV4) of a token for the Kinesis API:
     /// the access key id is the token's name. Computed here from the
     /// secret; nothing is sent to the server.
@@ -43,11 +38,7 @@ pub enum TokenCommand {
     },
     /// Delete (revoke) a token: connections using it fail their next request.
     #[command(visible_aliases = ["revoke", "rm"])]
-    Delete {
-        name: String,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Delete(NameArgs),
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -105,7 +96,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 other => return Err(super::unexpected(&other)),
             }
         }
-        TokenCommand::List { output, connect } => {
+        TokenCommand::List(ListArgs { output, connect }) => {
             match connect
                 .connect()
                 .await?
@@ -147,7 +138,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 weir::auth::sigv4_secret(&secret)
             );
         }
-        TokenCommand::Delete { name, connect } => {
+        TokenCommand::Delete(NameArgs { name, connect }) => {
             connect
                 .connect()
                 .await?
