@@ -1,8 +1,8 @@
 //! What both ends of a connection do on their own machine, shared by the
 //! server and the client (feature `io`; the guest SDK, which links this
 //! crate into Wasm plugins, leaves it off): the UDP socket QUIC runs on,
-//! the cipher suites it prefers, and capped reads of the small files a connection needs (CA
-//! certificates, token secrets).
+//! the cipher suites it prefers, and capped reads of the small files a
+//! connection needs (CA certificates, token secrets).
 
 use std::net::SocketAddr;
 

@@ -378,11 +378,8 @@ impl ShardPublisher {
                 continue;
             };
             while batch.progress.window_full() {
-                match batch.next_reply(timeout).await? {
-                    FastEvent::Acked(Some(sequence)) => acked = Some(sequence),
-                    FastEvent::Acked(None) => {}
-                    FastEvent::Ended { .. } => return Err(batch.progress.ended_early()),
-                }
+                let event = batch.next_reply(timeout).await?;
+                batch.progress.mid_batch(event, &mut acked)?;
             }
             let batch_sequence = batch.progress.sent(record.sequence);
             client
@@ -398,11 +395,8 @@ impl ShardPublisher {
         if let Some(batch) = self.fast.as_mut() {
             // Take the acks already here, without waiting for more.
             while let Some(Some(message)) = batch.replies.next().now_or_never() {
-                match batch.handle(&message)? {
-                    FastEvent::Acked(Some(sequence)) => acked = Some(sequence),
-                    FastEvent::Acked(None) => {}
-                    FastEvent::Ended { .. } => return Err(batch.progress.ended_early()),
-                }
+                let event = batch.handle(&message)?;
+                batch.progress.mid_batch(event, &mut acked)?;
             }
         }
         Ok(acked)
@@ -736,6 +730,18 @@ impl FastProgress {
         last
     }
 
+    /// Takes a reply that came while the batch is still being sent: an
+    /// ack moves `acked`; JetStream ending the batch now is a failure.
+    fn mid_batch(&self, event: FastEvent, acked: &mut Option<u64>) -> Result<(), UpstreamError> {
+        match event {
+            FastEvent::Acked(sequence) => {
+                *acked = sequence.or(*acked);
+                Ok(())
+            }
+            FastEvent::Ended { .. } => Err(self.ended_early()),
+        }
+    }
+
     fn all_acknowledged(&self) -> bool {
         self.acked == self.sent
     }
@@ -805,6 +811,27 @@ mod tests {
         let event = progress.on_reply(br#"{"type":"ack","seq":2,"msgs":2}"#);
         assert_eq!(event.ok(), Some(FastEvent::Acked(None)));
         assert_eq!(progress.acked, 3);
+
+        // While sending: an ack without news keeps what the last one said;
+        // the batch ending before it was all sent is a failure.
+        let mut acked = None;
+        let moved = FastEvent::Acked(Some(102));
+        progress.mid_batch(moved, &mut acked).expect("an ack");
+        progress
+            .mid_batch(FastEvent::Acked(None), &mut acked)
+            .expect("an ack");
+        assert_eq!(acked, Some(102));
+        let ended = FastEvent::Ended {
+            stream_sequence: 9,
+            last: Some(102),
+        };
+        let error = progress
+            .mid_batch(ended, &mut acked)
+            .expect_err("ended early");
+        assert!(
+            error.to_string().contains("after 3 of its 5 messages"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -424,6 +424,21 @@ mod tests {
     fn corrupt_values_are_errors() {
         assert!(StreamMeta::decode(&[1, 2, 3]).is_err());
         assert!(DedupWindow::decode(&[1, 0, 0]).is_err());
+        let key = segment_chunks_key(7, 12);
+        assert!(decode_segment_chunks(key.as_bytes(), &[1, 0, 0]).is_err());
+        assert!(decode_segment_chunks(key.as_bytes(), &[9; 9]).is_err());
+        let count = encode_chunk_count(3);
+        assert!(decode_segment_chunks(b"segment/7/twelve", &count).is_err());
+    }
+
+    #[test]
+    fn segment_chunk_counts_round_trip_and_sort_by_segment() {
+        let key = segment_chunks_key(7, 12);
+        assert!(key.starts_with(&segment_chunks_prefix(7)));
+        let decoded = decode_segment_chunks(key.as_bytes(), &encode_chunk_count(3));
+        assert_eq!(decoded.expect("valid"), (12, 3));
+        // Zero-padded, so a prefix scan yields a stream's segments in order.
+        assert!(segment_chunks_key(7, 9) < segment_chunks_key(7, 10));
     }
 
     #[test]
