@@ -72,6 +72,8 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
         rate: 0,
         no_baseline: true,
         churn: false,
+        // Throughput beside the HTTP path, which is not warmed up either.
+        warmup_batches: 0,
     };
     let quic_server = embedded_with(args.durability, args.batch, args.size, |_| {}).await?;
     quic_server

@@ -100,6 +100,12 @@ pub struct ProduceArgs {
     /// every 100 ms), and print the ack p99 ratio.
     #[arg(long)]
     pub(super) churn: bool,
+    /// Batches each connection sends, unmeasured, before the measured
+    /// phase: a fresh QUIC connection's first megabytes wait for its
+    /// congestion window to open (slow start), which is not the steady
+    /// state an ack p99 should describe.
+    #[arg(long, default_value_t = 20)]
+    pub(super) warmup_batches: usize,
 }
 
 #[derive(Args, Clone)]
@@ -131,8 +137,14 @@ impl ProduceArgs {
             String::new()
         };
         format!(
-            "{} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards{paced}",
-            self.records, self.size, self.batch, self.producers, self.in_flight, self.shards,
+            "{} records of {} B, batches of {}, {} producer(s) x {} in flight, {} shards{paced}, after {} warm-up batches per connection",
+            self.records,
+            self.size,
+            self.batch,
+            self.producers,
+            self.in_flight,
+            self.shards,
+            self.warmup_batches,
         )
     }
 }
@@ -577,6 +589,7 @@ pub(super) async fn produce_quic(
     batches: Vec<Vec<PutRecord>>,
     args: &ProduceArgs,
 ) -> anyhow::Result<Measured> {
+    warm_up(clients, stream, &batches, args).await?;
     let bar = progress_bar(args.records, "quic");
     let batch_count = batches.len();
     let queue = Arc::new(std::sync::Mutex::new(batches.into_iter().enumerate()));
@@ -634,6 +647,41 @@ pub(super) async fn produce_quic(
         elapsed,
         latencies_us,
     })
+}
+
+/// Sends `args.warmup_batches` of `batches` on each connection, unstamped
+/// (so the measured phase's producer stamps start fresh), `args.in_flight`
+/// at a time, and waits for their acks.
+async fn warm_up(
+    clients: &[Client],
+    stream: &str,
+    batches: &[Vec<PutRecord>],
+    args: &ProduceArgs,
+) -> anyhow::Result<()> {
+    let mut sends = tokio::task::JoinSet::new();
+    for client in clients {
+        for lane in 0..args.in_flight {
+            let warmup: Vec<Vec<PutRecord>> = batches
+                .iter()
+                .cycle()
+                .skip(lane)
+                .step_by(args.in_flight)
+                .take(args.warmup_batches.div_ceil(args.in_flight))
+                .cloned()
+                .collect();
+            let (client, stream) = (client.clone(), stream.to_owned());
+            sends.spawn(async move {
+                for records in warmup {
+                    client.put_records(&stream, None, records).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.context("warm-up task")??;
+    }
+    Ok(())
 }
 
 async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
