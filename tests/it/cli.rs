@@ -886,7 +886,10 @@ fn bench_produce_measures_a_running_server_from_its_own_process() {
     );
     assert!(ok, "bench failed: {err}");
     assert!(out.contains(&format!("--server {}", server.addr)), "{out}");
-    assert!(out.contains("after 20 warm-up batches per connection"), "{out}");
+    assert!(
+        out.contains("after 20 warm-up batches per connection"),
+        "{out}"
+    );
     let quic = out
         .lines()
         .find(|line| line.starts_with("quic"))
