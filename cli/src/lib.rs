@@ -5,6 +5,7 @@ pub mod demo;
 mod memory;
 mod parse;
 mod plugin_local;
+mod plugin_sdk;
 mod plugins;
 mod serve;
 mod show;

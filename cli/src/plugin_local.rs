@@ -258,6 +258,11 @@ pub struct NewArgs {
     /// Where the weir-plugin SDK is (default: this Weir's source tree).
     #[arg(long)]
     sdk: Option<PathBuf>,
+    /// Copy the SDK this weir was built with into the crate (weir-sdk/),
+    /// so it builds without a Weir source tree; the default when this
+    /// weir's source tree is gone.
+    #[arg(long, conflicts_with = "sdk")]
+    vendored_sdk: bool,
 }
 
 const CARGO_TOML: &str = r#"[package]
@@ -442,14 +447,18 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
         bail!("{} already exists", dir.display());
     }
     let sdk = match args.sdk {
-        Some(sdk) => sdk,
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+        Some(sdk) => Some(
+            sdk.canonicalize()
+                .with_context(|| format!("no weir-plugin SDK at {} (--sdk)", sdk.display()))?,
+        ),
+        // This weir's source tree, unless it has moved or gone.
+        None if !args.vendored_sdk => Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
-            .join("guest-sdk"),
+            .join("guest-sdk")
+            .canonicalize()
+            .ok(),
+        None => None,
     };
-    let sdk = sdk
-        .canonicalize()
-        .with_context(|| format!("no weir-plugin SDK at {} (pass --sdk DIR)", sdk.display()))?;
     // `weir plugin new plugins/my-filter` makes the crate `my-filter`.
     let name = dir
         .file_name()
@@ -466,11 +475,18 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
             )
         })?;
     std::fs::create_dir_all(dir.join("src"))?;
+    let sdk = match sdk {
+        Some(sdk) => sdk.display().to_string(),
+        None => {
+            super::plugin_sdk::write_vendored(dir)?;
+            format!("{}/guest-sdk", super::plugin_sdk::VENDORED_DIR)
+        }
+    };
     let lib = name.replace('-', "_");
     let manifest = CARGO_TOML
         .replace("{name}", name)
         .replace("{lib}", &lib)
-        .replace("{sdk}", &sdk.display().to_string());
+        .replace("{sdk}", &sdk);
     std::fs::write(dir.join("Cargo.toml"), manifest)?;
     let source = format!(
         "{}\n// The logic is plain Rust: test it natively with `cargo test --lib`.\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn logic() {{\n        {}\n    }}\n}}\n",
@@ -485,7 +501,7 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
     )?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
     println!(
-        "created {} ({} plugin)",
+        "created {} ({} plugin, weir-plugin SDK at {sdk})",
         dir.display(),
         kind_name(args.kind)
     );

@@ -755,13 +755,39 @@ fn demo_data_feeds_the_tour_pipeline() {
 /// `sample.jsonl` with `--key-field user`.
 #[test]
 fn the_documented_scaffold_flow_works() {
-    let examples = crate::support::plugin_dir();
     let dir = tempfile::tempdir().expect("temp dir");
-    let crate_dir = dir.path().join("my-plugin");
-    let (ok, _, err) = weir_local(&["plugin", "new", crate_dir.to_str().expect("path")]);
+    scaffold_builds_and_runs(dir.path(), "my-plugin", &[]);
+}
+
+/// The same with the SDK copied into the crate, as from a weir whose
+/// source tree is gone: the crate names nothing outside itself.
+#[test]
+fn a_scaffold_with_the_vendored_sdk_builds_on_its_own() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crate_dir = scaffold_builds_and_runs(dir.path(), "my-vendored-plugin", &["--vendored-sdk"]);
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("manifest");
+    assert!(
+        manifest.contains("weir-plugin = { path = \"weir-sdk/guest-sdk\" }"),
+        "{manifest}"
+    );
+    let sdk_manifest =
+        std::fs::read_to_string(crate_dir.join("weir-sdk/proto/Cargo.toml")).expect("manifest");
+    assert!(!sdk_manifest.contains("workspace"), "{sdk_manifest}");
+}
+
+/// Scaffolds `dir/name` with `extra` arguments to `plugin new`, builds it
+/// and runs its sample through `plugin test`; returns the crate's
+/// directory.
+fn scaffold_builds_and_runs(dir: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let examples = crate::support::plugin_dir();
+    let crate_dir = dir.join(name);
+    let mut args = vec!["plugin", "new", crate_dir.to_str().expect("path")];
+    args.extend(extra);
+    let (ok, _, err) = weir_local(&args);
     assert!(ok, "{err}");
-    // Reuse the example plugins' build of the SDK: same pinned versions,
-    // same target directory (examples is TARGET/wasm32-wasip2/release).
+    // Reuse the example plugins' build of the SDK's dependencies: same
+    // pinned versions, same target directory (examples is
+    // TARGET/wasm32-wasip2/release).
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     std::fs::copy(plugins.join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("lock");
     let target = examples
@@ -777,7 +803,7 @@ fn the_documented_scaffold_flow_works() {
         .status()
         .expect("run cargo");
     assert!(status.success(), "the scaffold builds");
-    let component = examples.join("my_plugin.wasm");
+    let component = examples.join(format!("{}.wasm", name.replace('-', "_")));
     let sample = crate_dir.join("sample.jsonl");
     let (ok, out, err) = weir_local(&[
         "plugin",
@@ -793,6 +819,7 @@ fn the_documented_scaffold_flow_works() {
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("out key=b"), "the purchase passes: {out}");
     assert!(!out.contains("out key=a"), "a view does not: {out}");
+    crate_dir
 }
 
 #[test]
