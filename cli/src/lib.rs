@@ -257,17 +257,14 @@ impl OutputArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("weir: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        // The server picks its runtime from its configuration.
+        Command::Serve(args) => serve::serve(args),
+        command => weir::server::runtime(1)
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(run(command))),
     };
-    match runtime.block_on(run(cli.command)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("weir: {}", describe_error(&error));
@@ -307,7 +304,7 @@ fn init_logging(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(_) => bail!("weir serve runs on a runtime of its own (see main)"),
         Command::Demo(args) => demo::run(args).await,
         Command::Stream(command) => streams::stream(command).await,
         Command::Put(args) => streams::put(args).await,

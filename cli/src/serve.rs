@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::{memory, parse};
@@ -43,8 +44,17 @@ pub struct ServeArgs {
     sync_interval_ms: Option<u64>,
 }
 
-/// Where the server is and which certificate to trust.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs the server on an async runtime of `server_threads` threads until
+/// SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = configure(args)?;
+    weir::server::runtime(config.server_threads())
+        .context("cannot start the server's async runtime")?
+        .block_on(run(config))
+}
+
+/// The configuration: the file's (or the defaults), then the flags.
+fn configure(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     let mut config = match &args.config {
         Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::default(),
@@ -71,6 +81,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(interval) = args.sync_interval_ms {
         config.storage.buffered_sync_interval_ms = interval;
     }
+    Ok(config)
+}
+
+/// Where the server is and which certificate to trust.
+async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let threads = config.server_threads();
     let data_dir = config.data_dir.clone();
     let durability = config.storage.durability;
     let server = Server::start(config).await?;
@@ -90,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen = %server.local_addr(),
         data = %data_dir.display(),
         ?durability,
+        threads,
         "weir serving (QUIC, TLS 1.3, ALPN weir/1)"
     );
     if server.auth_enabled() {

@@ -438,6 +438,10 @@ pub struct ServerConfig {
     /// generates a self-signed pair in `{data_dir}/tls/`.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Threads that run connections and requests (QUIC, the Kinesis and
+    /// admin HTTP listeners); 0 is one per core. Storage writes, plugins
+    /// and large encodes have threads of their own.
+    pub server_threads: usize,
     pub storage: StorageConfig,
     pub limits: Limits,
     pub processing: ProcessingConfig,
@@ -453,6 +457,14 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// `server_threads`, with 0 resolved to the cores this process may use.
+    pub fn server_threads(&self) -> usize {
+        match self.server_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        }
+    }
+
     /// Reads a TOML configuration file; settings it omits keep their defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -582,6 +594,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             tls_cert: None,
             tls_key: None,
+            server_threads: 0,
             storage: StorageConfig::default(),
             limits: Limits::default(),
             processing: ProcessingConfig::default(),
@@ -595,6 +608,16 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_threads_default_to_one_per_core() {
+        let config = ServerConfig::from_toml("").expect("defaults");
+        assert_eq!(config.server_threads, 0);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(config.server_threads(), cores);
+        let config = ServerConfig::from_toml("server_threads = 3").expect("three");
+        assert_eq!(config.server_threads(), 3);
+    }
 
     #[test]
     fn the_documented_default_file_is_the_default_and_covers_every_setting() {

@@ -263,7 +263,23 @@ impl Server {
     }
 }
 
-/// A server running on its own thread with its own single-threaded runtime,
+/// The async runtime a server runs on, with `threads` threads (see
+/// `server_threads`). One thread drives everything itself, without the
+/// hand-offs between threads that a multi-threaded runtime makes.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("weir-server")
+        .enable_all()
+        .build()
+}
+
+/// A server running on its own thread with its own runtime (`server_threads`),
 /// as `weir serve` runs it: for the benchmark and the demo, so the client
 /// side of the same process does not share the server's thread.
 pub struct ServerThread {
@@ -279,16 +295,14 @@ impl ServerThread {
     pub fn start(config: ServerConfig) -> Result<Self, ServerError> {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let threads = config.server_threads();
         let thread = std::thread::Builder::new()
             .name("weir-server".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|source| StorageError::Thread {
-                        what: "server thread's async runtime",
-                        source,
-                    })?;
+                let runtime = runtime(threads).map_err(|source| StorageError::Thread {
+                    what: "server thread's async runtime",
+                    source,
+                })?;
                 runtime.block_on(async move {
                     let server = match Server::start(config).await {
                         Ok(server) => server,

@@ -74,6 +74,7 @@ pub async fn run(args: KinesisArgs) -> anyhow::Result<()> {
         churn: false,
         // Throughput beside the HTTP path, which is not warmed up either.
         warmup_batches: 0,
+        server_threads: 0,
     };
     let quic_server = embedded_with(args.durability, args.batch, args.size, |_| {}).await?;
     quic_server

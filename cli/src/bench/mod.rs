@@ -106,6 +106,9 @@ pub struct ProduceArgs {
     /// state an ack p99 should describe.
     #[arg(long, default_value_t = 20)]
     pub(super) warmup_batches: usize,
+    /// The embedded server's `server_threads` (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub(super) server_threads: usize,
 }
 
 #[derive(Args, Clone)]
@@ -119,6 +122,9 @@ pub struct ConsumeArgs {
     /// Records per GetRecords call.
     #[arg(long, default_value_t = 10_000)]
     limit: u32,
+    /// The embedded server's `server_threads` (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    server_threads: usize,
 }
 
 impl ProduceArgs {
@@ -323,7 +329,10 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         Some(measured.records_per_sec())
     };
 
-    let embedded = embedded(args.durability, args.batch, args.size).await?;
+    let embedded = embedded_with(args.durability, args.batch, args.size, |config| {
+        config.server_threads = args.server_threads;
+    })
+    .await?;
     embedded
         .client
         .create_stream("bench", args.shards, Default::default())
@@ -361,6 +370,7 @@ async fn produce_beside_churn(
 ) -> anyhow::Result<Measured> {
     let embedded = embedded_with(args.durability, args.batch, args.size, |config| {
         config.admin_listen = "127.0.0.1:0".parse().ok();
+        config.server_threads = args.server_threads;
     })
     .await?;
     embedded
@@ -685,7 +695,10 @@ async fn warm_up(
 }
 
 async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let embedded = embedded(Durability::Buffered, 1000, args.size).await?;
+    let embedded = embedded_with(Durability::Buffered, 1000, args.size, |config| {
+        config.server_threads = args.server_threads;
+    })
+    .await?;
     let client = &embedded.client;
     client
         .create_stream("bench", args.shards, Default::default())
