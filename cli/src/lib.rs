@@ -257,6 +257,16 @@ impl OutputArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // The server and the live demo clean up when they stop, so a closed
+    // pipe must reach them as an error, not end them at once.
+    let cleans_up = match &cli.command {
+        Command::Serve(_) => true,
+        Command::Demo(args) => args.is_live(),
+        _ => false,
+    };
+    if !cleans_up {
+        end_quietly_when_the_reader_goes();
+    }
     let result = match cli.command {
         // The server picks its runtime from its configuration.
         Command::Serve(args) => serve::serve(args),
@@ -270,6 +280,21 @@ pub fn main() -> ExitCode {
             eprintln!("weir: {}", describe_error(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets a verb end quietly when whatever reads its output goes away
+/// (`weir tail clicks | head`), as other Unix tools do. Rust programs
+/// ignore SIGPIPE, so without this the next `println!` panics with
+/// "Broken pipe".
+fn end_quietly_when_the_reader_goes() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: `signal` only sets this process's disposition of SIGPIPE
+    // back to the default; it runs in `main` before any other thread
+    // exists, and no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

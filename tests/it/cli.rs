@@ -531,6 +531,46 @@ fn demo_runs_the_pipeline_and_stops_by_itself() {
     assert!(out.contains("Stopped."), "{out}");
 }
 
+/// `weir demo | head -3`: when its reader goes away the demo stops as if
+/// asked to, shuts its server down and removes its directory.
+#[test]
+fn demo_piped_into_a_reader_that_stops_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("TMPDIR");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .args(["demo", "--rate", "100"])
+        .env("WEIR_LOG", "warn")
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir demo");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let running = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("clicks/s"));
+    assert!(
+        running.is_some(),
+        "the demo printed its first line a second"
+    );
+    assert!(
+        std::fs::read_dir(&tmp).expect("list TMPDIR").count() > 0,
+        "the demo's data directory is in TMPDIR"
+    );
+    drop(lines);
+    let output = child.wait_with_output().expect("wait for the demo");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {err}", output.status);
+    assert!(!err.contains("panicked"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).expect("list TMPDIR").collect();
+    assert!(left.is_empty(), "the demo removed its directory: {left:?}");
+}
+
 /// The demo on a real terminal (a pseudo-terminal from util-linux's
 /// `script`): a screen redrawn in place on the alternate screen, keys read
 /// one by one (`b` bursts), and, stopped by SIGTERM, the terminal as it
@@ -748,6 +788,38 @@ fn demo_data_feeds_the_tour_pipeline() {
         lines.iter().any(|c| c["event"] == "purchase"),
         "some clicks are purchases, so `purchases` and `revenue` get records"
     );
+}
+
+/// A verb piped into a reader that stops early (`weir demo data | head`)
+/// ends the way other Unix tools do — by SIGPIPE, saying nothing — not
+/// with a "Broken pipe" error or a panic.
+#[test]
+fn a_verb_whose_reader_goes_away_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .args(["demo", "data", "--records", "100000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir demo data");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read a line");
+    assert!(first.contains("\"campaign\""), "{first}");
+    // The reader (and with it the pipe's only read end) is gone here.
+    let output = child.wait_with_output().expect("wait for weir");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(13),
+        "{:?}: {stderr}",
+        output.status
+    );
+    assert!(stderr.is_empty(), "nothing said on stderr: {stderr}");
 }
 
 /// The scaffold flow exactly as docs/PLUGINS.md gives it: `plugin new`,

@@ -41,6 +41,13 @@ pub struct DemoArgs {
     command: Option<DemoCommand>,
 }
 
+impl DemoArgs {
+    /// The running demo, not one of its helper verbs.
+    pub fn is_live(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
 #[derive(Subcommand)]
 enum DemoCommand {
     /// Write sample clicks as JSON lines to stdout (the records the demo
@@ -414,7 +421,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     lines.push(message.clone());
                     screen.draw(&lines);
                 }
-                None => println!("{}", snapshot.line(elapsed_ms / 1000, rate)),
+                // Piped into something that stopped reading: stop too.
+                None => {
+                    let line = snapshot.line(elapsed_ms / 1000, rate);
+                    if writeln!(std::io::stdout(), "{line}").is_err() {
+                        return;
+                    }
+                }
             }
         }
     };
@@ -444,10 +457,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     producer.flush().await?;
     let description = client.describe_stream("clicks").await?;
     let stored: u64 = description.shards.iter().map(|s| s.records).sum();
-    println!("\nStopped. {stored} clicks stored in 4 shards.");
+    // Not `println!`: stdout may be a pipe its reader closed, and the
+    // server below must still shut down and remove its directory.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "\nStopped. {stored} clicks stored in 4 shards.");
     if pipeline {
         let closed: usize = crate::streams::read_count(&client, "revenue").await;
-        println!("`revenue` holds {closed} per-campaign totals of closed windows.");
+        let _ = writeln!(
+            out,
+            "`revenue` holds {closed} per-campaign totals of closed windows."
+        );
     }
     if screen_was_shown {
         println!();
