@@ -280,7 +280,15 @@ impl Storage {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let _ = self.writer.try_send(Command::Stop);
+        // Waits for room: with the queue full (a burst of puts, the
+        // buffered-sync ticks) a Stop given up on left the writer waiting
+        // for commands, and the join below, forever. (Not `blocking_send`,
+        // which panics when called from within an async runtime.)
+        let mut stop = Command::Stop;
+        while let Err(mpsc::error::TrySendError::Full(command)) = self.writer.try_send(stop) {
+            stop = command;
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let handles =
             std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
         for handle in handles {
@@ -803,6 +811,48 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shutdown stops the writer even when its queue is full at that
+    /// moment (it gave up on the Stop, and then waited forever).
+    #[test]
+    fn shutdown_stops_the_writer_even_with_its_queue_full() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = StorageConfig {
+            writer_queue_commands_max: 1,
+            ..StorageConfig::default()
+        };
+        let storage = Storage::open(&dir.path().join("data"), config).expect("open");
+        storage
+            .create_stream("s", 1, Retention::default())
+            .expect("create");
+        let shard = storage.stream("s").expect("stream").shards[0].clone();
+        // Keep the writer busy with 64 MB while the one free place in
+        // its queue is taken.
+        let records = (0..4096)
+            .map(|i| AppendRecord {
+                partition_key: format!("key-{i}"),
+                data: Bytes::from(vec![b'x'; 16 << 10]),
+            })
+            .collect();
+        let (reply, _stored) = oneshot::channel();
+        let job = commands::AppendJob {
+            shard,
+            producer: None,
+            records,
+            reply,
+        };
+        assert!(storage.writer.try_send(Command::Append(job)).is_ok());
+        while storage.writer.capacity() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while storage.writer.try_send(Command::Sync).is_ok() {}
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(storage.shutdown().is_ok());
+        });
+        let stopped = done.recv_timeout(Duration::from_secs(30));
+        assert_eq!(stopped, Ok(true), "shutdown returned");
+    }
 
     /// The backlog from every position — chunk starts, inside chunks, the
     /// tip — equals what reading from there returns.
