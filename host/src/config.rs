@@ -456,6 +456,20 @@ impl Default for ServerConfig {
     }
 }
 
+/// Numeric settings for which 0 is a choice, not a mistake.
+const ZERO_MEANS_SOMETHING: &[&str] = &[
+    "server_threads",                   // one per core
+    "storage.block_cache_bytes",        // no block cache
+    "storage.disk_free_bytes_min",      // no reserve kept free
+    "limits.subscribers_per_shard_max", // subscriptions refused
+    "limits.buffer_wait_timeout_ms",    // refuse at once when buffers are full
+    "processing.plugins_max",           // no plugins on this box
+    "processing.processors_max",
+    "processing.plugin_log_lines_per_sec", // plugin log lines dropped
+    "kinesis.consumers_per_stream_max",    // no enhanced fan-out
+    "sinks.sinks_max",                     // no forwarding from this box
+];
+
 impl ServerConfig {
     /// `server_threads`, with 0 resolved to the cores this process may use.
     pub fn server_threads(&self) -> usize {
@@ -492,47 +506,10 @@ impl ServerConfig {
                 self.storage.journal_bytes_max
             ));
         }
-        let positive = [
-            (
-                "limits.connection_buffered_bytes_max",
-                self.limits.connection_buffered_bytes_max,
-            ),
-            (
-                "limits.server_buffered_bytes_max",
-                self.limits.server_buffered_bytes_max,
-            ),
-            (
-                "limits.connection_send_buffer_bytes_max",
-                self.limits.connection_send_buffer_bytes_max,
-            ),
-            ("limits.frame_bytes_max", self.limits.frame_bytes_max),
-            (
-                "limits.connections_per_address_max",
-                self.limits.connections_per_address_max,
-            ),
-            (
-                "kinesis.connections_per_address_max",
-                self.kinesis.connections_per_address_max,
-            ),
-            (
-                "limits.connections_unauthenticated_max",
-                self.limits.connections_unauthenticated_max,
-            ),
-            ("limits.handshakes_max", self.limits.handshakes_max),
-            ("limits.batch_records_max", self.limits.batch_records_max),
-            (
-                "sinks.sink_batch_records_max",
-                self.sinks.sink_batch_records_max as usize,
-            ),
-            (
-                "processing.processor_batch_records_max",
-                self.processing.processor_batch_records_max,
-            ),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
+        if let Some(name) = self.first_zero_setting() {
+            return Err(format!(
+                "{name} must be at least 1 (0 would stop what it limits from working)"
+            ));
         }
         let processing = &self.processing;
         let (limits, storage) = (&self.limits, &self.storage);
@@ -582,6 +559,28 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The first count, size or time setting that is 0 where 0 has no
+    /// meaning of its own: a queue of 0 commands, a 0 ms tick or timeout,
+    /// a page of 0 records make the server fail at start, spin, hang at
+    /// shutdown or refuse everything. Checked over every numeric setting,
+    /// so one added later is covered too.
+    fn first_zero_setting(&self) -> Option<String> {
+        fn walk(table: &toml::Table, prefix: &str) -> Option<String> {
+            table.iter().find_map(|(key, value)| {
+                let name = format!("{prefix}{key}");
+                match value {
+                    toml::Value::Table(inner) => walk(inner, &format!("{name}.")),
+                    toml::Value::Integer(0) if !ZERO_MEANS_SOMETHING.contains(&name.as_str()) => {
+                        Some(name)
+                    }
+                    _ => None,
+                }
+            })
+        }
+        let table = toml::Table::try_from(self).ok()?;
+        walk(&table, "")
     }
 
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -648,6 +647,29 @@ mod tests {
         let error =
             ServerConfig::from_toml("[limits]\nserver_buffered_bytes_max = 0\n").expect_err("zero");
         assert!(error.contains("server_buffered_bytes_max"), "{error}");
+        // Zero as a queue length, a tick or a page size: refused by name
+        // (it panicked at start, hung shutdown, or froze subscriptions).
+        for (section, key) in [
+            ("storage", "writer_queue_commands_max"),
+            ("storage", "buffered_sync_interval_ms"),
+            ("limits", "subscribe_batch_records_max"),
+            ("kinesis", "subscription_heartbeat_ms"),
+            ("sinks", "sink_request_timeout_ms"),
+        ] {
+            let error =
+                ServerConfig::from_toml(&format!("[{section}]\n{key} = 0\n")).expect_err("zero");
+            assert!(
+                error.contains(&format!("{section}.{key} must be at least 1")),
+                "{error}"
+            );
+        }
+        for setting in ZERO_MEANS_SOMETHING {
+            let text = match setting.split_once('.') {
+                Some((section, key)) => format!("[{section}]\n{key} = 0\n"),
+                None => format!("{setting} = 0\n"),
+            };
+            ServerConfig::from_toml(&text).unwrap_or_else(|e| panic!("{setting} = 0: {e}"));
+        }
         // Limits that contain one another stay in order.
         let error = ServerConfig::from_toml("[limits]\nrecord_bytes_max = 6000000\n")
             .expect_err("a record over a request");
