@@ -308,6 +308,45 @@ async fn a_sink_forwards_exactly_once_through_leader_loss_weir_crashes_and_clust
     }
 }
 
+/// A sink whose NATS server is not there says so: its shards back off
+/// with "not connected to NATS at ..." as their last error, not only the
+/// request time-out an unreachable server looks like to a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_sink_without_its_server_says_it_is_not_connected() {
+    let test = TestServer::start_with(|config| config.sinks.sink_request_timeout_ms = 300).await;
+    let client = &test.client;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create");
+    put_range(client, "clicks", 0..10).await;
+    // A port nothing listens on any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let to = format!("nats://127.0.0.1:{port}/up");
+    create_sink(client, sink_settings("lost", "clicks", to))
+        .await
+        .expect("create sink");
+    let says = format!("not connected to NATS at nats://127.0.0.1:{port}");
+    let explained = eventually(Duration::from_secs(20), || async {
+        describe_sink(client, "lost")
+            .await
+            .shards
+            .iter()
+            .all(|shard| {
+                shard.status == "backing off"
+                    && shard
+                        .last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains(&says))
+            })
+    })
+    .await;
+    assert!(explained, "{:?}", describe_sink(client, "lost").await);
+}
+
 /// Mutual TLS to NATS: a TLS-only nats-server (presenting the box's own
 /// certificate, which names 127.0.0.1) that requires client certificates
 /// signed by it. A sink trusting that certificate but presenting none

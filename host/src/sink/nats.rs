@@ -113,6 +113,18 @@ impl Shared {
             .await
             .cloned()
     }
+
+    /// `what` failed; when the client has no connection to NATS, says so
+    /// first: a request to an unreachable server only times out.
+    fn request_failed(&self, client: &Client, what: String) -> UpstreamError {
+        match client.connection_state() {
+            async_nats::connection::State::Connected => UpstreamError(what),
+            _ => UpstreamError(format!(
+                "not connected to NATS at {} (reconnecting in the background): {what}",
+                self.servers.join(", ")
+            )),
+        }
+    }
 }
 
 pub(in crate::sink) struct Connection {
@@ -280,15 +292,18 @@ impl ShardPublisher {
                     self.subject,
                     self.subject_wildcard()
                 )),
-                _ => UpstreamError(format!(
-                    "looking up the JetStream stream of {}: {error}",
-                    self.subject
-                )),
+                _ => self.shared.request_failed(
+                    &client,
+                    format!(
+                        "looking up the JetStream stream of {}: {error}",
+                        self.subject
+                    ),
+                ),
             })?;
-        let stream = context
-            .get_stream(&stream_name)
-            .await
-            .map_err(|error| UpstreamError(format!("reading stream {stream_name}: {error}")))?;
+        let stream = context.get_stream(&stream_name).await.map_err(|error| {
+            self.shared
+                .request_failed(&client, format!("reading stream {stream_name}: {error}"))
+        })?;
         let config = &stream.cached_info().config;
         let mode = if config.allow_batch_publish {
             Mode::Fast
