@@ -26,7 +26,7 @@ use self::terminal::Screen;
 use self::view::{ClosedWindows, Snapshot};
 use super::show;
 use weir::config::ServerConfig;
-use weir::server::Server;
+use weir::server::ServerThread;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -338,7 +338,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.listen = "127.0.0.1:0".parse()?;
     config.admin_listen = Some("127.0.0.1:0".parse()?);
     config.kinesis_listen = None;
-    let server = Server::start(config).await?;
+    // On its own threads (`server_threads`), as `weir serve` runs it, not
+    // on the thread that produces, draws and reads keys.
+    let server = tokio::task::spawn_blocking(move || ServerThread::start(config)).await??;
     let addr = server.local_addr();
     let client = Client::connect(crate::client_config(&server.access())).await?;
     client
@@ -473,7 +475,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         print_steps_by_hand();
     }
     client.close().await;
-    server.shutdown().await?;
+    tokio::task::spawn_blocking(move || server.shutdown()).await??;
     Ok(())
 }
 
