@@ -257,10 +257,11 @@ impl OutputArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    // The server and the live demo clean up when they stop, so a closed
-    // pipe must reach them as an error, not end them at once.
+    // The server, the live demo and the benchmarks (their data, gigabytes
+    // of it, is in a temporary directory) clean up when they stop, so a
+    // closed pipe must reach them as an error, not end them at once.
     let cleans_up = match &cli.command {
-        Command::Serve(_) => true,
+        Command::Serve(_) | Command::Bench(_) => true,
         Command::Demo(args) => args.is_live(),
         _ => false,
     };
