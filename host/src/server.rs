@@ -81,7 +81,12 @@ impl Server {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
             dir: dir.clone(),
-            source,
+            // "File exists" would not say which way it is wrong.
+            source: if source.kind() == std::io::ErrorKind::AlreadyExists {
+                std::io::Error::other("it exists and is not a directory (pick another --data)")
+            } else {
+                source
+            },
         })?;
         let identity = crate::tls::load_or_generate(
             &dir,

@@ -249,25 +249,78 @@ impl ClientIdentity {
 
 /// The private key of a PEM file.
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
-        path: path.to_owned(),
-        what: "private key",
-        reason: e.to_string(),
-    })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, "private key", e))
 }
 
 /// The certificates of a PEM file; at least one.
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_error = |reason: String| TlsError::Pem {
-        path: path.to_owned(),
-        what: "certificate",
-        reason,
-    };
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem_error(e.to_string()))?;
+        .map_err(|e| pem_error(path, "certificate", e))?;
     if certs.is_empty() {
-        return Err(pem_error("no CERTIFICATE block".into()));
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "certificate",
+            reason: "no CERTIFICATE block".into(),
+        });
     }
     Ok(certs)
+}
+
+/// "reading PATH: ..." when the file could not be read (a wrong path, no
+/// permission); otherwise what is wrong with its contents.
+fn pem_error(path: &Path, what: &'static str, error: rustls_pki_types::pem::Error) -> TlsError {
+    match error {
+        rustls_pki_types::pem::Error::Io(source) => TlsError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        other => TlsError::Pem {
+            path: path.to_owned(),
+            what,
+            reason: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that cannot be read is reported as such, not as a PEM file
+    /// with nothing usable in it; one that holds no PEM says that.
+    #[test]
+    fn unreadable_and_malformed_pem_files_are_told_apart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let load = |cert: &Path, key: &Path| {
+            load_or_generate(dir.path(), Some(cert), Some(key))
+                .err()
+                .expect("refused")
+        };
+        let missing = dir.path().join("missing.pem");
+        let error = load(&missing, &missing);
+        assert!(matches!(error, TlsError::Read { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("reading {}: ", missing.display())),
+            "{error}"
+        );
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not PEM").expect("write");
+        let error = load(&garbage, &garbage);
+        assert!(
+            error.to_string().contains("no CERTIFICATE block"),
+            "{error}"
+        );
+
+        // A good certificate and a missing key: the key's path is named.
+        let generated = load_or_generate(dir.path(), None, None).expect("generated");
+        let error = load(&generated.cert_path, &missing);
+        assert!(
+            matches!(error, TlsError::Read { ref path, .. } if *path == missing),
+            "{error}"
+        );
+    }
 }

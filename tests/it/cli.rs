@@ -237,6 +237,21 @@ fn a_second_server_on_a_data_directory_names_the_problem() {
 }
 
 #[test]
+fn a_data_directory_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("weir-data");
+    std::fs::write(&file, "not a directory").expect("write");
+    let mut args = crate::support::serve_args("127.0.0.1:0").to_vec();
+    args.extend(["--data", file.to_str().expect("path")]);
+    let (ok, _, err) = weir_local(&args);
+    assert!(!ok);
+    assert!(
+        err.contains("weir-data: it exists and is not a directory"),
+        "{err}"
+    );
+}
+
+#[test]
 fn no_server_is_reported_at_once_and_plainly() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A data directory with a certificate, and nothing listening.
