@@ -83,7 +83,9 @@ impl Server {
             dir: dir.clone(),
             // "File exists" would not say which way it is wrong.
             source: if source.kind() == std::io::ErrorKind::AlreadyExists {
-                std::io::Error::other("it exists and is not a directory (pick another --data)")
+                std::io::Error::other(
+                    "it exists and is not a directory (pick another data directory)",
+                )
             } else {
                 source
             },

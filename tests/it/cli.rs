@@ -814,6 +814,7 @@ fn a_verb_whose_reader_goes_away_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
 
+    const SIGPIPE: i32 = 13;
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
         .args(["demo", "data", "--records", "100000000"])
         .stdout(Stdio::piped())
@@ -830,7 +831,7 @@ fn a_verb_whose_reader_goes_away_ends_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.signal(),
-        Some(13),
+        Some(SIGPIPE),
         "{:?}: {stderr}",
         output.status
     );
