@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A DNS name or IP address remote clients reach this box by, for the
+    /// generated certificate (repeat for several; adds to tls_names).
+    #[arg(long = "tls-name", value_name = "NAME", conflicts_with = "tls_cert")]
+    tls_names: Vec<String>,
     /// When an ack is sent: after fsync, or after the journal write with a
     /// sync every --sync-interval-ms [default: fsync].
     #[arg(long, value_parser = parse::durability())]
@@ -75,6 +79,7 @@ fn configure(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         config.tls_cert = args.tls_cert;
         config.tls_key = args.tls_key;
     }
+    config.tls_names.extend(args.tls_names);
     if let Some(durability) = args.durability {
         config.storage.durability = durability;
     }
@@ -89,6 +94,7 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let threads = config.server_threads();
     let data_dir = config.data_dir.clone();
     let durability = config.storage.durability;
+    let cert_names = config.tls_names.clone();
     let server = Server::start(config).await?;
     memory::spawn_trimmer();
     // Tests and scripts read this line to find the port when --listen uses 0.
@@ -115,7 +121,13 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
             "clients authenticate with tokens; CLI verbs run here use the first admin token"
         );
     }
-    if server.generated_cert() {
+    if server.cert_newly_generated() {
+        tracing::info!(
+            cert = %server.cert_path().display(),
+            "made a self-signed certificate for localhost, 127.0.0.1, ::1{}; remote clients need a copy of it (pass --ca)",
+            cert_names.iter().map(|name| format!(", {name}")).collect::<String>(),
+        );
+    } else if server.generated_cert() {
         tracing::info!(
             cert = %server.cert_path().display(),
             "self-signed certificate; CLI verbs run here find it, remote clients pass --ca with a copy of it"

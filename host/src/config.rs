@@ -438,6 +438,10 @@ pub struct ServerConfig {
     /// generates a self-signed pair in `{data_dir}/tls/`.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// DNS names and IP addresses the generated certificate is valid for
+    /// besides localhost, 127.0.0.1 and ::1: the names remote clients
+    /// (the AWS SDKs over HTTPS) reach this box by.
+    pub tls_names: Vec<String>,
     /// Threads that run connections and requests (QUIC, the Kinesis and
     /// admin HTTP listeners); 0 is one per core. Storage writes, plugins
     /// and large encodes have threads of their own.
@@ -504,6 +508,15 @@ impl ServerConfig {
             return Err(format!(
                 "storage.journal_bytes_max must be at least {journal_min} (64 MiB, the storage engine's minimum), not {}",
                 self.storage.journal_bytes_max
+            ));
+        }
+        if let Some(name) = self
+            .tls_names
+            .iter()
+            .find(|name| rustls_pki_types::ServerName::try_from(name.as_str()).is_err())
+        {
+            return Err(format!(
+                "tls_names: {name:?} is neither a DNS name nor an IP address"
             ));
         }
         if let Some(name) = self.first_zero_setting() {
@@ -593,6 +606,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             tls_cert: None,
             tls_key: None,
+            tls_names: Vec::new(),
             server_threads: 0,
             storage: StorageConfig::default(),
             limits: Limits::default(),
@@ -670,6 +684,13 @@ mod tests {
             };
             ServerConfig::from_toml(&text).unwrap_or_else(|e| panic!("{setting} = 0: {e}"));
         }
+        let error = ServerConfig::from_toml("tls_names = [\"weir box\"]\n").expect_err("a name");
+        assert!(
+            error.contains("tls_names: \"weir box\" is neither a DNS name nor an IP address"),
+            "{error}"
+        );
+        ServerConfig::from_toml("tls_names = [\"weir.example\", \"10.0.0.7\", \"fd00::7\"]\n")
+            .expect("names and addresses");
         // Limits that contain one another stay in order.
         let error = ServerConfig::from_toml("[limits]\nrecord_bytes_max = 6000000\n")
             .expect_err("a record over a request");

@@ -64,6 +64,8 @@ pub struct Server {
     kinesis_addr: Option<SocketAddr>,
     cert_path: PathBuf,
     generated_cert: bool,
+    /// The generated certificate was made at this start.
+    cert_newly_generated: bool,
     admin_token: Option<String>,
     auth_enabled: bool,
     storage: Arc<Storage>,
@@ -94,11 +96,13 @@ impl Server {
             &dir,
             config.tls_cert.as_deref(),
             config.tls_key.as_deref(),
+            &config.tls_names,
         )
         .map_err(TransportError::from)?;
         let reset_key = crate::tls::load_or_create_reset_key(&dir).map_err(TransportError::from)?;
         let cert_path = identity.cert_path.clone();
         let generated_cert = identity.generated;
+        let cert_newly_generated = identity.newly_generated;
         let storage_config = config.storage.clone();
         let db_dir = dir.join("db");
         let storage = tokio::task::spawn_blocking(move || Storage::open(&db_dir, storage_config))
@@ -206,6 +210,7 @@ impl Server {
             kinesis_addr,
             cert_path,
             generated_cert,
+            cert_newly_generated,
             admin_token,
             auth_enabled,
             storage,
@@ -250,6 +255,12 @@ impl Server {
 
     pub fn generated_cert(&self) -> bool {
         self.generated_cert
+    }
+
+    /// The generated certificate was made at this start (first start, or
+    /// `tls_names` changed).
+    pub fn cert_newly_generated(&self) -> bool {
+        self.cert_newly_generated
     }
 
     pub fn storage(&self) -> &Arc<Storage> {

@@ -17,6 +17,16 @@ fn generated_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("tls").join("key.pem")
 }
 
+/// The names the generated certificate was made for, one per line: a start
+/// with other `tls_names` makes a new certificate.
+fn generated_names_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("names")
+}
+
+/// Names every generated certificate is valid for: what Weir's own client
+/// and a client on the box itself use.
+const GENERATED_NAMES_ALWAYS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
 fn reset_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("tls").join("reset.key")
 }
@@ -55,6 +65,10 @@ pub struct ServerIdentity {
     pub key: PrivateKeyDer<'static>,
     pub cert_path: PathBuf,
     pub generated: bool,
+    /// The generated certificate was made at this start (first start, or
+    /// `tls_names` changed): clients holding a copy of the old one need
+    /// the new one.
+    pub newly_generated: bool,
 }
 
 impl ServerIdentity {
@@ -65,24 +79,27 @@ impl ServerIdentity {
             key: self.key.clone_key(),
             cert_path: self.cert_path.clone(),
             generated: self.generated,
+            newly_generated: self.newly_generated,
         }
     }
 }
 
+/// The operator's certificate and key when given; otherwise the generated
+/// pair, made on first start and again when `extra_names` (`tls_names`:
+/// the DNS names and addresses remote clients use) differ from the names
+/// it was made for.
 pub fn load_or_generate(
     data_dir: &Path,
     cert: Option<&Path>,
     key: Option<&Path>,
+    extra_names: &[String],
 ) -> Result<ServerIdentity, TlsError> {
-    let (cert_path, key_path, generated) = match (cert, key) {
-        (Some(cert), Some(key)) => (cert.to_owned(), key.to_owned(), false),
+    let (cert_path, key_path, generated, newly_generated) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert.to_owned(), key.to_owned(), false, false),
         _ => {
-            let cert_path = generated_cert_path(data_dir);
-            let key_path = generated_key_path(data_dir);
-            if !cert_path.exists() || !key_path.exists() {
-                generate(&cert_path, &key_path)?;
-            }
-            (cert_path, key_path, true)
+            let newly_generated = ensure_generated(data_dir, extra_names)?;
+            let (cert, key) = (generated_cert_path(data_dir), generated_key_path(data_dir));
+            (cert, key, true, newly_generated)
         }
     };
     let chain = read_certificates(&cert_path)?;
@@ -92,15 +109,45 @@ pub fn load_or_generate(
         key,
         cert_path,
         generated,
+        newly_generated,
     })
 }
 
-fn generate(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+/// Makes the self-signed pair unless the data directory holds one made for
+/// the same names; whether it made one.
+fn ensure_generated(data_dir: &Path, extra_names: &[String]) -> Result<bool, TlsError> {
+    let cert_path = generated_cert_path(data_dir);
+    let key_path = generated_key_path(data_dir);
+    let names_path = generated_names_path(data_dir);
+    let names: Vec<String> = GENERATED_NAMES_ALWAYS
+        .iter()
+        .map(|name| name.to_string())
+        .chain(extra_names.iter().cloned())
+        .collect();
+    let names_text = names.join("\n");
+    let made_for = match std::fs::read_to_string(&names_path) {
+        Ok(made_for) => made_for,
+        // A directory from before the names were kept: its certificate
+        // has the names every one has.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            GENERATED_NAMES_ALWAYS.join("\n")
+        }
+        Err(source) => {
+            return Err(TlsError::Read {
+                path: names_path,
+                source,
+            });
+        }
+    };
+    if cert_path.exists() && key_path.exists() && made_for.trim_end() == names_text {
+        return Ok(false);
+    }
+    generate(&cert_path, &key_path, names)?;
+    write_private(&names_path, format!("{names_text}\n").as_bytes())?;
+    Ok(true)
+}
+
+fn generate(cert_path: &Path, key_path: &Path, names: Vec<String>) -> Result<(), TlsError> {
     let certified = rcgen::generate_simple_self_signed(names)?;
     create_parent(cert_path)?;
     // The key first, the certificate last: a start that finds no
@@ -293,7 +340,7 @@ mod tests {
     fn unreadable_and_malformed_pem_files_are_told_apart() {
         let dir = tempfile::tempdir().expect("dir");
         let load = |cert: &Path, key: &Path| {
-            load_or_generate(dir.path(), Some(cert), Some(key))
+            load_or_generate(dir.path(), Some(cert), Some(key), &[])
                 .err()
                 .expect("refused")
         };
@@ -316,11 +363,63 @@ mod tests {
         );
 
         // A good certificate and a missing key: the key's path is named.
-        let generated = load_or_generate(dir.path(), None, None).expect("generated");
+        let generated = load_or_generate(dir.path(), None, None, &[]).expect("generated");
         let error = load(&generated.cert_path, &missing);
         assert!(
             matches!(error, TlsError::Read { ref path, .. } if *path == missing),
             "{error}"
         );
+    }
+
+    /// Whether a client that trusts the generated certificate accepts it
+    /// for `name`.
+    fn valid_for(identity: &ServerIdentity, name: &str) -> bool {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(identity.chain[0].clone()).expect("root");
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let name = rustls_pki_types::ServerName::try_from(name.to_owned()).expect("name");
+        verifier
+            .verify_server_cert(
+                &identity.chain[0],
+                &[],
+                &name,
+                &[],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .is_ok()
+    }
+
+    /// `tls_names` adds names to the generated certificate; a start with
+    /// other names makes a new one, a start with the same names keeps it.
+    #[test]
+    fn the_generated_certificate_follows_tls_names() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = load_or_generate(dir.path(), None, None, &[]).expect("generated");
+        assert!(first.newly_generated);
+        assert!(valid_for(&first, "localhost") && valid_for(&first, "::1"));
+        assert!(!valid_for(&first, "weir.example"));
+
+        let kept = load_or_generate(dir.path(), None, None, &[]).expect("kept");
+        assert!(!kept.newly_generated);
+        assert_eq!(kept.chain, first.chain);
+
+        let names = ["weir.example".to_owned(), "192.0.2.7".to_owned()];
+        let named = load_or_generate(dir.path(), None, None, &names).expect("named");
+        assert!(named.newly_generated);
+        assert_ne!(named.chain, first.chain);
+        assert!(valid_for(&named, "weir.example"));
+        assert!(valid_for(&named, "192.0.2.7"));
+        assert!(valid_for(&named, "127.0.0.1"));
+        assert!(!valid_for(&named, "other.example"));
+
+        let again = load_or_generate(dir.path(), None, None, &names).expect("again");
+        assert!(!again.newly_generated);
+        assert_eq!(again.chain, named.chain);
     }
 }

@@ -251,6 +251,34 @@ fn a_data_directory_that_is_a_file_is_named_as_such() {
     );
 }
 
+/// `--tls-name` makes the generated certificate valid for a name remote
+/// clients use; a start without it makes one that is not.
+#[test]
+fn the_generated_certificate_carries_the_names_given() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path();
+    let list_as = |server: &ServerProcess, name: &str| {
+        weir(data, server, &["stream", "list", "--server-name", name])
+    };
+    let server = ServerProcess::spawn(data, &["--tls-name", "weir.example"]);
+    let (ok, _, err) = list_as(&server, "weir.example");
+    assert!(ok, "the named certificate was refused: {err}");
+    let (ok, _, err) = list_as(&server, "other.example");
+    assert!(!ok);
+    assert!(err.contains("certificate"), "{err}");
+    server.terminate();
+
+    let server = ServerProcess::spawn(data, &[]);
+    let (ok, _, err) = list_as(&server, "weir.example");
+    assert!(
+        !ok,
+        "a name no longer asked for is still in the certificate"
+    );
+    assert!(err.contains("certificate"), "{err}");
+    let (ok, _, err) = list_as(&server, "localhost");
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn no_server_is_reported_at_once_and_plainly() {
     let dir = tempfile::tempdir().expect("temp dir");
