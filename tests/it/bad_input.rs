@@ -292,6 +292,55 @@ async fn streams_that_never_send_time_out_without_hurting_others() {
     assert_all_there(&test, stored + 1).await;
 }
 
+/// `storage.shards_max` counts the shards of every stream; a deleted
+/// stream's shards make room, and the streams created in their place (on
+/// their storage) start empty.
+#[tokio::test]
+async fn shards_of_all_streams_are_limited_and_freed_by_deletes() {
+    let test = TestServer::start_with(|config| config.storage.shards_max = 4).await;
+    let client = &test.client;
+    client
+        .create_stream("a", 3, Default::default())
+        .await
+        .expect("three shards");
+    let error = client
+        .create_stream("b", 2, Default::default())
+        .await
+        .expect_err("five shards");
+    assert_eq!(error.code(), Some(ErrorCode::LimitExceeded));
+    assert!(
+        error
+            .to_string()
+            .contains("holds 3 of its 4 shards (storage.shards_max)"),
+        "{error}"
+    );
+    let old: Vec<PutRecord> = (0..30).map(|i| record(&format!("old-{i}"), 10)).collect();
+    crate::support::put_all(client, "a", old).await;
+    client.delete_stream("a").await.expect("delete");
+
+    for name in ["b", "c"] {
+        client
+            .create_stream(name, 2, Default::default())
+            .await
+            .expect("room again");
+    }
+    let new: Vec<PutRecord> = (0..10).map(|i| record(&format!("new-{i}"), 10)).collect();
+    crate::support::put_all(client, "b", new).await;
+    let keys = |stored: std::collections::HashMap<u32, Vec<weir_client::Record>>| {
+        let mut keys: Vec<String> = stored
+            .into_values()
+            .flatten()
+            .map(|record| record.partition_key)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let mut expected: Vec<String> = (0..10).map(|i| format!("new-{i}")).collect();
+    expected.sort();
+    assert_eq!(keys(read_all(client, "b").await), expected);
+    assert!(keys(read_all(client, "c").await).is_empty());
+}
+
 #[tokio::test]
 async fn count_limits_are_enforced_with_the_limit_named() {
     let test = TestServer::start_with(|config| {

@@ -781,10 +781,7 @@ impl Call<'_> {
             .sum();
         let limits = &self.api.service.limits;
         Ok(MapBuilder::new()
-            .with(
-                "ShardLimit",
-                (limits.stream_shards_max as u64).saturating_mul(limits.streams_max as u64),
-            )
+            .with("ShardLimit", storage.config().shards_max as u64)
             .with("OpenShardCount", open_shards as u64)
             .with("OnDemandStreamCount", 0u64)
             .with("OnDemandStreamCountLimit", limits.streams_max as u64)

@@ -73,6 +73,7 @@ impl RequestError {
         let code = match error {
             StorageError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
             StorageError::StreamExists { .. } => ErrorCode::StreamExists,
+            StorageError::ShardLimit { .. } => ErrorCode::LimitExceeded,
             StorageError::ShardNotFound { .. } => ErrorCode::ShardNotFound,
             StorageError::PositionTrimmed { .. } => ErrorCode::PositionTrimmed,
             StorageError::PositionBeyondTip { .. } => ErrorCode::InvalidPosition,

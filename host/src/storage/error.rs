@@ -11,6 +11,15 @@ pub enum StorageError {
     /// A stream with this name already exists.
     #[error("stream {name:?} already exists")]
     StreamExists { name: String },
+    /// Creating the stream would take the box past `storage.shards_max`.
+    #[error(
+        "this server holds {held} of its {shards_max} shards (storage.shards_max), so a stream of {requested} does not fit; delete a stream or raise the limit"
+    )]
+    ShardLimit {
+        shards_max: usize,
+        held: usize,
+        requested: u32,
+    },
     /// The stream has fewer shards than the id asked for.
     #[error("stream {stream:?} has no shard {shard} (it has {shard_count})")]
     ShardNotFound {

@@ -3,7 +3,9 @@
 //! - `meta`: `stream/{name}` → [`StreamMeta`]; `shard/{stream id}/{shard}` →
 //!   [`ShardState`] (rewritten in every commit that touches the shard).
 //! - `s{stream id}_{shard}`: one keyspace per shard holding its records in
-//!   chunks (see [`super::chunk`]).
+//!   chunks (see [`super::chunk`]); a shard given the emptied keyspace of a
+//!   deleted one has `shard-keyspace/{stream id}/{shard}` → its name in
+//!   `meta`.
 //! - `meta`: `layout_version` → the data directory's layout (see
 //!   [`LAYOUT_VERSION`]).
 //! - `meta`: `segment/{stream id}/{segment}` → how many chunks the
@@ -21,9 +23,13 @@ use super::StorageError;
 const FORMAT_V1: u8 = 1;
 
 /// The data directory's layout: 1 stored one key per record, 2 stored
-/// records in chunks in segment files per shard, 3 stores them in segment
-/// files per stream. A directory of another layout is refused at open.
-pub const LAYOUT_VERSION: u32 = 3;
+/// records in chunks in segment files per shard, 3 stored them in segment
+/// files per stream, 4 may give a shard a deleted shard's keyspace (a
+/// layout 3 directory is stamped 4 as it is: it has no such shards yet).
+/// A directory of another layout is refused at open.
+pub const LAYOUT_VERSION: u32 = 4;
+/// The layout [`LAYOUT_VERSION`] reads as it is.
+pub const LAYOUT_VERSION_UPGRADABLE: u32 = 3;
 pub const LAYOUT_VERSION_KEY: &str = "layout_version";
 
 pub const META_KEYSPACE: &str = "meta";
@@ -45,6 +51,20 @@ pub fn processor_shard_prefix(processor_id: u64, shard: u32) -> [u8; 12] {
 
 pub fn shard_keyspace_name(stream_id: u64, shard: u32) -> String {
     format!("s{stream_id}_{shard}")
+}
+
+/// Whether a keyspace holds a shard (named by [`shard_keyspace_name`]).
+pub fn is_shard_keyspace_name(name: &str) -> bool {
+    name.strip_prefix('s')
+        .and_then(|rest| rest.split_once('_'))
+        .is_some_and(|(stream, shard)| {
+            stream.parse::<u64>().is_ok() && shard.parse::<u32>().is_ok()
+        })
+}
+
+/// The keyspace a shard uses when it is not the one named after it.
+pub fn shard_keyspace_key(stream_id: u64, shard: u32) -> String {
+    format!("shard-keyspace/{stream_id}/{shard}")
 }
 
 pub fn stream_meta_key(name: &str) -> String {

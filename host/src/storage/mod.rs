@@ -158,6 +158,7 @@ impl Storage {
             let stream = open_stream(&engine, &name, &stream_meta)?;
             streams.insert(name, Arc::new(stream));
         }
+        engine.collect_spare_shards()?;
 
         let segments = Arc::new(segments::Segments::new(dir));
         let live = streams.values().map(|stream| stream.id).collect();
@@ -351,6 +352,15 @@ impl Storage {
                 name: name.to_owned(),
             });
         }
+        let held: usize = self.all_streams().iter().map(|s| s.shards.len()).sum();
+        let shards_max = self.config.shards_max;
+        if held + shard_count as usize > shards_max {
+            return Err(StorageError::ShardLimit {
+                shards_max,
+                held,
+                requested: shard_count,
+            });
+        }
         let engine = self.engine()?;
         let id = match engine.meta.get(NEXT_STREAM_ID_KEY)? {
             Some(value) => {
@@ -381,7 +391,18 @@ impl Storage {
                 state.encode(),
             );
         }
-        batch.commit()?;
+        let spares = engine.take_spare_shards(shard_count as usize);
+        for (shard, spare) in (0..).zip(&spares) {
+            batch.insert(
+                &engine.meta,
+                layout::shard_keyspace_key(id, shard),
+                spare.name().as_bytes(),
+            );
+        }
+        if let Err(error) = batch.commit() {
+            engine.keep_spare_shards(spares);
+            return Err(error.into());
+        }
         let stream = open_stream(&engine, name, &stream_meta)?;
         self.streams
             .write()
@@ -811,6 +832,7 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fjall::KeyspaceCreateOptions;
 
     /// Shutdown stops the writer even when its queue is full at that
     /// moment (it gave up on the Stop, and then waited forever).
@@ -906,5 +928,134 @@ mod tests {
             );
         }
         storage.shutdown().expect("shutdown");
+    }
+
+    /// Records put into `stream`'s shard `index`, and what a read of the
+    /// whole shard returns.
+    async fn put_and_read(storage: &Storage, stream: &str, index: u32, tag: &str) -> Vec<String> {
+        let shard = storage
+            .stream(stream)
+            .expect("stream")
+            .shard(index)
+            .expect("shard")
+            .clone();
+        let records = (0..3)
+            .map(|i| AppendRecord {
+                partition_key: format!("{tag}-{i}"),
+                data: Bytes::from(tag.to_owned()),
+            })
+            .collect();
+        let outcomes = storage.append(None, vec![(shard.clone(), records)]).await;
+        outcomes[0].as_ref().expect("appended");
+        let start = storage
+            .resolve(&shard, Position::TrimHorizon)
+            .expect("start");
+        let batch = storage.read(&shard, start, 100, usize::MAX).expect("read");
+        batch
+            .records
+            .iter()
+            .map(|record| record.partition_key.clone())
+            .collect()
+    }
+
+    /// A deleted stream's shard keyspaces are emptied and given to the
+    /// next streams created (fjall leaves a copy of its keyspace list on
+    /// disk for each keyspace created or deleted); the new shards hold only
+    /// their own records, across a restart.
+    #[tokio::test]
+    async fn deleted_shards_keyspaces_are_reused_empty() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let storage = Storage::open(&data, StorageConfig::default()).expect("open");
+        storage
+            .create_stream("old", 2, Retention::default())
+            .expect("create");
+        put_and_read(&storage, "old", 1, "old").await;
+        let keyspaces = storage.engine().expect("engine").db.keyspace_count();
+        storage.delete_stream("old").await.expect("delete");
+        storage
+            .create_stream("new", 3, Retention::default())
+            .expect("create");
+        // Two reused, one made.
+        let engine = storage.engine().expect("engine");
+        assert_eq!(engine.db.keyspace_count(), keyspaces + 1);
+        drop(engine);
+        for index in 0..3 {
+            let read = put_and_read(&storage, "new", index, &format!("new{index}")).await;
+            assert_eq!(read, [0, 1, 2].map(|i| format!("new{index}-{i}")));
+        }
+        storage.shutdown().expect("shutdown");
+        drop(storage);
+
+        // The shards find their keyspaces again after a restart.
+        let storage = Storage::open(&data, StorageConfig::default()).expect("reopen");
+        let shard = storage.stream("new").expect("new").shards[1].clone();
+        assert_eq!(shard.state().next_sequence, 3);
+        let read = put_and_read(&storage, "new", 1, "again").await;
+        assert_eq!(read.len(), 6, "{read:?}");
+        assert!(read[..3].iter().all(|key| key.starts_with("new1-")));
+        storage.delete_stream("new").await.expect("delete");
+        storage.shutdown().expect("shutdown");
+        drop(storage);
+
+        // A shard keyspace no stream uses that still holds records (left
+        // by a crash of an older Weir, say) is emptied before it is reused.
+        let engine = Engine::open(&data, &StorageConfig::default(), 0).expect("engine");
+        let orphan = engine
+            .db
+            .keyspace("s999_0", KeyspaceCreateOptions::default)
+            .expect("orphan");
+        orphan.insert("left", "behind").expect("insert");
+        engine.db.persist(PersistMode::SyncAll).expect("persist");
+        drop((orphan, engine));
+        let storage = Storage::open(&data, StorageConfig::default()).expect("reopen");
+        let keyspaces = storage.engine().expect("engine").db.keyspace_count();
+        storage
+            .create_stream("newest", 4, Retention::default())
+            .expect("create");
+        assert_eq!(
+            storage.engine().expect("engine").db.keyspace_count(),
+            keyspaces,
+            "three from the deleted stream and the orphan"
+        );
+        for index in 0..4 {
+            let read = put_and_read(&storage, "newest", index, "x").await;
+            assert_eq!(read.len(), 3, "shard {index}: {read:?}");
+        }
+    }
+
+    /// `shards_max` counts the shards of all streams; deleting a stream
+    /// makes room again.
+    #[test]
+    fn streams_past_shards_max_are_refused_until_one_is_deleted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = StorageConfig {
+            shards_max: 6,
+            ..StorageConfig::default()
+        };
+        let storage = Storage::open(&dir.path().join("data"), config).expect("open");
+        let create = |name: &str, shards| storage.create_stream(name, shards, Retention::default());
+        create("a", 4).expect("a");
+        create("b", 2).expect("b");
+        let error = create("c", 1).expect_err("past the limit");
+        assert!(
+            matches!(
+                error,
+                StorageError::ShardLimit {
+                    shards_max: 6,
+                    held: 6,
+                    requested: 1
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("storage.shards_max"), "{error}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(storage.delete_stream("b"))
+            .expect("delete");
+        create("c", 2).expect("room again");
     }
 }

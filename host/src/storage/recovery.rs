@@ -69,6 +69,7 @@ fn reopen(storage: &Storage) -> Result<()> {
             shard.publish(state);
         }
     }
+    engine.collect_spare_shards()?;
     storage.space.reset_stored_bytes(stored_bytes);
     storage.engine.put(Arc::new(engine));
     storage.reopenings.store(generation, Ordering::Relaxed);

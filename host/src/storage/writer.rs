@@ -588,6 +588,11 @@ impl Writer {
                 &engine.meta,
                 layout::shard_state_key(stream.id, shard.index),
             );
+            batch.remove(
+                &engine.meta,
+                layout::shard_keyspace_key(stream.id, shard.index),
+            );
+            engine.empty_shard(&mut batch, &engine.shard(shard)?)?;
             let prefix = layout::producer_key(stream.id, shard.index, 0);
             for entry in engine.producers.prefix(&prefix[..12]) {
                 batch.remove(&engine.producers, entry.key()?);
@@ -613,7 +618,7 @@ impl Writer {
         }
         for shard in &stream.shards {
             self.space.changed(shard.state().bytes, 0);
-            engine.delete_shard(shard)?;
+            engine.retire_shard(shard);
             // Wake subscribers and workers waiting on the tip: they find
             // the stream deleted and stop.
             shard.tip.send_modify(|_| ());
