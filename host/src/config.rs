@@ -110,7 +110,7 @@ pub struct StorageConfig {
     /// Free space the data directory's filesystem must keep; below it puts
     /// fail with `StorageFull` before the disk itself fills.
     pub disk_free_bytes_min: u64,
-    /// Shards of all streams together. Each is a fjall keyspace: ~40 KB
+    /// Shards of all streams together. Each is a fjall keyspace: ~15 KB
     /// of memory, and fjall keeps a copy of its list of keyspaces on disk
     /// for each one created until it restarts (quadratic: ~290 MB for
     /// 1 024, 4.5 GB for 4 096; reclaimed at the next start).
