@@ -709,12 +709,21 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
     assert!(started);
     server.kill();
 
-    // The restart loads the plugin from the compiled-artifact cache.
+    // The restart would load the plugin from the compiled-artifact cache:
+    // damage it as a torn write at a power cut would (a run of zeros in
+    // the middle); the server must notice and compile the plugin again,
+    // not run the damaged machine code.
     let cached = std::fs::read_dir(dir.path().join("compiled"))
         .expect("compiled cache")
         .filter_map(Result::ok)
-        .any(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"));
-    assert!(cached, "no compiled artifact was cached");
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .expect("no compiled artifact was cached");
+    let mut damaged = std::fs::read(&cached).expect("read artifact");
+    let middle = damaged.len() / 2;
+    let run = (damaged.len() / 4).min(64 << 10);
+    damaged[middle - run / 2..middle + run / 2].fill(0);
+    std::fs::write(&cached, &damaged).expect("damage artifact");
     let server = ServerProcess::spawn(dir.path(), &[]);
     let client = server.connect().await;
     let before = describe_processor(&client, "audit").await.shards[0].records_in;
@@ -729,6 +738,8 @@ async fn sigkill_during_processing_yields_each_output_exactly_once() {
         "{:#?}",
         describe_processor(&client, "audit").await
     );
+    let rewritten = std::fs::read(&cached).expect("artifact");
+    assert_ne!(rewritten, damaged, "the damaged artifact was not replaced");
     let chained = all_texts(&client, "audit.out").await;
     let data = verify_chain(&chained);
     assert_eq!(data.len(), count as usize, "each input exactly once");

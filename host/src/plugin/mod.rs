@@ -361,8 +361,8 @@ impl PluginRuntime {
         component: impl FnOnce() -> Result<Vec<u8>, PluginError>,
     ) -> Result<LoadedPlugin, PluginError> {
         let path = self.cache_path(sha256);
-        if let Ok(artifact) = std::fs::read(&path) {
-            match deserialize_artifact(&self.engine, &artifact) {
+        if let Ok(file) = std::fs::read(&path) {
+            match deserialize_artifact(&self.engine, &file) {
                 Ok(compiled) => return self.prepare(&compiled),
                 Err(error) => {
                     tracing::warn!(%error, path = %path.display(), "ignoring unreadable compiled plugin")
@@ -382,12 +382,10 @@ impl PluginRuntime {
         let written = compiled
             .serialize()
             .map_err(host_error)
-            .and_then(|artifact| {
-                // Write then rename, so a crash never leaves half an artifact.
-                let partial = path.with_extension("partial");
-                std::fs::write(&partial, artifact)
-                    .and_then(|()| std::fs::rename(&partial, path))
-                    .map_err(host_error)
+            .and_then(|mut artifact| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, &artifact);
+                artifact.extend_from_slice(digest.as_ref());
+                crate::files::write_owner_only(path, &artifact).map_err(host_error)
             });
         if let Err(error) = written {
             tracing::warn!(%error, path = %path.display(), "could not cache compiled plugin");
@@ -513,14 +511,30 @@ fn wasmparser_is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
 }
 
-/// Loads an artifact this process (or an earlier one) compiled and wrote.
+/// Bytes of the SHA-256 digest that ends each cached artifact.
+const ARTIFACT_DIGEST_BYTES: usize = 32;
+
+/// Loads an artifact this process (or an earlier one) compiled and wrote,
+/// once its digest shows it is whole: wasmtime runs the machine code in it
+/// as it is, so a file damaged on disk (a torn write at a power cut) must
+/// never get that far.
 #[allow(unsafe_code)]
-fn deserialize_artifact(engine: &Engine, artifact: &[u8]) -> Result<Component, PluginError> {
+fn deserialize_artifact(engine: &Engine, file: &[u8]) -> Result<Component, PluginError> {
+    let Some(split) = file.len().checked_sub(ARTIFACT_DIGEST_BYTES) else {
+        return Err(host_error("the file is too short to be an artifact"));
+    };
+    let (artifact, digest) = file.split_at(split);
+    if ring::digest::digest(&ring::digest::SHA256, artifact).as_ref() != digest {
+        return Err(host_error(
+            "the file is damaged (its digest does not match)",
+        ));
+    }
     // SAFETY: wasmtime requires that deserialized bytes come from
     // `Component::serialize` of a compatible engine. The cache directory is
-    // inside Weir's data directory, written only by `store_artifact`, and
-    // the file name carries the engine's compatibility hash; wasmtime also
-    // checks its own version and settings header and rejects a mismatch.
+    // inside Weir's data directory, written only by `store_artifact`, the
+    // digest checked above shows these are the bytes it wrote, and the file
+    // name carries the engine's compatibility hash; wasmtime also checks
+    // its own version and settings header and rejects a mismatch.
     unsafe { Component::deserialize(engine, artifact) }.map_err(host_error)
 }
 
