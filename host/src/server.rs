@@ -15,7 +15,7 @@ use crate::processor::Processors;
 use crate::service::Service;
 use crate::sink::{SinkError, Sinks};
 use crate::storage::{Storage, StorageError};
-use crate::transport::{self, TransportError};
+use crate::transport::{self, Listener, TransportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -127,9 +127,33 @@ impl Server {
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind {
+                listener: Listener::Quic,
                 addr: config.listen,
                 source,
             })?;
+        // Every listener is bound before processors and sinks start, so an
+        // address in use stops the start before anything runs.
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(crate::metrics::bind_admin(addr).await.map_err(|source| {
+                TransportError::Bind {
+                    listener: Listener::Admin,
+                    addr,
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let kinesis_listener =
+            match config.kinesis_listen {
+                Some(addr) => Some(crate::kinesis::bind(addr).await.map_err(|source| {
+                    TransportError::Bind {
+                        listener: Listener::Kinesis,
+                        addr,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let runtime = Arc::new(
             PluginRuntime::new(dir.join("compiled"))
                 .map_err(ServerError::Plugins)?
@@ -172,11 +196,8 @@ impl Server {
             config.limits,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let admin_addr = match config.admin_listen {
-            Some(addr) => {
-                let listener = crate::metrics::bind_admin(addr)
-                    .await
-                    .map_err(|source| TransportError::Bind { addr, source })?;
+        let admin_addr = match admin_listener {
+            Some(listener) => {
                 let bound = listener.local_addr().ok();
                 tokio::spawn(crate::metrics::serve_admin(
                     listener,
@@ -187,11 +208,8 @@ impl Server {
             }
             None => None,
         };
-        let kinesis_addr = match (config.kinesis_listen, http_tls) {
-            (Some(addr), Some(tls)) => {
-                let listener = crate::kinesis::bind(addr)
-                    .await
-                    .map_err(|source| TransportError::Bind { addr, source })?;
+        let kinesis_addr = match (kinesis_listener, http_tls) {
+            (Some(listener), Some(tls)) => {
                 let bound = listener.local_addr().ok();
                 let (service, config, shutdown) =
                     (service.clone(), config.kinesis.clone(), shutdown_rx.clone());

@@ -32,8 +32,9 @@ pub mod close_code {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("binding UDP {addr}: {source}")]
+    #[error("binding the {listener} to {addr}: {source}{}", in_use_hint(source))]
     Bind {
+        listener: Listener,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -41,6 +42,35 @@ pub enum TransportError {
     Tls(#[from] crate::tls::TlsError),
     #[error("QUIC TLS configuration: {0}")]
     QuicTls(String),
+}
+
+/// The server's listeners, as a bind error names them: the protocol and
+/// the setting (and flag) that moves each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Quic,
+    Admin,
+    Kinesis,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Quic => "QUIC listener (UDP; setting listen, flag --listen)",
+            Self::Admin => "admin listener (TCP; setting admin_listen, flag --admin-listen)",
+            Self::Kinesis => {
+                "Kinesis API listener (TCP; setting kinesis_listen, flag --kinesis-listen)"
+            }
+        })
+    }
+}
+
+fn in_use_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        " (another program, perhaps another Weir server, has it: stop it or pick another address)"
+    } else {
+        ""
+    }
 }
 
 /// Binds the QUIC endpoint. `reset_key` signs stateless resets: kept
@@ -81,7 +111,11 @@ pub fn bind(
     config.transport_config(Arc::new(transport));
     // Connection attempts queued before the accept loop sees them.
     config.max_incoming(limits.handshakes_max);
-    let bind_error = |source| TransportError::Bind { addr, source };
+    let bind_error = |source| TransportError::Bind {
+        listener: Listener::Quic,
+        addr,
+        source,
+    };
     let socket = weir_proto::io::udp_socket(addr, weir_proto::io::UDP_SOCKET_BUFFER_BYTES)
         .map_err(bind_error)?;
     let runtime = Arc::new(quinn::TokioRuntime);

@@ -236,6 +236,57 @@ fn a_second_server_on_a_data_directory_names_the_problem() {
     assert!(!err.contains("Locked"), "no storage-engine jargon: {err}");
 }
 
+/// An address in use is named with its listener, its setting and flag,
+/// and the likely cause — whichever of the three listeners it is — and
+/// the server stops before anything runs.
+#[test]
+fn an_address_in_use_names_its_listener() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+    let (udp_addr, tcp_addr) = (
+        udp.local_addr().expect("addr").to_string(),
+        tcp.local_addr().expect("addr").to_string(),
+    );
+    let data = data.to_str().expect("path");
+    for (quic, admin, kinesis, named) in [
+        (
+            udp_addr.as_str(),
+            "127.0.0.1:0",
+            "off",
+            "QUIC listener (UDP; setting listen, flag --listen)",
+        ),
+        (
+            "127.0.0.1:0",
+            tcp_addr.as_str(),
+            "off",
+            "admin listener (TCP; setting admin_listen, flag --admin-listen)",
+        ),
+        (
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            tcp_addr.as_str(),
+            "Kinesis API listener (TCP; setting kinesis_listen, flag --kinesis-listen)",
+        ),
+    ] {
+        let (ok, _, err) = weir_local(&[
+            "serve",
+            "--data",
+            data,
+            "--listen",
+            quic,
+            "--admin-listen",
+            admin,
+            "--kinesis-listen",
+            kinesis,
+        ]);
+        assert!(!ok, "started beside a listener holding its address");
+        assert!(err.contains(&format!("binding the {named} to ")), "{err}");
+        assert!(err.contains("perhaps another Weir server"), "{err}");
+    }
+}
+
 #[test]
 fn a_data_directory_that_is_a_file_is_named_as_such() {
     let dir = tempfile::tempdir().expect("temp dir");
