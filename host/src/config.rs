@@ -160,6 +160,8 @@ pub struct Limits {
     pub request_read_timeout_ms: u64,
     /// Concurrent requests (QUIC streams) per connection.
     pub connection_streams_max: u32,
+    /// A QUIC connection, or an HTTP/2 one on the Kinesis API, idle this
+    /// long is closed.
     pub connection_idle_timeout_ms: u64,
     /// Open QUIC connections; more are closed with a reason.
     pub connections_max: usize,

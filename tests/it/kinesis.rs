@@ -250,6 +250,61 @@ async fn raw_request(addr: std::net::SocketAddr) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// An HTTP/2 connection that asks nothing is closed (GOAWAY, then the
+/// socket) after `limits.connection_idle_timeout_ms`, as idle HTTP/1.1
+/// ones are by the header read timeout: idle clients cannot keep
+/// `connections_max` places forever, nor can one that stops answering.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let test = TestServer::start_with(|config| {
+        config.limits.connection_idle_timeout_ms = 500;
+        // How long the graceful close waits for a PING answer, which this
+        // client never gives.
+        config.limits.request_read_timeout_ms = 1000;
+    })
+    .await;
+    let addr = test.server.kinesis_addr().expect("the Kinesis API is on");
+    let mut h2 = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The client preface and an empty SETTINGS frame (prior knowledge).
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    let opened = std::time::Instant::now();
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match h2.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection is still open after 10 s; received {received:?}"
+    );
+    assert!(
+        opened.elapsed() >= Duration::from_millis(400),
+        "closed before the idle timeout: {:?}",
+        opened.elapsed()
+    );
+    // Frames: 3 bytes length, 1 byte type (7 is GOAWAY), 1 flags, 4 stream.
+    let mut frames = Vec::new();
+    let mut rest = &received[..];
+    while rest.len() >= 9 {
+        let length = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        frames.push(rest[3]);
+        rest = &rest[(9 + length).min(rest.len())..];
+    }
+    assert!(
+        frames.contains(&7),
+        "no GOAWAY among frame types {frames:?}"
+    );
+}
+
 /// One host cannot take every HTTP connection: past
 /// `kinesis.connections_per_address_max` its requests are answered with a
 /// LimitExceededException naming the setting, and a freed slot serves again.

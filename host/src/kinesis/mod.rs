@@ -77,6 +77,11 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(api.config.connections_max));
     let addresses = AddressCounts::default();
     let read_timeout = Duration::from_millis(api.service.limits.request_read_timeout_ms);
+    let idle_timeout = Duration::from_millis(api.service.limits.connection_idle_timeout_ms);
+    let timeouts = Timeouts {
+        read: read_timeout,
+        idle: idle_timeout,
+    };
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit,
@@ -122,7 +127,7 @@ pub async fn serve(
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                 match tokio::time::timeout(read_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        serve_connection(stream, api, peer, read_timeout, refusal, shutdown).await
+                        serve_connection(stream, api, peer, timeouts, refusal, shutdown).await
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(%peer, %error, "kinesis api: TLS handshake failed")
@@ -130,7 +135,7 @@ pub async fn serve(
                     Err(_) => tracing::debug!(%peer, "kinesis api: TLS handshake timed out"),
                 }
             } else {
-                serve_connection(tcp, api, peer, read_timeout, refusal, shutdown).await;
+                serve_connection(tcp, api, peer, timeouts, refusal, shutdown).await;
             }
         });
     }
@@ -156,13 +161,24 @@ impl Refusal {
     }
 }
 
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// For a request's headers (and so for an idle HTTP/1.1 connection).
+    read: Duration,
+    /// For an HTTP/2 connection answering nothing.
+    idle: Duration,
+}
+
 /// HTTP/1.1 or HTTP/2 (by the client's preface) on one connection, until
-/// it ends or the server shuts down; a refused one only says why.
+/// it ends or the server shuts down; a refused one only says why. A
+/// connection that answers nothing for the idle timeout is closed
+/// gracefully: HTTP/2 has no header read timeout to do it, and idle
+/// connections would otherwise hold `connections_max` places for good.
 async fn serve_connection<I>(
     io: I,
     api: Arc<Api>,
     peer: SocketAddr,
-    read_timeout: Duration,
+    timeouts: Timeouts,
     refusal: Option<Refusal>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -172,30 +188,133 @@ async fn serve_connection<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
+        .header_read_timeout(timeouts.read)
         .keep_alive(refusal.is_none());
     let refused = refusal.is_some();
-    let service = hyper::service::service_fn(move |request| {
-        let api = api.clone();
-        let refusal = refusal.clone();
-        async move { Ok::<_, Infallible>(handle(api, request, refusal).await) }
-    });
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request| {
+            let (api, refusal) = (api.clone(), refusal.clone());
+            let answering = Answering::start(&activity);
+            async move {
+                let response = handle(api, request, refusal).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _answering: answering,
+                }))
+            }
+        })
+    };
     let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
     let lifetime = async {
         if refused {
-            tokio::time::sleep(read_timeout).await;
+            tokio::time::sleep(timeouts.read).await;
         } else {
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
-        result = connection => {
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "kinesis api: connection ended");
+    tokio::pin!(lifetime);
+    let mut idle_check = tokio::time::interval(timeouts.idle / 4);
+    // HTTP/2's graceful close waits for the client to answer a PING; one
+    // that never does is dropped after the read timeout.
+    let closed_by_then = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(closed_by_then);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "kinesis api: connection ended");
+                }
+                return;
             }
+            _ = idle_check.tick(), if !closing => {
+                if activity.idle_for().is_some_and(|idle| idle >= timeouts.idle) {
+                    tracing::debug!(%peer, "kinesis api: closing an idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    closed_by_then
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + timeouts.read);
+                    closing = true;
+                }
+            }
+            () = &mut closed_by_then => return,
+            () = &mut lifetime => return,
+            _ = shutdown.changed() => return,
         }
-        () = lifetime => {}
-        _ = shutdown.changed() => {}
+    }
+}
+
+/// How many answers a connection is giving (a streamed one until its last
+/// event is taken) and since when it gives none.
+struct Activity {
+    answering: std::sync::atomic::AtomicUsize,
+    idle_since: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            answering: 0.into(),
+            idle_since: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// How long the connection has answered nothing; `None` while it is
+    /// answering.
+    fn idle_for(&self) -> Option<Duration> {
+        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        (self.answering.load(std::sync::atomic::Ordering::Acquire) == 0).then(|| since.elapsed())
+    }
+}
+
+/// One answer in progress, from its request until its body is dropped.
+struct Answering(Arc<Activity>);
+
+impl Answering {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity
+            .answering
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        // The time first, so a check that sees no answers sees this end.
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        self.0
+            .answering
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// An answer's body, counted as activity until it is dropped.
+struct Tracked {
+    body: Body,
+    _answering: Answering,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
