@@ -307,17 +307,20 @@ mod tests {
     use super::*;
     use crate::storage::Storage;
 
-    #[test]
-    fn a_data_directory_of_another_layout_is_refused_with_the_reason() {
-        let dir = tempfile::tempdir().expect("dir");
-        let data = dir.path().join("data");
-        let config = StorageConfig::default();
-        let storage = Storage::open(&data, config.clone()).expect("open");
+    /// A data directory holding one stream, closed.
+    fn with_a_stream(data: &Path, config: &StorageConfig) {
+        let storage = Storage::open(data, config.clone()).expect("open");
         storage
             .create_stream("clicks", 1, Retention::default())
             .expect("create");
         storage.shutdown().expect("shutdown");
-        drop(storage);
+    }
+
+    #[test]
+    fn a_data_directory_of_another_layout_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (data, config) = (dir.path().join("data"), StorageConfig::default());
+        with_a_stream(&data, &config);
         assert!(Storage::open(&data, config.clone()).is_ok(), "reopens");
 
         // Layout 1 did not stamp itself; a newer Weir stamps a higher one.
@@ -347,14 +350,8 @@ mod tests {
     #[test]
     fn a_layout_3_directory_opens_and_is_stamped_4() {
         let dir = tempfile::tempdir().expect("dir");
-        let data = dir.path().join("data");
-        let config = StorageConfig::default();
-        let storage = Storage::open(&data, config.clone()).expect("open");
-        storage
-            .create_stream("clicks", 1, Retention::default())
-            .expect("create");
-        storage.shutdown().expect("shutdown");
-        drop(storage);
+        let (data, config) = (dir.path().join("data"), StorageConfig::default());
+        with_a_stream(&data, &config);
         let stamp = |version: Option<u32>| {
             let engine = Engine::open(&data, &config, 0).expect("engine");
             if let Some(version) = version {
