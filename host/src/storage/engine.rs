@@ -180,7 +180,7 @@ impl Engine {
             let keyspace = self.db.keyspace(&name, KeyspaceCreateOptions::default)?;
             if !keyspace.is_empty()? {
                 let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
-                self.empty_shard(&mut batch, &keyspace)?;
+                empty_shard(&mut batch, &keyspace)?;
                 batch.commit()?;
             }
             spares.push(keyspace);
@@ -210,20 +210,6 @@ impl Engine {
             .filter(|((id, _), _)| *id == stream_id)
             .map(|(_, keyspace)| keyspace.clone())
             .collect()
-    }
-
-    /// Adds the removal of everything in a shard's keyspace to `batch`.
-    /// (Not `Keyspace::clear`: a cleared keyspace has no tables, and fjall
-    /// then keeps every journal that held its writes, for good.)
-    pub fn empty_shard(
-        &self,
-        batch: &mut fjall::OwnedWriteBatch,
-        keyspace: &Keyspace,
-    ) -> Result<()> {
-        for entry in keyspace.iter() {
-            batch.remove(keyspace, entry.key()?);
-        }
-        Ok(())
     }
 
     /// Keeps a deleted shard's keyspace, emptied in the deleting commit,
@@ -274,6 +260,16 @@ impl Engine {
         self.db.persist(PersistMode::Buffer)?;
         Ok(())
     }
+}
+
+/// Adds the removal of everything in a shard's keyspace to `batch`. (Not
+/// `Keyspace::clear`: a cleared keyspace has no tables, and fjall then
+/// keeps every journal that held its writes, for good.)
+pub(super) fn empty_shard(batch: &mut fjall::OwnedWriteBatch, keyspace: &Keyspace) -> Result<()> {
+    for entry in keyspace.iter() {
+        batch.remove(keyspace, entry.key()?);
+    }
+    Ok(())
 }
 
 /// Where the current engine lives; empty while it is being reopened.

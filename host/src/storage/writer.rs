@@ -592,7 +592,7 @@ impl Writer {
                 &engine.meta,
                 layout::shard_keyspace_key(stream.id, shard.index),
             );
-            engine.empty_shard(&mut batch, &engine.shard(shard)?)?;
+            super::engine::empty_shard(&mut batch, &engine.shard(shard)?)?;
             let prefix = layout::producer_key(stream.id, shard.index, 0);
             for entry in engine.producers.prefix(&prefix[..12]) {
                 batch.remove(&engine.producers, entry.key()?);
