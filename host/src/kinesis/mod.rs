@@ -19,9 +19,10 @@ mod value;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::aws::sigv4;
 use bytes::Bytes;
@@ -77,10 +78,9 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(api.config.connections_max));
     let addresses = AddressCounts::default();
     let read_timeout = Duration::from_millis(api.service.limits.request_read_timeout_ms);
-    let idle_timeout = Duration::from_millis(api.service.limits.connection_idle_timeout_ms);
     let timeouts = Timeouts {
         read: read_timeout,
-        idle: idle_timeout,
+        idle: Duration::from_millis(api.service.limits.connection_idle_timeout_ms),
     };
     loop {
         let permit = tokio::select! {
@@ -250,15 +250,15 @@ async fn serve_connection<I>(
 /// How many answers a connection is giving (a streamed one until its last
 /// event is taken) and since when it gives none.
 struct Activity {
-    answering: std::sync::atomic::AtomicUsize,
-    idle_since: std::sync::Mutex<std::time::Instant>,
+    answering: AtomicUsize,
+    idle_since: Mutex<Instant>,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             answering: 0.into(),
-            idle_since: std::sync::Mutex::new(std::time::Instant::now()),
+            idle_since: Mutex::new(Instant::now()),
         }
     }
 
@@ -266,7 +266,7 @@ impl Activity {
     /// answering.
     fn idle_for(&self) -> Option<Duration> {
         let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
-        (self.answering.load(std::sync::atomic::Ordering::Acquire) == 0).then(|| since.elapsed())
+        (self.answering.load(Ordering::Acquire) == 0).then(|| since.elapsed())
     }
 }
 
@@ -275,9 +275,7 @@ struct Answering(Arc<Activity>);
 
 impl Answering {
     fn start(activity: &Arc<Activity>) -> Self {
-        activity
-            .answering
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        activity.answering.fetch_add(1, Ordering::AcqRel);
         Self(activity.clone())
     }
 }
@@ -285,10 +283,8 @@ impl Answering {
 impl Drop for Answering {
     fn drop(&mut self) {
         // The time first, so a check that sees no answers sees this end.
-        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
-        self.0
-            .answering
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.answering.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
