@@ -364,6 +364,23 @@ async fn count_limits_are_enforced_with_the_limit_named() {
         .expect_err("third");
     assert_eq!(error.code(), Some(ErrorCode::LimitExceeded));
     assert!(error.to_string().contains("streams_max (2)"), "{error}");
+    // A processor's output stream counts as well.
+    client
+        .add_plugin("json-filter", crate::support::plugin("json_filter"))
+        .await
+        .expect("add plugin");
+    let error = client
+        .create_processor(crate::support::purchase_filter("purchases", "a"))
+        .await
+        .expect_err("an output stream past streams_max");
+    assert_eq!(error.code(), Some(ErrorCode::LimitExceeded));
+    assert!(
+        error
+            .to_string()
+            .contains("streams_max (2) streams, so stream \"purchases.out\" cannot be created"),
+        "{error}"
+    );
+    assert_eq!(client.list_streams().await.expect("list").len(), 2);
 
     let first = client
         .subscribe("a", 0, Position::Latest)

@@ -52,6 +52,7 @@ pub struct Processors {
     config: ProcessingConfig,
     record_bytes_max: usize,
     stream_shards_max: u32,
+    streams_max: usize,
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
 }
 
@@ -85,6 +86,7 @@ impl Processors {
             config,
             record_bytes_max: limits.record_bytes_max,
             stream_shards_max: limits.stream_shards_max,
+            streams_max: limits.streams_max,
             running: tokio::sync::Mutex::new(BTreeMap::new()),
         });
         let definitions = processors.storage.processing().processor_definitions()?;
@@ -331,7 +333,18 @@ impl Processors {
         Ok(info)
     }
 
+    /// Creates an output or dead-letter stream unless it exists, within
+    /// `streams_max` as a stream created by hand is.
     fn ensure_stream(&self, name: &str, shards: u32) -> Result<(), ProcessorError> {
+        if self.storage.stream(name).is_ok() {
+            return Ok(());
+        }
+        let streams_max = self.streams_max;
+        if self.storage.list_streams().len() >= streams_max {
+            return Err(ProcessorError::LimitExceeded(format!(
+                "the server holds streams_max ({streams_max}) streams, so stream {name:?} cannot be created for the processor; delete a stream or raise the limit"
+            )));
+        }
         match self.storage.create_stream(
             name,
             shards.min(self.stream_shards_max),
