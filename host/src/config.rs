@@ -518,6 +518,13 @@ impl ServerConfig {
                 self.storage.journal_bytes_max
             ));
         }
+        if self.tls_cert.is_some() && !self.tls_names.is_empty() {
+            return Err(
+                "tls_names are for the generated certificate; with tls_cert, the names are \
+                 those the operator's certificate carries (remove one of the two)"
+                    .to_owned(),
+            );
+        }
         if let Some(name) = self
             .tls_names
             .iter()
@@ -699,6 +706,14 @@ mod tests {
         );
         ServerConfig::from_toml("tls_names = [\"weir.example\", \"10.0.0.7\", \"fd00::7\"]\n")
             .expect("names and addresses");
+        let error = ServerConfig::from_toml(
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_names = [\"weir.example\"]\n",
+        )
+        .expect_err("names beside an operator certificate");
+        assert!(
+            error.contains("tls_names are for the generated certificate"),
+            "{error}"
+        );
         // Limits that contain one another stay in order.
         let error = ServerConfig::from_toml("[limits]\nrecord_bytes_max = 6000000\n")
             .expect_err("a record over a request");
