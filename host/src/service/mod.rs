@@ -81,6 +81,7 @@ impl RequestError {
             StorageError::WriterStopped => ErrorCode::ShuttingDown,
             StorageError::StorageFull { .. } => ErrorCode::StorageFull,
             StorageError::Corrupt { .. }
+            | StorageError::ChunkDamaged { .. }
             | StorageError::InUse { .. }
             | StorageError::UnsupportedLayout { .. }
             | StorageError::Segment(_)

@@ -23,8 +23,11 @@ use super::StorageError;
 use super::layout::corrupt;
 
 const FORMAT_CHUNK: u8 = 1;
-const FORMAT_SUMMARY: u8 = 1;
-const SUMMARY_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8 + 8 + 4;
+/// Summaries of format 1 (layout 3) carry no checksum of their chunk.
+const FORMAT_SUMMARY_UNCHECKED: u8 = 1;
+const FORMAT_SUMMARY: u8 = 2;
+const SUMMARY_UNCHECKED_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 8 + 8 + 4;
+const SUMMARY_BYTES: usize = SUMMARY_UNCHECKED_BYTES + 4;
 
 /// Format byte, base arrival time, record count.
 const CHUNK_HEADER_BYTES: usize = 1 + 8 + 4;
@@ -56,6 +59,10 @@ pub struct ChunkSummary {
     pub first_timestamp_ms: u64,
     pub last_timestamp_ms: u64,
     pub location: ChunkLocation,
+    /// CRC-32 of the chunk's bytes as written, checked when it is read:
+    /// segment files have no checksums of their own. `None` for chunks
+    /// written before summaries carried it.
+    pub checksum: Option<u32>,
 }
 
 impl ChunkSummary {
@@ -75,13 +82,17 @@ impl ChunkSummary {
         buf.put_u64_le(self.location.segment);
         buf.put_u64_le(self.location.offset);
         buf.put_u32_le(self.location.len);
+        buf.put_u32_le(self.checksum.unwrap_or_default());
         out
     }
 
     pub fn decode(key: &[u8], mut value: &[u8]) -> Result<Self, StorageError> {
-        if value.len() != SUMMARY_BYTES || value.get_u8() != FORMAT_SUMMARY {
-            return Err(corrupt("chunk summary"));
-        }
+        let checked = match (value.len(), value.first()) {
+            (SUMMARY_BYTES, Some(&FORMAT_SUMMARY)) => true,
+            (SUMMARY_UNCHECKED_BYTES, Some(&FORMAT_SUMMARY_UNCHECKED)) => false,
+            _ => return Err(corrupt("chunk summary")),
+        };
+        value.advance(1);
         let first_sequence = key
             .try_into()
             .map(u64::from_be_bytes)
@@ -97,7 +108,15 @@ impl ChunkSummary {
                 offset: value.get_u64_le(),
                 len: value.get_u32_le(),
             },
+            checksum: checked.then(|| value.get_u32_le()),
         })
+    }
+
+    /// Whether `chunk` is the chunk this summary was written for, as far as
+    /// its checksum can tell (always, for chunks written without one).
+    pub fn matches(&self, chunk: &[u8]) -> bool {
+        self.checksum
+            .is_none_or(|checksum| crc32fast::hash(chunk) == checksum)
     }
 }
 
@@ -121,6 +140,7 @@ impl ChunkBuilder {
                 first_timestamp_ms: timestamp_ms,
                 last_timestamp_ms: timestamp_ms,
                 location: ChunkLocation::default(),
+                checksum: None,
             },
             buf,
         }
@@ -151,6 +171,7 @@ impl ChunkBuilder {
     /// The chunk and its summary, whose location the caller fills in.
     pub fn finish(mut self) -> (ChunkSummary, Bytes) {
         self.buf[9..13].copy_from_slice(&self.summary.count.to_le_bytes());
+        self.summary.checksum = Some(crc32fast::hash(&self.buf));
         (self.summary, self.buf.freeze())
     }
 }
@@ -404,5 +425,26 @@ mod tests {
             assert!(result.is_err(), "a chunk cut at {cut} bytes decoded");
         }
         assert!(ChunkSummary::decode(&summary_key(0), &[1, 2, 3]).is_err());
+    }
+
+    /// A chunk's summary carries a checksum of it that tells a damaged
+    /// copy from the one written; summaries from before it (format 1)
+    /// still decode, and check nothing.
+    #[test]
+    fn summaries_carry_a_checksum_of_their_chunk() {
+        let (summary, value) = chunk(0);
+        assert!(summary.checksum.is_some() && summary.matches(&value));
+        let mut flipped = value.to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1; // a bit of the last record's data
+        assert!(!summary.matches(&flipped));
+
+        let unchecked = &summary.encode()[..SUMMARY_UNCHECKED_BYTES];
+        let mut older = unchecked.to_vec();
+        older[0] = FORMAT_SUMMARY_UNCHECKED;
+        let decoded = ChunkSummary::decode(&summary_key(0), &older).expect("format 1");
+        assert_eq!(decoded.checksum, None);
+        assert_eq!(decoded.location, summary.location);
+        assert!(decoded.matches(&flipped));
     }
 }

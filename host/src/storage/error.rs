@@ -54,6 +54,18 @@ pub enum StorageError {
         batch_sequence: u64,
         window: usize,
     },
+    /// A chunk read from its segment file is not what was written (its
+    /// checksum differs): the disk damaged it.
+    #[error(
+        "records {first} to {last} of stream {stream:?} shard {shard} are damaged on disk (their checksum does not match what was written); the data directory's disk may be failing. Reads from at:{end} go on past them",
+        last = end - 1
+    )]
+    ChunkDamaged {
+        stream: String,
+        shard: u32,
+        first: u64,
+        end: u64,
+    },
     /// A stored value did not decode: the data directory is damaged.
     #[error("stored {what} is corrupt; the data directory may be damaged")]
     Corrupt { what: &'static str },

@@ -24,8 +24,10 @@ const FORMAT_V1: u8 = 1;
 
 /// The data directory's layout: 1 stored one key per record, 2 stored
 /// records in chunks in segment files per shard, 3 stored them in segment
-/// files per stream, 4 may give a shard a deleted shard's keyspace (a
-/// layout 3 directory is stamped 4 as it is: it has no such shards yet).
+/// files per stream, 4 may give a shard a deleted shard's keyspace and
+/// writes chunk summaries with a checksum of their chunk (a layout 3
+/// directory is stamped 4 as it is: it has no such shards yet, and its
+/// summaries without checksums are still read).
 /// A directory of another layout is refused at open.
 pub const LAYOUT_VERSION: u32 = 4;
 /// The layout [`LAYOUT_VERSION`] reads as it is.

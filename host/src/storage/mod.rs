@@ -757,7 +757,8 @@ impl Storage {
     /// A chunk's bytes from its segment. A segment removed since its
     /// summary was read held only records retention removed.
     fn load_chunk(&self, shard: &Shard, summary: &chunk::ChunkSummary) -> Result<Bytes> {
-        self.segments
+        let chunk = self
+            .segments
             .read(shard.stream_id, summary.location)
             .map_err(|error| match error.kind() {
                 std::io::ErrorKind::NotFound => StorageError::PositionTrimmed {
@@ -769,7 +770,16 @@ impl Storage {
                     what: "segment (shorter than its chunks)",
                 },
                 _ => StorageError::Segment(error),
-            })
+            })?;
+        if !summary.matches(&chunk) {
+            return Err(StorageError::ChunkDamaged {
+                stream: shard.stream_name.clone(),
+                shard: shard.index,
+                first: summary.first_sequence,
+                end: summary.end(),
+            });
+        }
+        Ok(chunk)
     }
 
     /// Asks the writer to remove `chunks`, the records below `until` in
@@ -1057,5 +1067,59 @@ mod tests {
             .block_on(storage.delete_stream("b"))
             .expect("delete");
         create("c", 2).expect("room again");
+    }
+
+    /// A bit flipped in a stored chunk is caught by its checksum and named
+    /// with the records it holds; reads past them go on.
+    #[tokio::test]
+    async fn a_chunk_damaged_on_disk_is_named_and_can_be_read_past() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let storage = Storage::open(&data, StorageConfig::default()).expect("open");
+        storage
+            .create_stream("s", 1, Retention::default())
+            .expect("create");
+        for tag in ["a", "b"] {
+            put_and_read(&storage, "s", 0, tag).await;
+        }
+        storage.shutdown().expect("shutdown");
+        drop(storage);
+
+        // The first commit's chunk starts the stream's first segment file:
+        // flip a bit of its last record's data.
+        let segment = data
+            .join("segments")
+            .join("1")
+            .join(format!("{:020}.seg", 0));
+        let mut bytes = std::fs::read(&segment).expect("segment");
+        let first_chunk_end = bytes.len() / 2;
+        bytes[first_chunk_end - 1] ^= 1;
+        std::fs::write(&segment, &bytes).expect("damage");
+
+        let storage = Storage::open(&data, StorageConfig::default()).expect("reopen");
+        let shard = storage.stream("s").expect("s").shards[0].clone();
+        let error = storage
+            .read(&shard, 0, 100, usize::MAX)
+            .expect_err("damaged");
+        assert!(
+            matches!(
+                error,
+                StorageError::ChunkDamaged {
+                    shard: 0,
+                    first: 0,
+                    end: 3,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("records 0 to 2 of stream \"s\" shard 0 are damaged on disk"),
+            "{error}"
+        );
+        let past = storage.read(&shard, 3, 100, usize::MAX).expect("past it");
+        assert_eq!(past.records.len(), 3);
     }
 }
