@@ -290,6 +290,51 @@ async fn a_processor_behind_retention_reports_the_loss_and_goes_on() {
     assert_eq!(read_all(client, "buys.out").await[&0].len(), 5);
 }
 
+/// Records the disk damaged are skipped by a processor, which says which
+/// and goes on with the rest (as with records retention removed), instead
+/// of retrying the damaged chunk forever.
+#[tokio::test]
+async fn a_processor_skips_records_damaged_on_disk_and_says_which() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("worn", 1, Retention::default())
+        .await
+        .expect("create");
+    client
+        .add_plugin("json-filter", plugin("json_filter"))
+        .await
+        .expect("add plugin");
+    // Three commits: three chunks of one size in the stream's first segment.
+    for batch in 0..3 {
+        let records = (0..10)
+            .map(|i| PutRecord {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                data: Bytes::from(format!(r#"{{"event":"purchase","n":{}}}"#, batch * 10 + i)),
+            })
+            .collect();
+        crate::support::put_all(client, "worn", records).await;
+    }
+    let test = test
+        .restart_after(crate::support::damage_the_middle_of_the_first_segment)
+        .await;
+    let client = &test.client;
+    create_processor(client, crate::support::purchase_filter("buys", "worn")).await;
+    let caught_up = eventually(Duration::from_secs(10), || async {
+        describe_processor(client, "buys").await.shards[0].cursor == 30
+    })
+    .await;
+    let shard = &describe_processor(client, "buys").await.shards[0];
+    assert!(caught_up, "the processor went past the damage: {shard:?}");
+    assert_eq!(shard.status, "running");
+    assert_eq!(
+        shard.last_error.as_deref(),
+        Some("records 10 to 19 were damaged on disk and skipped unprocessed")
+    );
+    assert_eq!(read_all(client, "buys.out").await[&0].len(), 20);
+}
+
 /// The segment files of every stream (a log per stream), in order.
 fn segment_files(test: &TestServer) -> Vec<std::path::PathBuf> {
     let root = test.data_dir().join("db").join("segments");

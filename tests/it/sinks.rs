@@ -1272,6 +1272,68 @@ fn sink_threads_run_below_the_servers_priority() {
     );
 }
 
+/// Records the disk damaged are skipped by a sink, which says which and
+/// forwards the rest, instead of retrying the damaged chunk forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_skips_records_damaged_on_disk_and_says_which() {
+    let central = TestServer::start().await;
+    let upstream = central.kinesis_target();
+    kinesis_call(
+        &upstream,
+        "CreateStream",
+        serde_json::json!({"StreamName": "central", "ShardCount": 1}),
+    )
+    .await;
+    let credentials = write_credentials(central.data_dir(), &upstream);
+
+    let edge = TestServer::start().await;
+    edge.client
+        .create_stream("worn", 1, Default::default())
+        .await
+        .expect("create");
+    // Three commits: three chunks of one size in the stream's first segment.
+    for batch in 0..3 {
+        let records = (0..10)
+            .map(|i| PutRecord {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                data: format!("r{}", batch * 10 + i).into(),
+            })
+            .collect();
+        crate::support::put_all(&edge.client, "worn", records).await;
+    }
+    let edge = edge
+        .restart_after(crate::support::damage_the_middle_of_the_first_segment)
+        .await;
+    let settings = SinkSettings {
+        credentials_file: Some(credentials),
+        ..sink_settings("s", "worn", format!("kinesis://{}/central", upstream.addr))
+    };
+    edge.client
+        .admin(AdminRequest::CreateSink(Box::new(settings)))
+        .await
+        .expect("create sink");
+    let caught_up = eventually(Duration::from_secs(20), || async {
+        describe_sink(&edge.client, "s").await.shards[0].cursor == 30
+    })
+    .await;
+    let shard = &describe_sink(&edge.client, "s").await.shards[0];
+    assert!(caught_up, "the sink went past the damage: {shard:?}");
+    assert_eq!(
+        shard.last_error.as_deref(),
+        Some("records 10 to 19 were damaged on disk and skipped unforwarded")
+    );
+    let mut forwarded: Vec<String> = kinesis_read_all(&upstream, "central")
+        .await
+        .into_iter()
+        .map(|(_, data)| data)
+        .collect();
+    forwarded.sort();
+    let mut expected: Vec<String> = (0..10).chain(20..30).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(forwarded, expected);
+}
+
 /// Records a paused sink never forwarded are removed by retention: when it
 /// resumes it says how many it lost and forwards what is left (here to the
 /// same box's own Kinesis API, signed).

@@ -55,8 +55,15 @@ impl TestServer {
     /// Shuts the server down cleanly and starts a new one (with the
     /// default settings) on the same data directory.
     pub async fn restart(self) -> Self {
+        self.restart_after(|_| {}).await
+    }
+
+    /// [`TestServer::restart`], doing `between` to the data directory while
+    /// no server has it open.
+    pub async fn restart_after(self, between: impl FnOnce(&Path)) -> Self {
         self.client.close().await;
         self.server.shutdown().await.expect("clean shutdown");
+        between(self.dir.path());
         let mut config = ServerConfig::new(self.dir.path());
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.admin_listen = None;
@@ -195,6 +202,20 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Flips a bit in the middle of the first segment file of the first
+/// stream created in the data directory `dir`, as a failing disk would.
+pub fn damage_the_middle_of_the_first_segment(dir: &Path) {
+    let segment = dir
+        .join("db")
+        .join("segments")
+        .join("1")
+        .join(format!("{:020}.seg", 0));
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&segment, &bytes).expect("damage");
 }
 
 /// Every record of every shard, read with GetRecords from the trim horizon.

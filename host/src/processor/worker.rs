@@ -389,6 +389,21 @@ impl Worker {
             );
             self.cursor.next_sequence += lost;
         }
+        let damaged = read.damaged;
+        if damaged > 0 {
+            let (first, last) = (
+                self.cursor.next_sequence,
+                self.cursor.next_sequence + damaged - 1,
+            );
+            tracing::error!(processor = %self.processor(), shard = self.source.index, first, last, "source records damaged on disk skipped");
+            self.set_status(
+                "running",
+                Some(format!(
+                    "records {first} to {last} were damaged on disk and skipped unprocessed"
+                )),
+            );
+            self.cursor.next_sequence += damaged;
+        }
         Ok(read.records)
     }
 

@@ -327,10 +327,22 @@ impl Worker {
                 )),
             );
             pipeline.next_to_send += lost;
-            if pipeline.in_flight.is_empty() {
-                self.cursor.next_sequence = pipeline.next_to_send;
-                self.cursor_unsaved = true;
-            }
+        }
+        let damaged = read.damaged;
+        if damaged > 0 {
+            let (first, last) = (pipeline.next_to_send, pipeline.next_to_send + damaged - 1);
+            tracing::error!(sink = %self.sink, shard = self.shard.index, first, last, "records damaged on disk skipped");
+            self.report(
+                "forwarding",
+                Some(format!(
+                    "records {first} to {last} were damaged on disk and skipped unforwarded"
+                )),
+            );
+            pipeline.next_to_send += damaged;
+        }
+        if (lost > 0 || damaged > 0) && pipeline.in_flight.is_empty() {
+            self.cursor.next_sequence = pipeline.next_to_send;
+            self.cursor_unsaved = true;
         }
         Ok(read.records)
     }

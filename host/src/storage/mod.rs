@@ -87,6 +87,9 @@ pub struct InOrderRead {
     /// Records retention removed before the reader got to them: the
     /// reader's position moves on by this many (0 almost always).
     pub lost: u64,
+    /// Records after those that the disk damaged (see
+    /// [`StorageError::ChunkDamaged`]): the position moves on by these too.
+    pub damaged: u64,
 }
 
 /// The durable store: streams, shards, producer dedup state, checkpoints.
@@ -629,30 +632,40 @@ impl Storage {
 
     /// [`Storage::read`] for a reader that must not skip records silently
     /// (a processor or sink worker), on the blocking pool. When retention
-    /// already removed `start`, it reads from the first record left and
-    /// says how many were lost, for the reader to report and move past.
+    /// already removed `start`, it reads from the first record left; when
+    /// the disk damaged the chunk at the position, from the record after
+    /// it; and says how many were lost or damaged, for the reader to report
+    /// and move past. (Records before a damaged chunk are returned first.)
     pub async fn read_in_order(
         self: &Arc<Self>,
         shard: &Arc<Shard>,
         start: u64,
-        limit: usize,
+        mut limit: usize,
         bytes_max: usize,
     ) -> Result<InOrderRead> {
         let (storage, shard) = (self.clone(), shard.clone());
         tokio::task::spawn_blocking(move || {
-            let mut lost = 0;
+            let (mut lost, mut damaged) = (0, 0);
             loop {
-                match storage.read(&shard, start + lost, limit, bytes_max) {
+                let at = start + lost + damaged;
+                match storage.read(&shard, at, limit, bytes_max) {
                     Ok(batch) => {
                         return Ok(InOrderRead {
                             records: batch.records,
                             lost,
+                            damaged,
                         });
                     }
                     // Retention may trim again between the two reads.
                     Err(StorageError::PositionTrimmed { first_sequence, .. }) => {
-                        lost = first_sequence - start;
+                        lost = first_sequence - start - damaged;
                     }
+                    // The records before the damaged chunk are whole: read
+                    // just those (the read stops before loading it).
+                    Err(StorageError::ChunkDamaged { first, .. }) if first > at => {
+                        limit = limit.min((first - at) as usize);
+                    }
+                    Err(StorageError::ChunkDamaged { end, .. }) => damaged += end - at,
                     Err(error) => return Err(error),
                 }
             }
@@ -1070,7 +1083,9 @@ mod tests {
     }
 
     /// A bit flipped in a stored chunk is caught by its checksum and named
-    /// with the records it holds; reads past them go on.
+    /// with the records it holds; plain reads past it go on, and in-order
+    /// readers (processors, sinks) get the records before it, then are
+    /// told how many it held and get those after.
     #[tokio::test]
     async fn a_chunk_damaged_on_disk_is_named_and_can_be_read_past() {
         let dir = tempfile::tempdir().expect("dir");
@@ -1079,21 +1094,21 @@ mod tests {
         storage
             .create_stream("s", 1, Retention::default())
             .expect("create");
-        for tag in ["a", "b"] {
+        for tag in ["a", "b", "c"] {
             put_and_read(&storage, "s", 0, tag).await;
         }
         storage.shutdown().expect("shutdown");
         drop(storage);
 
-        // The first commit's chunk starts the stream's first segment file:
-        // flip a bit of its last record's data.
+        // Three commits, three chunks of one size, in the stream's first
+        // segment file: flip a bit in the middle one.
         let segment = data
             .join("segments")
             .join("1")
             .join(format!("{:020}.seg", 0));
         let mut bytes = std::fs::read(&segment).expect("segment");
-        let first_chunk_end = bytes.len() / 2;
-        bytes[first_chunk_end - 1] ^= 1;
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
         std::fs::write(&segment, &bytes).expect("damage");
 
         let storage = Storage::open(&data, StorageConfig::default()).expect("reopen");
@@ -1106,8 +1121,8 @@ mod tests {
                 error,
                 StorageError::ChunkDamaged {
                     shard: 0,
-                    first: 0,
-                    end: 3,
+                    first: 3,
+                    end: 6,
                     ..
                 }
             ),
@@ -1116,10 +1131,40 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .starts_with("records 0 to 2 of stream \"s\" shard 0 are damaged on disk"),
+                .starts_with("records 3 to 5 of stream \"s\" shard 0 are damaged on disk"),
             "{error}"
         );
-        let past = storage.read(&shard, 3, 100, usize::MAX).expect("past it");
+        let past = storage.read(&shard, 6, 100, usize::MAX).expect("past it");
         assert_eq!(past.records.len(), 3);
+
+        let keys = |read: &InOrderRead| -> Vec<String> {
+            read.records
+                .iter()
+                .map(|r| r.partition_key.clone())
+                .collect()
+        };
+        let before = storage
+            .read_in_order(&shard, 0, 100, usize::MAX)
+            .await
+            .expect("before");
+        assert_eq!(
+            (keys(&before), before.lost, before.damaged),
+            (
+                vec!["a-0".to_owned(), "a-1".to_owned(), "a-2".to_owned()],
+                0,
+                0
+            )
+        );
+        let after = storage
+            .read_in_order(&shard, 3, 100, usize::MAX)
+            .await
+            .expect("after");
+        assert_eq!(
+            (keys(&after), after.damaged),
+            (
+                vec!["c-0".to_owned(), "c-1".to_owned(), "c-2".to_owned()],
+                3
+            )
+        );
     }
 }
