@@ -124,8 +124,8 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if server.cert_newly_generated() {
         tracing::info!(
             cert = %server.cert_path().display(),
-            "made a self-signed certificate for localhost, 127.0.0.1, ::1{}; remote clients need a copy of it (pass --ca)",
-            cert_names.iter().map(|name| format!(", {name}")).collect::<String>(),
+            "made a self-signed certificate for {}; remote clients need a copy of it (pass --ca)",
+            weir::tls::generated_names(&cert_names).join(", "),
         );
     } else if server.generated_cert() {
         tracing::info!(

@@ -112,8 +112,8 @@ pub struct StorageConfig {
     pub disk_free_bytes_min: u64,
     /// Shards of all streams together. Each is a fjall keyspace: ~15 KB
     /// of memory, and fjall keeps a copy of its list of keyspaces on disk
-    /// for each one created until it restarts (quadratic: ~290 MB for
-    /// 1 024, 4.5 GB for 4 096; reclaimed at the next start).
+    /// for each one created until it restarts (quadratic: ~280 MiB for
+    /// 1 024, ~4.3 GiB for 4 096; reclaimed at the next start).
     pub shards_max: usize,
 }
 

@@ -126,34 +126,25 @@ impl Server {
         let endpoint = transport::bind(config.listen, identity, &reset_key, &config.limits)?;
         let local_addr = endpoint
             .local_addr()
-            .map_err(|source| TransportError::Bind {
-                listener: Listener::Quic,
-                addr: config.listen,
-                source,
-            })?;
+            .map_err(TransportError::bind(Listener::Quic, config.listen))?;
         // Every listener is bound before processors and sinks start, so an
         // address in use stops the start before anything runs.
         let admin_listener = match config.admin_listen {
-            Some(addr) => Some(crate::metrics::bind_admin(addr).await.map_err(|source| {
-                TransportError::Bind {
-                    listener: Listener::Admin,
-                    addr,
-                    source,
-                }
-            })?),
+            Some(addr) => Some(
+                crate::metrics::bind_admin(addr)
+                    .await
+                    .map_err(TransportError::bind(Listener::Admin, addr))?,
+            ),
             None => None,
         };
-        let kinesis_listener =
-            match config.kinesis_listen {
-                Some(addr) => Some(crate::kinesis::bind(addr).await.map_err(|source| {
-                    TransportError::Bind {
-                        listener: Listener::Kinesis,
-                        addr,
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let kinesis_listener = match config.kinesis_listen {
+            Some(addr) => Some(
+                crate::kinesis::bind(addr)
+                    .await
+                    .map_err(TransportError::bind(Listener::Kinesis, addr))?,
+            ),
+            None => None,
+        };
         let runtime = Arc::new(
             PluginRuntime::new(dir.join("compiled"))
                 .map_err(ServerError::Plugins)?

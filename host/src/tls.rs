@@ -113,17 +113,23 @@ pub fn load_or_generate(
     })
 }
 
+/// The names a certificate generated with `tls_names` = `extra_names` is
+/// valid for.
+pub fn generated_names(extra_names: &[String]) -> Vec<String> {
+    GENERATED_NAMES_ALWAYS
+        .iter()
+        .map(|name| name.to_string())
+        .chain(extra_names.iter().cloned())
+        .collect()
+}
+
 /// Makes the self-signed pair unless the data directory holds one made for
 /// the same names; whether it made one.
 fn ensure_generated(data_dir: &Path, extra_names: &[String]) -> Result<bool, TlsError> {
     let cert_path = generated_cert_path(data_dir);
     let key_path = generated_key_path(data_dir);
     let names_path = generated_names_path(data_dir);
-    let names: Vec<String> = GENERATED_NAMES_ALWAYS
-        .iter()
-        .map(|name| name.to_string())
-        .chain(extra_names.iter().cloned())
-        .collect();
+    let names = generated_names(extra_names);
     let names_text = names.join("\n");
     let made_for = match std::fs::read_to_string(&names_path) {
         Ok(made_for) => made_for,

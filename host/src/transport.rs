@@ -65,6 +65,17 @@ impl std::fmt::Display for Listener {
     }
 }
 
+impl TransportError {
+    /// What a failed bind of `listener` to `addr` becomes.
+    pub fn bind(listener: Listener, addr: SocketAddr) -> impl Fn(std::io::Error) -> Self + Copy {
+        move |source| Self::Bind {
+            listener,
+            addr,
+            source,
+        }
+    }
+}
+
 fn in_use_hint(error: &std::io::Error) -> &'static str {
     if error.kind() == std::io::ErrorKind::AddrInUse {
         " (another program, perhaps another Weir server, has it: stop it or pick another address)"
@@ -111,11 +122,7 @@ pub fn bind(
     config.transport_config(Arc::new(transport));
     // Connection attempts queued before the accept loop sees them.
     config.max_incoming(limits.handshakes_max);
-    let bind_error = |source| TransportError::Bind {
-        listener: Listener::Quic,
-        addr,
-        source,
-    };
+    let bind_error = TransportError::bind(Listener::Quic, addr);
     let socket = weir_proto::io::udp_socket(addr, weir_proto::io::UDP_SOCKET_BUFFER_BYTES)
         .map_err(bind_error)?;
     let runtime = Arc::new(quinn::TokioRuntime);

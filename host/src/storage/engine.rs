@@ -30,10 +30,11 @@ pub(super) struct Engine {
     /// Keyspaces of deleted shards, emptied and kept for the next shards
     /// created. fjall (3.1) keeps every version of its own list of
     /// keyspaces on disk until the database closes, so each keyspace it
-    /// creates or deletes leaves a copy of that list behind: ~1.1 KB per
-    /// keyspace it holds (4.5 MB per create and delete with 4 096). Reused
-    /// keyspaces make deleting a stream and creating another cost nothing
-    /// there; `shards_max` bounds what creating them can leave.
+    /// creates or deletes leaves a copy of that list behind: a create and
+    /// a delete ~1.1 KiB per keyspace it holds (4.5 MiB with 4 096; see
+    /// BENCHMARKS.md). Reused keyspaces make deleting a stream and
+    /// creating another cost nothing there; `shards_max` bounds what
+    /// creating them can leave.
     spare_shards: Mutex<Vec<Keyspace>>,
     memtable_bytes_max: u64,
     /// Counts reopenings, so caches of what the engine held (the writer's
