@@ -389,6 +389,19 @@ async fn retention_deletes_emptied_segment_files_and_a_deleted_stream_leaves_non
     })
     .await;
     assert!(reclaimed, "segments left: {:?}", segment_files(&test));
+    // Retention trims in passes (every 100 ms here): wait for a pass that
+    // finds nothing left to trim, so what is read next is what stays.
+    let oldest = || async {
+        let description = client.describe_stream("rolling").await.expect("describe");
+        description.shards[0].first_sequence
+    };
+    let settled = eventually(Duration::from_secs(5), || async {
+        let before = oldest().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        oldest().await == before
+    })
+    .await;
+    assert!(settled, "retention kept trimming the stream");
 
     // What is left reads back, newest last, and survives a restart.
     let before = read_all(client, "rolling").await[&0].clone();
