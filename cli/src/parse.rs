@@ -11,20 +11,15 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
-/// `500ms`, `30s`, `15m`, `24h`, `7d` → milliseconds.
 /// A listen address, or `off` for a listener that is turned off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenOrOff(pub Option<std::net::SocketAddr>);
 
 pub fn listen_or_off(text: &str) -> Result<ListenOrOff, String> {
-    if text == "off" {
-        return Ok(ListenOrOff(None));
-    }
-    text.parse()
-        .map(|addr| ListenOrOff(Some(addr)))
-        .map_err(|_| format!("{text:?} is neither an address (HOST:PORT) nor `off`"))
+    weir::config::parse_listener(text).map(ListenOrOff)
 }
 
+/// `500ms`, `30s`, `15m`, `24h`, `7d` → milliseconds.
 pub fn duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text

@@ -22,9 +22,10 @@ pub struct ServeArgs {
     /// UDP address for QUIC [default: 127.0.0.1:7720].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// TCP address for /metrics, /healthz, /readyz [default: 127.0.0.1:7721].
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
+    /// TCP address for /metrics, /healthz, /readyz, or `off`
+    /// [default: 127.0.0.1:7721].
+    #[arg(long, value_parser = parse::listen_or_off)]
+    admin_listen: Option<parse::ListenOrOff>,
     /// TCP address for the Kinesis Data Streams API, or `off`
     /// [default: 127.0.0.1:4567].
     #[arg(long, value_parser = parse::listen_or_off)]
@@ -69,8 +70,8 @@ fn configure(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    if let Some(admin) = args.admin_listen {
-        config.admin_listen = Some(admin);
+    if let Some(parse::ListenOrOff(admin)) = args.admin_listen {
+        config.admin_listen = admin;
     }
     if let Some(parse::ListenOrOff(kinesis)) = args.kinesis_listen {
         config.kinesis_listen = kinesis;

@@ -23,6 +23,39 @@ const JOURNAL_BYTES_MIN: u64 = 64 * 1024 * 1024;
 /// The documented default configuration file (`weir config default`).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../weir.default.toml");
 
+/// What turns a listener off, in the file and on the command line.
+pub const LISTENER_OFF: &str = "off";
+
+/// A listener's `HOST:PORT`, or [`LISTENER_OFF`] for none.
+pub fn parse_listener(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == LISTENER_OFF {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{text:?} is neither an address (HOST:PORT) nor \"{LISTENER_OFF}\""))
+}
+
+/// An optional listener in TOML: its address, or `"off"`. (Leaving the
+/// key out keeps the default address, so "off" is how a file turns one
+/// off.)
+mod listener_or_off {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str(super::LISTENER_OFF),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        super::parse_listener(&String::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
@@ -436,10 +469,12 @@ impl Default for SinkConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// TCP address of the admin HTTP listener (`/metrics`, `/healthz`,
-    /// `/readyz`); `None` turns it off.
+    /// `/readyz`); `None` (`"off"` in the file) turns it off.
+    #[serde(with = "listener_or_off")]
     pub admin_listen: Option<SocketAddr>,
     /// TCP address of the Kinesis-compatible HTTP API (HTTP/1.1 and h2);
-    /// `None` turns it off.
+    /// `None` (`"off"` in the file) turns it off.
+    #[serde(with = "listener_or_off")]
     pub kinesis_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The operator's certificate chain and key (PEM); without them Weir
@@ -660,6 +695,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_file_turns_a_listener_off_with_off_and_names_a_bad_address() {
+        let config = ServerConfig::from_toml("admin_listen = \"off\"\nkinesis_listen = \"off\"\n")
+            .expect("off");
+        assert_eq!((config.admin_listen, config.kinesis_listen), (None, None));
+        let text = toml::to_string(&config).expect("serializes");
+        assert_eq!(ServerConfig::from_toml(&text).expect("round trip"), config);
+        let config = ServerConfig::from_toml("kinesis_listen = \"0.0.0.0:4568\"\n").expect("addr");
+        assert_eq!(
+            config.kinesis_listen,
+            Some("0.0.0.0:4568".parse().expect("addr"))
+        );
+        let error = ServerConfig::from_toml("kinesis_listen = \"of\"\n").expect_err("typo");
+        assert!(error.contains("\"of\" is neither an address"), "{error}");
     }
 
     #[test]
