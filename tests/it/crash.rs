@@ -326,3 +326,74 @@ async fn a_producer_keeps_each_shards_order_with_batches_in_flight_across_a_cras
     }
     assert_eq!(seen.len() as u64, total, "every record stored once");
 }
+
+/// What a power cut in buffered mode can leave (SIGKILL cannot: the page
+/// cache survives it): the journal holds a commit whose chunk never fully
+/// reached its segment. The server starts, the stream takes writes, reads
+/// get the records before the lost ones and then an error naming them and
+/// where reading goes on.
+#[tokio::test]
+async fn records_a_power_cut_kept_from_the_disk_are_named_and_the_stream_goes_on() {
+    let test = crate::support::TestServer::start().await;
+    test.client
+        .create_stream("cut", 1, Default::default())
+        .await
+        .expect("create");
+    for batch in 0..3 {
+        let records = (0..10)
+            .map(|i| PutRecord {
+                partition_key: format!("k{batch}-{i}"),
+                explicit_hash_key: None,
+                data: Bytes::from(format!("before-{batch}-{i}")),
+            })
+            .collect();
+        crate::support::put_all(&test.client, "cut", records).await;
+    }
+    let test = test
+        .restart_after(|dir| {
+            let segment = crate::support::first_segment(dir);
+            let len = std::fs::metadata(&segment).expect("segment").len();
+            let file = std::fs::File::options().write(true).open(&segment);
+            file.expect("open").set_len(len - 1).expect("cut");
+        })
+        .await;
+    let client = &test.client;
+
+    let stored = client
+        .put_records(
+            "cut",
+            None,
+            vec![PutRecord {
+                partition_key: "k".into(),
+                explicit_hash_key: None,
+                data: Bytes::from_static(b"after"),
+            }],
+        )
+        .await
+        .expect("the stream takes writes");
+    let PutResult::Stored { sequence, .. } = stored[0] else {
+        panic!("not stored: {stored:?}");
+    };
+    assert_eq!(sequence, 30, "sequence numbers are never reused");
+
+    let before = client
+        .get_records("cut", 0, weir_client::Position::TrimHorizon, 100)
+        .await
+        .expect("the records before the lost ones");
+    assert_eq!(before.records.len(), 20);
+    let error = client
+        .get_records("cut", 0, weir_client::Position::AtSequence(20), 100)
+        .await
+        .expect_err("the lost records");
+    let message = error.to_string();
+    assert!(
+        message.contains("records 20 to 29 of stream \"cut\" shard 0 are damaged on disk")
+            && message.contains("Reads from at:30 go on"),
+        "{message}"
+    );
+    let after = client
+        .get_records("cut", 0, weir_client::Position::AtSequence(30), 100)
+        .await
+        .expect("after");
+    assert_eq!(after.records[0].data, Bytes::from_static(b"after"));
+}

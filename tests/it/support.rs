@@ -204,14 +204,18 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The first segment file of the first stream created in data directory `dir`.
+pub fn first_segment(dir: &Path) -> PathBuf {
+    dir.join("db")
+        .join("segments")
+        .join("1")
+        .join(format!("{:020}.seg", 0))
+}
+
 /// Flips a bit in the middle of the first segment file of the first
 /// stream created in the data directory `dir`, as a failing disk would.
 pub fn damage_the_middle_of_the_first_segment(dir: &Path) {
-    let segment = dir
-        .join("db")
-        .join("segments")
-        .join("1")
-        .join(format!("{:020}.seg", 0));
+    let segment = first_segment(dir);
     let mut bytes = std::fs::read(&segment).expect("segment");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;

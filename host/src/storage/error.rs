@@ -54,10 +54,10 @@ pub enum StorageError {
         batch_sequence: u64,
         window: usize,
     },
-    /// A chunk read from its segment file is not what was written (its
-    /// checksum differs): the disk damaged it.
+    /// A chunk's bytes are not what was written: its checksum differs, or
+    /// its segment file ends before it (or is gone).
     #[error(
-        "records {first} to {last} of stream {stream:?} shard {shard} are damaged on disk (their checksum does not match what was written); the data directory's disk may be failing. Reads from at:{end} go on past them",
+        "records {first} to {last} of stream {stream:?} shard {shard} are damaged on disk ({cause}). Reads from at:{end} go on past them",
         last = end - 1
     )]
     ChunkDamaged {
@@ -65,6 +65,7 @@ pub enum StorageError {
         shard: u32,
         first: u64,
         end: u64,
+        cause: ChunkDamage,
     },
     /// A stored value did not decode: the data directory is damaged.
     #[error("stored {what} is corrupt; the data directory may be damaged")]
@@ -130,3 +131,26 @@ impl StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Why a stored chunk cannot be read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkDamage {
+    /// Its bytes differ from what was written.
+    Checksum,
+    /// Its segment file ends before it or is gone: in `buffered` mode, what
+    /// a power cut leaves of writes not yet synced.
+    Missing,
+}
+
+impl std::fmt::Display for ChunkDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Checksum => {
+                "their checksum does not match what was written; the data directory's disk may be failing"
+            }
+            Self::Missing => {
+                "their segment file ends before them or is gone; the machine may have stopped before they were synced"
+            }
+        })
+    }
+}

@@ -55,7 +55,7 @@ use stream::open_stream;
 
 pub use catalog::{Catalog, CatalogKind};
 pub use commands::{AppendOutcome, AppendRecord};
-pub use error::{Result, StorageError};
+pub use error::{ChunkDamage, Result, StorageError};
 pub use layout::{CursorState, StateSize};
 pub use processing::{Processing, ProcessingCommit};
 pub use stream::{Shard, ShardStats, Stream};
@@ -699,7 +699,12 @@ impl Storage {
             // Chunks are whole commits: none straddles `end`.
             let load = |summary: &chunk::ChunkSummary| self.load_chunk(shard, summary);
             'chunks: for reader in chunk::read_from(&keyspace, start, end, load)? {
-                let mut reader = reader?;
+                let mut reader = match reader {
+                    // The records before it are answered; the next read,
+                    // starting at it, names it.
+                    Err(StorageError::ChunkDamaged { .. }) if !records.is_empty() => break,
+                    reader => reader?,
+                };
                 while let Some(record) = reader.next_record()? {
                     bytes += record.data.len() + record.partition_key.len();
                     records.push(record);
@@ -768,29 +773,37 @@ impl Storage {
     }
 
     /// A chunk's bytes from its segment. A segment removed since its
-    /// summary was read held only records retention removed.
+    /// summary was read held only records retention removed; one missing
+    /// or short otherwise lost the chunk (a power cut before a sync).
     fn load_chunk(&self, shard: &Shard, summary: &chunk::ChunkSummary) -> Result<Bytes> {
+        let damaged = |cause| StorageError::ChunkDamaged {
+            stream: shard.stream_name.clone(),
+            shard: shard.index,
+            first: summary.first_sequence,
+            end: summary.end(),
+            cause,
+        };
         let chunk = self
             .segments
             .read(shard.stream_id, summary.location)
             .map_err(|error| match error.kind() {
-                std::io::ErrorKind::NotFound => StorageError::PositionTrimmed {
-                    shard: shard.index,
-                    requested: summary.first_sequence,
-                    first_sequence: shard.state().first_sequence,
-                },
-                std::io::ErrorKind::UnexpectedEof => StorageError::Corrupt {
-                    what: "segment (shorter than its chunks)",
-                },
+                std::io::ErrorKind::NotFound => {
+                    let first_sequence = shard.state().first_sequence;
+                    if summary.end() <= first_sequence {
+                        StorageError::PositionTrimmed {
+                            shard: shard.index,
+                            requested: summary.first_sequence,
+                            first_sequence,
+                        }
+                    } else {
+                        damaged(ChunkDamage::Missing)
+                    }
+                }
+                std::io::ErrorKind::UnexpectedEof => damaged(ChunkDamage::Missing),
                 _ => StorageError::Segment(error),
             })?;
         if !summary.matches(&chunk) {
-            return Err(StorageError::ChunkDamaged {
-                stream: shard.stream_name.clone(),
-                shard: shard.index,
-                first: summary.first_sequence,
-                end: summary.end(),
-            });
+            return Err(damaged(ChunkDamage::Checksum));
         }
         Ok(chunk)
     }
@@ -1113,8 +1126,10 @@ mod tests {
 
         let storage = Storage::open(&data, StorageConfig::default()).expect("reopen");
         let shard = storage.stream("s").expect("s").shards[0].clone();
+        let before = storage.read(&shard, 0, 100, usize::MAX).expect("before");
+        assert_eq!(before.next_sequence, 3, "{before:?}");
         let error = storage
-            .read(&shard, 0, 100, usize::MAX)
+            .read(&shard, 3, 100, usize::MAX)
             .expect_err("damaged");
         assert!(
             matches!(
@@ -1123,6 +1138,7 @@ mod tests {
                     shard: 0,
                     first: 3,
                     end: 6,
+                    cause: ChunkDamage::Checksum,
                     ..
                 }
             ),
@@ -1166,5 +1182,102 @@ mod tests {
                 3
             )
         );
+    }
+
+    /// What a power cut in buffered mode can leave: chunk summaries
+    /// committed to the journal whose bytes never reached the segment (cut
+    /// short, or not there at all). Those records read as damaged, reads
+    /// get the records before them, and the stream takes writes again.
+    #[tokio::test]
+    async fn chunks_a_power_cut_kept_from_the_disk_read_as_damaged_and_writes_go_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let segments = data.join("segments").join("1");
+        let config = StorageConfig {
+            durability: Durability::Buffered,
+            ..StorageConfig::default()
+        };
+        let storage = Storage::open(&data, config.clone()).expect("open");
+        storage
+            .create_stream("s", 1, Retention::default())
+            .expect("create");
+        for tag in ["a", "b"] {
+            put_and_read(&storage, "s", 0, tag).await;
+        }
+        storage.shutdown().expect("shutdown");
+        drop(storage);
+        let newest_segment = || {
+            let mut files: Vec<_> = std::fs::read_dir(&segments)
+                .expect("segments")
+                .map(|entry| entry.expect("entry").path())
+                .collect();
+            files.sort();
+            files.pop().expect("a segment")
+        };
+        // The second chunk's last byte never reached the disk.
+        let segment = newest_segment();
+        let len = std::fs::metadata(&segment).expect("segment").len();
+        std::fs::File::options()
+            .write(true)
+            .open(&segment)
+            .expect("open")
+            .set_len(len - 1)
+            .expect("cut");
+
+        let storage = Storage::open(&data, config.clone()).expect("reopen");
+        let shard = storage.stream("s").expect("s").shards[0].clone();
+        let keys = |batch: &RecordBatch| -> Vec<String> {
+            batch
+                .records
+                .iter()
+                .map(|r| r.partition_key.clone())
+                .collect()
+        };
+        let before = storage.read(&shard, 0, 100, usize::MAX).expect("before");
+        assert_eq!(keys(&before), ["a-0", "a-1", "a-2"]);
+        let error = storage
+            .read(&shard, before.next_sequence, 100, usize::MAX)
+            .expect_err("lost");
+        assert!(
+            matches!(
+                error,
+                StorageError::ChunkDamaged {
+                    first: 3,
+                    end: 6,
+                    cause: ChunkDamage::Missing,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("ends before them or is gone"),
+            "{error}"
+        );
+        put_and_read(&storage, "s", 0, "c").await;
+        let after = storage.read(&shard, 6, 100, usize::MAX).expect("after");
+        assert_eq!(keys(&after), ["c-0", "c-1", "c-2"]);
+        storage.shutdown().expect("shutdown");
+        drop(storage);
+
+        // The segment the newest chunk went to is gone altogether.
+        std::fs::remove_file(newest_segment()).expect("remove");
+        let storage = Storage::open(&data, config).expect("reopen");
+        let shard = storage.stream("s").expect("s").shards[0].clone();
+        put_and_read(&storage, "s", 0, "d").await;
+        let error = storage.read(&shard, 6, 100, usize::MAX).expect_err("lost");
+        assert!(
+            matches!(
+                error,
+                StorageError::ChunkDamaged {
+                    first: 6,
+                    end: 9,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let after = storage.read(&shard, 9, 100, usize::MAX).expect("after");
+        assert_eq!(keys(&after), ["d-0", "d-1", "d-2"]);
     }
 }

@@ -156,6 +156,20 @@ struct Appender {
     created: bool,
 }
 
+impl Appender {
+    /// Starts `segment`, a new, empty file.
+    fn start(segments: &Segments, stream_id: u64, segment: u64) -> io::Result<Self> {
+        Ok(Self {
+            file: create(segments, stream_id, segment)?,
+            segment,
+            committed: 0,
+            pending: 0,
+            dirty: false,
+            created: true,
+        })
+    }
+}
+
 /// The writer's side: appends chunks to each stream's newest segment and
 /// removes segments once no chunk is left in them.
 pub(super) struct SegmentWriter {
@@ -203,8 +217,7 @@ impl SegmentWriter {
         });
         if full {
             let appender = self.appenders.get_mut(&stream_id).ok_or_else(unexpected)?;
-            let segment = appender.segment + 1;
-            let file = create(&self.segments, stream_id, segment)?;
+            let next = Appender::start(&self.segments, stream_id, appender.segment + 1)?;
             if appender.dirty {
                 // The old segment is no longer synced with the newest: its
                 // unsynced chunks (this group's, or in buffered mode
@@ -212,14 +225,7 @@ impl SegmentWriter {
                 appender.file.sync_data()?;
             }
             self.left.push((stream_id, appender.segment));
-            *appender = Appender {
-                file,
-                segment,
-                committed: 0,
-                pending: 0,
-                dirty: false,
-                created: true,
-            };
+            *appender = next;
         }
         let appender = self.appenders.get_mut(&stream_id).ok_or_else(unexpected)?;
         let offset = appender.committed + appender.pending;
@@ -247,19 +253,33 @@ impl SegmentWriter {
         }
         let Some(newest) = newest else {
             let segment = listed.last().map_or(0, |last| last + 1);
-            return Ok(Appender {
-                file: create(&self.segments, stream_id, segment)?,
-                segment,
-                committed: 0,
-                pending: 0,
-                dirty: false,
-                created: true,
-            });
+            return Appender::start(&self.segments, stream_id, segment);
         };
-        let file = OpenOptions::new()
-            .write(true)
-            .open(self.segments.path(stream_id, newest.segment))?;
         let committed = newest.offset + u64::from(newest.len);
+        let file = match OpenOptions::new()
+            .write(true)
+            .open(self.segments.path(stream_id, newest.segment))
+        {
+            Ok(file) => Some(file),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        };
+        let file = match file {
+            Some(file) if file.metadata()?.len() >= committed => file,
+            // The newest chunks never reached the disk though their
+            // summaries did (buffered mode, a power cut before the sync):
+            // they read as damaged, and new chunks go to a segment of
+            // their own, so the stream takes writes again.
+            _ => {
+                tracing::error!(
+                    stream_id,
+                    segment = newest.segment,
+                    "the segment holding the stream's newest records ends before them or is gone (the machine stopped before they were synced); they read as damaged, and new records go to a new segment"
+                );
+                return Appender::start(&self.segments, stream_id, newest.segment + 1);
+            }
+        };
+        // Cuts off what an unfinished commit left after the newest chunk.
         file.set_len(committed)?;
         Ok(Appender {
             file,
