@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_client::admin::{
-    AdminRequest, AdminResponse, FailurePolicy, ProcessorInfo, ProcessorLimits,
+    AdminRequest, AdminResponse, FailurePolicy, ProcessorInfo, ProcessorLimits, ProcessorSettings,
 };
 use weir_client::{Client, ErrorCode, PutRecord, Record};
 
@@ -237,6 +237,30 @@ async fn bad_plugins_and_configs_are_rejected_with_reasons() {
         .await
         .expect_err("unknown stream");
     assert_eq!(error.code(), Some(ErrorCode::StreamNotFound));
+
+    // Writing back into a stream upstream of itself would send records
+    // round for ever (it filled the disk): refused, naming the loop.
+    let exists = [("field", "x"), ("op", "exists")];
+    create_processor(
+        client,
+        processor_settings("there", "json-filter", "s", &exists),
+    )
+    .await;
+    let back = ProcessorSettings {
+        output: Some("s".into()),
+        ..processor_settings("back", "json-filter", "there.out", &exists)
+    };
+    let error = client
+        .admin(AdminRequest::CreateProcessor(Box::new(back)))
+        .await
+        .expect_err("a loop");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidArgument));
+    assert!(
+        error.to_string().contains(
+            "processor back would feed its own source: there.out -> s (back) -> there.out (there)"
+        ),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use weir_proto::admin::{
 use crate::config::{Limits, ProcessingConfig};
 use crate::plugin::{InstanceLimits, PluginError, PluginLog, PluginRuntime, sha256_hex};
 use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError};
-use definition::{Definition, check_limits, decode, encode};
+use definition::{Definition, check_limits, check_no_loop, decode, encode};
 pub use error::ProcessorError;
 use plugins::{PluginCatalog, PluginRecord};
 use report::Snapshot;
@@ -241,11 +241,6 @@ impl Processors {
             .clone()
             .unwrap_or_else(|| format!("{}.out", settings.name));
         validate_name("output stream", &output)?;
-        if output == settings.source {
-            return Err(ProcessorError::InvalidSettings(
-                "a processor cannot write to its own source stream".into(),
-            ));
-        }
         let mut definition = Definition {
             id: 0,
             plugin_sha256: plugin.sha256.clone(),
@@ -264,6 +259,7 @@ impl Processors {
             paused: false,
             settings,
         };
+        check_no_loop(&definition, running.values().map(|r| &r.definition))?;
         check_limits(
             &ProcessorLimits {
                 fuel_per_sec: Some(definition.fuel_per_sec),
