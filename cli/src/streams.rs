@@ -1,12 +1,16 @@
 //! Streams and their records: `weir stream create|list|describe|delete`,
 //! `put`, `get` and `tail`.
 
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use weir_client::{Client, Position, ProducerConfig, Record, Retention, ShardBatch};
+use weir_client::{
+    Client, ClientError, Position, ProducerConfig, Record, Retention, ShardBatch,
+    StreamSubscription,
+};
 
 use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, parse, show};
 
@@ -336,18 +340,76 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `tail` waits between attempts to reach a server that went away.
+const TAIL_RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Follows every shard until interrupted. A lost connection (a server
+/// restart, a network change) is not the end: `tail` reconnects and goes
+/// on right after the last record it printed of each shard.
 pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    let client = args.connect.connect().await?;
-    let mut feed = client.subscribe_stream(&args.stream, args.from).await?;
+    let mut printed = HashMap::new();
+    let mut client = args.connect.connect().await?;
     loop {
-        tokio::select! {
-            batch = feed.next() => {
-                let ShardBatch { shard, batch } = batch?;
-                for record in &batch.records {
-                    print_record(args.output, shard, record)?;
-                }
-            }
+        let lost = tokio::select! {
+            lost = follow(&client, &args, &mut printed) => lost,
             _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let retryable = lost
+            .downcast_ref::<ClientError>()
+            .is_some_and(ClientError::is_retryable);
+        if !retryable {
+            return Err(lost);
+        }
+        eprintln!("weir: {lost}; reconnecting");
+        client = loop {
+            tokio::select! {
+                connected = args.connect.connect() => match connected {
+                    Ok(client) => break client,
+                    // No server answered (yet): it may be restarting.
+                    Err(error) if matches!(error.downcast_ref(), Some(ClientError::Connect { .. })) => {
+                        tokio::time::sleep(TAIL_RECONNECT_PAUSE).await;
+                    }
+                    Err(error) => return Err(error),
+                },
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        };
+        eprintln!("weir: reconnected");
+    }
+}
+
+/// Prints every shard's records, each shard from after the last one
+/// `printed` of it (or from `--from`), until something fails.
+async fn follow(
+    client: &Client,
+    args: &TailArgs,
+    printed: &mut HashMap<u32, u64>,
+) -> anyhow::Error {
+    let subscribed = async {
+        let mut shards = Vec::new();
+        for shard in client.describe_stream(&args.stream).await?.shards {
+            let from = printed
+                .get(&shard.shard)
+                .map_or(args.from, |&sequence| Position::AfterSequence(sequence));
+            let subscription = client.subscribe(&args.stream, shard.shard, from).await?;
+            shards.push((shard.shard, subscription));
+        }
+        anyhow::Ok(StreamSubscription::from_shards(shards))
+    };
+    let mut feed = match subscribed.await {
+        Ok(feed) => feed,
+        Err(error) => return error,
+    };
+    loop {
+        let ShardBatch { shard, batch } = match feed.next().await {
+            Ok(batch) => batch,
+            Err(error) => return error.into(),
+        };
+        for record in &batch.records {
+            if let Err(error) = print_record(args.output, shard, record) {
+                return error;
+            }
+            printed.insert(shard, record.sequence);
         }
     }
 }

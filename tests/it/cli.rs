@@ -134,9 +134,9 @@ fn cli_verbs_find_the_local_certificate_and_work() {
 }
 
 /// `weir tail` follows every shard of a stream (backlog, then live
-/// records) and exits cleanly on Ctrl-C.
+/// records), rides out a server restart, and exits cleanly on Ctrl-C.
 #[test]
-fn tail_follows_every_shard_and_stops_on_interrupt() {
+fn tail_follows_every_shard_across_a_restart_and_stops_on_interrupt() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
@@ -213,6 +213,23 @@ fn tail_follows_every_shard_and_stops_on_interrupt() {
         .find(|r| r["partition_key"] == "user-3")
         .expect("user-3 before");
     assert_eq!(live[0]["shard"], same_key["shard"], "a key keeps its shard");
+
+    // The server goes away and comes back on the same address: tail
+    // reconnects and goes on after what it printed, repeating nothing.
+    let addr = server.addr.to_string();
+    drop(server);
+    let server = ServerProcess::spawn_on(data, &addr, &[]);
+    weir_ok(
+        data,
+        &server,
+        &["put", "clicks", "restarted", "--key", "user-3"],
+    );
+    let resumed = read(1);
+    assert_eq!(resumed[0]["data"], "restarted");
+    assert_eq!(
+        resumed[0]["sequence"],
+        live[0]["sequence"].as_u64().expect("seq") + 1
+    );
 
     let interrupted = Command::new("kill")
         .args(["-INT", &tail.id().to_string()])
