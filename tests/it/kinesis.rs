@@ -177,6 +177,71 @@ async fn processors_run_over_records_put_through_the_kinesis_api() {
     assert_eq!(stored, 30);
 }
 
+/// Records damaged on disk do not stop a Kinesis consumer, which has no
+/// way to step past them: it gets the records before them, an answer that
+/// moves its iterator past them, then the rest.
+#[tokio::test]
+async fn a_kinesis_consumer_reads_on_past_records_damaged_on_disk() {
+    let test = TestServer::start().await;
+    test.client
+        .create_stream("worn", 1, Default::default())
+        .await
+        .expect("create");
+    // Three commits: three chunks of one size in the stream's first segment.
+    for batch in 0..3 {
+        let records = (0..10)
+            .map(|i| weir_client::PutRecord {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                data: bytes::Bytes::from(format!("{batch}-{i}")),
+            })
+            .collect();
+        crate::support::put_all(&test.client, "worn", records).await;
+    }
+    let test = test
+        .restart_after(crate::support::damage_the_middle_of_the_first_segment)
+        .await;
+    let mut connection = Connection::open(&test.kinesis_target())
+        .await
+        .expect("connect");
+    let mut call = async |operation: &str, request: serde_json::Value| {
+        let (status, body) = connection
+            .call(operation, &request.to_string())
+            .await
+            .expect(operation);
+        let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+        assert_eq!(status, 200, "{operation}: {answer}");
+        answer
+    };
+    let answer = call(
+        "GetShardIterator",
+        serde_json::json!({"StreamName": "worn", "ShardId": "shardId-000000000000",
+            "ShardIteratorType": "TRIM_HORIZON"}),
+    )
+    .await;
+    let mut iterator = answer["ShardIterator"].clone();
+    let mut read = Vec::new();
+    for _ in 0..5 {
+        let answer = call("GetRecords", serde_json::json!({"ShardIterator": iterator})).await;
+        for record in answer["Records"].as_array().expect("records") {
+            let data = record["Data"].as_str().expect("data");
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .expect("base64");
+            read.push(String::from_utf8(data).expect("text"));
+        }
+        iterator = answer["NextShardIterator"].clone();
+    }
+    let expected: Vec<String> = [0, 2]
+        .iter()
+        .flat_map(|batch| (0..10).map(move |i| format!("{batch}-{i}")))
+        .collect();
+    assert_eq!(
+        read, expected,
+        "every record but the damaged chunk's, in order"
+    );
+}
+
 /// A stream's Kinesis consumers and tags go with it: deleting the stream
 /// leaves none of its catalog records behind.
 #[tokio::test]

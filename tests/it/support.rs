@@ -19,6 +19,15 @@ pub struct TestServer {
     dir: tempfile::TempDir,
 }
 
+/// The defaults, with every listener on a free loopback port.
+fn test_config(dir: &Path) -> ServerConfig {
+    let mut config = ServerConfig::new(dir);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.kinesis_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -34,10 +43,7 @@ impl TestServer {
         dir: tempfile::TempDir,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> Self {
-        let mut config = ServerConfig::new(dir.path());
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
-        config.kinesis_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        let mut config = test_config(dir.path());
         configure(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let client = connect(client_config(&server)).await;
@@ -64,11 +70,9 @@ impl TestServer {
         self.client.close().await;
         self.server.shutdown().await.expect("clean shutdown");
         between(self.dir.path());
-        let mut config = ServerConfig::new(self.dir.path());
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.admin_listen = None;
-        config.kinesis_listen = None;
-        let server = Server::start(config).await.expect("restart");
+        let server = Server::start(test_config(self.dir.path()))
+            .await
+            .expect("restart");
         let client = connect(client_config(&server)).await;
         Self {
             server,

@@ -18,7 +18,7 @@ use super::value::{Encoding, Fields, MapBuilder, Value};
 use crate::auth::Session;
 use crate::config::KinesisConfig;
 use crate::service::{Reply, RequestError, Service};
-use crate::storage::now_ms;
+use crate::storage::{StorageError, now_ms};
 
 /// Kinesis's own limits; Weir's limits apply too where they are stricter.
 const PUT_RECORDS_MAX: usize = 500;
@@ -737,6 +737,26 @@ impl Call<'_> {
             Err(error) if error.code == ErrorCode::PositionTrimmed => {
                 self.send(read(Position::TrimHorizon)).await?
             }
+            Err(error) if error.code == ErrorCode::StorageFailure => {
+                let Some(end) = self.past_damage(&iterator, from).await else {
+                    return Err(self.error(error, Some(&iterator.stream)));
+                };
+                // A Kinesis consumer cannot step past records damaged on
+                // disk (a failing disk, a power cut in buffered mode) and
+                // would retry them for ever: it gets an empty answer whose
+                // iterator is past them; the log names them.
+                tracing::error!(stream = %iterator.stream, shard = iterator.shard, %error, "a Kinesis GetRecords skipped records damaged on disk");
+                let next = ShardIterator {
+                    position: IteratorPosition::Sequence(end),
+                    issued_ms: now,
+                    ..iterator
+                };
+                return Ok(MapBuilder::new()
+                    .with("Records", Vec::<Value>::new())
+                    .with("NextShardIterator", self.api.iterators.seal(&next))
+                    .with("MillisBehindLatest", 0u64)
+                    .build());
+            }
             other => other.map_err(|error| self.error(error, Some(&iterator.stream)))?,
         };
         let Response::Records(batch) = response else {
@@ -765,6 +785,22 @@ impl Call<'_> {
             .with("NextShardIterator", self.api.iterators.seal(&next))
             .with("MillisBehindLatest", batch.millis_behind_tip)
             .build())
+    }
+
+    /// Where reading goes on past records damaged on disk at `from`, if
+    /// that is what failed the read there.
+    async fn past_damage(&self, iterator: &ShardIterator, from: Position) -> Option<u64> {
+        let storage = self.api.service.storage.clone();
+        let (stream, shard) = (iterator.stream.clone(), iterator.shard);
+        let damaged = tokio::task::spawn_blocking(move || {
+            let shard = storage.stream(&stream).ok()?.shard(shard).ok()?.clone();
+            let start = storage.resolve(&shard, from).ok()?;
+            match storage.read(&shard, start, 1, usize::MAX) {
+                Err(StorageError::ChunkDamaged { end, .. }) => Some(end),
+                _ => None,
+            }
+        });
+        damaged.await.ok().flatten()
     }
 
     async fn describe_limits(&self) -> Result<Value, KinesisError> {
