@@ -354,10 +354,9 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
             lost = follow(&client, &args, &mut printed) => lost,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        let retryable = lost
-            .downcast_ref::<ClientError>()
-            .is_some_and(ClientError::is_retryable);
-        if !retryable {
+        // Only a lost connection: a server's refusal (records damaged on
+        // disk, say) would come back at once.
+        if !matches!(lost.downcast_ref(), Some(ClientError::Connection(_))) {
             return Err(lost);
         }
         eprintln!("weir: {lost}; reconnecting");
