@@ -524,6 +524,57 @@ def test_stream_consumers_and_subscribe_to_shard(kinesis, stream):
     assert code == "ResourceNotFoundException"
 
 
+def test_readers_are_moved_past_records_damaged_on_disk():
+    """A Kinesis client cannot step past records the disk damaged: GetRecords
+    and SubscribeToShard move it past them instead of failing for ever."""
+    with tempfile.TemporaryDirectory(prefix="weir-kinesis-damage-") as data:
+        server = Weir(data)
+        try:
+            kinesis = server.client()
+            kinesis.create_stream(StreamName="worn", ShardCount=1)
+            # Three calls, three chunks of one size in the stream's first segment.
+            for batch in range(3):
+                answer = kinesis.put_records(StreamName="worn", Records=[
+                    {"Data": f"{batch}-{i}".encode(), "PartitionKey": "k"} for i in range(10)])
+                assert answer["FailedRecordCount"] == 0
+            server.stop()
+            segment = os.path.join(data, "db", "segments", "1", f"{0:020}.seg")
+            with open(segment, "r+b") as f:
+                damaged = bytearray(f.read())
+                damaged[len(damaged) // 2] ^= 1
+                f.seek(0)
+                f.write(damaged)
+            server.start()
+            kinesis = server.client()
+            expected = [f"{batch}-{i}".encode() for batch in (0, 2) for i in range(10)]
+
+            records, _ = read_shard(kinesis, "worn", "shardId-000000000000")
+            assert [r["Data"] for r in records] == expected
+
+            arn = kinesis.describe_stream_summary(
+                StreamName="worn")["StreamDescriptionSummary"]["StreamARN"]
+            consumer = kinesis.register_stream_consumer(
+                StreamARN=arn, ConsumerName="app")["Consumer"]["ConsumerARN"]
+            received, position = [], {"Type": "TRIM_HORIZON"}
+            for _ in range(3):  # the session ends at the damage; subscribe again
+                answer = kinesis.subscribe_to_shard(
+                    ConsumerARN=consumer, ShardId="shardId-000000000000",
+                    StartingPosition=position)
+                for event in answer["EventStream"]:
+                    batch = event["SubscribeToShardEvent"]
+                    received.extend(r["Data"] for r in batch["Records"])
+                    position = {"Type": "AT_SEQUENCE_NUMBER",
+                                "SequenceNumber": batch["ContinuationSequenceNumber"]}
+                    if len(received) == len(expected):
+                        break
+                answer["EventStream"].close()
+                if len(received) == len(expected):
+                    break
+            assert received == expected
+        finally:
+            server.stop()
+
+
 # --- tags, retention, monitoring ------------------------------------------------
 
 def test_tags_on_streams(kinesis, stream):

@@ -10,12 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use weir_proto::{Position, Request};
+use weir_proto::{ErrorCode, Position, Request};
 
 use super::error::{KinesisError, Validation};
 use super::eventstream;
 use super::ops::{Answer, Call, check_name, parse_shard_id, record_value};
-use super::value::{Fields, MapBuilder, Value};
+use super::value::{Encoding, Fields, MapBuilder, Value};
 use crate::service::{Reply, RequestError};
 use crate::storage::{CatalogKind, now_ms};
 
@@ -281,13 +281,28 @@ impl Call<'_> {
                 };
                 let checked = service.may_consume(&session, subscription.stream());
                 let (records, millis_behind) = match (checked, batch) {
-                    (Err(error), _) | (_, Ok(Err(error))) => {
-                        let error = KinesisError::from(error);
-                        let payload = encoding
-                            .encode(&MapBuilder::new().with("message", error.message).build());
+                    // Records damaged on disk: the session ends with a
+                    // continuation past them, where the client subscribes
+                    // again (see `super::past_damage`).
+                    (Ok(()), Ok(Err(error))) if error.code == ErrorCode::StorageFailure => {
+                        let past = super::past_damage(
+                            &service,
+                            subscription.stream(),
+                            shard,
+                            Position::AtSequence(next_sequence),
+                        );
+                        let Some(end) = past.await else {
+                            let _ = events.send(exception(encoding, error)).await;
+                            return;
+                        };
+                        tracing::error!(stream = %subscription.stream(), shard, %error, "SubscribeToShard moved past records damaged on disk");
                         let _ = events
-                            .send(eventstream::exception(error.code, content_type, &payload))
+                            .send(records_event(encoding, Vec::new(), end, 0))
                             .await;
+                        return;
+                    }
+                    (Err(error), _) | (_, Ok(Err(error))) => {
+                        let _ = events.send(exception(encoding, error)).await;
                         return;
                     }
                     // Idle: a heartbeat with no records.
@@ -298,15 +313,7 @@ impl Call<'_> {
                         (records, batch.millis_behind_tip)
                     }
                 };
-                let payload = encoding.encode(
-                    &MapBuilder::new()
-                        .with("Records", records)
-                        .with("ContinuationSequenceNumber", next_sequence.to_string())
-                        .with("MillisBehindLatest", millis_behind)
-                        .with("ChildShards", Vec::<Value>::new())
-                        .build(),
-                );
-                let event = eventstream::event("SubscribeToShardEvent", content_type, &payload);
+                let event = records_event(encoding, records, next_sequence, millis_behind);
                 if events.send(event).await.is_err() {
                     return;
                 }
@@ -314,6 +321,31 @@ impl Call<'_> {
         });
         Ok(Answer::Events(feed))
     }
+}
+
+/// A `SubscribeToShardEvent`: records, and where to subscribe again.
+fn records_event(
+    encoding: Encoding,
+    records: Vec<Value>,
+    continuation: u64,
+    millis_behind: u64,
+) -> Bytes {
+    let payload = encoding.encode(
+        &MapBuilder::new()
+            .with("Records", records)
+            .with("ContinuationSequenceNumber", continuation.to_string())
+            .with("MillisBehindLatest", millis_behind)
+            .with("ChildShards", Vec::<Value>::new())
+            .build(),
+    );
+    eventstream::event("SubscribeToShardEvent", encoding.content_type(), &payload)
+}
+
+/// The event that ends a subscription with `error`.
+fn exception(encoding: Encoding, error: RequestError) -> Bytes {
+    let error = KinesisError::from(error);
+    let payload = encoding.encode(&MapBuilder::new().with("message", error.message).build());
+    eventstream::exception(error.code, encoding.content_type(), &payload)
 }
 
 /// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/CONSUMER:SECONDS`.

@@ -436,6 +436,23 @@ async fn offload<T: Send + 'static>(
         .map_err(|e| KinesisError::internal(format!("a request task failed: {e}")))?
 }
 
+/// The position past records damaged on disk at `from`, if a read there
+/// failed for them: a Kinesis client cannot step past them on its own, so
+/// GetRecords and SubscribeToShard move it past (and log the error).
+async fn past_damage(
+    service: &Service,
+    stream: &str,
+    shard: u32,
+    from: weir_proto::Position,
+) -> Option<u64> {
+    let storage = service.storage.clone();
+    let stream = stream.to_owned();
+    tokio::task::spawn_blocking(move || storage.past_damage(&stream, shard, from))
+        .await
+        .ok()
+        .flatten()
+}
+
 /// An error's status, code and body `{"__type": ..., "message": ...}`.
 fn error_answer(encoding: Encoding, error: KinesisError) -> (u16, Option<&'static str>, Body) {
     if error.status >= 500 {

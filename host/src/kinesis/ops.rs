@@ -18,7 +18,11 @@ use super::value::{Encoding, Fields, MapBuilder, Value};
 use crate::auth::Session;
 use crate::config::KinesisConfig;
 use crate::service::{Reply, RequestError, Service};
-use crate::storage::{StorageError, now_ms};
+use crate::storage::now_ms;
+
+/// Damaged chunks one GetRecords reads past before it answers (each costs
+/// a failed read and a probe).
+const DAMAGED_CHUNKS_SKIPPED_PER_CALL_MAX: usize = 8;
 
 /// Kinesis's own limits; Weir's limits apply too where they are stricter.
 const PUT_RECORDS_MAX: usize = 500;
@@ -731,33 +735,44 @@ impl Call<'_> {
             from,
             limit,
         };
-        let response = match self.send_raw(read(from)).await {
-            // Retention removed what the iterator points at: Kinesis
-            // continues at the oldest record left.
-            Err(error) if error.code == ErrorCode::PositionTrimmed => {
-                self.send(read(Position::TrimHorizon)).await?
+        // Records damaged on disk (a failing disk, a power cut in buffered
+        // mode) would stop a Kinesis consumer for good: it cannot step past
+        // them, and would retry them for ever. The read goes on after them
+        // (the log names them).
+        let mut from = from;
+        let mut skipped = 0;
+        let response = loop {
+            match self.send_raw(read(from)).await {
+                // Retention removed what the iterator points at: Kinesis
+                // continues at the oldest record left.
+                Err(error) if error.code == ErrorCode::PositionTrimmed => {
+                    break self.send(read(Position::TrimHorizon)).await?;
+                }
+                Err(error) if error.code == ErrorCode::StorageFailure => {
+                    let past = super::past_damage(
+                        &self.api.service,
+                        &iterator.stream,
+                        iterator.shard,
+                        from,
+                    );
+                    let Some(end) = past.await else {
+                        return Err(self.error(error, Some(&iterator.stream)));
+                    };
+                    tracing::error!(stream = %iterator.stream, shard = iterator.shard, %error, "a Kinesis GetRecords read on past records damaged on disk");
+                    from = Position::AtSequence(end);
+                    skipped += 1;
+                    if skipped == DAMAGED_CHUNKS_SKIPPED_PER_CALL_MAX {
+                        // The next call goes on from here.
+                        break Response::Records(weir_proto::RecordBatch {
+                            records: Vec::new(),
+                            next_sequence: end,
+                            records_behind_tip: 0,
+                            millis_behind_tip: 0,
+                        });
+                    }
+                }
+                other => break other.map_err(|error| self.error(error, Some(&iterator.stream)))?,
             }
-            Err(error) if error.code == ErrorCode::StorageFailure => {
-                let Some(end) = self.past_damage(&iterator, from).await else {
-                    return Err(self.error(error, Some(&iterator.stream)));
-                };
-                // A Kinesis consumer cannot step past records damaged on
-                // disk (a failing disk, a power cut in buffered mode) and
-                // would retry them for ever: it gets an empty answer whose
-                // iterator is past them; the log names them.
-                tracing::error!(stream = %iterator.stream, shard = iterator.shard, %error, "a Kinesis GetRecords skipped records damaged on disk");
-                let next = ShardIterator {
-                    position: IteratorPosition::Sequence(end),
-                    issued_ms: now,
-                    ..iterator
-                };
-                return Ok(MapBuilder::new()
-                    .with("Records", Vec::<Value>::new())
-                    .with("NextShardIterator", self.api.iterators.seal(&next))
-                    .with("MillisBehindLatest", 0u64)
-                    .build());
-            }
-            other => other.map_err(|error| self.error(error, Some(&iterator.stream)))?,
         };
         let Response::Records(batch) = response else {
             return Err(unexpected(&response));
@@ -785,22 +800,6 @@ impl Call<'_> {
             .with("NextShardIterator", self.api.iterators.seal(&next))
             .with("MillisBehindLatest", batch.millis_behind_tip)
             .build())
-    }
-
-    /// Where reading goes on past records damaged on disk at `from`, if
-    /// that is what failed the read there.
-    async fn past_damage(&self, iterator: &ShardIterator, from: Position) -> Option<u64> {
-        let storage = self.api.service.storage.clone();
-        let (stream, shard) = (iterator.stream.clone(), iterator.shard);
-        let damaged = tokio::task::spawn_blocking(move || {
-            let shard = storage.stream(&stream).ok()?.shard(shard).ok()?.clone();
-            let start = storage.resolve(&shard, from).ok()?;
-            match storage.read(&shard, start, 1, usize::MAX) {
-                Err(StorageError::ChunkDamaged { end, .. }) => Some(end),
-                _ => None,
-            }
-        });
-        damaged.await.ok().flatten()
     }
 
     async fn describe_limits(&self) -> Result<Value, KinesisError> {

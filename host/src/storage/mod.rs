@@ -735,6 +735,18 @@ impl Storage {
         })
     }
 
+    /// The position just past the records damaged on disk at `from` in a
+    /// shard, if what is stored there is damaged: for readers that cannot
+    /// step past them on their own (Kinesis clients). Reads one chunk.
+    pub fn past_damage(&self, stream: &str, shard: u32, from: Position) -> Option<u64> {
+        let shard = self.stream(stream).ok()?.shard(shard).ok()?.clone();
+        let start = self.resolve(&shard, from).ok()?;
+        match self.read(&shard, start, 1, usize::MAX) {
+            Err(StorageError::ChunkDamaged { end, .. }) => Some(end),
+            _ => None,
+        }
+    }
+
     /// What lies between `from` (or the shard's first record, if retention
     /// removed `from`) and the tip, from the chunk summaries and the one
     /// chunk `from` falls in — no record is copied.
