@@ -335,20 +335,7 @@ async fn a_producer_keeps_each_shards_order_with_batches_in_flight_across_a_cras
 #[tokio::test]
 async fn records_a_power_cut_kept_from_the_disk_are_named_and_the_stream_goes_on() {
     let test = crate::support::TestServer::start().await;
-    test.client
-        .create_stream("cut", 1, Default::default())
-        .await
-        .expect("create");
-    for batch in 0..3 {
-        let records = (0..10)
-            .map(|i| PutRecord {
-                partition_key: format!("k{batch}-{i}"),
-                explicit_hash_key: None,
-                data: Bytes::from(format!("before-{batch}-{i}")),
-            })
-            .collect();
-        crate::support::put_all(&test.client, "cut", records).await;
-    }
+    crate::support::stream_of_three_chunks(&test.client, "cut", |n| format!("before-{n}")).await;
     let test = test
         .restart_after(|dir| {
             let segment = crate::support::first_segment(dir);

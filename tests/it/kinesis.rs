@@ -183,21 +183,10 @@ async fn processors_run_over_records_put_through_the_kinesis_api() {
 #[tokio::test]
 async fn a_kinesis_consumer_reads_on_past_records_damaged_on_disk() {
     let test = TestServer::start().await;
-    test.client
-        .create_stream("worn", 1, Default::default())
-        .await
-        .expect("create");
-    // Three commits: three chunks of one size in the stream's first segment.
-    for batch in 0..3 {
-        let records = (0..10)
-            .map(|i| weir_client::PutRecord {
-                partition_key: format!("k{i}"),
-                explicit_hash_key: None,
-                data: bytes::Bytes::from(format!("{batch}-{i}")),
-            })
-            .collect();
-        crate::support::put_all(&test.client, "worn", records).await;
-    }
+    crate::support::stream_of_three_chunks(&test.client, "worn", |n| {
+        format!("{}-{}", n / 10, n % 10)
+    })
+    .await;
     let test = test
         .restart_after(crate::support::damage_the_middle_of_the_first_segment)
         .await;

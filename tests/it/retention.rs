@@ -298,24 +298,13 @@ async fn a_processor_skips_records_damaged_on_disk_and_says_which() {
     let test = TestServer::start().await;
     let client = &test.client;
     client
-        .create_stream("worn", 1, Retention::default())
-        .await
-        .expect("create");
-    client
         .add_plugin("json-filter", plugin("json_filter"))
         .await
         .expect("add plugin");
-    // Three commits: three chunks of one size in the stream's first segment.
-    for batch in 0..3 {
-        let records = (0..10)
-            .map(|i| PutRecord {
-                partition_key: format!("k{i}"),
-                explicit_hash_key: None,
-                data: Bytes::from(format!(r#"{{"event":"purchase","n":{}}}"#, batch * 10 + i)),
-            })
-            .collect();
-        crate::support::put_all(client, "worn", records).await;
-    }
+    crate::support::stream_of_three_chunks(client, "worn", |n| {
+        format!(r#"{{"event":"purchase","n":{n}}}"#)
+    })
+    .await;
     let test = test
         .restart_after(crate::support::damage_the_middle_of_the_first_segment)
         .await;

@@ -1287,21 +1287,7 @@ async fn a_sink_skips_records_damaged_on_disk_and_says_which() {
     let credentials = write_credentials(central.data_dir(), &upstream);
 
     let edge = TestServer::start().await;
-    edge.client
-        .create_stream("worn", 1, Default::default())
-        .await
-        .expect("create");
-    // Three commits: three chunks of one size in the stream's first segment.
-    for batch in 0..3 {
-        let records = (0..10)
-            .map(|i| PutRecord {
-                partition_key: format!("k{i}"),
-                explicit_hash_key: None,
-                data: format!("r{}", batch * 10 + i).into(),
-            })
-            .collect();
-        crate::support::put_all(&edge.client, "worn", records).await;
-    }
+    crate::support::stream_of_three_chunks(&edge.client, "worn", |n| format!("r{n}")).await;
     let edge = edge
         .restart_after(crate::support::damage_the_middle_of_the_first_segment)
         .await;
@@ -1332,6 +1318,37 @@ async fn a_sink_skips_records_damaged_on_disk_and_says_which() {
     let mut expected: Vec<String> = (0..10).chain(20..30).map(|i| format!("r{i}")).collect();
     expected.sort();
     assert_eq!(forwarded, expected);
+}
+
+/// A sink waiting (its upstream down) at records the disk damaged can
+/// still be described, and its metrics are still served.
+#[tokio::test]
+async fn a_sink_waiting_at_damaged_records_is_still_described() {
+    let edge = TestServer::start().await;
+    crate::support::stream_of_three_chunks(&edge.client, "worn", |n| format!("r{n}")).await;
+    // Nothing listens on port 1: the sink backs off at its first record.
+    let settings = sink_settings("stuck", "worn", "nats://127.0.0.1:1/edge".into());
+    edge.client
+        .admin(AdminRequest::CreateSink(Box::new(settings)))
+        .await
+        .expect("create sink");
+    let edge = edge
+        .restart_after(|dir| {
+            // A bit flipped in the first chunk, where the sink waits.
+            let segment = crate::support::first_segment(dir);
+            let mut bytes = std::fs::read(&segment).expect("segment");
+            bytes[10] ^= 1;
+            std::fs::write(&segment, &bytes).expect("damage");
+        })
+        .await;
+    let shard = &describe_sink(&edge.client, "stuck").await.shards[0];
+    assert_eq!((shard.cursor, shard.lag_records), (0, 30), "{shard:?}");
+    let admin = edge.server.admin_addr().expect("admin listener");
+    let (_, metrics) = crate::metrics::http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("weir_sink_lag_records{sink=\"stuck\",shard=\"0\"} 30"),
+        "{metrics}"
+    );
 }
 
 /// Records a paused sink never forwarded are removed by retention: when it

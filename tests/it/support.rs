@@ -208,6 +208,26 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Creates one-shard `stream` and puts records 0 to 29 into it in three
+/// commits: three chunks in its first segment file. `data(n)` is record
+/// n's data.
+pub async fn stream_of_three_chunks(client: &Client, stream: &str, data: impl Fn(usize) -> String) {
+    client
+        .create_stream(stream, 1, Default::default())
+        .await
+        .expect("create");
+    for batch in 0..3 {
+        let records = (0..10)
+            .map(|i| PutRecord {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                data: bytes::Bytes::from(data(batch * 10 + i)),
+            })
+            .collect();
+        put_all(client, stream, records).await;
+    }
+}
+
 /// The first segment file of the first stream created in data directory `dir`.
 pub fn first_segment(dir: &Path) -> PathBuf {
     dir.join("db")

@@ -763,11 +763,21 @@ impl Storage {
         let keyspace = self.engine()?.shard(shard)?;
         let mut next_chunk = start;
         if let Some(summary) = chunk::summary_at(&keyspace, start)? {
-            let value = self.load_chunk(shard, &summary)?;
-            let mut reader = chunk::ChunkReader::new(summary.first_sequence, value)?;
-            reader.skip_to(start)?;
-            backlog.oldest_timestamp_ms = reader.next_timestamp_ms()?;
-            backlog.bytes = reader.skip_rest()?;
+            match self.load_chunk(shard, &summary) {
+                Ok(value) => {
+                    let mut reader = chunk::ChunkReader::new(summary.first_sequence, value)?;
+                    reader.skip_to(start)?;
+                    backlog.oldest_timestamp_ms = reader.next_timestamp_ms()?;
+                    backlog.bytes = reader.skip_rest()?;
+                }
+                // The whole chunk's figures stand in: a describe of a
+                // reader stopped at damaged records must still answer.
+                Err(StorageError::ChunkDamaged { .. }) => {
+                    backlog.oldest_timestamp_ms = Some(summary.first_timestamp_ms);
+                    backlog.bytes = summary.record_bytes;
+                }
+                Err(error) => return Err(error),
+            }
             next_chunk = summary.end();
         }
         // Chunks are whole commits: none straddles `end`.
@@ -1162,6 +1172,8 @@ mod tests {
                 .starts_with("records 3 to 5 of stream \"s\" shard 0 are damaged on disk"),
             "{error}"
         );
+        let backlog = storage.backlog(&shard, 3).expect("a backlog at the damage");
+        assert_eq!(backlog.records, 6);
         let past = storage.read(&shard, 6, 100, usize::MAX).expect("past it");
         assert_eq!(past.records.len(), 3);
 
