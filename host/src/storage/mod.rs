@@ -640,7 +640,7 @@ impl Storage {
         self: &Arc<Self>,
         shard: &Arc<Shard>,
         start: u64,
-        mut limit: usize,
+        limit: usize,
         bytes_max: usize,
     ) -> Result<InOrderRead> {
         let (storage, shard) = (self.clone(), shard.clone());
@@ -660,11 +660,8 @@ impl Storage {
                     Err(StorageError::PositionTrimmed { first_sequence, .. }) => {
                         lost = first_sequence - start - damaged;
                     }
-                    // The records before the damaged chunk are whole: read
-                    // just those (the read stops before loading it).
-                    Err(StorageError::ChunkDamaged { first, .. }) if first > at => {
-                        limit = limit.min((first - at) as usize);
-                    }
+                    // `read` answers the records before a damaged chunk
+                    // itself, so this is the chunk at `at`.
                     Err(StorageError::ChunkDamaged { end, .. }) => damaged += end - at,
                     Err(error) => return Err(error),
                 }
