@@ -2,11 +2,12 @@
 //! `put`, `get` and `tail`.
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use weir_client::{
     Client, ClientError, Position, ProducerConfig, Record, Retention, ShardBatch,
     StreamSubscription,
@@ -47,7 +48,7 @@ pub struct PutArgs {
     /// Partition key (with --file: the same key for every line).
     #[arg(long)]
     key: Option<String>,
-    /// One record per line of this file.
+    /// One record per line of this file (`-`: standard input).
     #[arg(long, conflicts_with = "data")]
     file: Option<PathBuf>,
     /// With --file: take each line's partition key from this JSON field.
@@ -201,24 +202,46 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Result<()> {
-    let bytes_total = std::fs::metadata(file)
-        .with_context(|| format!("reading {}", file.display()))?
-        .len();
-    let reader = std::io::BufReader::new(
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-    );
+async fn put_file(client: &Client, args: &PutArgs, file: &Path) -> anyhow::Result<()> {
+    let from_stdin = file == Path::new("-");
+    let name = if from_stdin {
+        "standard input".to_owned()
+    } else {
+        file.display().to_string()
+    };
+    // Read asynchronously: a pipe may pause for minutes between lines,
+    // and the producer must send what it has meanwhile.
+    let (reader, bytes_total): (Box<dyn AsyncBufRead + Unpin + Send>, Option<u64>) = if from_stdin {
+        (
+            Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
+            None,
+        )
+    } else {
+        let opened = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {name}"))?;
+        let length = opened
+            .metadata()
+            .await
+            .with_context(|| format!("reading {name}"))?
+            .len();
+        (Box::new(tokio::io::BufReader::new(opened)), Some(length))
+    };
     // Progress only for a person watching (indicatif draws on stderr);
-    // the summary below is printed either way, for scripts too.
-    let progress = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(bytes_total).with_style(
+    // the summary below is printed either way, for scripts too. Standard
+    // input has no known length, so it counts bytes without a bar.
+    let progress = match bytes_total {
+        _ if !std::io::stderr().is_terminal() => indicatif::ProgressBar::hidden(),
+        Some(total) => indicatif::ProgressBar::new(total).with_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bytes} {binary_bytes_per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        ),
     };
     let producer = client.producer(&args.stream, ProducerConfig::default());
     let mut acks = Vec::new();
@@ -230,9 +253,14 @@ async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Re
             progress.suspend(|| eprintln!("record failed: {error}"));
         }
     };
-    for (number, line) in reader.lines().enumerate() {
-        let line =
-            line.with_context(|| format!("reading line {} of {}", number + 1, file.display()))?;
+    let mut lines = reader.lines();
+    let mut number = 0;
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .with_context(|| format!("reading line {} of {name}", number + 1))?
+    {
+        number += 1;
         progress.inc(line.len() as u64 + 1);
         if line.is_empty() {
             continue;
@@ -240,7 +268,7 @@ async fn put_file(client: &Client, args: &PutArgs, file: &PathBuf) -> anyhow::Re
         let key = match (&args.key, &args.key_field) {
             (Some(key), _) => key.clone(),
             (None, Some(field)) => {
-                key_from_json(&line, field).with_context(|| format!("line {}", number + 1))?
+                key_from_json(&line, field).with_context(|| format!("line {number}"))?
             }
             (None, None) => bail!("give --key KEY or --key-field FIELD with --file"),
         };

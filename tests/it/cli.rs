@@ -1,5 +1,6 @@
 //! The `weir` command against a running server: stream admin, put, get.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -93,6 +94,45 @@ fn cli_verbs_find_the_local_certificate_and_work() {
     // Not a terminal: no progress bar, but the summary for scripts.
     assert_eq!(out.trim(), "3 stored, 0 failed");
 
+    // `--file -` reads standard input, and sends each line as it comes:
+    // the first is stored while the pipe is still open.
+    weir_ok(
+        data,
+        &server,
+        &["stream", "create", "piped", "--shards", "1"],
+    );
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .args(["put", "piped", "--file", "-", "--key", "pipe"])
+        .env("WEIR_LOG", "warn")
+        .env("WEIR_SERVER", server.addr.to_string())
+        .env("WEIR_DATA", data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run weir put --file -");
+    let mut pipe = piped.stdin.take().expect("stdin");
+    pipe.write_all(b"from a pipe 1\n")
+        .expect("write to weir's stdin");
+    let read_piped = || weir_ok(data, &server, &["get", "piped", "--shard", "0"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !read_piped().contains("key=pipe from a pipe 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a line sat unsent while the pipe stayed open"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    pipe.write_all(b"from a pipe 2\n")
+        .expect("write to weir's stdin");
+    drop(pipe);
+    let output = piped.wait_with_output().expect("weir put --file -");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "2 stored, 0 failed"
+    );
+    assert!(read_piped().contains("key=pipe from a pipe 2"));
+
     let (ok, out, _) = weir(data, &server, &["stream", "describe", "clicks"]);
     assert!(ok);
     assert!(
@@ -130,7 +170,7 @@ fn cli_verbs_find_the_local_certificate_and_work() {
     let (ok, _, _) = weir(data, &server, &["stream", "delete", "clicks"]);
     assert!(ok);
     let (_, out, _) = weir(data, &server, &["stream", "list"]);
-    assert_eq!(out.trim(), "");
+    assert_eq!(out.trim(), "piped");
 }
 
 /// `weir tail` follows every shard of a stream (backlog, then live
@@ -687,7 +727,6 @@ fn demo_piped_into_a_reader_that_stops_cleans_up() {
 /// was.
 #[test]
 fn demo_draws_a_live_screen_and_gives_the_terminal_back() {
-    use std::io::Write as _;
     crate::support::plugin_dir();
     let dir = tempfile::tempdir().expect("temp dir");
     let weir = env!("CARGO_BIN_EXE_weir-under-test");
