@@ -613,7 +613,9 @@ impl Storage {
     }
 
     /// The first sequence at or after `ms` in the chunk starting at `first`,
-    /// which holds records from before and from after `ms`.
+    /// which holds records from before and from after `ms`. A damaged
+    /// chunk's own timestamps cannot be read: its start is the answer, and
+    /// a read from there names the damage (and how to move past it).
     fn sequence_in_chunk(
         &self,
         shard: &Shard,
@@ -623,8 +625,9 @@ impl Storage {
     ) -> Result<u64> {
         let load = |summary: &chunk::ChunkSummary| self.load_chunk(shard, summary);
         let mut chunks = chunk::read_from(keyspace, first, first + 1, load)?;
-        let Some(mut reader) = chunks.next().transpose()? else {
-            return Ok(first);
+        let mut reader = match chunks.next() {
+            None | Some(Err(StorageError::ChunkDamaged { .. })) => return Ok(first),
+            Some(reader) => reader?,
         };
         reader.skip_older_than(ms)?;
         Ok(reader.next_sequence())
@@ -792,8 +795,9 @@ impl Storage {
     }
 
     /// A chunk's bytes from its segment. A segment removed since its
-    /// summary was read held only records retention removed; one missing
-    /// or short otherwise lost the chunk (a power cut before a sync).
+    /// summary was read went with its stream, or held only records
+    /// retention removed; one missing or short otherwise lost the chunk (a
+    /// power cut before a sync).
     fn load_chunk(&self, shard: &Shard, summary: &chunk::ChunkSummary) -> Result<Bytes> {
         let damaged = |cause| StorageError::ChunkDamaged {
             stream: shard.stream_name.clone(),
@@ -808,7 +812,11 @@ impl Storage {
             .map_err(|error| match error.kind() {
                 std::io::ErrorKind::NotFound => {
                     let first_sequence = shard.state().first_sequence;
-                    if summary.end() <= first_sequence {
+                    if shard.stream_is_deleted() {
+                        StorageError::StreamNotFound {
+                            name: shard.stream_name.clone(),
+                        }
+                    } else if summary.end() <= first_sequence {
                         StorageError::PositionTrimmed {
                             shard: shard.index,
                             requested: summary.first_sequence,
@@ -1169,6 +1177,18 @@ mod tests {
                 .starts_with("records 3 to 5 of stream \"s\" shard 0 are damaged on disk"),
             "{error}"
         );
+        let keyspace = storage
+            .engine()
+            .expect("engine")
+            .shard(&shard)
+            .expect("keyspace");
+        assert_eq!(
+            storage
+                .sequence_in_chunk(&shard, &keyspace, 3, 0)
+                .expect("a time inside the damaged chunk"),
+            3,
+            "a time inside a damaged chunk finds its start"
+        );
         let backlog = storage.backlog(&shard, 3).expect("a backlog at the damage");
         assert_eq!(backlog.records, 6);
         let past = storage.read(&shard, 6, 100, usize::MAX).expect("past it");
@@ -1203,6 +1223,37 @@ mod tests {
                 3
             )
         );
+    }
+
+    /// A read that found its chunks just before the stream was deleted
+    /// says the stream is gone, not that its records are damaged.
+    #[tokio::test]
+    async fn a_stream_deleted_mid_read_is_not_found_rather_than_damaged() {
+        let dir = tempfile::tempdir().expect("dir");
+        let storage =
+            Storage::open(&dir.path().join("data"), StorageConfig::default()).expect("open");
+        storage
+            .create_stream("s", 1, Retention::default())
+            .expect("create");
+        put_and_read(&storage, "s", 0, "a").await;
+        let shard = storage.stream("s").expect("s").shards[0].clone();
+        let keyspace = storage
+            .engine()
+            .expect("engine")
+            .shard(&shard)
+            .expect("keyspace");
+        let summary = chunk::last_summary(&keyspace)
+            .expect("summary")
+            .expect("a chunk");
+        storage.delete_stream("s").await.expect("delete");
+        let error = storage
+            .load_chunk(&shard, &summary)
+            .expect_err("its segment is gone");
+        assert!(
+            matches!(error, StorageError::StreamNotFound { ref name } if name == "s"),
+            "{error}"
+        );
+        storage.shutdown().expect("shutdown");
     }
 
     /// What a power cut in buffered mode can leave: chunk summaries
