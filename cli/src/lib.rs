@@ -221,6 +221,23 @@ pub struct NameArgs {
     pub connect: ConnectArgs,
 }
 
+/// Moves a processor's or sink's cursor.
+#[derive(Args)]
+pub struct SeekArgs {
+    pub name: String,
+    /// The new position: trim-horizon, latest, at:SEQ, after:SEQ or
+    /// time:MILLIS (since the Unix epoch).
+    #[arg(long, value_parser = parse::position)]
+    pub to: weir_client::Position,
+    /// Only this shard (default: every shard).
+    #[arg(long)]
+    pub shard: Option<u32>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
 /// How a verb that reads data prints it.
 #[derive(Args, Clone, Copy, Default)]
 pub struct OutputArgs {

@@ -80,26 +80,7 @@ pub fn bytes(text: &str) -> Result<u64, String> {
 /// `trim-horizon`, `latest`, `at:SEQ`, `after:SEQ`, `time:MS` (milliseconds
 /// since the Unix epoch), or a bare sequence number (= `at:SEQ`).
 pub fn position(text: &str) -> Result<Position, String> {
-    let number = |value: &str| {
-        value
-            .parse::<u64>()
-            .map_err(|_| format!("{value:?} in position {text:?} is not a number"))
-    };
-    match text {
-        "trim-horizon" | "oldest" => Ok(Position::TrimHorizon),
-        "latest" => Ok(Position::Latest),
-        _ => match text.split_once(':') {
-            Some(("at", seq)) => Ok(Position::AtSequence(number(seq)?)),
-            Some(("after", seq)) => Ok(Position::AfterSequence(number(seq)?)),
-            Some(("time", ms)) => Ok(Position::AtTimestamp(number(ms)?)),
-            None if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() => {
-                Ok(Position::AtSequence(number(text)?))
-            }
-            _ => Err(format!(
-                "invalid position {text:?}: use trim-horizon, latest, at:SEQ, after:SEQ or time:MILLIS"
-            )),
-        },
-    }
+    text.parse()
 }
 
 /// `--durability`: fsync or buffered (listed in `--help`).

@@ -9,7 +9,7 @@ use weir_client::admin::{
     ProcessorSettings, StartPosition,
 };
 
-use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, show};
+use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, SeekArgs, show};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -50,6 +50,9 @@ pub enum ProcessorCommand {
     Update(UpdateArgs),
     /// Restart a paused or halted processor from its cursors.
     Resume(NameArgs),
+    /// Move its cursor (every shard, or --shard N) to skip records or
+    /// process them again; state is kept. Its workers restart from there.
+    Seek(SeekArgs),
     /// Delete a processor, its cursors and state (its output stream stays).
     #[command(visible_alias = "rm")]
     Delete(NameArgs),
@@ -366,6 +369,16 @@ pub async fn processor(command: ProcessorCommand) -> anyhow::Result<()> {
         }
         ProcessorCommand::Delete(NameArgs { name, connect }) => {
             (AdminRequest::DeleteProcessor { name }, connect)
+        }
+        ProcessorCommand::Seek(SeekArgs {
+            name,
+            to,
+            shard,
+            output: asked,
+            connect,
+        }) => {
+            output = asked;
+            (AdminRequest::SeekProcessor { name, to, shard }, connect)
         }
     };
     match connect.connect().await?.admin(request).await? {

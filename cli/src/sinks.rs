@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings, StartPosition};
 
-use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, show};
+use super::{ConnectArgs, DescribeArgs, ListArgs, NameArgs, OutputArgs, SeekArgs, show};
 
 #[derive(Subcommand)]
 pub enum SinkCommand {
@@ -21,6 +21,10 @@ pub enum SinkCommand {
     /// Delete a sink and its cursors (what it forwarded stays upstream).
     #[command(visible_alias = "rm")]
     Delete(NameArgs),
+    /// Move its cursor (every shard, or --shard N), e.g. to skip a backlog
+    /// nobody needs upstream. JetStream and Kafka sinks still resume after
+    /// what the upstream holds, so only Kinesis sinks send records again.
+    Seek(SeekArgs),
 }
 
 #[derive(Args)]
@@ -118,6 +122,16 @@ pub async fn run(command: SinkCommand) -> anyhow::Result<()> {
         }
         SinkCommand::Delete(NameArgs { name, connect }) => {
             (AdminRequest::DeleteSink { name }, connect)
+        }
+        SinkCommand::Seek(SeekArgs {
+            name,
+            to,
+            shard,
+            output: asked,
+            connect,
+        }) => {
+            output = asked;
+            (AdminRequest::SeekSink { name, to, shard }, connect)
         }
     };
     match connect.connect().await?.admin(request).await? {

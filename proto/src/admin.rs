@@ -204,6 +204,14 @@ pub enum AdminRequest {
         name: String,
         limits: ProcessorLimits,
     },
+    /// Moves a processor's cursor in one shard (or in every shard when
+    /// `shard` is `None`) to `to`: records before it are skipped, records
+    /// after it processed (again). State is kept as it is.
+    SeekProcessor {
+        name: String,
+        to: crate::message::Position,
+        shard: Option<u32>,
+    },
     CreateSink(Box<SinkSettings>),
     ListSinks,
     DescribeSink {
@@ -214,6 +222,12 @@ pub enum AdminRequest {
     },
     ResumeSink {
         name: String,
+    },
+    /// Moves a sink's cursor in one shard (or in every shard) to `to`.
+    SeekSink {
+        name: String,
+        to: crate::message::Position,
+        shard: Option<u32>,
     },
     /// Removes a sink and its cursors; what it forwarded stays upstream.
     DeleteSink {
@@ -371,5 +385,40 @@ mod tests {
         let parse = |text: &str| serde_json::from_str::<AdminRequest>(text).expect("decode");
         assert_eq!(parse(r#"{"op":"remove-plugin","name":"p"}"#), plugin);
         assert_eq!(parse(r#"{"op":"revoke-token","name":"t"}"#), token);
+    }
+
+    #[test]
+    fn a_seek_carries_its_position_as_the_command_line_writes_it() {
+        use crate::message::Position;
+        let seek = AdminRequest::SeekProcessor {
+            name: "p".into(),
+            to: Position::AtTimestamp(1_700_000_000_000),
+            shard: Some(2),
+        };
+        let json = serde_json::to_string(&seek).expect("encode");
+        assert_eq!(
+            json,
+            r#"{"op":"seek-processor","name":"p","to":"time:1700000000000","shard":2}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AdminRequest>(&json).expect("decode"),
+            seek
+        );
+        for position in [
+            Position::TrimHorizon,
+            Position::Latest,
+            Position::AtSequence(5),
+            Position::AfterSequence(5),
+        ] {
+            assert_eq!(position.to_string().parse(), Ok(position));
+        }
+        let bad = serde_json::from_str::<AdminRequest>(
+            r#"{"op":"seek-sink","name":"s","to":"soon","shard":null}"#,
+        )
+        .expect_err("not a position");
+        assert!(
+            bad.to_string().contains("invalid position \"soon\""),
+            "{bad}"
+        );
     }
 }

@@ -8,8 +8,11 @@ use crate::frame::{Frame, encode_frame};
 use crate::wire::{Reader, put_blob, put_option, put_string};
 use crate::{DecodeError, ErrorCode};
 
-/// Where a read starts in a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a read starts in a shard. Written as text (`trim-horizon`,
+/// `latest`, `at:SEQ`, `after:SEQ`, `time:MS`) on the command line and in
+/// admin messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Position {
     /// The oldest record still stored.
     TrimHorizon,
@@ -22,6 +25,62 @@ pub enum Position {
     /// The first record whose arrival time is at or after this many
     /// milliseconds since the Unix epoch.
     AtTimestamp(u64),
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+
+    /// `trim-horizon` (or `oldest`), `latest`, `at:SEQ`, `after:SEQ`,
+    /// `time:MS` (milliseconds since the Unix epoch), or a bare sequence
+    /// number (= `at:SEQ`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |value: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{value:?} in position {text:?} is not a number"))
+        };
+        match text {
+            "trim-horizon" | "oldest" => Ok(Self::TrimHorizon),
+            "latest" => Ok(Self::Latest),
+            _ => match text.split_once(':') {
+                Some(("at", seq)) => Ok(Self::AtSequence(number(seq)?)),
+                Some(("after", seq)) => Ok(Self::AfterSequence(number(seq)?)),
+                Some(("time", ms)) => Ok(Self::AtTimestamp(number(ms)?)),
+                None if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() => {
+                    Ok(Self::AtSequence(number(text)?))
+                }
+                _ => Err(format!(
+                    "invalid position {text:?}: use trim-horizon, latest, at:SEQ, after:SEQ or time:MILLIS"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TrimHorizon => f.write_str("trim-horizon"),
+            Self::Latest => f.write_str("latest"),
+            Self::AtSequence(seq) => write!(f, "at:{seq}"),
+            Self::AfterSequence(seq) => write!(f, "after:{seq}"),
+            Self::AtTimestamp(ms) => write!(f, "time:{ms}"),
+        }
+    }
+}
+
+impl TryFrom<String> for Position {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<Position> for String {
+    fn from(position: Position) -> Self {
+        position.to_string()
+    }
 }
 
 impl Position {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use weir_client::admin::{
     AdminRequest, AdminResponse, FailurePolicy, ProcessorInfo, ProcessorLimits, ProcessorSettings,
 };
-use weir_client::{Client, ErrorCode, PutRecord, Record};
+use weir_client::{Client, ErrorCode, Position, PutRecord, Record};
 
 use crate::support::{
     ServerProcess, TestServer, create_processor, describe_processor, eventually, plugin,
@@ -159,6 +159,108 @@ async fn json_filter_keeps_matching_records_once_in_order() {
         .await
         .expect_err("in use");
     assert_eq!(error.code(), Some(ErrorCode::PluginInUse));
+}
+
+async fn seek_processor(
+    client: &Client,
+    name: &str,
+    to: Position,
+    shard: Option<u32>,
+) -> Result<ProcessorInfo, weir_client::ClientError> {
+    match client
+        .admin(AdminRequest::SeekProcessor {
+            name: name.into(),
+            to,
+            shard,
+        })
+        .await?
+    {
+        AdminResponse::Processor(info) => Ok(*info),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// `processor seek` moves a processor's cursor: back, and the records are
+/// processed again; forward, and they are skipped; a position a shard
+/// cannot take is refused and moves nothing.
+#[tokio::test]
+async fn seek_moves_a_processors_cursor_back_and_forward() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("clicks", 1, Default::default())
+        .await
+        .expect("create");
+    client
+        .add_plugin("json-filter", plugin("json_filter"))
+        .await
+        .expect("add plugin");
+    create_processor(client, purchase_filter("buys", "clicks")).await;
+    let purchases = |range: std::ops::Range<u32>| -> Vec<(&'static str, String)> {
+        range
+            .map(|i| ("k", format!(r#"{{"event":"purchase","i":{i}}}"#)))
+            .collect()
+    };
+    put(client, "clicks", &purchases(0..10)).await;
+    wait_for_input(client, "buys", 10).await;
+
+    let info = seek_processor(client, "buys", Position::AtSequence(4), None)
+        .await
+        .expect("seek back");
+    assert_eq!(info.shards[0].cursor, 4, "{info:#?}");
+    let done = eventually(Duration::from_secs(30), || async {
+        all_texts(client, "buys.out").await.len() == 16
+    })
+    .await;
+    assert!(done, "records 4..10 processed again");
+    let texts = all_texts(client, "buys.out").await;
+    assert_eq!(texts[10], r#"{"event":"purchase","i":4}"#);
+
+    // Paused: records arrive, the cursor jumps past them, and resuming
+    // processes only what comes after. It stays paused through the seek.
+    client
+        .admin(AdminRequest::PauseProcessor {
+            name: "buys".into(),
+        })
+        .await
+        .expect("pause");
+    put(client, "clicks", &purchases(10..15)).await;
+    let info = seek_processor(client, "buys", Position::Latest, Some(0))
+        .await
+        .expect("seek to latest");
+    assert!(info.paused);
+    assert_eq!(info.shards[0].cursor, 15, "{info:#?}");
+    assert_eq!(info.shards[0].status, "paused", "{info:#?}");
+
+    for (to, shard, code) in [
+        (Position::AtSequence(99), None, ErrorCode::InvalidPosition),
+        (Position::TrimHorizon, Some(3), ErrorCode::ShardNotFound),
+    ] {
+        let error = seek_processor(client, "buys", to, shard)
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), Some(code), "{error}");
+    }
+    let error = seek_processor(client, "nope", Position::Latest, None)
+        .await
+        .expect_err("no such processor");
+    assert_eq!(error.code(), Some(ErrorCode::ProcessorNotFound), "{error}");
+    assert_eq!(
+        describe_processor(client, "buys").await.shards[0].cursor,
+        15
+    );
+
+    client
+        .admin(AdminRequest::ResumeProcessor {
+            name: "buys".into(),
+        })
+        .await
+        .expect("resume");
+    put(client, "clicks", &purchases(15..16)).await;
+    wait_for_input(client, "buys", 17).await;
+    let texts = all_texts(client, "buys.out").await;
+    assert_eq!(texts.len(), 17, "{texts:?}");
+    assert_eq!(texts[16], r#"{"event":"purchase","i":15}"#);
 }
 
 #[tokio::test]

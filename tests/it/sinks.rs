@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use weir_client::admin::{AdminRequest, AdminResponse, SinkInfo, SinkSettings};
-use weir_client::{Client, ErrorCode, PutRecord};
+use weir_client::{Client, ErrorCode, Position, PutRecord};
 
 use crate::metrics::{http_get, metric};
 use crate::support::{
@@ -878,6 +878,20 @@ fn write_credentials(dir: &std::path::Path, target: &weir::aws::client::Target) 
     path.display().to_string()
 }
 
+/// `server`'s own Kinesis API as an upstream, with a one-shard stream
+/// `central` made there: the target and a credentials file for it.
+async fn kinesis_central(server: &TestServer) -> (weir::aws::client::Target, String) {
+    let upstream = server.kinesis_target();
+    kinesis_call(
+        &upstream,
+        "CreateStream",
+        serde_json::json!({"StreamName": "central", "ShardCount": 1}),
+    )
+    .await;
+    let credentials = write_credentials(server.data_dir(), &upstream);
+    (upstream, credentials)
+}
+
 /// Box to box: the upstream is another Weir's Kinesis API, which checks
 /// the sink's signature (credentials from a file, as `weir token
 /// aws-credentials` prints them).
@@ -1277,14 +1291,7 @@ fn sink_threads_run_below_the_servers_priority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_skips_records_damaged_on_disk_and_says_which() {
     let central = TestServer::start().await;
-    let upstream = central.kinesis_target();
-    kinesis_call(
-        &upstream,
-        "CreateStream",
-        serde_json::json!({"StreamName": "central", "ShardCount": 1}),
-    )
-    .await;
-    let credentials = write_credentials(central.data_dir(), &upstream);
+    let (upstream, credentials) = kinesis_central(&central).await;
 
     let edge = TestServer::start().await;
     crate::support::stream_of_three_chunks(&edge.client, "worn", |n| format!("r{n}")).await;
@@ -1359,14 +1366,7 @@ async fn a_sink_behind_retention_reports_the_loss_and_forwards_the_rest() {
     let test =
         TestServer::start_with(|config| config.storage.retention_check_interval_ms = 100).await;
     let client = &test.client;
-    let upstream = test.kinesis_target();
-    kinesis_call(
-        &upstream,
-        "CreateStream",
-        serde_json::json!({"StreamName": "central", "ShardCount": 1}),
-    )
-    .await;
-    let credentials = write_credentials(test.data_dir(), &upstream);
+    let (upstream, credentials) = kinesis_central(&test).await;
     let retention = weir_client::Retention {
         age_ms: Some(3_000),
         bytes: None,
@@ -1445,4 +1445,125 @@ async fn a_sink_behind_retention_reports_the_loss_and_forwards_the_rest() {
         .map(|(_, data)| data)
         .collect();
     assert_eq!(central, ["new0", "new1", "new2", "new3"]);
+}
+
+async fn seek_sink(
+    client: &Client,
+    name: &str,
+    to: Position,
+    shard: Option<u32>,
+) -> Result<SinkInfo, weir_client::ClientError> {
+    match client
+        .admin(AdminRequest::SeekSink {
+            name: name.into(),
+            to,
+            shard,
+        })
+        .await?
+    {
+        AdminResponse::Sink(info) => Ok(*info),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+/// `sink seek` moves a sink's cursor: forward, and a backlog is never
+/// forwarded; back, and a Kinesis upstream gets the records again (at
+/// least once). A shard the stream lacks is refused.
+#[tokio::test]
+async fn seek_moves_a_sinks_cursor_past_a_backlog_and_back() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    let (upstream, credentials) = kinesis_central(&test).await;
+    let settings = SinkSettings {
+        credentials_file: Some(credentials),
+        ..sink_settings("s", "edge", format!("kinesis://{}/central", upstream.addr))
+    };
+    client
+        .create_stream("edge", 1, Default::default())
+        .await
+        .expect("create");
+    let put = |prefix: &'static str, n: usize| async move {
+        let records = (0..n)
+            .map(|i| PutRecord {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                data: format!("{prefix}{i}").into(),
+            })
+            .collect();
+        put_all(client, "edge", records).await;
+    };
+    put("first", 3).await;
+    create_sink(client, settings).await.expect("create sink");
+    let at = |cursor: u64| async move {
+        eventually(Duration::from_secs(20), || async {
+            describe_sink(client, "s").await.shards[0].cursor == cursor
+        })
+        .await
+    };
+    assert!(at(3).await, "{:?}", describe_sink(client, "s").await);
+
+    client
+        .admin(AdminRequest::PauseSink { name: "s".into() })
+        .await
+        .expect("pause");
+    put("backlog", 5).await;
+    let info = seek_sink(client, "s", Position::Latest, None)
+        .await
+        .expect("seek past the backlog");
+    assert_eq!(
+        (
+            info.paused,
+            info.shards[0].cursor,
+            info.shards[0].lag_records
+        ),
+        (true, 8, 0),
+        "{info:?}"
+    );
+    for (to, shard, code) in [
+        (Position::TrimHorizon, Some(1), ErrorCode::ShardNotFound),
+        (Position::AfterSequence(8), None, ErrorCode::InvalidPosition),
+    ] {
+        let error = seek_sink(client, "s", to, shard)
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), Some(code), "{error}");
+    }
+    let error = seek_sink(client, "nope", Position::Latest, None)
+        .await
+        .expect_err("no such sink");
+    assert_eq!(error.code(), Some(ErrorCode::SinkNotFound), "{error}");
+    client
+        .admin(AdminRequest::ResumeSink { name: "s".into() })
+        .await
+        .expect("resume");
+    put("after", 1).await;
+    assert!(at(9).await, "{:?}", describe_sink(client, "s").await);
+    let central = || async {
+        let mut data: Vec<String> = kinesis_read_all(&upstream, "central")
+            .await
+            .into_iter()
+            .map(|(_, data)| data)
+            .collect();
+        data.sort();
+        data
+    };
+    assert_eq!(central().await, ["after0", "first0", "first1", "first2"]);
+
+    // Back to the start of a running sink: all nine again.
+    seek_sink(client, "s", Position::TrimHorizon, Some(0))
+        .await
+        .expect("seek back");
+    let twice = eventually(Duration::from_secs(20), || async {
+        central().await.len() == 13
+    })
+    .await;
+    let forwarded = central().await;
+    assert!(twice, "{forwarded:?}");
+    assert_eq!(
+        forwarded
+            .iter()
+            .filter(|d| d.starts_with("backlog"))
+            .count(),
+        5
+    );
 }

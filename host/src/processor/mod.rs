@@ -21,10 +21,11 @@ use weir_proto::Retention;
 use weir_proto::admin::{
     FailurePolicy, PluginInfo, ProcessorInfo, ProcessorLimits, ProcessorSettings, StateEntry,
 };
+use weir_proto::message::Position;
 
 use crate::config::{Limits, ProcessingConfig};
 use crate::plugin::{InstanceLimits, PluginError, PluginLog, PluginRuntime, sha256_hex};
-use crate::storage::{CursorState, ProcessingCommit, Storage, StorageError};
+use crate::storage::{CursorState, Storage, StorageError};
 use definition::{Definition, check_limits, check_no_loop, decode, encode};
 pub use error::ProcessorError;
 use plugins::{PluginCatalog, PluginRecord};
@@ -306,14 +307,7 @@ impl Processors {
             };
             self.storage
                 .processing()
-                .commit(ProcessingCommit {
-                    processor_id: definition.id,
-                    shard: shard.index,
-                    outputs: Vec::new(),
-                    state_writes: Vec::new(),
-                    failures: Vec::new(),
-                    cursor,
-                })
+                .commit_cursor(definition.id, shard.index, cursor)
                 .await?;
         }
         let workers = self.spawn_workers(&definition)?;
@@ -439,13 +433,7 @@ impl Processors {
         name: &str,
         change: impl FnOnce(&Self, &mut Running) -> Result<T, ProcessorError>,
     ) -> Result<T, ProcessorError> {
-        let mut running = self.running.lock().await;
-        let processor = running
-            .get_mut(name)
-            .ok_or_else(|| ProcessorError::NotFound {
-                name: name.to_owned(),
-            })?;
-        change(self, processor)
+        change(self, find_mut(&mut *self.running.lock().await, name)?)
     }
 
     pub async fn pause(&self, name: &str) -> Result<(), ProcessorError> {
@@ -534,6 +522,54 @@ impl Processors {
             "processor limits changed"
         );
         Ok(info)
+    }
+
+    /// Moves a processor's cursor in one shard (or all) to `to`, to skip
+    /// records or process them again. Its workers stop first, so none
+    /// commits over the new cursor, and start again unless it is paused (a
+    /// halted shard runs again). Counters and state stay as they are.
+    pub async fn seek(
+        &self,
+        name: &str,
+        only: Option<u32>,
+        to: Position,
+    ) -> Result<ProcessorInfo, ProcessorError> {
+        let mut running = self.running.lock().await;
+        let processor = find_mut(&mut running, name)?;
+        stop_workers(std::mem::take(&mut processor.workers)).await;
+        let moved = self.move_cursors(&processor.definition, only, to).await;
+        if !processor.definition.paused {
+            processor.workers = self.spawn_workers(&processor.definition)?;
+        }
+        moved?;
+        tracing::info!(processor = name, shard = ?only, %to, "processor cursor moved");
+        self.info(
+            &Snapshot::of(&processor.definition, &processor.workers),
+            true,
+        )
+    }
+
+    async fn move_cursors(
+        &self,
+        definition: &Definition,
+        only: Option<u32>,
+        to: Position,
+    ) -> Result<(), ProcessorError> {
+        let source = self.storage.stream(&definition.settings.source)?;
+        for (shard, next_sequence) in self.storage.resolve_in_shards(&source, only, to)? {
+            let processing = self.storage.processing();
+            let cursor = processing
+                .cursor(definition.id, shard.index)?
+                .unwrap_or_default();
+            let moved = CursorState {
+                next_sequence,
+                ..cursor
+            };
+            processing
+                .commit_cursor(definition.id, shard.index, moved)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), ProcessorError> {
@@ -645,6 +681,17 @@ impl Processors {
             .get(name)
             .map(|processor| processor.definition.settings.source.clone())
     }
+}
+
+fn find_mut<'a>(
+    running: &'a mut BTreeMap<String, Running>,
+    name: &str,
+) -> Result<&'a mut Running, ProcessorError> {
+    running
+        .get_mut(name)
+        .ok_or_else(|| ProcessorError::NotFound {
+            name: name.to_owned(),
+        })
 }
 
 async fn stop_workers(workers: Vec<WorkerHandle>) {

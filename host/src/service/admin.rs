@@ -94,6 +94,9 @@ pub async fn handle(
         AdminRequest::UpdateProcessor { name, limits } => {
             AdminResponse::Processor(Box::new(processors.update(&name, limits).await?))
         }
+        AdminRequest::SeekProcessor { name, to, shard } => {
+            AdminResponse::Processor(Box::new(processors.seek(&name, shard, to).await?))
+        }
         AdminRequest::CreateSink(settings) => {
             AdminResponse::Sink(Box::new(service.sinks.create(*settings).await?))
         }
@@ -108,6 +111,9 @@ pub async fn handle(
         AdminRequest::ResumeSink { name } => {
             service.sinks.resume(&name).await?;
             AdminResponse::Done
+        }
+        AdminRequest::SeekSink { name, to, shard } => {
+            AdminResponse::Sink(Box::new(service.sinks.seek(&name, shard, to).await?))
         }
         AdminRequest::DeleteSink { name } => {
             service.sinks.delete(&name).await?;

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weir_proto::admin::{SinkInfo, SinkSettings, SinkShardProgress, StartPosition};
+use weir_proto::message::Position;
 
 use crate::config::SinkConfig;
 use crate::storage::{CatalogKind, Storage, StorageError, now_ms};
@@ -345,6 +346,58 @@ impl Sinks {
         blocking(move || put_definition(&storage, &stored)).await?;
         *sink = self.launch(definition)?;
         Ok(())
+    }
+
+    /// Moves a sink's cursor in one shard (or all) to `to`. Its workers
+    /// stop first and start again unless it is paused. An upstream that
+    /// says where it stands (JetStream, Kafka) still moves a worker past
+    /// what it already holds, so moving back re-sends only to Kinesis.
+    pub async fn seek(
+        &self,
+        name: &str,
+        only: Option<u32>,
+        to: Position,
+    ) -> Result<SinkInfo, SinkError> {
+        let mut running = self.running.lock().await;
+        let sink = running
+            .get_mut(name)
+            .ok_or_else(|| SinkError::NotFound { name: name.into() })?;
+        stop(sink).await;
+        let moved = self.move_cursors(&sink.definition, only, to).await;
+        *sink = self.launch(sink.definition.clone())?;
+        moved?;
+        tracing::info!(sink = name, shard = ?only, %to, "sink cursor moved");
+        self.info(&sink.definition, &sink.workers, true)
+    }
+
+    async fn move_cursors(
+        &self,
+        definition: &Definition,
+        only: Option<u32>,
+        to: Position,
+    ) -> Result<(), StorageError> {
+        let (storage, id, source) = (
+            self.storage.clone(),
+            definition.id,
+            definition.settings.source.clone(),
+        );
+        blocking(move || {
+            let source = storage.stream(&source)?;
+            for (shard, next_sequence) in storage.resolve_in_shards(&source, only, to)? {
+                let cursor = stored_cursor(&storage, id, shard.index)?;
+                put_cursor(
+                    &storage,
+                    id,
+                    shard.index,
+                    &SinkCursor {
+                        next_sequence,
+                        ..cursor
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), SinkError> {

@@ -588,6 +588,28 @@ impl Storage {
         Ok(requested)
     }
 
+    /// `to` resolved in one shard of `stream` (or in each when `only` is
+    /// `None`): all of them before a caller moves any cursor, so a position
+    /// one shard cannot take moves none.
+    pub fn resolve_in_shards(
+        &self,
+        stream: &Stream,
+        only: Option<u32>,
+        to: Position,
+    ) -> Result<Vec<(Arc<Shard>, u64)>> {
+        let shards = match only {
+            Some(index) => vec![stream.shard(index)?.clone()],
+            None => stream.shards.clone(),
+        };
+        shards
+            .into_iter()
+            .map(|shard| {
+                let next = self.resolve(&shard, to)?;
+                Ok((shard, next))
+            })
+            .collect()
+    }
+
     /// The first sequence whose arrival time is at least `ms`: a binary
     /// search over chunk summaries (arrival times never decrease within a
     /// shard), then a walk through the one chunk that straddles `ms`.

@@ -68,6 +68,25 @@ impl Processing<'_> {
             .await
     }
 
+    /// Commits a cursor alone: where a processor starts, or where an
+    /// operator moved it.
+    pub async fn commit_cursor(
+        &self,
+        processor_id: u64,
+        shard: u32,
+        cursor: CursorState,
+    ) -> Result<()> {
+        self.commit(ProcessingCommit {
+            processor_id,
+            shard,
+            outputs: Vec::new(),
+            state_writes: Vec::new(),
+            failures: Vec::new(),
+            cursor,
+        })
+        .await
+    }
+
     /// A processor's committed cursor in one shard, with its state size
     /// (counted once for a cursor written before Weir kept it there).
     pub fn cursor(&self, processor_id: u64, shard: u32) -> Result<Option<CursorState>> {
