@@ -28,12 +28,15 @@
 //! - [`system`]: readings of this process from the operating system.
 //! - [`server`]: wires the above together; start and graceful shutdown.
 //! - [`files`]: crash-safe writes of the data directory's small files.
+//! - [`flows`]: how records move between streams (processors, sinks into
+//!   this box), and the loops among them that are refused (a leaf).
 
 pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod counters;
 pub mod files;
+pub mod flows;
 pub mod kinesis;
 pub mod metrics;
 pub mod names;

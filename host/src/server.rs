@@ -158,10 +158,14 @@ impl Server {
         )
         .await
         .map_err(ServerError::Processors)?;
+        let own_kinesis = kinesis_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
         let sinks = Sinks::start(
             storage.clone(),
             config.sinks.clone(),
             crate::tls::box_id(&reset_key),
+            own_kinesis,
         )
         .await
         .map_err(ServerError::Sinks)?;
@@ -201,14 +205,13 @@ impl Server {
         };
         let kinesis_addr = match (kinesis_listener, http_tls) {
             (Some(listener), Some(tls)) => {
-                let bound = listener.local_addr().ok();
                 let (service, config, shutdown) =
                     (service.clone(), config.kinesis.clone(), shutdown_rx.clone());
                 tokio::spawn(async move {
                     crate::kinesis::serve(listener, tls, service, config, &reset_key, shutdown)
                         .await
                 });
-                bound
+                own_kinesis
             }
             _ => None,
         };

@@ -1567,3 +1567,60 @@ async fn seek_moves_a_sinks_cursor_past_a_backlog_and_back() {
         5
     );
 }
+
+/// A sink into this box's own Kinesis API that would feed its own source
+/// (straight back, or through processors and other such sinks) is
+/// refused with the loop named, and so is a processor that would close
+/// a loop through one.
+#[tokio::test]
+async fn loops_through_the_boxs_own_kinesis_api_are_refused() {
+    let test = TestServer::start().await;
+    let client = &test.client;
+    let (upstream, credentials) = kinesis_central(&test).await;
+    stream_with_plugins(client, "edge", 1, &[("json-filter", "json_filter")]).await;
+    let sink = |name: &str, from: &str, to: String| SinkSettings {
+        credentials_file: Some(credentials.clone()),
+        ..sink_settings(name, from, to)
+    };
+    let own = |stream: &str| format!("kinesis://{}/{stream}", upstream.addr);
+    let refusal = |error: weir_client::ClientError| {
+        assert_eq!(error.code(), Some(ErrorCode::InvalidArgument), "{error}");
+        error.to_string()
+    };
+
+    let error = create_sink(client, sink("echo", "central", own("central")))
+        .await
+        .expect_err("straight back");
+    assert!(
+        refusal(error).contains("would feed its own source: central -> central (sink echo);"),
+        "names the loop"
+    );
+    create_sink(client, sink("up", "edge", own("central")))
+        .await
+        .expect("edge -> central closes no loop");
+    let localhost = format!("kinesis://localhost:{}/edge", upstream.addr.port());
+    let error = create_sink(client, sink("down", "central", localhost))
+        .await
+        .expect_err("back through localhost");
+    assert!(
+        refusal(error).contains("central -> edge (sink down) -> central (sink up)"),
+        "names the loop"
+    );
+    let back = weir_client::admin::ProcessorSettings {
+        output: Some("edge".into()),
+        ..crate::support::purchase_filter("back", "central")
+    };
+    let error = client
+        .admin(AdminRequest::CreateProcessor(Box::new(back)))
+        .await
+        .expect_err("a processor closing the loop");
+    assert!(
+        refusal(error).contains("central -> edge (back) -> central (sink up)"),
+        "names the loop"
+    );
+    // Another box's API on another port is not this box.
+    let elsewhere = format!("kinesis://127.0.0.1:{}/edge", free_port());
+    create_sink(client, sink("away", "central", elsewhere))
+        .await
+        .expect("not this box");
+}

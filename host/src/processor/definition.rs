@@ -1,14 +1,13 @@
 //! What is stored about a processor (its definition) and the checks its
 //! limits must pass; the JSON encoding of the registry's stored records.
 
-use std::collections::{HashMap, VecDeque};
-
 use serde::{Deserialize, Serialize};
 use weir_proto::Position;
 use weir_proto::admin::{ProcessorLimits, ProcessorSettings, StartPosition};
 
 use super::ProcessorError;
 use crate::config::ProcessingConfig;
+use crate::flows::{self, Flow};
 use crate::storage::StorageError;
 
 /// A stored processor definition.
@@ -34,58 +33,38 @@ impl Definition {
         }
     }
 
-    /// The streams it writes to: its output and its dead-letter stream.
-    pub(super) fn targets(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.output.as_str()).chain(self.dead_letter_stream.as_deref())
+    /// How it moves records: from its source to its output and its
+    /// dead-letter stream.
+    pub(super) fn flows(&self) -> Vec<Flow> {
+        std::iter::once(&self.output)
+            .chain(&self.dead_letter_stream)
+            .map(|to| Flow {
+                from: self.settings.source.clone(),
+                to: to.clone(),
+                by: self.settings.name.clone(),
+            })
+            .collect()
     }
 }
 
 /// Refuses `new` if what it writes could reach its own source through the
-/// processors already `defined`: records would go round that loop for ever
-/// (a filter passes a record it passed before), filling the disk. The
-/// error names the loop.
+/// processors already `defined` and the `other` flows (sinks into this
+/// box): records would go round that loop for ever (a filter passes a
+/// record it passed before), filling the disk. The error names the loop.
 pub(super) fn check_no_loop<'a>(
     new: &'a Definition,
     defined: impl Iterator<Item = &'a Definition>,
+    other: &[Flow],
 ) -> Result<(), ProcessorError> {
-    let defined: Vec<&Definition> = defined.collect();
-    let source = new.settings.source.as_str();
-    for start in new.targets() {
-        // Breadth-first over the streams processors write to; `reached_by`
-        // keeps, for each stream reached, the processor and its source.
-        let mut reached_by: HashMap<&str, (&str, &str)> = HashMap::new();
-        reached_by.insert(start, (&new.settings.name, source));
-        let mut queue = VecDeque::from([start]);
-        while let Some(stream) = queue.pop_front() {
-            if stream == source {
-                let mut hops = Vec::new();
-                let mut at = stream;
-                loop {
-                    let (processor, from) = reached_by[at];
-                    hops.push(format!("{at} ({processor})"));
-                    if processor == new.settings.name && from == source {
-                        break;
-                    }
-                    at = from;
-                }
-                hops.reverse();
-                return Err(ProcessorError::InvalidSettings(format!(
-                    "processor {} would feed its own source: {source} -> {}; records would go round for ever. Processors must form a DAG: write to a stream none of them reads from this one",
-                    new.settings.name,
-                    hops.join(" -> ")
-                )));
-            }
-            for processor in defined.iter().filter(|d| d.settings.source == stream) {
-                for target in processor.targets() {
-                    if !reached_by.contains_key(target) {
-                        reached_by.insert(target, (&processor.settings.name, stream));
-                        queue.push_back(target);
-                    }
-                }
-            }
-        }
+    let mut existing: Vec<Flow> = defined.flat_map(Definition::flows).collect();
+    existing.extend_from_slice(other);
+    match flows::closed_loop(&new.flows(), &existing) {
+        None => Ok(()),
+        Some(path) => Err(ProcessorError::InvalidSettings(format!(
+            "processor {} would feed its own source: {path}; records would go round for ever. Processors must form a DAG: write to a stream none of them reads from this one",
+            new.settings.name
+        ))),
     }
-    Ok(())
 }
 
 /// Every limit a processor has must let it do something, and stay under
@@ -165,7 +144,7 @@ mod tests {
     }
 
     fn refusal(new: &Definition, defined: &[Definition]) -> String {
-        match check_no_loop(new, defined.iter()) {
+        match check_no_loop(new, defined.iter(), &[]) {
             Err(ProcessorError::InvalidSettings(message)) => message,
             other => panic!("{} was not refused: {other:?}", new.settings.name),
         }
@@ -195,7 +174,7 @@ mod tests {
             processor("archive", "totals", "archive", false),
             processor("audit", "rich", "audit", false),
         ] {
-            check_no_loop(&fine, defined.iter()).expect("no loop");
+            check_no_loop(&fine, defined.iter(), &[]).expect("no loop");
         }
     }
 }

@@ -24,6 +24,7 @@ use weir_proto::admin::{
 use weir_proto::message::Position;
 
 use crate::config::{Limits, ProcessingConfig};
+use crate::flows::Flow;
 use crate::plugin::{InstanceLimits, PluginError, PluginLog, PluginRuntime, sha256_hex};
 use crate::storage::{CursorState, Storage, StorageError};
 use definition::{Definition, check_limits, check_no_loop, decode, encode};
@@ -218,9 +219,13 @@ impl Processors {
     /// Creates a processor: checks the settings, runs the plugin's `init`
     /// on the config (its error is the user's answer), creates the output
     /// and dead-letter streams if missing, and starts the workers.
+    /// Creates a processor and starts its workers. `other_flows` are the
+    /// box's flows besides processors (sinks into its own Kinesis API),
+    /// for the loop check.
     pub async fn create(
         &self,
         settings: ProcessorSettings,
+        other_flows: &[Flow],
     ) -> Result<ProcessorInfo, ProcessorError> {
         validate_name("processor", &settings.name)?;
         let mut running = self.running.lock().await;
@@ -260,7 +265,11 @@ impl Processors {
             paused: false,
             settings,
         };
-        check_no_loop(&definition, running.values().map(|r| &r.definition))?;
+        check_no_loop(
+            &definition,
+            running.values().map(|r| &r.definition),
+            other_flows,
+        )?;
         check_limits(
             &ProcessorLimits {
                 fuel_per_sec: Some(definition.fuel_per_sec),
@@ -596,6 +605,15 @@ impl Processors {
             "processor removed (its output stream is kept)"
         );
         Ok(())
+    }
+
+    /// How the processors move records between streams.
+    pub async fn flows(&self) -> Vec<Flow> {
+        let running = self.running.lock().await;
+        running
+            .values()
+            .flat_map(|r| r.definition.flows())
+            .collect()
     }
 
     /// Processors that read or write `stream` (source, output, dead letters).

@@ -73,7 +73,8 @@ pub async fn handle(
             AdminResponse::Done
         }
         AdminRequest::CreateProcessor(settings) => {
-            AdminResponse::Processor(Box::new(processors.create(*settings).await?))
+            let sink_flows = service.sinks.flows().await;
+            AdminResponse::Processor(Box::new(processors.create(*settings, &sink_flows).await?))
         }
         AdminRequest::ListProcessors => AdminResponse::Processors(processors.list().await?),
         AdminRequest::DescribeProcessor { name } => {
@@ -98,7 +99,10 @@ pub async fn handle(
             AdminResponse::Processor(Box::new(processors.seek(&name, shard, to).await?))
         }
         AdminRequest::CreateSink(settings) => {
-            AdminResponse::Sink(Box::new(service.sinks.create(*settings).await?))
+            let processor_flows = processors.flows().await;
+            AdminResponse::Sink(Box::new(
+                service.sinks.create(*settings, &processor_flows).await?,
+            ))
         }
         AdminRequest::ListSinks => AdminResponse::Sinks(service.sinks.list().await?),
         AdminRequest::DescribeSink { name } => {

@@ -20,6 +20,7 @@ mod upstream;
 mod worker;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,7 @@ use weir_proto::admin::{SinkInfo, SinkSettings, SinkShardProgress, StartPosition
 use weir_proto::message::Position;
 
 use crate::config::SinkConfig;
+use crate::flows::{self, Flow};
 use crate::storage::{CatalogKind, Storage, StorageError, now_ms};
 
 pub use nats::bench as nats_bench;
@@ -91,6 +93,9 @@ pub struct Sinks {
     /// This box's name in message ids, so records from two boxes never
     /// collide upstream.
     box_id: String,
+    /// This box's own Kinesis listener: a sink into it moves records
+    /// between this box's streams, and must not close a loop.
+    own_kinesis: Option<SocketAddr>,
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
     thread: SinkThread,
 }
@@ -146,11 +151,13 @@ impl Sinks {
         storage: Arc<Storage>,
         config: SinkConfig,
         box_id: String,
+        own_kinesis: Option<SocketAddr>,
     ) -> Result<Arc<Self>, SinkError> {
         let sinks = Arc::new(Self {
             storage,
             config,
             box_id,
+            own_kinesis,
             running: Default::default(),
             thread: SinkThread::start().map_err(SinkError::Thread)?,
         });
@@ -191,7 +198,13 @@ impl Sinks {
         }
     }
 
-    pub async fn create(&self, settings: SinkSettings) -> Result<SinkInfo, SinkError> {
+    /// Creates a sink and starts its workers. `other_flows` are the box's
+    /// flows besides sinks (processors), for the loop check.
+    pub async fn create(
+        &self,
+        settings: SinkSettings,
+        other_flows: &[Flow],
+    ) -> Result<SinkInfo, SinkError> {
         crate::names::validate("sink", &settings.name).map_err(SinkError::InvalidSettings)?;
         let target = Target::parse(&settings.to).map_err(SinkError::InvalidSettings)?;
         let tls_only = |flag: &str| {
@@ -254,6 +267,16 @@ impl Sinks {
             return Err(SinkError::Exists {
                 name: settings.name,
             });
+        }
+        if let Some(new) = self.flow(&settings) {
+            let mut existing = self.flows_of(&running);
+            existing.extend_from_slice(other_flows);
+            if let Some(path) = flows::closed_loop(&[new], &existing) {
+                return Err(SinkError::InvalidSettings(format!(
+                    "sink {} forwards into this box's own Kinesis API and would feed its own source: {path}; records would go round for ever. Forward to a stream that does not lead back to {}",
+                    settings.name, settings.source
+                )));
+            }
         }
         if running.len() >= self.config.sinks_max {
             return Err(SinkError::LimitExceeded(format!(
@@ -427,6 +450,31 @@ impl Sinks {
             )
         })
         .await
+    }
+
+    /// How the sinks into this box's own Kinesis API move records.
+    pub async fn flows(&self) -> Vec<Flow> {
+        self.flows_of(&*self.running.lock().await)
+    }
+
+    fn flows_of(&self, running: &BTreeMap<String, Running>) -> Vec<Flow> {
+        running
+            .values()
+            .filter_map(|sink| self.flow(&sink.definition.settings))
+            .collect()
+    }
+
+    /// The flow a sink makes on this box: into the stream it forwards to,
+    /// when its upstream is this box's own Kinesis API.
+    fn flow(&self, settings: &SinkSettings) -> Option<Flow> {
+        let Ok(Target::Kinesis(kinesis)) = Target::parse(&settings.to) else {
+            return None;
+        };
+        kinesis.is_listener(self.own_kinesis?).then(|| Flow {
+            from: settings.source.clone(),
+            to: kinesis.stream,
+            by: format!("sink {}", settings.name),
+        })
     }
 
     /// Sinks reading `stream` (a stream in use cannot be deleted).

@@ -1,5 +1,7 @@
 //! Where a sink forwards to, parsed from its URL.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 /// The port of `kinesis+https://` URLs that name none.
 const HTTPS_PORT: u16 = 443;
 
@@ -41,6 +43,28 @@ pub struct KinesisTarget {
     pub stream: String,
     pub region: String,
     pub tls: bool,
+}
+
+impl KinesisTarget {
+    /// Whether this upstream is the Kinesis listener at `listener` (this
+    /// box's own API, plain or TLS), as far as the URL shows without
+    /// resolving names: the listener's own address (`localhost` taken as
+    /// 127.0.0.1) and port, or a loopback address on its port when it
+    /// listens on every address.
+    pub fn is_listener(&self, listener: SocketAddr) -> bool {
+        if self.port != listener.port() {
+            return false;
+        }
+        let ip = match crate::aws::client::host_of(&self.authority) {
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host => match host.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => return false,
+            },
+        };
+        let local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
+        ip == listener.ip() || (local(ip) && listener.ip().is_unspecified())
+    }
 }
 
 impl Target {
@@ -220,6 +244,26 @@ fn validate_subject_prefix(prefix: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kinesis_url_is_known_as_the_boxs_own_listener_by_address_and_port() {
+        let kinesis = |url: &str| match Target::parse(url).expect("valid") {
+            Target::Kinesis(target) => target,
+            other => panic!("{other:?}"),
+        };
+        let on = |addr: &str| addr.parse::<SocketAddr>().expect("addr");
+        let own = on("127.0.0.1:4567");
+        assert!(kinesis("kinesis://127.0.0.1:4567/s").is_listener(own));
+        assert!(kinesis("kinesis://localhost:4567/s").is_listener(own));
+        assert!(kinesis("kinesis+https://127.0.0.1:4567/s").is_listener(own));
+        assert!(!kinesis("kinesis://127.0.0.1:4568/s").is_listener(own));
+        assert!(!kinesis("kinesis://10.0.0.5:4567/s").is_listener(own));
+        assert!(!kinesis("kinesis://[::1]:4567/s").is_listener(own));
+        let everywhere = on("0.0.0.0:4567");
+        assert!(kinesis("kinesis://127.0.0.1:4567/s").is_listener(everywhere));
+        assert!(kinesis("kinesis://[::1]:4567/s").is_listener(everywhere));
+        assert!(kinesis("kinesis://10.0.0.5:4567/s").is_listener(on("10.0.0.5:4567")));
+    }
 
     #[test]
     fn nats_urls_parse_into_servers_and_a_subject_prefix() {
