@@ -31,7 +31,8 @@ pub enum BenchCommand {
         #[command(flatten)]
         connect: super::ConnectArgs,
     },
-    /// Reads: GetRecords pages and subscriptions over QUIC.
+    /// Reads: GetRecords pages (one shard after another, then every shard
+    /// at once: `get-par`) and subscriptions over QUIC.
     Consume(ConsumeArgs),
     /// A plugin through the Wasm boundary: fuel on/off, native ratio, cold start.
     Plugin(plugin::PluginArgs),
@@ -725,30 +726,30 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     producer.flush().await?;
     load.finish_and_clear();
 
+    // As one consumer polling one shard after another (the shape of a
+    // single-partition consumer), then as Kinesis consumers read (KCL: one
+    // worker, one request in flight, per shard).
     let started = Instant::now();
-    let mut records = 0usize;
-    let mut bytes = 0usize;
+    let (mut records, mut bytes) = (0, 0);
     for shard in 0..args.shards {
-        let mut from = Position::TrimHorizon;
-        loop {
-            let batch = client.get_records("bench", shard, from, args.limit).await?;
-            records += batch.records.len();
-            bytes += batch.records.iter().map(|r| r.data.len()).sum::<usize>();
-            if batch.records_behind_tip == 0 {
-                break;
-            }
-            from = Position::AtSequence(batch.next_sequence);
-        }
+        let (shard_records, shard_bytes) = get_shard(client, shard, args.limit).await?;
+        records += shard_records;
+        bytes += shard_bytes;
     }
-    let elapsed = started.elapsed();
-    if records != args.records {
-        bail!("read {records} records, expected {}", args.records);
+    report_get("get", args.records, records, bytes, started.elapsed())?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in 0..args.shards {
+        let (client, limit) = (client.clone(), args.limit);
+        tasks.spawn(async move { get_shard(&client, shard, limit).await });
     }
-    println!(
-        "get        {:>10.0} records/s  {:>8.1} MB/s",
-        records as f64 / elapsed.as_secs_f64(),
-        bytes as f64 / elapsed.as_secs_f64() / 1e6
-    );
+    let (mut records, mut bytes) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        let (shard_records, shard_bytes) = result??;
+        records += shard_records;
+        bytes += shard_bytes;
+    }
+    report_get("get-par", args.records, records, bytes, started.elapsed())?;
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -778,6 +779,40 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         (subscribed * args.size) as f64 / elapsed.as_secs_f64() / 1e6
     );
     embedded.stop().await
+}
+
+/// Reads a shard from the trim horizon to the tip with GetRecords pages:
+/// (records, data bytes).
+async fn get_shard(client: &Client, shard: u32, limit: u32) -> anyhow::Result<(usize, usize)> {
+    let (mut records, mut bytes) = (0, 0);
+    let mut from = Position::TrimHorizon;
+    loop {
+        let batch = client.get_records("bench", shard, from, limit).await?;
+        records += batch.records.len();
+        bytes += batch.records.iter().map(|r| r.data.len()).sum::<usize>();
+        if batch.records_behind_tip == 0 {
+            return Ok((records, bytes));
+        }
+        from = Position::AtSequence(batch.next_sequence);
+    }
+}
+
+fn report_get(
+    label: &str,
+    expected: usize,
+    records: usize,
+    bytes: usize,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
+    if records != expected {
+        bail!("read {records} records, expected {expected}");
+    }
+    println!(
+        "{label:<10} {:>10.0} records/s  {:>8.1} MB/s",
+        records as f64 / elapsed.as_secs_f64(),
+        bytes as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    Ok(())
 }
 
 fn micros_since(origin: Instant) -> u64 {
