@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use weir_client::{
-    Client, ClientError, Position, ProducerConfig, Record, Retention, ShardBatch,
+    Client, ClientError, PendingAck, Position, ProducerConfig, Record, Retention, ShardBatch,
     StreamSubscription,
 };
 
@@ -202,6 +202,10 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Records `put --file` has sent whose answers it has not counted yet;
+/// reading waits while this many are outstanding.
+const PUT_ACKS_WAITING_MAX: usize = 10_000;
+
 async fn put_file(client: &Client, args: &PutArgs, file: &Path) -> anyhow::Result<()> {
     let from_stdin = file == Path::new("-");
     let name = if from_stdin {
@@ -244,15 +248,26 @@ async fn put_file(client: &Client, args: &PutArgs, file: &Path) -> anyhow::Resul
         ),
     };
     let producer = client.producer(&args.stream, ProducerConfig::default());
-    let mut acks = Vec::new();
-    let (mut stored, mut failed) = (0u64, 0u64);
-    let mut tally = |result: Result<_, weir_client::ClientError>| match result {
-        Ok(_) => stored += 1,
-        Err(error) => {
-            failed += 1;
-            progress.suspend(|| eprintln!("record failed: {error}"));
+    // Answers are tallied in order as they come, on a task of their own: a
+    // failure shows at once (a pipe may stay open for hours), and the
+    // channel's bound keeps memory bounded on big files.
+    let (acks, mut answers) = tokio::sync::mpsc::channel::<PendingAck>(PUT_ACKS_WAITING_MAX);
+    let tally = tokio::spawn({
+        let progress = progress.clone();
+        async move {
+            let (mut stored, mut failed) = (0u64, 0u64);
+            while let Some(ack) = answers.recv().await {
+                match ack.await {
+                    Ok(_) => stored += 1,
+                    Err(error) => {
+                        failed += 1;
+                        progress.suspend(|| eprintln!("record failed: {error}"));
+                    }
+                }
+            }
+            (stored, failed)
         }
-    };
+    });
     let mut lines = reader.lines();
     let mut number = 0;
     while let Some(line) = lines
@@ -272,18 +287,16 @@ async fn put_file(client: &Client, args: &PutArgs, file: &Path) -> anyhow::Resul
             }
             (None, None) => bail!("give --key KEY or --key-field FIELD with --file"),
         };
-        acks.push(producer.send(key, line.into_bytes()).await?);
-        // Collect answers as we go so memory stays bounded on big files.
-        if acks.len() >= 10_000 {
-            for ack in acks.drain(..) {
-                tally(ack.await);
-            }
+        let ack = producer.send(key, line.into_bytes()).await?;
+        if acks.send(ack).await.is_err() {
+            bail!("the task counting the server's answers stopped");
         }
     }
     producer.flush().await?;
-    for ack in acks {
-        tally(ack.await);
-    }
+    drop(acks);
+    let (stored, failed) = tally
+        .await
+        .context("the task counting the server's answers stopped")?;
     progress.finish_and_clear();
     println!("{stored} stored, {failed} failed");
     if failed > 0 {
