@@ -219,9 +219,8 @@ impl Processors {
     /// Creates a processor: checks the settings, runs the plugin's `init`
     /// on the config (its error is the user's answer), creates the output
     /// and dead-letter streams if missing, and starts the workers.
-    /// Creates a processor and starts its workers. `other_flows` are the
-    /// box's flows besides processors (sinks into its own Kinesis API),
-    /// for the loop check.
+    /// `other_flows` are the box's flows besides processors (sinks into its
+    /// own Kinesis API), for the loop check.
     pub async fn create(
         &self,
         settings: ProcessorSettings,
