@@ -1080,20 +1080,25 @@ async fn read_kafka_topic(
     forwarded
 }
 
-/// Checks every one of `acked` is in `forwarded` exactly once (the tail
-/// read on resume keeps a crash from repeating a batch), keys kept, each
-/// partition holding its shard's records in order.
-fn assert_kafka_exactly_once(forwarded: &[KafkaForwarded], acked: &HashSet<String>) {
+/// Checks every one of `acked` is in `forwarded` (the tail read on resume
+/// keeps a lost ack or a crash from repeating a batch), keys kept, each
+/// partition holding its shard's records in order. A record may arrive
+/// twice only where SINKS.md says Kafka allows it: a produce still in
+/// the broker's hands when Weir was killed, stored after the restarted
+/// sink read the partition's tail — one batch per partition and crash,
+/// `resent_max` records at most. Returns how many arrived twice.
+fn assert_kafka_once_each(
+    forwarded: &[KafkaForwarded],
+    acked: &HashSet<String>,
+    resent_max: usize,
+) -> usize {
     let mut seen = HashSet::new();
+    let mut resent = 0;
+    let mut first_sequences: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
     for record in forwarded {
         assert!(
             acked.contains(&record.data),
             "{} was never acked",
-            record.data
-        );
-        assert!(
-            seen.insert(record.data.clone()),
-            "{} reached Kafka twice",
             record.data
         );
         let index: usize = record.data[1..].trim().parse().expect("r{i}");
@@ -1107,19 +1112,27 @@ fn assert_kafka_exactly_once(forwarded: &[KafkaForwarded], acked: &HashSet<Strin
             record.partition.to_string(),
             "shard N goes to partition N"
         );
+        if seen.insert(record.data.clone()) {
+            first_sequences
+                .entry(record.partition)
+                .or_default()
+                .push(record.sequence);
+        } else {
+            resent += 1;
+        }
     }
     assert_eq!(seen.len(), acked.len(), "every acked record reached Kafka");
-    for partition in 0..2 {
-        let sequences: Vec<u64> = forwarded
-            .iter()
-            .filter(|r| r.partition == partition)
-            .map(|r| r.sequence)
-            .collect();
+    assert!(
+        resent <= resent_max,
+        "{resent} records reached Kafka twice (at most {resent_max} allowed)"
+    );
+    for (partition, sequences) in first_sequences {
         assert!(
             sequences.windows(2).all(|pair| pair[1] == pair[0] + 1),
             "partition {partition} in order"
         );
     }
+    resent
 }
 
 /// Kafka through a Weir crash and a broker crash. Tansu keeps its log in
@@ -1141,7 +1154,8 @@ async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_crash() {
     let run = forward_across_a_weir_crash(settings).await;
     let client = &run.client;
     let mut acked = run.acked.clone();
-    assert_kafka_exactly_once(&read_kafka_topic(&kafka, "events", 2).await, &acked);
+    // One batch of 100 records per partition may be resent after the kill.
+    let resent = assert_kafka_once_each(&read_kafka_topic(&kafka, "events", 2).await, &acked, 200);
 
     let forwarded =
         |info: &SinkInfo| -> u64 { info.shards.iter().map(|s| s.records_forwarded).sum() };
@@ -1174,7 +1188,12 @@ async fn a_kafka_sink_forwards_across_a_weir_crash_and_a_broker_crash() {
         "{:?}",
         describe_sink(client, "west").await
     );
-    assert_kafka_exactly_once(&read_kafka_topic(&kafka, "events", 2).await, &acked);
+    // A broker killed loses what it never acknowledged, or keeps it and
+    // the tail read skips it: nothing more arrives twice.
+    assert_eq!(
+        assert_kafka_once_each(&read_kafka_topic(&kafka, "events", 2).await, &acked, 200),
+        resent
+    );
 }
 
 /// A Kafka sink over mutual TLS: Tansu behind a TLS-terminating proxy
@@ -1239,7 +1258,7 @@ async fn a_kafka_sink_forwards_over_mutual_tls_with_the_certificates_it_is_given
         "{:?}",
         describe_sink(client, "secure").await
     );
-    assert_kafka_exactly_once(&read_kafka_topic(&access, "secure", 2).await, &acked);
+    assert_kafka_once_each(&read_kafka_topic(&access, "secure", 2).await, &acked, 0);
 }
 
 /// The sinks' threads (the `weir-sinks` runtime and its blocking pool)
@@ -1623,4 +1642,55 @@ async fn loops_through_the_boxs_own_kinesis_api_are_refused() {
     create_sink(client, sink("away", "central", elsewhere))
         .await
         .expect("not this box");
+}
+
+/// Moving a JetStream sink's cursor back sends nothing twice: the sink
+/// asks JetStream where it stands and goes on after what it holds, and
+/// its forwarded count does not count those records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_sink_moved_back_keeps_exactly_once() {
+    let cluster = tokio::task::block_in_place(|| NatsCluster::start(1));
+    let js = jetstream::new(cluster.client().await);
+    create_jetstream_stream(&js, "UP", "up.>", 1, Publishing::Fast).await;
+    let test = TestServer::start().await;
+    let client = &test.client;
+    client
+        .create_stream("clicks", 2, Default::default())
+        .await
+        .expect("create");
+    let acked: HashSet<String> = put_range(client, "clicks", 0..100)
+        .await
+        .into_iter()
+        .collect();
+    create_sink(
+        client,
+        sink_settings("up", "clicks", format!("nats://{}/up", cluster.servers())),
+    )
+    .await
+    .expect("create sink");
+    let forwarded = |sink: SinkInfo| -> u64 {
+        sink.shards
+            .iter()
+            .map(|shard| shard.records_forwarded)
+            .sum()
+    };
+    let all_in = eventually(Duration::from_secs(30), || async {
+        drained(client, "up").await && messages_in(&js, "UP").await == 100
+    })
+    .await;
+    assert!(all_in, "{:?}", describe_sink(client, "up").await);
+    assert_eq!(forwarded(describe_sink(client, "up").await), 100);
+
+    seek_sink(client, "up", Position::TrimHorizon, None)
+        .await
+        .expect("seek back");
+    let resumed = eventually(Duration::from_secs(30), || async {
+        drained(client, "up").await
+    })
+    .await;
+    assert!(resumed, "{:?}", describe_sink(client, "up").await);
+    // Still in JetStream once each, and counted once.
+    assert_eq!(messages_in(&js, "UP").await, 100);
+    assert_exactly_once_in_order(&read_jetstream(&js, "UP").await, &acked);
+    assert_eq!(forwarded(describe_sink(client, "up").await), 100);
 }

@@ -72,6 +72,11 @@ pub(crate) struct SinkCursor {
     pub records_forwarded: u64,
     pub bytes_forwarded: u64,
     pub last_ack_ms: Option<u64>,
+    /// Records below this sequence are counted in `records_forwarded`
+    /// already: set when `seek` moves the cursor back, so an upstream's
+    /// skip past what it holds does not count them again.
+    #[serde(default)]
+    pub counted_below: u64,
 }
 
 fn cursor_name(sink_id: u64, shard: u32) -> String {
@@ -414,6 +419,7 @@ impl Sinks {
                     shard.index,
                     &SinkCursor {
                         next_sequence,
+                        counted_below: cursor.counted_below.max(cursor.next_sequence),
                         ..cursor
                     },
                 )?;

@@ -150,9 +150,12 @@ impl Worker {
                 let cursor = SinkCursor {
                     next_sequence: next,
                     // Forwarded by this sink before its cursor was saved
-                    // (their bytes are not known here).
+                    // (their bytes are not known here), unless counted
+                    // before a seek moved the cursor back.
                     records_forwarded: self.cursor.records_forwarded
-                        + (next - self.cursor.next_sequence),
+                        + next.saturating_sub(
+                            self.cursor.next_sequence.max(self.cursor.counted_below),
+                        ),
                     ..self.cursor
                 };
                 if let Err(error) = self.commit(cursor).await {
@@ -290,6 +293,7 @@ impl Worker {
             records_forwarded: self.cursor.records_forwarded + records,
             bytes_forwarded: self.cursor.bytes_forwarded + bytes,
             last_ack_ms: Some(now_ms()),
+            ..self.cursor
         };
         self.acked_since_sync = true;
         if self.upstream.knows_position() && self.saved_at.elapsed() < CURSOR_SAVE_INTERVAL {
