@@ -263,6 +263,64 @@ async fn seek_moves_a_processors_cursor_back_and_forward() {
     assert_eq!(texts[16], r#"{"event":"purchase","i":15}"#);
 }
 
+/// Processors forming a loop (stored before Weir refused loops) do not
+/// send records round when the server starts: the one that closed the
+/// loop starts paused; the others run.
+#[tokio::test]
+async fn a_loop_stored_before_loops_were_refused_is_paused_at_start() {
+    let test = TestServer::start().await;
+    stream_with_plugins(&test.client, "a", 1, &[("json-filter", "json_filter")]).await;
+    create_processor(&test.client, purchase_filter("first", "a")).await;
+    let second = ProcessorSettings {
+        output: Some("b".into()),
+        ..purchase_filter("second", "first.out")
+    };
+    create_processor(&test.client, second).await;
+    // Point `second` back at `a`, as an older Weir let it.
+    let test = test
+        .restart_after(|dir| {
+            let storage =
+                weir::storage::Storage::open(&dir.join("db"), weir::StorageConfig::default())
+                    .expect("open storage");
+            let processing = storage.processing();
+            for bytes in processing.processor_definitions().expect("definitions") {
+                let mut definition: serde_json::Value =
+                    serde_json::from_slice(&bytes).expect("a JSON definition");
+                if definition["settings"]["name"] == "second" {
+                    definition["output"] = "a".into();
+                    let bytes = serde_json::to_vec(&definition).expect("encode");
+                    processing
+                        .put_processor("second", &bytes)
+                        .expect("store the loop");
+                }
+            }
+            storage.shutdown().expect("shutdown");
+        })
+        .await;
+    let client = &test.client;
+    assert!(describe_processor(client, "second").await.paused);
+    assert!(!describe_processor(client, "first").await.paused);
+    let error = client
+        .admin(AdminRequest::ResumeProcessor {
+            name: "second".into(),
+        })
+        .await
+        .expect_err("resuming it would start the loop");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidArgument), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("first.out -> a (second) -> first.out (first)"),
+        "{error}"
+    );
+
+    put(client, "a", &[("k", r#"{"event":"purchase"}"#.to_owned())]).await;
+    wait_for_input(client, "first", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(all_texts(client, "a").await.len(), 1, "nothing went round");
+    assert_eq!(all_texts(client, "first.out").await.len(), 1);
+}
+
 #[tokio::test]
 async fn bad_plugins_and_configs_are_rejected_with_reasons() {
     let test = TestServer::start().await;

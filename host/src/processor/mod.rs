@@ -24,7 +24,7 @@ use weir_proto::admin::{
 use weir_proto::message::Position;
 
 use crate::config::{Limits, ProcessingConfig};
-use crate::flows::Flow;
+use crate::flows::{self, Flow};
 use crate::plugin::{InstanceLimits, PluginError, PluginLog, PluginRuntime, sha256_hex};
 use crate::storage::{CursorState, Storage, StorageError};
 use definition::{Definition, check_limits, check_no_loop, decode, encode};
@@ -91,10 +91,30 @@ impl Processors {
             streams_max: limits.streams_max,
             running: tokio::sync::Mutex::new(BTreeMap::new()),
         });
-        let definitions = processors.storage.processing().processor_definitions()?;
+        let mut definitions = (processors.storage.processing().processor_definitions()?)
+            .iter()
+            .map(|bytes| decode::<Definition>(bytes, "processor definition"))
+            .collect::<Result<Vec<_>, _>>()?;
+        // In the order they were created, so that of processors forming a
+        // loop (possible before Weir refused loops) the one that closed it
+        // is the one paused.
+        definitions.sort_by_key(|definition| definition.id);
+        let mut flowing = Vec::new();
         let mut running = processors.running.lock().await;
-        for bytes in definitions {
-            let definition: Definition = decode(&bytes, "processor definition")?;
+        for mut definition in definitions {
+            if !definition.paused {
+                match flows::closed_loop(&definition.flows(), &flowing) {
+                    None => flowing.extend(definition.flows()),
+                    Some(path) => {
+                        tracing::error!(processor = %definition.settings.name, %path, "processor paused: it feeds its own source, so records would go round for ever; delete it or write elsewhere");
+                        definition.paused = true;
+                        processors
+                            .storage
+                            .processing()
+                            .put_processor(&definition.settings.name, &encode(&definition))?;
+                    }
+                }
+            }
             let workers = if definition.paused {
                 Vec::new()
             } else {
@@ -459,7 +479,19 @@ impl Processors {
         Ok(())
     }
 
-    pub async fn resume(&self, name: &str) -> Result<(), ProcessorError> {
+    /// Restarts a paused or halted processor. One that closes a loop
+    /// (paused at start for it) is refused, as `create` would; `other_flows`
+    /// as for `create`.
+    pub async fn resume(&self, name: &str, other_flows: &[Flow]) -> Result<(), ProcessorError> {
+        {
+            let running = self.running.lock().await;
+            let resumed = &find(&running, name)?.definition;
+            let others = running
+                .values()
+                .map(|r| &r.definition)
+                .filter(|definition| definition.id != resumed.id);
+            check_no_loop(resumed, others, other_flows)?;
+        }
         // A halted worker resumes too: it retries from its cursor.
         let workers = self
             .with_processor(name, |_, processor| {
@@ -698,6 +730,15 @@ impl Processors {
             .get(name)
             .map(|processor| processor.definition.settings.source.clone())
     }
+}
+
+fn find<'a>(
+    running: &'a BTreeMap<String, Running>,
+    name: &str,
+) -> Result<&'a Running, ProcessorError> {
+    running.get(name).ok_or_else(|| ProcessorError::NotFound {
+        name: name.to_owned(),
+    })
 }
 
 fn find_mut<'a>(

@@ -85,7 +85,8 @@ pub async fn handle(
             AdminResponse::Done
         }
         AdminRequest::ResumeProcessor { name } => {
-            processors.resume(&name).await?;
+            let sink_flows = service.sinks.flows().await;
+            processors.resume(&name, &sink_flows).await?;
             AdminResponse::Done
         }
         AdminRequest::DeleteProcessor { name } => {
