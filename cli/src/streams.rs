@@ -207,6 +207,10 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
 const PUT_ACKS_WAITING_MAX: usize = 10_000;
 
 async fn put_file(client: &Client, args: &PutArgs, file: &Path) -> anyhow::Result<()> {
+    // Said before the first line, which a pipe may take long to bring.
+    if args.key.is_none() && args.key_field.is_none() {
+        bail!("give --key KEY or --key-field FIELD with --file");
+    }
     let from_stdin = file == Path::new("-");
     let name = if from_stdin {
         "standard input".to_owned()
@@ -280,12 +284,11 @@ async fn put_file(client: &Client, args: &PutArgs, file: &Path) -> anyhow::Resul
         if line.is_empty() {
             continue;
         }
-        let key = match (&args.key, &args.key_field) {
-            (Some(key), _) => key.clone(),
-            (None, Some(field)) => {
-                key_from_json(&line, field).with_context(|| format!("line {number}"))?
-            }
-            (None, None) => bail!("give --key KEY or --key-field FIELD with --file"),
+        let key = match &args.key {
+            Some(key) => key.clone(),
+            // Then --key-field is given (checked above).
+            None => key_from_json(&line, args.key_field.as_deref().unwrap_or_default())
+                .with_context(|| format!("line {number}"))?,
         };
         let ack = producer.send(key, line.into_bytes()).await?;
         if acks.send(ack).await.is_err() {

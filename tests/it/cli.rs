@@ -132,6 +132,10 @@ fn cli_verbs_find_the_local_certificate_and_work() {
         "2 stored, 0 failed"
     );
     assert!(read_piped().contains("key=pipe from a pipe 2"));
+    // Without a key it says so before waiting for a first line.
+    let (ok, _, err) = weir(data, &server, &["put", "piped", "--file", "-"]);
+    assert!(!ok);
+    assert!(err.contains("give --key KEY or --key-field FIELD"), "{err}");
 
     let (ok, out, _) = weir(data, &server, &["stream", "describe", "clicks"]);
     assert!(ok);
