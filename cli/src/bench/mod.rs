@@ -730,26 +730,22 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     // single-partition consumer), then as Kinesis consumers read (KCL: one
     // worker, one request in flight, per shard).
     let started = Instant::now();
-    let (mut records, mut bytes) = (0, 0);
+    let mut shards_read = Vec::new();
     for shard in 0..args.shards {
-        let (shard_records, shard_bytes) = get_shard(client, shard, args.limit).await?;
-        records += shard_records;
-        bytes += shard_bytes;
+        shards_read.push(get_shard(client, shard, args.limit).await?);
     }
-    report_get("get", args.records, records, bytes, started.elapsed())?;
+    report_get("get", args.records, &shards_read, started.elapsed())?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for shard in 0..args.shards {
         let (client, limit) = (client.clone(), args.limit);
         tasks.spawn(async move { get_shard(&client, shard, limit).await });
     }
-    let (mut records, mut bytes) = (0, 0);
+    let mut shards_read = Vec::new();
     while let Some(result) = tasks.join_next().await {
-        let (shard_records, shard_bytes) = result??;
-        records += shard_records;
-        bytes += shard_bytes;
+        shards_read.push(result??);
     }
-    report_get("get-par", args.records, records, bytes, started.elapsed())?;
+    report_get("get-par", args.records, &shards_read, started.elapsed())?;
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -797,13 +793,15 @@ async fn get_shard(client: &Client, shard: u32, limit: u32) -> anyhow::Result<(u
     }
 }
 
+/// Prints a GetRecords phase's rate from each shard's (records, bytes).
 fn report_get(
     label: &str,
     expected: usize,
-    records: usize,
-    bytes: usize,
+    shards_read: &[(usize, usize)],
     elapsed: Duration,
 ) -> anyhow::Result<()> {
+    let records: usize = shards_read.iter().map(|(records, _)| records).sum();
+    let bytes: usize = shards_read.iter().map(|(_, bytes)| bytes).sum();
     if records != expected {
         bail!("read {records} records, expected {expected}");
     }

@@ -103,8 +103,9 @@ impl Processors {
         let mut running = processors.running.lock().await;
         for mut definition in definitions {
             if !definition.paused {
-                match flows::closed_loop(&definition.flows(), &flowing) {
-                    None => flowing.extend(definition.flows()),
+                let own = definition.flows();
+                match flows::closed_loop(&own, &flowing) {
+                    None => flowing.extend(own),
                     Some(path) => {
                         tracing::error!(processor = %definition.settings.name, %path, "processor paused: it feeds its own source, so records would go round for ever; delete it or write elsewhere");
                         definition.paused = true;
@@ -595,18 +596,32 @@ impl Processors {
         only: Option<u32>,
         to: Position,
     ) -> Result<(), ProcessorError> {
-        let source = self.storage.stream(&definition.settings.source)?;
-        for (shard, next_sequence) in self.storage.resolve_in_shards(&source, only, to)? {
-            let processing = self.storage.processing();
-            let cursor = processing
-                .cursor(definition.id, shard.index)?
-                .unwrap_or_default();
-            let moved = CursorState {
-                next_sequence,
-                ..cursor
-            };
-            processing
-                .commit_cursor(definition.id, shard.index, moved)
+        let (storage, id, source) = (
+            self.storage.clone(),
+            definition.id,
+            definition.settings.source.clone(),
+        );
+        // Finding a time reads chunks from disk: off the async threads.
+        let moved = tokio::task::spawn_blocking(move || {
+            let source = storage.stream(&source)?;
+            (storage.resolve_in_shards(&source, only, to)?)
+                .into_iter()
+                .map(|(shard, next_sequence)| {
+                    let cursor = storage.processing().cursor(id, shard.index)?;
+                    let moved = CursorState {
+                        next_sequence,
+                        ..cursor.unwrap_or_default()
+                    };
+                    Ok((shard.index, moved))
+                })
+                .collect::<Result<Vec<_>, StorageError>>()
+        })
+        .await
+        .map_err(|_| StorageError::WriterStopped)??;
+        for (shard, cursor) in moved {
+            self.storage
+                .processing()
+                .commit_cursor(id, shard, cursor)
                 .await?;
         }
         Ok(())

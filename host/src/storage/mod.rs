@@ -832,13 +832,14 @@ impl Storage {
             .segments
             .read(shard.stream_id, summary.location)
             .map_err(|error| match error.kind() {
+                std::io::ErrorKind::NotFound if shard.stream_is_deleted() => {
+                    StorageError::StreamNotFound {
+                        name: shard.stream_name.clone(),
+                    }
+                }
                 std::io::ErrorKind::NotFound => {
                     let first_sequence = shard.state().first_sequence;
-                    if shard.stream_is_deleted() {
-                        StorageError::StreamNotFound {
-                            name: shard.stream_name.clone(),
-                        }
-                    } else if summary.end() <= first_sequence {
+                    if summary.end() <= first_sequence {
                         StorageError::PositionTrimmed {
                             shard: shard.index,
                             requested: summary.first_sequence,
